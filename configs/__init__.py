@@ -1,0 +1,1 @@
+"""Built-in templates and an example config, read through importlib.resources."""

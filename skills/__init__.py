@@ -1,0 +1,1 @@
+"""Built-in skills (markdown), read through importlib.resources."""

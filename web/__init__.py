@@ -1,0 +1,1 @@
+"""The HTML frontend served by the hub; no build step."""
