@@ -1,0 +1,201 @@
+"""The agent: the single primitive. A spec, a state, and the LLM <-> MCP tool loop.
+
+Each step of the loop asks the model (with the tool schemas of the agent's mounts), runs the tool
+calls it asked for concurrently through the MCP client sessions, and then drains the agent's
+inbox into the transcript, so a message is read right after the next tool result. An answer
+without tool calls is the agent's report, unless messages arrived meanwhile or children still run.
+The loop is an async iterator of :class:`Step`; the tree, not the loop, announces each step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import anyio
+from dispatch.hub.grants import Grants
+from dispatch.hub.inbox import Inbox
+from dispatch.hub.llm.client import Completion, ModelClient, ToolCallRequest, Usage
+from dispatch.hub.mounts import Mounts, ToolOutcome
+from dispatch.servers.hublink import InboxMessage
+from pydantic import BaseModel, ConfigDict, Field
+
+JsonDict = dict[str, Any]
+
+WORKER_INSTRUCTIONS = (
+    "You are an agent in Dispatch, working on one task in a software project. Use your tools to do "
+    "the work; paths are relative to the project root. Messages from the user or your parent may "
+    "appear after a tool result: read them and follow them. When the task is done, answer without "
+    "calling a tool: that answer is your report to whoever gave you the task, so make it complete "
+    "and concise."
+)
+ORCHESTRATOR_INSTRUCTIONS = (
+    " You can summon child agents for parts of the task. Give children that run at the same time "
+    "non-overlapping write scopes, wait for their reports, and combine them in your own report."
+)
+
+
+class AgentState(StrEnum):
+    pending = "pending"
+    running = "running"
+    waiting_key = "waiting_key"
+    waiting_user = "waiting_user"
+    waiting_children = "waiting_children"
+    done = "done"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (AgentState.done, AgentState.failed, AgentState.cancelled)
+
+
+class AgentSpec(BaseModel):
+    """Everything an agent is started from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    parent_id: str | None = None
+    name: str
+    template: str | None = None
+    task: str
+    instructions: str | None = Field(default=None, description="None: the built-in instructions")
+    skills: list[str] = Field(default_factory=list[str])
+    model: str = Field(description="a litellm model name such as 'openai/gpt-4o-mini'")
+    grants: Grants = Field(default_factory=Grants)
+    detached: bool = False
+    checkpoints: list[str] = Field(default_factory=list[str])
+    max_children: int = Field(default=8, ge=1, description="children running at once; more wait")
+    isolated: bool = Field(default=False, description="run fs and shell as stdio subprocesses")
+
+    @property
+    def scope(self) -> tuple[str, ...]:
+        """The paths the agent may write."""
+        return self.grants.write
+
+    def system_prompt(self) -> str:
+        if self.instructions is not None:
+            return self.instructions
+        text = WORKER_INSTRUCTIONS
+        if self.grants.summon:
+            text += ORCHESTRATOR_INSTRUCTIONS
+        return text
+
+
+@dataclass(frozen=True)
+class ToolRun:
+    call: ToolCallRequest
+    outcome: ToolOutcome
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Step:
+    """One model call and what followed it."""
+
+    index: int
+    completion: Completion
+    tool_runs: list[ToolRun]
+    delivered: list[InboxMessage]
+    report: str | None = None
+    """Set on the last step: the agent's report."""
+
+
+@dataclass
+class AgentHooks:
+    """What the agent asks of the tree it lives in."""
+
+    live_children: Callable[[], int]
+    on_state: Callable[[Agent], None]
+    on_tool_call: Callable[[Agent, ToolCallRequest], None]
+    on_tool_result: Callable[[Agent, ToolRun], None]
+
+
+@dataclass
+class Agent:
+    """A running (or finished) agent: its spec, state, transcript and inbox."""
+
+    spec: AgentSpec
+    hooks: AgentHooks
+    state: AgentState = AgentState.pending
+    reason: str = ""
+    transcript: list[JsonDict] = field(default_factory=list[JsonDict])
+    inbox: Inbox = field(default_factory=Inbox)
+    usage: Usage = field(default_factory=Usage)
+    report: str | None = None
+    error: str | None = None
+    progress: list[str] = field(default_factory=list[str])
+    steps_taken: int = 0
+    finished: anyio.Event = field(default_factory=anyio.Event)
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def model(self) -> str:
+        return self.spec.model
+
+    def set_state(self, state: AgentState, reason: str = "") -> None:
+        if self.state is state and self.reason == reason:
+            return
+        self.state, self.reason = state, reason
+        self.hooks.on_state(self)
+
+    def switch_model(self, model: str) -> None:
+        """Takes effect at the next model call, with the transcript intact."""
+        self.spec = self.spec.model_copy(update={"model": model})
+
+    def _begin_transcript(self) -> None:
+        if not self.transcript:
+            self.transcript.append({"role": "system", "content": self.spec.system_prompt()})
+            self.transcript.append({"role": "user", "content": self.spec.task})
+
+    def _drain_inbox(self) -> list[InboxMessage]:
+        delivered = self.inbox.take()
+        for message in delivered:
+            self.transcript.append({"role": "user", "content": message.render()})
+        return delivered
+
+    async def _run_tools(self, mounts: Mounts, calls: list[ToolCallRequest]) -> list[ToolRun]:
+        runs: list[ToolRun | None] = [None] * len(calls)
+
+        async def run_one(index: int, call: ToolCallRequest) -> None:
+            self.hooks.on_tool_call(self, call)
+            started = anyio.current_time()
+            outcome = await mounts.call(call.name, call.arguments)
+            runs[index] = ToolRun(call, outcome, anyio.current_time() - started)
+            self.hooks.on_tool_result(self, runs[index])  # type: ignore[arg-type]
+
+        async with anyio.create_task_group() as group:
+            for index, call in enumerate(calls):
+                group.start_soon(run_one, index, call)
+        return [run for run in runs if run is not None]
+
+    async def steps(self, mounts: Mounts, model: ModelClient) -> AsyncIterator[Step]:
+        """The loop, one model call per step, until the agent reports."""
+        self._begin_transcript()
+        while True:
+            completion = await model.complete(self.model, self.transcript, mounts.tool_schemas())
+            self.usage.add(completion.usage)
+            self.steps_taken += 1
+            self.transcript.append(completion.assistant_message())
+            runs: list[ToolRun] = []
+            if completion.tool_calls:
+                runs = await self._run_tools(mounts, completion.tool_calls)
+                for run in runs:
+                    self.transcript.append({"role": "tool", "tool_call_id": run.call.id, "content": run.outcome.text})
+            elif not len(self.inbox) and self.hooks.live_children():
+                count = self.hooks.live_children()
+                self.set_state(AgentState.waiting_children, f"waiting for {count} children")
+                await self.inbox.not_empty()
+                self.set_state(AgentState.running)
+            delivered = self._drain_inbox()
+            if completion.tool_calls or delivered:
+                yield Step(self.steps_taken, completion, runs, delivered)
+                continue
+            yield Step(self.steps_taken, completion, runs, delivered, report=completion.text or "")
+            return

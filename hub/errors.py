@@ -1,0 +1,42 @@
+"""Every error Dispatch raises on purpose, in one tree.
+
+    DispatchError
+    ├── UserError            the user's input is at fault (names the file, field, path or id)
+    │   ├── ConfigError        a config or template file is wrong
+    │   └── UnknownAgentError  no agent has that id
+    └── RunError             a run failed through no fault of the input
+        ├── ModelCallError     the model endpoint refused or could not be reached
+        └── ToolServerError    a mounted tool server failed to start or answer
+
+Control flow (a refused summon, a cancelled agent) is not an error of this tree.
+"""
+
+from __future__ import annotations
+
+
+class DispatchError(Exception):
+    """Base of every error Dispatch raises on purpose."""
+
+
+class UserError(DispatchError):
+    """The user's input is at fault; the message says which file, field, path or id."""
+
+
+class ConfigError(UserError):
+    """A config or template file is wrong; the message names the file and the field."""
+
+
+class UnknownAgentError(UserError):
+    """No agent has the given id."""
+
+
+class RunError(DispatchError):
+    """A run failed through no fault of the user's input."""
+
+
+class ModelCallError(RunError):
+    """The model endpoint refused the call or could not be reached."""
+
+
+class ToolServerError(RunError):
+    """A mounted tool server failed to start or to answer."""

@@ -1,0 +1,147 @@
+"""One model call, through litellm: the seam every agent's LLM request goes through.
+
+Agents hold a :class:`ModelClient`; the default, :class:`LiteLLMClient`, calls
+``litellm.acompletion`` with the agent's litellm model name, so litellm's usual environment
+(``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``ANTHROPIC_API_KEY``, ...) is honoured. litellm is
+imported on first use, never at start-up. Tags, keys, budgets and fallback grow in this package.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from functools import cache
+from types import ModuleType
+from typing import Any, Protocol
+
+import anyio
+from dispatch.hub.errors import ModelCallError, UserError
+from pydantic import BaseModel, ConfigDict, Field
+
+JsonDict = dict[str, Any]
+
+
+class ToolCallRequest(BaseModel):
+    """One tool call the model asked for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    name: str
+    arguments: str = Field(description="the JSON text of the arguments, as the model wrote it")
+
+
+class Usage(BaseModel):
+    """Tokens and cost of model calls."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    calls: int = 0
+
+    def add(self, other: Usage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cost_usd += other.cost_usd
+        self.calls += other.calls
+
+
+class Completion(BaseModel):
+    """The model's answer to one request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None
+    tool_calls: list[ToolCallRequest]
+    usage: Usage
+    model: str
+    latency_s: float
+
+    def assistant_message(self) -> JsonDict:
+        """The answer as an OpenAI-format assistant message for the transcript."""
+        message: JsonDict = {"role": "assistant", "content": self.text}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in self.tool_calls
+            ]
+        return message
+
+
+class ModelClient(Protocol):
+    """Anything that can answer a transcript with tools."""
+
+    async def complete(self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict]) -> Completion:
+        """One model call. Raises :class:`ModelCallError` (or :class:`UserError` for a bad model)."""
+        ...
+
+
+@cache
+def load_litellm() -> ModuleType:
+    """Import litellm once, offline-safe: its cost map is read from the package, not the network."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    return litellm
+
+
+def _usage_of(litellm: ModuleType, response: Any, model: str) -> Usage:
+    usage = getattr(response, "usage", None)
+    prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
+    completion = int(getattr(usage, "completion_tokens", 0) or 0)
+    try:
+        cost = float(litellm.completion_cost(completion_response=response) or 0.0)
+    except Exception:  # litellm raises for models missing from its cost map; prices come with keys
+        cost = 0.0
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost, calls=1)
+
+
+def _error_for(litellm: ModuleType, model: str, error: Exception) -> Exception:
+    """A clear, traceback-free error for what went wrong with the call."""
+    name = type(error).__name__
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else name
+    if isinstance(error, litellm.BadRequestError) and "LLM Provider NOT provided" in str(error):
+        return UserError(f"unknown model {model!r}: give a litellm model name such as 'openai/gpt-4o-mini'")
+    if isinstance(error, litellm.APIConnectionError):
+        return ModelCallError(f"model {model!r}: the endpoint could not be reached ({detail})")
+    if isinstance(error, litellm.AuthenticationError):
+        return ModelCallError(f"model {model!r}: the endpoint refused the API key ({detail})")
+    return ModelCallError(f"model {model!r}: {name}: {detail}")
+
+
+class LiteLLMClient:
+    """Calls ``litellm.acompletion``. Retries are off: the key router owns retries and fallback."""
+
+    def __init__(self, *, timeout_s: float = 600.0, extra: JsonDict | None = None) -> None:
+        self._timeout_s = timeout_s
+        self._extra = dict(extra or {})
+
+    async def complete(self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict]) -> Completion:
+        litellm = await anyio.to_thread.run_sync(load_litellm)  # a 2 s import, off the event loop once
+        started = time.perf_counter()
+        kwargs: JsonDict = {"model": model, "messages": list(messages), "num_retries": 0}
+        kwargs["timeout"] = self._timeout_s
+        if tools:
+            kwargs["tools"] = list(tools)
+        kwargs.update(self._extra)
+        try:
+            response = await litellm.acompletion(**kwargs)
+        except Exception as error:  # every litellm failure becomes one of ours, with its cause kept
+            raise _error_for(litellm, model, error) from error
+        choice: Any = response.choices[0].message
+        raw_calls: list[Any] = list(choice.tool_calls or [])
+        calls = [
+            ToolCallRequest(id=str(c.id), name=str(c.function.name), arguments=str(c.function.arguments or "{}"))
+            for c in raw_calls
+        ]
+        return Completion(
+            text=choice.content,
+            tool_calls=calls,
+            usage=_usage_of(litellm, response, model),
+            model=model,
+            latency_s=time.perf_counter() - started,
+        )

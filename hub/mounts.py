@@ -1,0 +1,173 @@
+"""Mounts: the tool servers one agent gets, built from its grants and connected as MCP clients.
+
+Which servers: ``inbox`` and ``fs`` always (``fs`` read-only unless the agent has a write scope),
+``shell`` with the shell grant, ``summon`` with the summon grant and depth left. How: in-process
+(``mcp.Client(server)`` on a server built for this agent's scope, no subprocess) by default, or
+over stdio when the spec asks for process isolation; both run the same server code. ``inbox`` and
+``summon`` are the agent's link to the hub, so they always run in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from dispatch.hub.errors import ToolServerError
+from dispatch.hub.grants import ROOT, Grants
+from dispatch.servers import fs, inbox, shell, summon
+from dispatch.servers.hublink import HubLink
+from mcp import Client, StdioServerParameters
+from mcp.server.mcpserver import MCPServer
+from mcp_types import CallToolResult, TextContent, Tool
+
+JsonDict = dict[str, Any]
+ServerTarget = MCPServer | StdioServerParameters
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    """A tool's result as the model will read it."""
+
+    text: str
+    is_error: bool
+
+
+@dataclass(frozen=True)
+class MountPlan:
+    """What to mount for one agent: the grants, where, and how."""
+
+    root: Path
+    grants: Grants
+    detached: bool = False
+    isolated: bool = False
+
+    def kinds(self) -> list[str]:
+        kinds = ["inbox", "fs"]
+        if self.grants.shell:
+            kinds.append("shell")
+        if self.grants.summon and self.grants.max_depth != 0:
+            kinds.append("summon")
+        return kinds
+
+    def write_paths(self) -> list[Path]:
+        return [self.root if p == ROOT else self.root / p for p in self.grants.write]
+
+
+def _module_params(module: str, args: list[str]) -> StdioServerParameters:
+    env = shell.clean_environment(os.environ)
+    return StdioServerParameters(command=sys.executable, args=["-m", module, *args], env=env)
+
+
+def _fs_target(plan: MountPlan) -> ServerTarget:
+    if not plan.isolated:
+        return fs.build_server(plan.root, plan.write_paths())
+    args = ["--root", str(plan.root)]
+    if not plan.grants.write:
+        args.append("--read-only")
+    elif ROOT not in plan.grants.write:
+        for path in plan.grants.write:
+            args += ["--write", path]
+    return _module_params("dispatch.servers.fs", args)
+
+
+def _shell_target(plan: MountPlan) -> ServerTarget:
+    if not plan.isolated:
+        return shell.build_server(plan.root)
+    return _module_params("dispatch.servers.shell", ["--root", str(plan.root)])
+
+
+def build_targets(plan: MountPlan, link: HubLink) -> dict[str, ServerTarget]:
+    """The server (or the command that starts it) for each mount of the plan."""
+    targets: dict[str, ServerTarget] = {}
+    for kind in plan.kinds():
+        if kind == "inbox":
+            targets[kind] = inbox.build_server(link, detached=plan.detached)
+        elif kind == "summon":
+            targets[kind] = summon.build_server(link)
+        elif kind == "fs":
+            targets[kind] = _fs_target(plan)
+        elif kind == "shell":
+            targets[kind] = _shell_target(plan)
+    return targets
+
+
+def openai_tool(tool: Tool) -> JsonDict:
+    """An MCP tool in the OpenAI function-calling shape litellm takes."""
+    return {
+        "type": "function",
+        "function": {
+            "name": tool.name,
+            "description": tool.description or "",
+            "parameters": tool.input_schema,
+        },
+    }
+
+
+def result_text(result: CallToolResult) -> str:
+    parts = [c.text if isinstance(c, TextContent) else f"[{c.type} content]" for c in result.content]
+    return "\n".join(parts) if parts else "(no output)"
+
+
+class Mounts:
+    """An agent's connected tool servers: their tools for the model, and calls routed by name."""
+
+    def __init__(self, clients: Mapping[str, Client], tools: Mapping[str, list[Tool]]) -> None:
+        self._clients = dict(clients)
+        self._owner: dict[str, str] = {}
+        self._schemas: list[JsonDict] = []
+        for kind, listed in tools.items():
+            for tool in listed:
+                if tool.name in self._owner:
+                    raise ToolServerError(
+                        f"tool {tool.name!r} is offered by both {self._owner[tool.name]!r} and {kind!r}"
+                    )
+                self._owner[tool.name] = kind
+                self._schemas.append(openai_tool(tool))
+
+    @property
+    def kinds(self) -> list[str]:
+        return list(self._clients)
+
+    def tool_schemas(self) -> list[JsonDict]:
+        return list(self._schemas)
+
+    def tool_names(self) -> list[str]:
+        return list(self._owner)
+
+    async def call(self, name: str, arguments_json: str) -> ToolOutcome:
+        """Run one tool call; a bad name or bad JSON comes back as an error result, not a raise."""
+        kind = self._owner.get(name)
+        if kind is None:
+            known = ", ".join(sorted(self._owner))
+            return ToolOutcome(f"Error: there is no tool named {name!r}. Your tools: {known}", True)
+        try:
+            parsed: Any = json.loads(arguments_json or "{}")
+        except json.JSONDecodeError as error:
+            return ToolOutcome(f"Error: the arguments of {name} are not valid JSON ({error})", True)
+        if not isinstance(parsed, dict):
+            return ToolOutcome(f"Error: the arguments of {name} must be a JSON object", True)
+        arguments = cast(dict[str, Any], parsed)
+        result = await self._clients[kind].call_tool(name, arguments)
+        return ToolOutcome(result_text(result), result.is_error)
+
+
+@asynccontextmanager
+async def open_mounts(plan: MountPlan, link: HubLink) -> AsyncGenerator[Mounts]:
+    """Connect every mount of ``plan``; disconnect (and stop stdio servers) on exit."""
+    async with AsyncExitStack() as stack:
+        clients: dict[str, Client] = {}
+        tools: dict[str, list[Tool]] = {}
+        for kind, target in build_targets(plan, link).items():
+            try:
+                client = await stack.enter_async_context(Client(target))
+                tools[kind] = (await client.list_tools()).tools
+            except Exception as error:  # a server that cannot start is this agent's failure, named
+                raise ToolServerError(f"the {kind} tool server failed to start: {error}") from error
+            clients[kind] = client
+        yield Mounts(clients, tools)

@@ -1,0 +1,101 @@
+"""``dispatch run``: one top agent on one task, shown live in the terminal, to completion."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+from dispatch.hub.agent import Agent, AgentSpec, AgentState
+from dispatch.hub.events import EventBus
+from dispatch.hub.grants import Grants
+from dispatch.hub.ids import new_id
+from dispatch.hub.live_view import LiveView, print_line
+from dispatch.hub.llm.client import LiteLLMClient, Usage
+from dispatch.hub.tree import AgentTree
+from rich.console import Console
+from rich.live import Live
+
+EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 130
+
+
+def summary(tree: AgentTree, top: Agent) -> dict[str, Any]:
+    """The run as one JSON-ready object: the report, every agent, and the token usage."""
+    total = Usage()
+    agents: list[dict[str, Any]] = []
+    for agent in tree.agents.values():
+        total.add(agent.usage)
+        agents.append(
+            {
+                "id": agent.id,
+                "parent_id": agent.spec.parent_id,
+                "name": agent.spec.name,
+                "state": agent.state.value,
+                "model": agent.model,
+                "scope": list(agent.spec.scope),
+                "report": agent.report,
+                "error": agent.error,
+                "usage": agent.usage.model_dump(),
+            }
+        )
+    return {
+        "id": top.id,
+        "state": top.state.value,
+        "report": top.report,
+        "error": top.error,
+        "agents": agents,
+        "usage": total.model_dump(),
+    }
+
+
+async def _run(task: str, model: str, root: Path, json_output: bool, isolated: bool) -> tuple[AgentTree, Agent]:
+    console = Console(stderr=True)
+    events = EventBus()
+    spec = AgentSpec(
+        id=new_id(), name="dispatch", task=task, model=model, grants=Grants.everything(), isolated=isolated
+    )
+    async with AgentTree(root, LiteLLMClient(), events) as tree, events.subscribe() as stream:
+        top = tree.start(spec)
+        view = LiveView(tree)
+        if json_output:
+            await top.finished.wait()
+        elif console.is_terminal:
+            with Live(view.render(), console=console, refresh_per_second=8) as live:
+                async with anyio.create_task_group() as group:
+
+                    async def follow() -> None:
+                        async for event in stream:
+                            view.feed(event)
+                            live.update(view.render())
+
+                    group.start_soon(follow)
+                    await top.finished.wait()
+                    group.cancel_scope.cancel()
+                live.update(view.render())
+        else:
+            async with anyio.create_task_group() as group:
+
+                async def log_lines() -> None:
+                    async for event in stream:
+                        print_line(console, event)
+
+                group.start_soon(log_lines)
+                await top.finished.wait()
+                group.cancel_scope.cancel()
+        return tree, top
+
+
+def run_task(task: str, *, model: str, root: Path, json_output: bool, isolated: bool) -> int:
+    """Run the task; print the report (or the JSON summary); return the exit code."""
+    tree, top = anyio.run(_run, task, model, root, json_output, isolated)
+    if json_output:
+        print(json.dumps(summary(tree, top), indent=2))
+    elif top.state is AgentState.done:
+        print(top.report or "")
+    else:
+        print(f"error: {top.error or top.reason or top.state.value}", file=sys.stderr)
+    if top.state is AgentState.done:
+        return EXIT_OK
+    return EXIT_CANCELLED if top.state is AgentState.cancelled else EXIT_FAILED

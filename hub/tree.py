@@ -1,0 +1,217 @@
+"""The tree of live agents: spawning, parent/child links, strict-hierarchy routing, cancellation.
+
+The tree runs every agent in its own task group, so children run concurrently (each parent's
+``max_children`` at once; more wait as ``pending``). A child's report goes to its parent's inbox
+and nowhere else. The user may message any agent; the message waits in its inbox for the next
+tool boundary. :class:`TreeLink` is the hub side of each agent's ``HubLink``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+import anyio
+from anyio.abc import TaskGroup
+from dispatch.hub.agent import Agent, AgentHooks, AgentSpec, AgentState, ToolRun
+from dispatch.hub.errors import DispatchError, UnknownAgentError, UserError
+from dispatch.hub.events import EventBus
+from dispatch.hub.ids import new_id
+from dispatch.hub.llm.client import ModelClient, ToolCallRequest
+from dispatch.hub.mounts import MountPlan, open_mounts
+from dispatch.hub.tree_link import TreeLink
+from dispatch.servers.hublink import InboxMessage, MessageKind
+
+log = logging.getLogger(__name__)
+
+
+class AgentTree:
+    """Every agent of one hub, alive or finished, and the task group they run in."""
+
+    def __init__(self, root: Path, model: ModelClient, events: EventBus | None = None) -> None:
+        self.root = root.resolve()
+        self.model = model
+        self.events = events or EventBus()
+        self.agents: dict[str, Agent] = {}
+        self._children: dict[str, list[str]] = {}
+        self._limiters: dict[str, anyio.CapacityLimiter] = {}
+        self._scopes: dict[str, anyio.CancelScope] = {}
+        self._group: TaskGroup | None = None
+
+    async def __aenter__(self) -> AgentTree:
+        self._group = await anyio.create_task_group().__aenter__()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        assert self._group is not None
+        self._group.cancel_scope.cancel()
+        return await self._group.__aexit__(kind, error, tb)
+
+    # ---- looking things up -------------------------------------------------------------------
+
+    def get(self, agent_id: str) -> Agent:
+        try:
+            return self.agents[agent_id]
+        except KeyError:
+            raise UnknownAgentError(f"no agent has the id {agent_id!r}") from None
+
+    def children_of(self, agent_id: str) -> list[Agent]:
+        return [self.agents[c] for c in self._children.get(agent_id, [])]
+
+    def live_children(self, agent_id: str) -> list[Agent]:
+        return [c for c in self.children_of(agent_id) if not c.state.terminal]
+
+    def descendants(self, agent_id: str) -> Iterator[Agent]:
+        for child in self.children_of(agent_id):
+            yield child
+            yield from self.descendants(child.id)
+
+    # ---- spawning and running ----------------------------------------------------------------
+
+    def start(self, spec: AgentSpec) -> Agent:
+        """Register the agent and start running it in the tree's task group."""
+        if self._group is None:
+            raise RuntimeError("the tree is not running; use 'async with AgentTree(...)'")
+        if spec.id in self.agents:
+            raise UserError(f"an agent with the id {spec.id!r} exists already")
+        hooks = AgentHooks(
+            live_children=lambda: len(self.live_children(spec.id)),
+            on_state=self._announce_state,
+            on_tool_call=self._announce_tool_call,
+            on_tool_result=self._announce_tool_result,
+        )
+        agent = Agent(spec=spec, hooks=hooks)
+        self.agents[spec.id] = agent
+        if spec.parent_id is not None:
+            self._children.setdefault(spec.parent_id, []).append(spec.id)
+        self._limiters[spec.id] = anyio.CapacityLimiter(spec.max_children)
+        self.events.publish(
+            "agent.spawned",
+            spec.id,
+            parent_id=spec.parent_id,
+            name=spec.name,
+            template=spec.template,
+            model=spec.model,
+            task=spec.task,
+            scope=list(spec.scope),
+            detached=spec.detached,
+        )
+        self._group.start_soon(self._run, agent, name=f"agent {spec.id}")
+        return agent
+
+    async def run(self, spec: AgentSpec) -> Agent:
+        """Start an agent and return it once it has finished."""
+        agent = self.start(spec)
+        await agent.finished.wait()
+        return agent
+
+    async def _run(self, agent: Agent) -> None:
+        parent_id = agent.spec.parent_id
+        limiter = self._limiters.get(parent_id) if parent_id else None
+        with anyio.CancelScope() as scope:
+            self._scopes[agent.id] = scope
+            try:
+                if limiter is not None:
+                    async with limiter:
+                        await self._loop(agent)
+                else:
+                    await self._loop(agent)
+            except DispatchError as error:
+                agent.error = str(error)
+                agent.set_state(AgentState.failed, str(error))
+            except Exception as error:  # a bug must fail this agent, not the hub
+                log.exception("agent %s failed", agent.id)
+                agent.error = f"{type(error).__name__}: {error}"
+                agent.set_state(AgentState.failed, agent.error)
+        if scope.cancel_called and not agent.state.terminal:
+            agent.set_state(AgentState.cancelled, "cancelled")
+        self._scopes.pop(agent.id, None)
+        for child in self.live_children(agent.id):
+            self.cancel(child.id)
+        self._report_to_parent(agent)
+        agent.finished.set()
+
+    async def _loop(self, agent: Agent) -> None:
+        agent.set_state(AgentState.running)
+        plan = MountPlan(self.root, agent.spec.grants, agent.spec.detached, agent.spec.isolated)
+        async with open_mounts(plan, TreeLink(self, agent)) as mounts:
+            async for step in agent.steps(mounts, self.model):
+                self.events.publish(
+                    "agent.step",
+                    agent.id,
+                    index=step.index,
+                    text=step.completion.text,
+                    tool_calls=[c.name for c in step.completion.tool_calls],
+                    tokens_in=step.completion.usage.prompt_tokens,
+                    tokens_out=step.completion.usage.completion_tokens,
+                    cost_usd=step.completion.usage.cost_usd,
+                )
+                for message in step.delivered:
+                    self.events.publish("message.delivered", agent.id, message_id=message.id, step=step.index)
+                if step.report is not None:
+                    agent.report = step.report
+        agent.set_state(AgentState.done)
+        self.events.publish("agent.report", agent.id, report=agent.report)
+
+    def _report_to_parent(self, agent: Agent) -> None:
+        parent_id = agent.spec.parent_id
+        if parent_id is None or parent_id not in self.agents or self.agents[parent_id].state.terminal:
+            return
+        if agent.state is AgentState.done:
+            text = agent.report or "(the child reported nothing)"
+        elif agent.state is AgentState.failed:
+            text = f"(the child failed: {agent.error})"
+        else:
+            text = "(the child was cancelled before it reported)"
+        self.put_message(parent_id, MessageKind.report, text, sender=agent.id)
+
+    # ---- messages, cancellation, model switch ------------------------------------------------
+
+    def put_message(self, agent_id: str, kind: MessageKind, text: str, *, sender: str = "user") -> str:
+        """Put a message in an agent's inbox; it reads it at its next tool boundary."""
+        agent = self.get(agent_id)
+        if agent.state.terminal:
+            raise UserError(f"agent {agent_id} has finished ({agent.state.value}); it reads no more messages")
+        message = InboxMessage(id=new_id("m"), kind=kind, text=text, sender=sender, sent_at=datetime.now(UTC))
+        agent.inbox.put(message)
+        self.events.publish("message.sent", agent_id, message_id=message.id, kind=kind.value, sender=sender)
+        return message.id
+
+    def cancel(self, agent_id: str) -> Agent:
+        """Cancel an agent and, through it, all its descendants."""
+        agent = self.get(agent_id)
+        scope = self._scopes.get(agent_id)
+        if scope is not None:
+            scope.cancel()
+        elif not agent.state.terminal:
+            agent.set_state(AgentState.cancelled, "cancelled")
+        return agent
+
+    def switch_model(self, agent_id: str, model: str) -> None:
+        agent = self.get(agent_id)
+        agent.switch_model(model)
+        self.events.publish("agent.model", agent_id, model=model)
+
+    # ---- announcements -----------------------------------------------------------------------
+
+    def _announce_state(self, agent: Agent) -> None:
+        self.events.publish("agent.state", agent.id, state=agent.state.value, reason=agent.reason)
+
+    def _announce_tool_call(self, agent: Agent, call: ToolCallRequest) -> None:
+        self.events.publish("tool.call", agent.id, call_id=call.id, name=call.name, arguments=call.arguments)
+
+    def _announce_tool_result(self, agent: Agent, run: ToolRun) -> None:
+        self.events.publish(
+            "tool.result",
+            agent.id,
+            call_id=run.call.id,
+            name=run.call.name,
+            is_error=run.outcome.is_error,
+            text=run.outcome.text[:2000],
+            seconds=run.seconds,
+        )

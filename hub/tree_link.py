@@ -1,0 +1,180 @@
+"""The hub side of one agent's ``HubLink``: what its inbox and summon servers may ask of the tree.
+
+Every request is checked against the identity the link was built with: a summon is refused when
+it asks for more than the agent's own grants or a write scope that overlaps a running sibling's;
+``message_child``, ``cancel_child`` and ``wait`` only reach the agent's own children.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import anyio
+from dispatch.hub.agent import Agent, AgentSpec, AgentState
+from dispatch.hub.events import EventBus
+from dispatch.hub.grants import normalize_path, overlaps
+from dispatch.hub.ids import new_id
+from dispatch.servers.hublink import (
+    ChildInfo,
+    InboxMessage,
+    LinkRefusal,
+    MessageKind,
+    SummonRequest,
+    WaitOutcome,
+)
+
+
+class TreeOps(Protocol):
+    """What a link needs of the tree (``dispatch.hub.tree.AgentTree`` provides it)."""
+
+    events: EventBus
+    agents: dict[str, Agent]
+
+    def children_of(self, agent_id: str) -> list[Agent]: ...
+    def live_children(self, agent_id: str) -> list[Agent]: ...
+    def start(self, spec: AgentSpec) -> Agent: ...
+    def put_message(self, agent_id: str, kind: MessageKind, text: str, *, sender: str = "user") -> str: ...
+    def cancel(self, agent_id: str) -> Agent: ...
+
+
+def child_info(agent: Agent) -> ChildInfo:
+    return ChildInfo(
+        id=agent.id,
+        name=agent.spec.name,
+        state=agent.state.value,
+        task=agent.spec.task,
+        scope=list(agent.spec.scope),
+        report=agent.report if agent.state is AgentState.done else agent.error,
+    )
+
+
+class TreeLink:
+    """A ``HubLink`` bound to one agent of a tree."""
+
+    def __init__(self, tree: TreeOps, agent: Agent) -> None:
+        self._tree = tree
+        self._agent = agent
+
+    @property
+    def agent_id(self) -> str:
+        return self._agent.id
+
+    # ---- inbox ---------------------------------------------------------------------------------
+
+    def take_messages(self) -> list[InboxMessage]:
+        taken = self._agent.inbox.take()
+        for message in taken:
+            self._tree.events.publish(
+                "message.delivered", self._agent.id, message_id=message.id, step=self._agent.steps_taken
+            )
+        return taken
+
+    async def wait_for_message(self) -> None:
+        await self._agent.inbox.not_empty()
+
+    async def report_progress(self, text: str) -> None:
+        self._agent.progress.append(text)
+        self._tree.events.publish("agent.progress", self._agent.id, text=text)
+
+    async def ask_user(self, question: str) -> list[InboxMessage]:
+        self._tree.events.publish("agent.question", self._agent.id, question=question)
+        self._agent.set_state(AgentState.waiting_user, f"waiting for you: {question}")
+        try:
+            await self._agent.inbox.not_empty()
+        finally:
+            self._agent.set_state(AgentState.running)
+        return self.take_messages()
+
+    # ---- children ------------------------------------------------------------------------------
+
+    def _own_child(self, child_id: str) -> Agent:
+        if child_id not in {c.id for c in self._tree.children_of(self._agent.id)}:
+            raise LinkRefusal(f"{child_id!r} is not one of your children")
+        return self._tree.agents[child_id]
+
+    def _check_scope(self, scope: list[str]) -> list[str]:
+        try:
+            paths = [normalize_path(p) for p in scope]
+        except ValueError as error:
+            raise LinkRefusal(f"scope: {error}") from None
+        for sibling in self._tree.live_children(self._agent.id):
+            for mine in paths:
+                for theirs in sibling.spec.scope:
+                    if overlaps(mine, theirs):
+                        raise LinkRefusal(
+                            f"write scope {mine!r} overlaps the scope {theirs!r} of running sibling "
+                            f"{sibling.id} ({sibling.spec.name}); give children that run at the same "
+                            f"time disjoint scopes"
+                        )
+        return paths
+
+    async def summon(self, request: SummonRequest) -> str:
+        parent = self._agent.spec
+        if request.template is not None:
+            raise LinkRefusal(f"no template named {request.template!r} (no templates are configured)")
+        if request.skills:
+            raise LinkRefusal(f"no skill named {request.skills[0]!r} (no skills are configured)")
+        try:
+            grants = parent.grants.for_child(request.grants, self._check_scope(request.scope))
+        except ValueError as error:
+            raise LinkRefusal(f"grants: {error}") from None
+        excess = grants.excess_over(parent.grants)
+        if excess:
+            raise LinkRefusal("the child would get more than you have: " + "; ".join(excess))
+        spec = AgentSpec(
+            id=new_id(),
+            parent_id=parent.id,
+            name=request.name or f"{parent.name}.{len(self._tree.children_of(parent.id)) + 1}",
+            task=request.task,
+            instructions=request.instructions,
+            model=request.model or parent.model,
+            grants=grants,
+            detached=request.detached,
+            max_children=parent.max_children,
+            isolated=parent.isolated,
+        )
+        return self._tree.start(spec).id
+
+    async def wait_children(self, ids: list[str], timeout_s: float | None) -> WaitOutcome:
+        kids = [self._own_child(i) for i in ids] if ids else self._tree.children_of(self._agent.id)
+        awaited = {k.id for k in kids}
+        inbox = self._agent.inbox
+
+        def interrupting(message: InboxMessage) -> bool:
+            return not (message.kind is MessageKind.report and message.sender in awaited)
+
+        interrupted = False
+        live = [k for k in kids if not k.state.terminal]
+        if live:
+            self._agent.set_state(AgentState.waiting_children, f"waiting for {len(live)} children")
+        with anyio.move_on_after(timeout_s if timeout_s is not None else float("inf")) as deadline:
+            while not all(k.state.terminal for k in kids):
+                if any(interrupting(m) for m in inbox.peek()):
+                    interrupted = True
+                    break
+                await inbox.next_arrival()
+        self._agent.set_state(AgentState.running)
+        finished = [k for k in kids if k.state.terminal]
+        done_ids = {k.id for k in finished}
+        inbox.take(lambda m: m.kind is MessageKind.report and m.sender in done_ids)
+        return WaitOutcome(
+            finished=[child_info(k) for k in finished],
+            pending=[child_info(k) for k in kids if not k.state.terminal],
+            timed_out=deadline.cancelled_caught,
+            interrupted=interrupted,
+        )
+
+    async def message_child(self, child_id: str, text: str, kind: MessageKind) -> str:
+        child = self._own_child(child_id)
+        if child.state.terminal:
+            raise LinkRefusal(f"child {child_id} has finished ({child.state.value})")
+        return self._tree.put_message(child_id, kind, text, sender="parent")
+
+    async def cancel_child(self, child_id: str) -> ChildInfo:
+        child = self._own_child(child_id)
+        self._tree.cancel(child_id)
+        await child.finished.wait()
+        return child_info(child)
+
+    def children(self) -> list[ChildInfo]:
+        return [child_info(c) for c in self._tree.children_of(self._agent.id)]

@@ -1,0 +1,155 @@
+"""The small interface between the hub and the tool servers that talk back to it.
+
+The ``inbox`` and ``summon`` servers are built for one agent and hold a :class:`HubLink` bound to
+that agent: identity comes from construction, never from anything the model says. The hub
+implements the protocol (``dispatch.hub.tree``); tests may implement it with a double. The data
+shapes here are the ones that cross that line.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class MessageKind(StrEnum):
+    """What a message in an agent's inbox is."""
+
+    instruction = "instruction"
+    correction = "correction"
+    context = "context"
+    data = "data"
+    report = "report"
+    """A child's final report (or its failure), sent to its parent."""
+
+
+USER_KINDS: tuple[MessageKind, ...] = (
+    MessageKind.instruction,
+    MessageKind.correction,
+    MessageKind.context,
+    MessageKind.data,
+)
+
+
+class InboxMessage(BaseModel):
+    """One message waiting for an agent: from the user, its parent, or one of its children."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    kind: MessageKind
+    text: str
+    sender: str = Field(description="'user', 'parent', or the id of the child that reports")
+    sent_at: datetime
+
+    def render(self) -> str:
+        """The message as the model sees it in its transcript, marked with its origin and kind."""
+        if self.kind is MessageKind.report:
+            head = f"[report from child {self.sender} · message {self.id}]"
+        else:
+            who = "the user" if self.sender == "user" else f"your {self.sender}"
+            head = f"[{self.kind.value} from {who} · message {self.id}]"
+        return f"{head}\n{self.text}"
+
+
+class GrantRequest(BaseModel):
+    """What a parent asks for its child. Unset fields inherit the parent's, except ``summon``,
+    which defaults to off (a child is a leaf unless made an orchestrator on purpose)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shell: bool | None = Field(default=None, description="may run shell commands")
+    summon: bool | None = Field(default=None, description="may summon children of its own")
+    lsp: bool | None = Field(default=None, description="may read language-server diagnostics")
+    read: list[str] | None = Field(default=None, description="root-relative paths it may read")
+    max_depth: int | None = Field(default=None, ge=0, description="levels of descendants below it")
+
+
+class SummonRequest(BaseModel):
+    """A parent's request for one child agent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    name: str | None = None
+    template: str | None = None
+    instructions: str | None = None
+    model: str | None = None
+    skills: list[str] = Field(default_factory=list[str])
+    grants: GrantRequest = Field(default_factory=GrantRequest)
+    scope: list[str] = Field(default_factory=list[str], description="root-relative paths it may write")
+    detached: bool = False
+
+
+class ChildInfo(BaseModel):
+    """A child as its parent sees it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    name: str
+    state: str
+    task: str
+    scope: list[str]
+    report: str | None = None
+
+
+class WaitOutcome(BaseModel):
+    """What a blocking wait on children came back with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    finished: list[ChildInfo]
+    pending: list[ChildInfo]
+    timed_out: bool = False
+    interrupted: bool = Field(default=False, description="a message arrived for the waiting agent")
+
+
+class LinkRefusal(Exception):
+    """The hub refused a request (a grant escalation, an overlapping scope, an unknown child)."""
+
+
+class HubLink(Protocol):
+    """What one agent's tool servers may ask of the hub. Bound to that agent."""
+
+    @property
+    def agent_id(self) -> str: ...
+
+    def take_messages(self) -> list[InboxMessage]:
+        """Remove and return every message waiting in the agent's inbox."""
+        ...
+
+    async def wait_for_message(self) -> None:
+        """Return as soon as the agent's inbox holds a message (at once if it already does)."""
+        ...
+
+    async def report_progress(self, text: str) -> None:
+        """Record a progress note for the user and the agent's parent."""
+        ...
+
+    async def ask_user(self, question: str) -> list[InboxMessage]:
+        """Put a question to the user and return what arrives next in the agent's inbox."""
+        ...
+
+    async def summon(self, request: SummonRequest) -> str:
+        """Start a child; returns its id. Raises :class:`LinkRefusal` naming the conflict."""
+        ...
+
+    async def wait_children(self, ids: list[str], timeout_s: float | None) -> WaitOutcome:
+        """Wait until the children finish, the timeout passes, or a message arrives."""
+        ...
+
+    async def message_child(self, child_id: str, text: str, kind: MessageKind) -> str:
+        """Send a message to one of the agent's own children; returns the message id."""
+        ...
+
+    async def cancel_child(self, child_id: str) -> ChildInfo:
+        """Cancel one of the agent's own children (and its descendants)."""
+        ...
+
+    def children(self) -> list[ChildInfo]:
+        """The agent's children with their states."""
+        ...

@@ -1,0 +1,53 @@
+"""The ``inbox`` tool server: an agent's channel to the user and its parent.
+
+Mounted for every agent, built around a :class:`~dispatch.servers.hublink.HubLink` bound to that
+agent. ``ask_user`` exists only for detached agents, which have their own conversation with the
+user. Messages are also delivered without these tools: the hub drains the inbox into the
+transcript after every tool result.
+"""
+
+from __future__ import annotations
+
+from dispatch.servers._base import MCPServer, ToolError, new_server
+from dispatch.servers.hublink import HubLink, InboxMessage
+
+
+def render_messages(messages: list[InboxMessage]) -> str:
+    """Messages as the model reads them, oldest first."""
+    return "\n\n".join(m.render() for m in messages)
+
+
+def build_server(link: HubLink, *, detached: bool = False) -> MCPServer:
+    """The inbox server for the agent ``link`` is bound to."""
+    server = new_server(
+        "inbox",
+        "Messages from the user and your children reach you here and after every tool result.",
+    )
+
+    @server.tool()
+    async def check_messages() -> str:
+        """Return (and mark as read) every message waiting for you: instructions, corrections,
+        context or data from the user, and reports from your children."""
+        messages = link.take_messages()
+        return render_messages(messages) if messages else "No new messages."
+
+    @server.tool()
+    async def report_progress(text: str) -> str:
+        """Tell the user and your parent how the work is going, in a sentence or two."""
+        if not text.strip():
+            raise ToolError("report_progress needs a non-empty text")
+        await link.report_progress(text.strip())
+        return "Progress noted."
+
+    if detached:
+
+        @server.tool()
+        async def ask_user(question: str) -> str:
+            """Ask the user a question in your own conversation with them and wait for the reply.
+            Returns as soon as any message reaches you (the reply, or something else they sent)."""
+            if not question.strip():
+                raise ToolError("ask_user needs a non-empty question")
+            replies = await link.ask_user(question.strip())
+            return render_messages(replies)
+
+    return server

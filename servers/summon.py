@@ -1,0 +1,137 @@
+"""The ``summon`` tool server: how an agent becomes an orchestrator.
+
+Mounted only when the agent's grants include ``summon``. It starts children through the agent's
+:class:`~dispatch.servers.hublink.HubLink`, which refuses a child with more grants than its parent
+or a write scope that overlaps a running sibling's. Blocking tools (``wait``, ``summon`` with
+``wait``) return early when a message arrives for the calling agent; the children keep running.
+"""
+
+from __future__ import annotations
+
+import json
+
+from dispatch.servers._base import MCPServer, ToolError, new_server
+from dispatch.servers.hublink import (
+    ChildInfo,
+    GrantRequest,
+    HubLink,
+    LinkRefusal,
+    MessageKind,
+    SummonRequest,
+    WaitOutcome,
+)
+
+MAX_WAIT_S = 24 * 3600.0
+
+
+def _child_line(child: ChildInfo) -> dict[str, object]:
+    line: dict[str, object] = {"id": child.id, "name": child.name, "state": child.state}
+    if child.report is not None:
+        line["report"] = child.report
+    return line
+
+
+def render_wait(outcome: WaitOutcome) -> str:
+    """A wait's outcome as JSON the model can read: who finished with what, who still runs, why."""
+    body: dict[str, object] = {
+        "finished": [_child_line(c) for c in outcome.finished],
+        "still_running": [_child_line(c) for c in outcome.pending],
+    }
+    if outcome.interrupted:
+        body["note"] = (
+            "A message arrived for you; it follows this result. The children above keep running; "
+            "call wait again when you have read it."
+        )
+    elif outcome.timed_out:
+        body["note"] = "Timed out; the children above keep running."
+    return json.dumps(body, indent=1)
+
+
+def _check_timeout(timeout_s: float | None) -> None:
+    if timeout_s is not None and not 0 < timeout_s <= MAX_WAIT_S:
+        raise ToolError(f"timeout_s must be between 0 and {MAX_WAIT_S:.0f} seconds, got {timeout_s}")
+
+
+def build_server(link: HubLink) -> MCPServer:
+    """The summon server for the agent ``link`` is bound to."""
+    server = new_server(
+        "summon",
+        "Start child agents for parts of your task, wait for their reports, message or cancel them. "
+        "Give children running at the same time non-overlapping write scopes.",
+    )
+
+    @server.tool()
+    async def summon(
+        task: str,
+        name: str | None = None,
+        template: str | None = None,
+        instructions: str | None = None,
+        model: str | None = None,
+        skills: list[str] | None = None,
+        grants: GrantRequest | None = None,
+        scope: list[str] | None = None,
+        detached: bool = False,
+        wait: bool = False,
+    ) -> str:
+        """Start a child agent on `task`. `scope` lists the root-relative paths it may write
+        (none: read-only); it must not overlap a running sibling's. `grants` narrows what it may
+        do (shell, summon, lsp, read paths, max_depth); it can never exceed yours. With `wait`,
+        returns the child's report when it finishes (or early if a message arrives for you);
+        otherwise returns its id at once."""
+        request = SummonRequest(
+            task=task,
+            name=name,
+            template=template,
+            instructions=instructions,
+            model=model,
+            skills=skills or [],
+            grants=grants or GrantRequest(),
+            scope=scope or [],
+            detached=detached,
+        )
+        try:
+            child_id = await link.summon(request)
+            if not wait:
+                return json.dumps({"id": child_id, "state": "started"})
+            return render_wait(await link.wait_children([child_id], None))
+        except LinkRefusal as refusal:
+            raise ToolError(f"summon refused: {refusal}") from refusal
+
+    @server.tool()
+    async def wait(ids: list[str] | None = None, timeout_s: float | None = None) -> str:
+        """Wait for children (by id; all running ones when omitted) to finish and return their
+        reports. Returns early, saying so, when a message arrives for you or timeout_s passes."""
+        _check_timeout(timeout_s)
+        try:
+            return render_wait(await link.wait_children(ids or [], timeout_s))
+        except LinkRefusal as refusal:
+            raise ToolError(str(refusal)) from refusal
+
+    @server.tool()
+    async def message_child(id: str, text: str, kind: MessageKind = MessageKind.instruction) -> str:
+        """Send one of your children a message; it reads it after its next tool result."""
+        if kind is MessageKind.report:
+            raise ToolError(
+                "kind 'report' is for children reporting to you; use instruction, correction, context or data"
+            )
+        try:
+            message_id = await link.message_child(id, text, kind)
+        except LinkRefusal as refusal:
+            raise ToolError(str(refusal)) from refusal
+        return json.dumps({"message_id": message_id, "to": id})
+
+    @server.tool()
+    async def cancel_child(id: str) -> str:
+        """Cancel one of your children and everything it started."""
+        try:
+            child = await link.cancel_child(id)
+        except LinkRefusal as refusal:
+            raise ToolError(str(refusal)) from refusal
+        return json.dumps(_child_line(child))
+
+    @server.tool()
+    async def children() -> str:
+        """Your children with their states, scopes and reports so far."""
+        return json.dumps([c.model_dump() for c in link.children()], indent=1)
+
+    return server
