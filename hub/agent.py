@@ -15,12 +15,13 @@ from enum import StrEnum
 from typing import Any
 
 import anyio
+from pydantic import BaseModel, ConfigDict, Field
+
 from dispatch.hub.grants import Grants
 from dispatch.hub.inbox import Inbox
 from dispatch.hub.llm.client import Completion, ModelClient, ToolCallRequest, Usage
 from dispatch.hub.mounts import Mounts, ToolOutcome
 from dispatch.servers.hublink import InboxMessage
-from pydantic import BaseModel, ConfigDict, Field
 
 JsonDict = dict[str, Any]
 

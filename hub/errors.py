@@ -13,6 +13,8 @@ Control flow (a refused summon, a cancelled agent) is not an error of this tree.
 
 from __future__ import annotations
 
+from typing import cast
+
 
 class DispatchError(Exception):
     """Base of every error Dispatch raises on purpose."""
@@ -40,3 +42,14 @@ class ModelCallError(RunError):
 
 class ToolServerError(RunError):
     """A mounted tool server failed to start or to answer."""
+
+
+def unwrap(error: BaseException) -> BaseException:
+    """The one error inside nested single-member exception groups (task groups wrap what they carry)."""
+    members: tuple[BaseException, ...] = (error,)
+    while len(members) == 1:
+        error = members[0]
+        if not isinstance(error, BaseExceptionGroup):
+            return error
+        members = cast("tuple[BaseException, ...]", error.exceptions)  # pyright: ignore[reportUnknownMemberType]
+    return cast(BaseException, error)

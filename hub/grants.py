@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import PurePosixPath
 
-from dispatch.servers.hublink import GrantRequest
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from dispatch.servers.hublink import GrantRequest
 
 ROOT = "."
 

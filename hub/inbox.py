@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import anyio
+
 from dispatch.servers.hublink import InboxMessage
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections import deque
 
-from dispatch.hub.agent import Agent, AgentState
-from dispatch.hub.events import Event
-from dispatch.hub.tree import AgentTree
 from rich.console import Console, Group, RenderableType
 from rich.text import Text
 from rich.tree import Tree
+
+from dispatch.hub.agent import Agent, AgentState
+from dispatch.hub.events import Event
+from dispatch.hub.tree import AgentTree
 
 STATE_STYLE: dict[AgentState, str] = {
     AgentState.pending: "dim",

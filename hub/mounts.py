@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from mcp import Client, StdioServerParameters
+from mcp.server.mcpserver import MCPServer
+from mcp_types import CallToolResult, TextContent, Tool
+
 from dispatch.hub.errors import ToolServerError
 from dispatch.hub.grants import ROOT, Grants
 from dispatch.servers import fs, inbox, shell, summon
 from dispatch.servers.hublink import HubLink
-from mcp import Client, StdioServerParameters
-from mcp.server.mcpserver import MCPServer
-from mcp_types import CallToolResult, TextContent, Tool
 
 JsonDict = dict[str, Any]
 ServerTarget = MCPServer | StdioServerParameters

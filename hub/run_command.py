@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from rich.console import Console
+from rich.live import Live
+
 from dispatch.hub.agent import Agent, AgentSpec, AgentState
 from dispatch.hub.events import EventBus
 from dispatch.hub.grants import Grants
@@ -15,8 +18,6 @@ from dispatch.hub.ids import new_id
 from dispatch.hub.live_view import LiveView, print_line
 from dispatch.hub.llm.client import LiteLLMClient, Usage
 from dispatch.hub.tree import AgentTree
-from rich.console import Console
-from rich.live import Live
 
 EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 130
 

@@ -16,8 +16,9 @@ from types import TracebackType
 
 import anyio
 from anyio.abc import TaskGroup
+
 from dispatch.hub.agent import Agent, AgentHooks, AgentSpec, AgentState, ToolRun
-from dispatch.hub.errors import DispatchError, UnknownAgentError, UserError
+from dispatch.hub.errors import DispatchError, UnknownAgentError, UserError, unwrap
 from dispatch.hub.events import EventBus
 from dispatch.hub.ids import new_id
 from dispatch.hub.llm.client import ModelClient, ToolCallRequest
@@ -121,12 +122,13 @@ class AgentTree:
                         await self._loop(agent)
                 else:
                     await self._loop(agent)
-            except DispatchError as error:
-                agent.error = str(error)
-                agent.set_state(AgentState.failed, str(error))
-            except Exception as error:  # a bug must fail this agent, not the hub
-                log.exception("agent %s failed", agent.id)
-                agent.error = f"{type(error).__name__}: {error}"
+            except Exception as raised:  # whatever went wrong fails this agent, never the hub
+                error = unwrap(raised)
+                if isinstance(error, DispatchError):
+                    agent.error = str(error)
+                else:
+                    log.error("agent %s failed", agent.id, exc_info=error)
+                    agent.error = f"{type(error).__name__}: {error}"
                 agent.set_state(AgentState.failed, agent.error)
         if scope.cancel_called and not agent.state.terminal:
             agent.set_state(AgentState.cancelled, "cancelled")

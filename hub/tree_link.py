@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import anyio
+
 from dispatch.hub.agent import Agent, AgentSpec, AgentState
 from dispatch.hub.events import EventBus
 from dispatch.hub.grants import normalize_path, overlaps

@@ -66,9 +66,7 @@ class PathRules:
         except (ValueError, OSError) as e:  # an embedded NUL byte, a symlink loop
             raise ToolError(f"refused: {path!r} is not a usable path ({e})") from e
         if not self.contains(resolved):
-            raise ToolError(
-                f"refused: {path!r} resolves to '{resolved}', outside the project root '{self.root}'"
-            )
+            raise ToolError(f"refused: {path!r} resolves to '{resolved}', outside the project root '{self.root}'")
         return resolved
 
     def writable(self, path: str) -> Path:

@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+
 from dispatch.hub.agent import Agent, AgentSpec, AgentState
 from dispatch.hub.grants import Grants
 from dispatch.hub.ids import new_id
 from dispatch.hub.llm.client import LiteLLMClient
 from dispatch.hub.tree import AgentTree
-
 from tests.fakes.scripted_llm import ToolCall
 
 MODEL = "openai/scripted"
@@ -27,8 +27,8 @@ def make_tree(root: Path) -> AgentTree:
     return AgentTree(root, LiteLLMClient())
 
 
-def call(name: str, **arguments: Any) -> ToolCall:
-    return ToolCall(name=name, arguments=arguments)
+def call(tool: str, **arguments: Any) -> ToolCall:
+    return ToolCall(name=tool, arguments=arguments)
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dispatch.servers import fs
-from dispatch.servers._base import MCPServer
-from dispatch.servers.fs import MAX_GREP, MAX_READ_BYTES, build_server
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import TextContent
+
+from dispatch.servers import fs
+from dispatch.servers._base import MCPServer
+from dispatch.servers.fs import MAX_GREP, MAX_READ_BYTES, build_server
 
 
 @pytest.fixture
@@ -161,9 +162,7 @@ async def test_read_file_caps_the_bytes_it_returns(root: Path) -> None:
     body, footer = text.rsplit("\n", 1)
     shown = MAX_READ_BYTES // 100
     assert len(body.encode()) <= MAX_READ_BYTES
-    assert (
-        footer == f"[lines 1-{shown} of 5000, stopped at the 256 KiB cap; pass offset={shown + 1} to read on]"
-    )
+    assert footer == f"[lines 1-{shown} of 5000, stopped at the 256 KiB cap; pass offset={shown + 1} to read on]"
 
 
 @pytest.mark.anyio
@@ -186,9 +185,7 @@ async def test_write_file_creates_parents_and_replaces_in_place(root: Path) -> N
     script.write_text("old\n")
     script.chmod(0o755)
     async with Client(build_server(root)) as c:
-        assert (
-            await ok(c, "write_file", path="a/b/c.txt", content="héllo\n") == "created 'a/b/c.txt' (7 bytes)"
-        )
+        assert await ok(c, "write_file", path="a/b/c.txt", content="héllo\n") == "created 'a/b/c.txt' (7 bytes)"
         assert await ok(c, "write_file", path="run.sh", content="new\n") == "replaced 'run.sh' (4 bytes)"
         assert "is a directory" in await refused(c, "write_file", path="src", content="x")
     assert (root / "a" / "b" / "c.txt").read_text(encoding="utf-8") == "héllo\n"
@@ -339,9 +336,7 @@ async def test_stdio_server_keeps_the_same_rules(root: Path, tmp_path: Path) -> 
         cwd=elsewhere,
     )
     async with Client(params) as c:
-        assert (
-            await ok(c, "write_file", path="sub/a.txt", content="inside\n") == "created 'sub/a.txt' (7 bytes)"
-        )
+        assert await ok(c, "write_file", path="sub/a.txt", content="inside\n") == "created 'sub/a.txt' (7 bytes)"
         assert "outside the writable paths: sub" in await refused(c, "write_file", path="a.txt", content="x")
         text = await refused(c, "read_file", path="../x")
         assert f"'../x' resolves to '{root.parent}/x', outside the project root '{root}'" in text

@@ -16,8 +16,9 @@ from types import ModuleType
 from typing import Any, Protocol
 
 import anyio
-from dispatch.hub.errors import ModelCallError, UserError
 from pydantic import BaseModel, ConfigDict, Field
+
+from dispatch.hub.errors import ModelCallError, UserError
 
 JsonDict = dict[str, Any]
 
@@ -100,13 +101,29 @@ def _usage_of(litellm: ModuleType, response: Any, model: str) -> Usage:
     return Usage(prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost, calls=1)
 
 
+def _connection_failed(litellm: ModuleType, error: BaseException) -> bool:
+    """Whether the endpoint was never reached (litellm reports some of these as server errors)."""
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionError | litellm.APIConnectionError) or type(seen).__name__ in (
+            "APIConnectionError",
+            "ConnectError",
+            "ConnectTimeout",
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _error_for(litellm: ModuleType, model: str, error: Exception) -> Exception:
     """A clear, traceback-free error for what went wrong with the call."""
     name = type(error).__name__
     detail = str(error).strip().splitlines()[0] if str(error).strip() else name
     if isinstance(error, litellm.BadRequestError) and "LLM Provider NOT provided" in str(error):
         return UserError(f"unknown model {model!r}: give a litellm model name such as 'openai/gpt-4o-mini'")
-    if isinstance(error, litellm.APIConnectionError):
+    if _connection_failed(litellm, error):
         return ModelCallError(f"model {model!r}: the endpoint could not be reached ({detail})")
     if isinstance(error, litellm.AuthenticationError):
         return ModelCallError(f"model {model!r}: the endpoint refused the API key ({detail})")
