@@ -1,0 +1,114 @@
+"""Spawn and tool-call costs of the agent primitive, in-process versus stdio.
+
+Prints, for each figure, the median and 90th percentile over N samples:
+- spawn: from ``AgentTree.start`` to the agent's first model request, with every mount connected
+  and its tools listed (in-process mounts versus fs and shell as stdio subprocesses);
+- tool call: one ``read_file`` round trip through an in-process MCP session, a stdio MCP
+  session, and a direct call of the tool's function with no MCP at all.
+
+``python -m bench.spawn_and_tool_calls [--samples N] [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import anyio
+from mcp import Client, StdioServerParameters
+
+from dispatch.hub.agent import AgentSpec
+from dispatch.hub.grants import Grants
+from dispatch.hub.ids import new_id
+from dispatch.hub.llm.client import Completion, JsonDict, Usage
+from dispatch.hub.tree import AgentTree
+from dispatch.servers import fs
+
+
+class FirstCallClock:
+    """A model that notes when each agent first asks it anything, then ends that agent."""
+
+    def __init__(self) -> None:
+        self.first_call: dict[str, float] = {}
+
+    async def complete(self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict]) -> Completion:
+        task = str(messages[1]["content"])
+        self.first_call.setdefault(task, time.perf_counter())
+        return Completion(text="done", tool_calls=[], usage=Usage(), model=model, latency_s=0.0)
+
+
+def report(name: str, seconds: list[float]) -> None:
+    ms = sorted(s * 1000 for s in seconds)
+    p90 = ms[min(len(ms) - 1, int(len(ms) * 0.9))]
+    print(f"{name:<34} median {statistics.median(ms):9.3f} ms   p90 {p90:9.3f} ms   n={len(ms)}")
+
+
+async def spawn_times(root: Path, samples: int, isolated: bool) -> list[float]:
+    clock = FirstCallClock()
+    times: list[float] = []
+    async with AgentTree(root, clock) as tree:
+        for index in range(samples):
+            task = f"spawn {index}"
+            spec = AgentSpec(
+                id=new_id(), name="bench", task=task, model="bench", grants=Grants.everything(), isolated=isolated
+            )
+            started = time.perf_counter()
+            agent = tree.start(spec)
+            await agent.finished.wait()
+            times.append(clock.first_call[task] - started)
+    return times
+
+
+async def timed_calls(call: Callable[[], Awaitable[object]], samples: int) -> list[float]:
+    await call()  # warm-up
+    times: list[float] = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        await call()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+async def tool_call_times(root: Path, samples: int) -> dict[str, list[float]]:
+    arguments = {"path": "sample.txt"}
+    results: dict[str, list[float]] = {}
+    async with Client(fs.build_server(root)) as client:
+        await client.list_tools()
+        results["tool call, in-process MCP"] = await timed_calls(
+            lambda: client.call_tool("read_file", arguments), samples
+        )
+    params = StdioServerParameters(command=sys.executable, args=["-m", "dispatch.servers.fs", "--root", str(root)])
+    async with Client(params) as client:
+        await client.list_tools()
+        results["tool call, stdio MCP"] = await timed_calls(lambda: client.call_tool("read_file", arguments), samples)
+    tools = fs.FsTools(fs.PathRules(root))
+
+    async def direct() -> str:
+        return tools.read_file("sample.txt")
+
+    results["tool call, direct function"] = await timed_calls(direct, samples)
+    return results
+
+
+async def main(samples: int, stdio_samples: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "sample.txt").write_text("hello\n" * 50)
+        report("spawn, in-process mounts", await spawn_times(root, samples, isolated=False))
+        report("spawn, stdio fs + shell", await spawn_times(root, stdio_samples, isolated=True))
+        for name, times in (await tool_call_times(root, samples)).items():
+            report(name, times)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=200, help="samples per figure (default 200)")
+    parser.add_argument("--quick", action="store_true", help="a few samples, to check the benchmark runs")
+    args = parser.parse_args()
+    n = 5 if args.quick else args.samples
+    anyio.run(main, n, n)
