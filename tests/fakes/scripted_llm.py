@@ -226,10 +226,11 @@ class ScriptedLLM:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> ScriptedLLM:
+    def start(self, port: int = 0) -> ScriptedLLM:
+        """Serve on 127.0.0.1 at ``port`` (0: a free one) in a background thread."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", port))
         self._port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1
