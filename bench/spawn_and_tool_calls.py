@@ -36,7 +36,9 @@ class FirstCallClock:
     def __init__(self) -> None:
         self.first_call: dict[str, float] = {}
 
-    async def complete(self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict]) -> Completion:
+    async def complete(
+        self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict], *, agent_id: str | None = None
+    ) -> Completion:
         task = str(messages[1]["content"])
         self.first_call.setdefault(task, time.perf_counter())
         return Completion(text="done", tool_calls=[], usage=Usage(), model=model, latency_s=0.0)

@@ -9,18 +9,21 @@ The loop is an async iterator of :class:`Step`; the tree, not the loop, announce
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
+from dispatch.hub.errors import KeysExhausted
 from dispatch.hub.grants import Grants
 from dispatch.hub.inbox import Inbox
 from dispatch.hub.llm.client import Completion, ModelClient, ToolCallRequest, Usage
 from dispatch.hub.mounts import Mounts, ToolOutcome
+from dispatch.hub.skills import LoadedSkill, render_skills
 from dispatch.servers.hublink import InboxMessage
 
 JsonDict = dict[str, Any]
@@ -63,27 +66,34 @@ class AgentSpec(BaseModel):
     name: str
     template: str | None = None
     task: str
-    instructions: str | None = Field(default=None, description="None: the built-in instructions")
-    skills: list[str] = Field(default_factory=list[str])
-    model: str = Field(description="a litellm model name such as 'openai/gpt-4o-mini'")
+    instructions: str | None = Field(default=None, description="the role's instructions, after the built-in rules")
+    skills: list[str] = Field(default_factory=list[str], description="skills asked for, after the automatic ones")
+    model: str = Field(description="a tag (heavy, coding, ...) or a model name such as 'openai/gpt-4o-mini'")
     grants: Grants = Field(default_factory=Grants)
     detached: bool = False
     checkpoints: list[str] = Field(default_factory=list[str])
     max_children: int = Field(default=8, ge=1, description="children running at once; more wait")
     isolated: bool = Field(default=False, description="run fs and shell as stdio subprocesses")
+    budget_usd: float | None = Field(
+        default=None, gt=0, description="the most this agent and its descendants may spend, in US dollars"
+    )
+    max_tokens: int | None = Field(
+        default=None, gt=0, description="the most tokens (in + out) this agent and its descendants may use"
+    )
 
     @property
     def scope(self) -> tuple[str, ...]:
         """The paths the agent may write."""
         return self.grants.write
 
-    def system_prompt(self) -> str:
-        if self.instructions is not None:
-            return self.instructions
+    def system_prompt(self, skills: Sequence[LoadedSkill] = ()) -> str:
+        """Dispatch's agent rules, then the instructions (template and parent), then the skills
+        in loading order."""
         text = WORKER_INSTRUCTIONS
         if self.grants.summon:
             text += ORCHESTRATOR_INSTRUCTIONS
-        return text
+        parts = [text, (self.instructions or "").strip(), render_skills(skills)]
+        return "\n\n".join(p for p in parts if p)
 
 
 @dataclass(frozen=True)
@@ -131,6 +141,10 @@ class Agent:
     progress: list[str] = field(default_factory=list[str])
     steps_taken: int = 0
     finished: anyio.Event = field(default_factory=anyio.Event)
+    waiting_until: datetime | None = None
+    """While ``waiting_key``: the earliest known reset of a key it may use (None: unknown)."""
+    loaded_skills: list[LoadedSkill] = field(default_factory=list[LoadedSkill])
+    """In loading order: those in the system prompt, then those loaded through ``load_skill``."""
 
     @property
     def id(self) -> str:
@@ -152,7 +166,7 @@ class Agent:
 
     def _begin_transcript(self) -> None:
         if not self.transcript:
-            self.transcript.append({"role": "system", "content": self.spec.system_prompt()})
+            self.transcript.append({"role": "system", "content": self.spec.system_prompt(self.loaded_skills)})
             self.transcript.append({"role": "user", "content": self.spec.task})
 
     def _drain_inbox(self) -> list[InboxMessage]:
@@ -176,11 +190,24 @@ class Agent:
                 group.start_soon(run_one, index, call)
         return [run for run in runs if run is not None]
 
+    async def _ask(self, model: ModelClient, mounts: Mounts) -> Completion:
+        """One model call; while every key is exhausted, wait in ``waiting_key`` and ask again
+        (with the model as it is then: a switch meanwhile applies), the transcript untouched."""
+        while True:
+            try:
+                return await model.complete(self.model, self.transcript, mounts.tool_schemas(), agent_id=self.id)
+            except KeysExhausted as exhausted:
+                self.waiting_until = exhausted.until
+                self.set_state(AgentState.waiting_key, exhausted.reason)
+                await exhausted.wait()
+                self.waiting_until = None
+                self.set_state(AgentState.running)
+
     async def steps(self, mounts: Mounts, model: ModelClient) -> AsyncIterator[Step]:
         """The loop, one model call per step, until the agent reports."""
         self._begin_transcript()
         while True:
-            completion = await model.complete(self.model, self.transcript, mounts.tool_schemas())
+            completion = await self._ask(model, mounts)
             self.usage.add(completion.usage)
             self.steps_taken += 1
             self.transcript.append(completion.assistant_message())

@@ -6,6 +6,8 @@
     │   └── UnknownAgentError  no agent has that id
     └── RunError             a run failed through no fault of the input
         ├── ModelCallError     the model endpoint refused or could not be reached
+        │   └── KeysExhausted    every key the model may use is exhausted for now (the agent waits)
+        ├── BudgetExceeded     an agent's subtree reached its budget_usd or max_tokens cap
         └── ToolServerError    a mounted tool server failed to start or answer
 
 Control flow (a refused summon, a cancelled agent) is not an error of this tree.
@@ -13,6 +15,8 @@ Control flow (a refused summon, a cancelled agent) is not an error of this tree.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import cast
 
 
@@ -38,6 +42,28 @@ class RunError(DispatchError):
 
 class ModelCallError(RunError):
     """The model endpoint refused the call or could not be reached."""
+
+
+class KeysExhausted(ModelCallError):
+    """Every key the requested model may use is exhausted; the agent loop waits and retries.
+
+    ``reason`` is what the waiting agent shows (``waiting for key until 14:00 (...)``); ``until``
+    the earliest known reset, if any; ``wait()`` returns when a key is worth trying again (the
+    earliest reset, or the next probe of a key whose reset is unknown).
+    """
+
+    def __init__(self, reason: str, *, until: datetime | None, wait: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.until = until
+        self._wait = wait
+
+    async def wait(self) -> None:
+        await self._wait()
+
+
+class BudgetExceeded(RunError):
+    """An agent's subtree spent its ``budget_usd`` or ``max_tokens``; the agent stops (reason ``budget``)."""
 
 
 class ToolServerError(RunError):

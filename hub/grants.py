@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from dispatch.servers.hublink import GrantRequest
 
 ROOT = "."
+SERVER_FLAGS = ("shell", "summon", "lsp", "web")
+"""Servers mounted only with their grant flag; ``inbox`` and ``fs`` are always mounted."""
 
 
 def normalize_path(path: str) -> str:
@@ -56,9 +58,14 @@ class Grants(BaseModel):
     shell: bool = Field(default=False, description="mount the shell server")
     summon: bool = Field(default=False, description="mount the summon server (an orchestrator)")
     lsp: bool = Field(default=False, description="mount the lsp server")
+    web: bool = Field(default=False, description="web fetch (no web server exists yet: the grant mounts nothing)")
     read: tuple[str, ...] = Field(default=(ROOT,), description="root-relative paths it may read")
     write: tuple[str, ...] = Field(default=(), description="its scope: root-relative paths it may write")
     max_depth: int | None = Field(default=None, ge=0, description="levels of descendants; None: unlimited")
+    tools: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict[str, tuple[str, ...]],
+        description="per-server allow-lists (fs: only these tools); a server absent here offers all its tools",
+    )
 
     @field_validator("read", "write", mode="before")
     @classmethod
@@ -68,14 +75,27 @@ class Grants(BaseModel):
     @classmethod
     def everything(cls) -> Grants:
         """The top agent's grants: every server, the whole root, unlimited depth."""
-        return cls(shell=True, summon=True, lsp=True, read=(ROOT,), write=(ROOT,))
+        return cls(shell=True, summon=True, lsp=True, web=True, read=(ROOT,), write=(ROOT,))
+
+    def serves(self, kind: str) -> bool:
+        """Whether these grants give any tool of the server ``kind`` (inbox, fs, shell, ...)."""
+        if self.tools.get(kind) == ():
+            return False
+        return bool(getattr(self, kind)) if kind in SERVER_FLAGS else True
 
     def excess_over(self, parent: Grants) -> list[str]:
         """Each way these grants exceed ``parent``'s, in words; empty when they are a subset."""
         excess: list[str] = []
-        for flag in ("shell", "summon", "lsp"):
+        for flag in SERVER_FLAGS:
             if getattr(self, flag) and not getattr(parent, flag):
                 excess.append(f"{flag}: the parent has no {flag} grant")
+        for kind, theirs in parent.tools.items():
+            mine = self.tools.get(kind)
+            if not self.serves(kind):
+                continue
+            wider = "all of them" if mine is None else ", ".join(t for t in mine if t not in theirs)
+            if wider:
+                excess.append(f"{kind} tools {wider}: the parent may use only {', '.join(theirs) or 'none'}")
         for kind, mine, theirs in (("read", self.read, parent.read), ("write", self.write, parent.write)):
             for path in mine:
                 if not covered_by_any(path, theirs):
@@ -87,7 +107,8 @@ class Grants(BaseModel):
         return excess
 
     def for_child(self, request: GrantRequest, scope: Iterable[str]) -> Grants:
-        """The grants a child asks for: unset fields inherit, except summon (off unless asked).
+        """The grants a child asks for: unset fields inherit, except summon and web (off unless
+        asked); per-server tool lists are inherited.
 
         The result is not checked here; call :meth:`excess_over` with these grants as parent.
         """
@@ -98,7 +119,9 @@ class Grants(BaseModel):
             shell=self.shell if request.shell is None else request.shell,
             summon=bool(request.summon),
             lsp=self.lsp if request.lsp is None else request.lsp,
+            web=bool(request.web),
             read=self.read if request.read is None else tuple(request.read),
             write=tuple(scope),
             max_depth=depth,
+            tools=self.tools,
         )

@@ -1,7 +1,9 @@
 """Mounts: the tool servers one agent gets, built from its grants and connected as MCP clients.
 
 Which servers: ``inbox`` and ``fs`` always (``fs`` read-only unless the agent has a write scope),
-``shell`` with the shell grant, ``summon`` with the summon grant and depth left. How: in-process
+``shell`` with the shell grant, ``summon`` with the summon grant and depth left, ``lsp`` with the
+lsp grant when the hub runs language servers (always in-process: they are shared); the grants'
+per-server allow-lists narrow each to some of its tools (an empty list: not mounted). How: in-process
 (``mcp.Client(server)`` on a server built for this agent's scope, no subprocess) by default, or
 over stdio when the spec asks for process isolation; both run the same server code. ``inbox`` and
 ``summon`` are the agent's link to the hub, so they always run in-process.
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +26,9 @@ from mcp_types import CallToolResult, TextContent, Tool
 
 from dispatch.hub.errors import ToolServerError
 from dispatch.hub.grants import ROOT, Grants
-from dispatch.servers import fs, inbox, shell, summon
+from dispatch.servers import fs, inbox, lsp, shell, summon
 from dispatch.servers.hublink import HubLink
+from dispatch.servers.lsp import LspBackend
 
 JsonDict = dict[str, Any]
 ServerTarget = MCPServer | StdioServerParameters
@@ -47,13 +50,15 @@ class MountPlan:
     grants: Grants
     detached: bool = False
     isolated: bool = False
+    lsp: LspBackend | None = None
+    """The hub's language servers; None: no ``lsp`` mount, whatever the grants say."""
 
     def kinds(self) -> list[str]:
-        kinds = ["inbox", "fs"]
-        if self.grants.shell:
-            kinds.append("shell")
-        if self.grants.summon and self.grants.max_depth != 0:
+        kinds = [kind for kind in ("inbox", "fs", "shell") if self.grants.serves(kind)]
+        if self.grants.serves("summon") and self.grants.max_depth != 0:
             kinds.append("summon")
+        if self.grants.serves("lsp") and self.lsp is not None:
+            kinds.append("lsp")
         return kinds
 
     def write_paths(self) -> list[Path]:
@@ -95,6 +100,8 @@ def build_targets(plan: MountPlan, link: HubLink) -> dict[str, ServerTarget]:
             targets[kind] = _fs_target(plan)
         elif kind == "shell":
             targets[kind] = _shell_target(plan)
+        elif kind == "lsp" and plan.lsp is not None:
+            targets[kind] = lsp.build_server(plan.root, plan.lsp)
     return targets
 
 
@@ -116,14 +123,33 @@ def result_text(result: CallToolResult) -> str:
 
 
 class Mounts:
-    """An agent's connected tool servers: their tools for the model, and calls routed by name."""
+    """An agent's connected tool servers: their tools for the model, and calls routed by name.
 
-    def __init__(self, clients: Mapping[str, Client], tools: Mapping[str, list[Tool]]) -> None:
+    ``allow`` narrows a server to some of its tools (the grants' per-server allow-lists): the
+    others are left out of the schemas the model sees, and a call to one is refused here, in the
+    hub, without reaching the server.
+    """
+
+    def __init__(
+        self,
+        clients: Mapping[str, Client],
+        tools: Mapping[str, list[Tool]],
+        allow: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self._clients = dict(clients)
         self._owner: dict[str, str] = {}
+        self._hidden: dict[str, str] = {}
         self._schemas: list[JsonDict] = []
+        allow = allow or {}
         for kind, listed in tools.items():
+            allowed = allow.get(kind)
+            missing = [name for name in allowed or () if name not in {t.name for t in listed}]
+            if missing:
+                raise ToolServerError(f"the grants allow {kind} tool {missing[0]!r}, which the {kind} server lacks")
             for tool in listed:
+                if allowed is not None and tool.name not in allowed:
+                    self._hidden[tool.name] = kind
+                    continue
                 if tool.name in self._owner:
                     raise ToolServerError(
                         f"tool {tool.name!r} is offered by both {self._owner[tool.name]!r} and {kind!r}"
@@ -146,6 +172,8 @@ class Mounts:
         kind = self._owner.get(name)
         if kind is None:
             known = ", ".join(sorted(self._owner))
+            if name in self._hidden:
+                return ToolOutcome(f"Error: {name} is not one of your tools (refused). Your tools: {known}", True)
             return ToolOutcome(f"Error: there is no tool named {name!r}. Your tools: {known}", True)
         try:
             parsed: Any = json.loads(arguments_json or "{}")
@@ -171,4 +199,4 @@ async def open_mounts(plan: MountPlan, link: HubLink) -> AsyncGenerator[Mounts]:
             except Exception as error:  # a server that cannot start is this agent's failure, named
                 raise ToolServerError(f"the {kind} tool server failed to start: {error}") from error
             clients[kind] = client
-        yield Mounts(clients, tools)
+        yield Mounts(clients, tools, plan.grants.tools)

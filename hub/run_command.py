@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +13,17 @@ from rich.console import Console
 from rich.live import Live
 
 from dispatch.hub.agent import Agent, AgentSpec, AgentState
+from dispatch.hub.catalog import DEFAULT_TEMPLATE, Catalog
+from dispatch.hub.errors import UserError
 from dispatch.hub.events import EventBus
-from dispatch.hub.grants import Grants
-from dispatch.hub.ids import new_id
 from dispatch.hub.live_view import LiveView, print_line
-from dispatch.hub.llm.client import LiteLLMClient, Usage
+from dispatch.hub.llm.client import Usage
+from dispatch.hub.llm.router import Router
+from dispatch.hub.lsp.manager import LspManager
+from dispatch.hub.store import Store
 from dispatch.hub.tree import AgentTree
 
-EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
 
 def summary(tree: AgentTree, top: Agent) -> dict[str, Any]:
@@ -51,13 +55,15 @@ def summary(tree: AgentTree, top: Agent) -> dict[str, Any]:
     }
 
 
-async def _run(task: str, model: str, root: Path, json_output: bool, isolated: bool) -> tuple[AgentTree, Agent]:
+async def _run(spec: AgentSpec, catalog: Catalog, root: Path, json_output: bool) -> tuple[AgentTree, Agent]:
     console = Console(stderr=True)
     events = EventBus()
-    spec = AgentSpec(
-        id=new_id(), name="dispatch", task=task, model=model, grants=Grants.everything(), isolated=isolated
-    )
-    async with AgentTree(root, LiteLLMClient(), events) as tree, events.subscribe() as stream:
+    async with (
+        LspManager(catalog.config.lsp) as lsp,
+        Store.open() as store,
+        AgentTree(root, Router(catalog.config.models, store), events, catalog, lsp=lsp) as tree,
+        events.subscribe() as stream,
+    ):
         top = tree.start(spec)
         view = LiveView(tree)
         if json_output:
@@ -88,9 +94,28 @@ async def _run(task: str, model: str, root: Path, json_output: bool, isolated: b
         return tree, top
 
 
-def run_task(task: str, *, model: str, root: Path, json_output: bool, isolated: bool) -> int:
-    """Run the task; print the report (or the JSON summary); return the exit code."""
-    tree, top = anyio.run(_run, task, model, root, json_output, isolated)
+def run_task(
+    task: str,
+    *,
+    model: str | None,
+    root: Path,
+    json_output: bool,
+    isolated: bool,
+    template: str = DEFAULT_TEMPLATE,
+    skills: Sequence[str] = (),
+) -> int:
+    """Run the task; print the report (or the JSON summary); return the exit code.
+
+    The config, templates and skills are loaded and checked first: a mistake in them prints its
+    error and returns ``EXIT_USAGE`` before any agent starts.
+    """
+    try:
+        catalog = Catalog.load(root)
+        spec = catalog.top_spec(task, model=model, template=template, skills=skills, isolated=isolated)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    tree, top = anyio.run(_run, spec, catalog, root, json_output)
     if json_output:
         print(json.dumps(summary(tree, top), indent=2))
     elif top.state is AgentState.done:

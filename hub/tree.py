@@ -18,13 +18,16 @@ import anyio
 from anyio.abc import TaskGroup
 
 from dispatch.hub.agent import Agent, AgentHooks, AgentSpec, AgentState, ToolRun
-from dispatch.hub.errors import DispatchError, UnknownAgentError, UserError, unwrap
+from dispatch.hub.budgets import capped_ancestry, rolled_up
+from dispatch.hub.catalog import Catalog
+from dispatch.hub.errors import BudgetExceeded, DispatchError, UnknownAgentError, UserError, unwrap
 from dispatch.hub.events import EventBus
 from dispatch.hub.ids import new_id
-from dispatch.hub.llm.client import ModelClient, ToolCallRequest
+from dispatch.hub.llm.client import ModelClient, ToolCallRequest, Usage
 from dispatch.hub.mounts import MountPlan, open_mounts
 from dispatch.hub.tree_link import TreeLink
 from dispatch.servers.hublink import InboxMessage, MessageKind
+from dispatch.servers.lsp import LspBackend
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +35,26 @@ log = logging.getLogger(__name__)
 class AgentTree:
     """Every agent of one hub, alive or finished, and the task group they run in."""
 
-    def __init__(self, root: Path, model: ModelClient, events: EventBus | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        model: ModelClient,
+        events: EventBus | None = None,
+        catalog: Catalog | None = None,
+        lsp: LspBackend | None = None,
+    ) -> None:
         self.root = root.resolve()
+        self.lsp = lsp
+        """The hub's language servers (an entered ``LspManager``), shared by every agent; None: no lsp mounts."""
         self.model = model
         self.events = events or EventBus()
+        self.catalog = catalog or Catalog.builtin()
+        """Templates and skills (``Catalog.load(root)`` for a project's; the built-ins by default)."""
         self.agents: dict[str, Agent] = {}
         self._children: dict[str, list[str]] = {}
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
         self._scopes: dict[str, anyio.CancelScope] = {}
+        self._budget_stops: dict[str, str] = {}
         self._group: TaskGroup | None = None
 
     async def __aenter__(self) -> AgentTree:
@@ -80,13 +95,14 @@ class AgentTree:
             raise RuntimeError("the tree is not running; use 'async with AgentTree(...)'")
         if spec.id in self.agents:
             raise UserError(f"an agent with the id {spec.id!r} exists already")
+        skills = self.catalog.skills_for(spec)
         hooks = AgentHooks(
             live_children=lambda: len(self.live_children(spec.id)),
             on_state=self._announce_state,
             on_tool_call=self._announce_tool_call,
             on_tool_result=self._announce_tool_result,
         )
-        agent = Agent(spec=spec, hooks=hooks)
+        agent = Agent(spec=spec, hooks=hooks, loaded_skills=skills)
         self.agents[spec.id] = agent
         if spec.parent_id is not None:
             self._children.setdefault(spec.parent_id, []).append(spec.id)
@@ -101,6 +117,7 @@ class AgentTree:
             task=spec.task,
             scope=list(spec.scope),
             detached=spec.detached,
+            skills=[s.skill.ref for s in skills],
         )
         self._group.start_soon(self._run, agent, name=f"agent {spec.id}")
         return agent
@@ -129,9 +146,13 @@ class AgentTree:
                 else:
                     log.error("agent %s failed", agent.id, exc_info=error)
                     agent.error = f"{type(error).__name__}: {error}"
-                agent.set_state(AgentState.failed, agent.error)
+                agent.set_state(AgentState.failed, "budget" if isinstance(error, BudgetExceeded) else agent.error)
         if scope.cancel_called and not agent.state.terminal:
-            agent.set_state(AgentState.cancelled, "cancelled")
+            if agent.id in self._budget_stops:
+                agent.error = self._budget_stops.pop(agent.id)
+                agent.set_state(AgentState.failed, "budget")
+            else:
+                agent.set_state(AgentState.cancelled, "cancelled")
         self._scopes.pop(agent.id, None)
         for child in self.live_children(agent.id):
             self.cancel(child.id)
@@ -140,7 +161,7 @@ class AgentTree:
 
     async def _loop(self, agent: Agent) -> None:
         agent.set_state(AgentState.running)
-        plan = MountPlan(self.root, agent.spec.grants, agent.spec.detached, agent.spec.isolated)
+        plan = MountPlan(self.root, agent.spec.grants, agent.spec.detached, agent.spec.isolated, self.lsp)
         async with open_mounts(plan, TreeLink(self, agent)) as mounts:
             async for step in agent.steps(mounts, self.model):
                 self.events.publish(
@@ -157,8 +178,27 @@ class AgentTree:
                     self.events.publish("message.delivered", agent.id, message_id=message.id, step=step.index)
                 if step.report is not None:
                     agent.report = step.report
+                self._enforce_budgets(agent, finishing=step.report is not None)
         agent.set_state(AgentState.done)
         self.events.publish("agent.report", agent.id, report=agent.report)
+
+    def _enforce_budgets(self, agent: Agent, *, finishing: bool) -> None:
+        """Stop every agent on the path to the root whose subtree reached its cap: the agent itself
+        by raising (unless it is reporting anyway), an ancestor and its subtree by cancelling."""
+        own: str | None = None
+        for capped, message in capped_ancestry(self, agent):
+            if capped is agent:
+                own = message
+            elif not capped.state.terminal:
+                self._budget_stops[capped.id] = message
+                for below in [capped, *self.descendants(capped.id)]:  # at once: none makes another call
+                    self.cancel(below.id)
+        if own is not None and not finishing:
+            raise BudgetExceeded(own)
+
+    def spend(self, agent_id: str) -> Usage:
+        """What the agent and its descendants have used so far, rolled up live."""
+        return rolled_up(self, agent_id)
 
     def _report_to_parent(self, agent: Agent) -> None:
         parent_id = agent.spec.parent_id
@@ -202,7 +242,8 @@ class AgentTree:
     # ---- announcements -----------------------------------------------------------------------
 
     def _announce_state(self, agent: Agent) -> None:
-        self.events.publish("agent.state", agent.id, state=agent.state.value, reason=agent.reason)
+        extra = {"until": agent.waiting_until.isoformat()} if agent.waiting_until is not None else {}
+        self.events.publish("agent.state", agent.id, state=agent.state.value, reason=agent.reason, **extra)
 
     def _announce_tool_call(self, agent: Agent, call: ToolCallRequest) -> None:
         self.events.publish("tool.call", agent.id, call_id=call.id, name=call.name, arguments=call.arguments)

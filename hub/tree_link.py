@@ -1,7 +1,8 @@
 """The hub side of one agent's ``HubLink``: what its inbox and summon servers may ask of the tree.
 
 Every request is checked against the identity the link was built with: a summon is refused when
-it asks for more than the agent's own grants or a write scope that overlaps a running sibling's;
+it (or the template it names, see :mod:`dispatch.hub.catalog`) asks for more than the agent's own
+grants, or a write scope that overlaps a running sibling's;
 ``message_child``, ``cancel_child`` and ``wait`` only reach the agent's own children.
 """
 
@@ -12,15 +13,20 @@ from typing import Protocol
 import anyio
 
 from dispatch.hub.agent import Agent, AgentSpec, AgentState
+from dispatch.hub.budgets import child_budget_refusal
+from dispatch.hub.catalog import Catalog
+from dispatch.hub.errors import UserError
 from dispatch.hub.events import EventBus
 from dispatch.hub.grants import normalize_path, overlaps
-from dispatch.hub.ids import new_id
+from dispatch.hub.skills import LoadedSkill
 from dispatch.servers.hublink import (
     ChildInfo,
     InboxMessage,
     LinkRefusal,
     MessageKind,
+    SkillInfo,
     SummonRequest,
+    TemplateInfo,
     WaitOutcome,
 )
 
@@ -30,6 +36,7 @@ class TreeOps(Protocol):
 
     events: EventBus
     agents: dict[str, Agent]
+    catalog: Catalog
 
     def children_of(self, agent_id: str) -> list[Agent]: ...
     def live_children(self, agent_id: str) -> list[Agent]: ...
@@ -111,30 +118,24 @@ class TreeLink:
 
     async def summon(self, request: SummonRequest) -> str:
         parent = self._agent.spec
-        if request.template is not None:
-            raise LinkRefusal(f"no template named {request.template!r} (no templates are configured)")
-        if request.skills:
-            raise LinkRefusal(f"no skill named {request.skills[0]!r} (no skills are configured)")
+        scope = tuple(self._check_scope(request.scope))
+        number = len(self._tree.children_of(parent.id)) + 1
+        spec = self._tree.catalog.child_spec(parent, request, scope, number)
+        spec = spec.model_copy(update=self._child_budget(request))
         try:
-            grants = parent.grants.for_child(request.grants, self._check_scope(request.scope))
-        except ValueError as error:
-            raise LinkRefusal(f"grants: {error}") from None
-        excess = grants.excess_over(parent.grants)
-        if excess:
-            raise LinkRefusal("the child would get more than you have: " + "; ".join(excess))
-        spec = AgentSpec(
-            id=new_id(),
-            parent_id=parent.id,
-            name=request.name or f"{parent.name}.{len(self._tree.children_of(parent.id)) + 1}",
-            task=request.task,
-            instructions=request.instructions,
-            model=request.model or parent.model,
-            grants=grants,
-            detached=request.detached,
-            max_children=parent.max_children,
-            isolated=parent.isolated,
-        )
-        return self._tree.start(spec).id
+            return self._tree.start(spec).id
+        except UserError as error:
+            raise LinkRefusal(str(error)) from None
+
+    def _child_budget(self, request: SummonRequest) -> dict[str, float | int | None]:
+        """The child's caps, refused when not positive or more than this agent has left."""
+        usd, tokens = request.budget_usd, request.max_tokens
+        if (usd is not None and usd <= 0) or (tokens is not None and tokens <= 0):
+            raise LinkRefusal("budget_usd and max_tokens must be positive when given")
+        refusal = child_budget_refusal(self._tree, self._agent, usd, tokens)
+        if refusal is not None:
+            raise LinkRefusal(refusal)
+        return {"budget_usd": usd, "max_tokens": tokens}
 
     async def wait_children(self, ids: list[str], timeout_s: float | None) -> WaitOutcome:
         kids = [self._own_child(i) for i in ids] if ids else self._tree.children_of(self._agent.id)
@@ -179,3 +180,30 @@ class TreeLink:
 
     def children(self) -> list[ChildInfo]:
         return [child_info(c) for c in self._tree.children_of(self._agent.id)]
+
+    def templates(self) -> list[TemplateInfo]:
+        return [
+            TemplateInfo(name=t.name, description=t.description, tools=t.tools_summary(), detached=t.detached)
+            for t in self._tree.catalog.summonable(self._agent.spec)
+        ]
+
+    # ---- skills --------------------------------------------------------------------------------
+
+    def skills(self) -> list[SkillInfo]:
+        loaded = {s.skill for s in self._agent.loaded_skills}
+        return [
+            SkillInfo(name=s.ref, summary=s.summary(), loaded=s in loaded)
+            for s in self._tree.catalog.skills.on_demand()
+        ]
+
+    def load_skill(self, name: str) -> SkillInfo:
+        try:
+            skill = self._tree.catalog.skills.resolve(name)
+        except UserError as error:
+            raise LinkRefusal(str(error)) from None
+        info = SkillInfo(name=skill.ref, summary=skill.summary(), loaded=True)
+        if skill in {s.skill for s in self._agent.loaded_skills}:
+            return info
+        self._agent.loaded_skills.append(LoadedSkill(skill, "loaded on demand"))
+        self._tree.events.publish("agent.skill", self._agent.id, skill=skill.ref)
+        return info.model_copy(update={"text": skill.read()})

@@ -64,6 +64,7 @@ class GrantRequest(BaseModel):
     shell: bool | None = Field(default=None, description="may run shell commands")
     summon: bool | None = Field(default=None, description="may summon children of its own")
     lsp: bool | None = Field(default=None, description="may read language-server diagnostics")
+    web: bool | None = Field(default=None, description="may fetch from the web (off unless asked)")
     read: list[str] | None = Field(default=None, description="root-relative paths it may read")
     max_depth: int | None = Field(default=None, ge=0, description="levels of descendants below it")
 
@@ -82,6 +83,8 @@ class SummonRequest(BaseModel):
     grants: GrantRequest = Field(default_factory=GrantRequest)
     scope: list[str] = Field(default_factory=list[str], description="root-relative paths it may write")
     detached: bool = False
+    budget_usd: float | None = Field(default=None, description="dollars for it and its children, out of yours")
+    max_tokens: int | None = Field(default=None, description="tokens for it and its children, out of yours")
 
 
 class ChildInfo(BaseModel):
@@ -106,6 +109,28 @@ class WaitOutcome(BaseModel):
     pending: list[ChildInfo]
     timed_out: bool = False
     interrupted: bool = Field(default=False, description="a message arrived for the waiting agent")
+
+
+class SkillInfo(BaseModel):
+    """A skill as an agent sees it when it lists or loads its skills."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="the full reference: global:NAME, project:NAME or builtin:NAME")
+    summary: str = Field(description="its first line")
+    loaded: bool = Field(description="already in the agent's instructions or transcript")
+    text: str | None = Field(default=None, description="the skill itself, when it was loaded just now")
+
+
+class TemplateInfo(BaseModel):
+    """A template an agent may summon children with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str
+    tools: str = Field(description="its servers, and the tools of those it narrows: 'fs[read_file,grep] shell'")
+    detached: bool = False
 
 
 class LinkRefusal(Exception):
@@ -152,4 +177,17 @@ class HubLink(Protocol):
 
     def children(self) -> list[ChildInfo]:
         """The agent's children with their states."""
+        ...
+
+    def skills(self) -> list[SkillInfo]:
+        """The skills the agent may load on demand, and whether each is loaded already."""
+        ...
+
+    def templates(self) -> list[TemplateInfo]:
+        """The templates the agent may summon children with."""
+        ...
+
+    def load_skill(self, name: str) -> SkillInfo:
+        """Load one skill into the agent's context; raises :class:`LinkRefusal` for an unknown or
+        ambiguous name. ``text`` is None when it was loaded already."""
         ...

@@ -2,14 +2,15 @@
 
 Mounted for every agent, built around a :class:`~dispatch.servers.hublink.HubLink` bound to that
 agent. ``ask_user`` exists only for detached agents, which have their own conversation with the
-user. Messages are also delivered without these tools: the hub drains the inbox into the
-transcript after every tool result.
+user. ``skills`` and ``load_skill`` list and load the skills the agent may use on demand.
+Messages are also delivered without these tools: the hub drains the inbox into the transcript
+after every tool result.
 """
 
 from __future__ import annotations
 
 from dispatch.servers._base import MCPServer, ToolError, new_server
-from dispatch.servers.hublink import HubLink, InboxMessage
+from dispatch.servers.hublink import HubLink, InboxMessage, LinkRefusal
 
 
 def render_messages(messages: list[InboxMessage]) -> str:
@@ -38,6 +39,25 @@ def build_server(link: HubLink, *, detached: bool = False) -> MCPServer:
             raise ToolError("report_progress needs a non-empty text")
         await link.report_progress(text.strip())
         return "Progress noted."
+
+    @server.tool()
+    async def skills() -> str:
+        """List the skills you may load when your task needs them: instructions for a kind of
+        work (how to review, a project's conventions). Load one with load_skill."""
+        listed = link.skills()
+        if not listed:
+            return "No skills are available."
+        return "\n".join(f"- {s.name}{' (loaded)' if s.loaded else ''}: {s.summary}" for s in listed)
+
+    @server.tool()
+    async def load_skill(name: str) -> str:
+        """Load a skill by name (as skills lists it, e.g. project:code-style; the bare name when it
+        is unique) and return its text; follow it from now on."""
+        try:
+            skill = link.load_skill(name)
+        except LinkRefusal as refusal:
+            raise ToolError(str(refusal)) from refusal
+        return skill.text if skill.text is not None else f"{skill.name} is loaded already; it is in your context."
 
     if detached:
 

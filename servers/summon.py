@@ -18,6 +18,7 @@ from dispatch.servers.hublink import (
     LinkRefusal,
     MessageKind,
     SummonRequest,
+    TemplateInfo,
     WaitOutcome,
 )
 
@@ -47,9 +48,26 @@ def render_wait(outcome: WaitOutcome) -> str:
     return json.dumps(body, indent=1)
 
 
+def render_templates(listed: list[TemplateInfo]) -> str:
+    """Templates as the model reads them, one line each."""
+    if not listed:
+        return "No templates: summon children without one."
+    return "\n".join(
+        f"- {t.name}{' (detached)' if t.detached else ''}: {t.description} [tools: {t.tools}]" for t in listed
+    )
+
+
 def _check_timeout(timeout_s: float | None) -> None:
     if timeout_s is not None and not 0 < timeout_s <= MAX_WAIT_S:
         raise ToolError(f"timeout_s must be between 0 and {MAX_WAIT_S:.0f} seconds, got {timeout_s}")
+
+
+def _add_templates_tool(server: MCPServer, link: HubLink) -> None:
+    @server.tool()
+    async def templates() -> str:
+        """The templates you may summon children with (`summon(template=NAME, ...)`): each is a
+        role with its own instructions, tools and skills. A template never gets more than you have."""
+        return render_templates(link.templates())
 
 
 def build_server(link: HubLink) -> MCPServer:
@@ -72,12 +90,18 @@ def build_server(link: HubLink) -> MCPServer:
         scope: list[str] | None = None,
         detached: bool = False,
         wait: bool = False,
+        budget_usd: float | None = None,
+        max_tokens: int | None = None,
     ) -> str:
         """Start a child agent on `task`. `scope` lists the root-relative paths it may write
-        (none: read-only); it must not overlap a running sibling's. `grants` narrows what it may
-        do (shell, summon, lsp, read paths, max_depth); it can never exceed yours. With `wait`,
+        (none: read-only); it must not overlap a running sibling's. `template` gives it a role
+        (instructions, tools, skills; see `templates`); `skills` adds skills by name (see your
+        `skills` tool). `grants` narrows what it may do (shell, summon, lsp, web, read paths,
+        max_depth); it can never exceed yours, nor its template's. With `wait`,
         returns the child's report when it finishes (or early if a message arrives for you);
-        otherwise returns its id at once."""
+        otherwise returns its id at once. `model` is a tag (heavy, medium, light, coding, ...) or
+        a model name. `budget_usd` / `max_tokens` cap what the child and its own children may
+        spend; they come out of what you have left."""
         request = SummonRequest(
             task=task,
             name=name,
@@ -88,6 +112,8 @@ def build_server(link: HubLink) -> MCPServer:
             grants=grants or GrantRequest(),
             scope=scope or [],
             detached=detached,
+            budget_usd=budget_usd,
+            max_tokens=max_tokens,
         )
         try:
             child_id = await link.summon(request)
@@ -134,4 +160,5 @@ def build_server(link: HubLink) -> MCPServer:
         """Your children with their states, scopes and reports so far."""
         return json.dumps([c.model_dump() for c in link.children()], indent=1)
 
+    _add_templates_tool(server, link)
     return server

@@ -4,7 +4,7 @@ scripted model server (``tests/fakes/scripted_llm.py``) for tests that run the r
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -78,13 +78,37 @@ def scripted_llm(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedLLM]:
         yield llm
     finally:
         llm.stop()
-    problems = [f"scripted model failure: {f}" for f in llm.failures]
-    try:
-        llm.assert_complete()
-    except AssertionError as error:
-        problems.append(str(error))
+    _fail_on_problems([llm])
+
+
+def _fail_on_problems(servers: list[ScriptedLLM]) -> None:
+    problems: list[str] = []
+    for llm in servers:
+        problems += [f"scripted model failure: {f}" for f in llm.failures]
+        try:
+            llm.assert_complete()
+        except AssertionError as error:
+            problems.append(str(error))
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def scripted_llms() -> Iterator[Callable[[], ScriptedLLM]]:
+    """A factory of started scripted model servers, one per provider a test configures (each with
+    its own ``base_url``); the same teardown checks as ``scripted_llm``, for every server."""
+    started: list[ScriptedLLM] = []
+
+    def start() -> ScriptedLLM:
+        started.append(ScriptedLLM().start())
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for llm in started:
+            llm.stop()
+    _fail_on_problems(started)
 
 
 @pytest.fixture

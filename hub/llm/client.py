@@ -1,9 +1,11 @@
 """One model call, through litellm: the seam every agent's LLM request goes through.
 
-Agents hold a :class:`ModelClient`; the default, :class:`LiteLLMClient`, calls
-``litellm.acompletion`` with the agent's litellm model name, so litellm's usual environment
-(``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``ANTHROPIC_API_KEY``, ...) is honoured. litellm is
-imported on first use, never at start-up. Tags, keys, budgets and fallback grow in this package.
+Agents hold a :class:`ModelClient`. :func:`call_litellm` makes one ``litellm.acompletion`` call
+(retries off); :func:`model_error` turns litellm's exceptions into Dispatch's. The plain
+:class:`LiteLLMClient` calls with the agent's litellm model name, so litellm's usual environment
+(``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ...) is honoured; the key router
+(:mod:`dispatch.hub.llm.router`) adds tags, keys, budgets, fallback and the usage ledger. litellm
+is imported on first use, never at start-up.
 """
 
 from __future__ import annotations
@@ -75,8 +77,12 @@ class Completion(BaseModel):
 class ModelClient(Protocol):
     """Anything that can answer a transcript with tools."""
 
-    async def complete(self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict]) -> Completion:
-        """One model call. Raises :class:`ModelCallError` (or :class:`UserError` for a bad model)."""
+    async def complete(
+        self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict], *, agent_id: str | None = None
+    ) -> Completion:
+        """One model call for ``agent_id`` (who the usage ledger charges). ``model`` is a tag or a
+        model name. Raises :class:`ModelCallError` (or :class:`UserError` for a bad model), or
+        :class:`~dispatch.hub.errors.KeysExhausted` when every key the model may use is exhausted."""
         ...
 
 
@@ -117,48 +123,78 @@ def _connection_failed(litellm: ModuleType, error: BaseException) -> bool:
     return False
 
 
-def _error_for(litellm: ModuleType, model: str, error: Exception) -> Exception:
+def is_unknown_model(litellm: ModuleType, error: BaseException) -> bool:
+    """litellm could not tell which provider the model name belongs to."""
+    return isinstance(error, litellm.BadRequestError) and "LLM Provider NOT provided" in str(error)
+
+
+def is_unreachable(litellm: ModuleType, error: BaseException) -> bool:
+    """The endpoint was never reached (a timeout is not this: it reached a slow endpoint)."""
+    return not isinstance(error, litellm.Timeout) and _connection_failed(litellm, error)
+
+
+def model_error(litellm: ModuleType, model: str, error: Exception) -> Exception:
     """A clear, traceback-free error for what went wrong with the call."""
     name = type(error).__name__
     detail = str(error).strip().splitlines()[0] if str(error).strip() else name
-    if isinstance(error, litellm.BadRequestError) and "LLM Provider NOT provided" in str(error):
+    if is_unknown_model(litellm, error):
         return UserError(f"unknown model {model!r}: give a litellm model name such as 'openai/gpt-4o-mini'")
-    if _connection_failed(litellm, error):
+    if is_unreachable(litellm, error):
         return ModelCallError(f"model {model!r}: the endpoint could not be reached ({detail})")
     if isinstance(error, litellm.AuthenticationError):
         return ModelCallError(f"model {model!r}: the endpoint refused the API key ({detail})")
     return ModelCallError(f"model {model!r}: {name}: {detail}")
 
 
+async def call_litellm(
+    model: str,
+    messages: Sequence[JsonDict],
+    tools: Sequence[JsonDict],
+    *,
+    timeout_s: float,
+    api_key: str | None = None,
+    api_base: str | None = None,
+    extra: JsonDict | None = None,
+) -> Completion:
+    """One ``litellm.acompletion`` call with litellm's retries off; litellm's errors pass through."""
+    litellm = await anyio.to_thread.run_sync(load_litellm)  # a 2 s import, off the event loop once
+    started = time.perf_counter()
+    kwargs: JsonDict = {"model": model, "messages": list(messages), "num_retries": 0, "timeout": timeout_s}
+    if tools:
+        kwargs["tools"] = list(tools)
+    if api_key is not None:
+        kwargs["api_key"] = api_key
+    if api_base is not None:
+        kwargs["api_base"] = api_base
+    kwargs.update(extra or {})
+    response = await litellm.acompletion(**kwargs)
+    choice: Any = response.choices[0].message
+    raw_calls: list[Any] = list(choice.tool_calls or [])
+    calls = [
+        ToolCallRequest(id=str(c.id), name=str(c.function.name), arguments=str(c.function.arguments or "{}"))
+        for c in raw_calls
+    ]
+    return Completion(
+        text=choice.content,
+        tool_calls=calls,
+        usage=_usage_of(litellm, response, model),
+        model=model,
+        latency_s=time.perf_counter() - started,
+    )
+
+
 class LiteLLMClient:
-    """Calls ``litellm.acompletion``. Retries are off: the key router owns retries and fallback."""
+    """Calls ``litellm.acompletion`` through litellm's environment, with no keys, ledger or fallback
+    (the :class:`~dispatch.hub.llm.router.Router` adds those). Retries are off."""
 
     def __init__(self, *, timeout_s: float = 600.0, extra: JsonDict | None = None) -> None:
         self._timeout_s = timeout_s
         self._extra = dict(extra or {})
 
-    async def complete(self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict]) -> Completion:
-        litellm = await anyio.to_thread.run_sync(load_litellm)  # a 2 s import, off the event loop once
-        started = time.perf_counter()
-        kwargs: JsonDict = {"model": model, "messages": list(messages), "num_retries": 0}
-        kwargs["timeout"] = self._timeout_s
-        if tools:
-            kwargs["tools"] = list(tools)
-        kwargs.update(self._extra)
+    async def complete(
+        self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict], *, agent_id: str | None = None
+    ) -> Completion:
         try:
-            response = await litellm.acompletion(**kwargs)
+            return await call_litellm(model, messages, tools, timeout_s=self._timeout_s, extra=self._extra)
         except Exception as error:  # every litellm failure becomes one of ours, with its cause kept
-            raise _error_for(litellm, model, error) from error
-        choice: Any = response.choices[0].message
-        raw_calls: list[Any] = list(choice.tool_calls or [])
-        calls = [
-            ToolCallRequest(id=str(c.id), name=str(c.function.name), arguments=str(c.function.arguments or "{}"))
-            for c in raw_calls
-        ]
-        return Completion(
-            text=choice.content,
-            tool_calls=calls,
-            usage=_usage_of(litellm, response, model),
-            model=model,
-            latency_s=time.perf_counter() - started,
-        )
+            raise model_error(load_litellm(), model, error) from error

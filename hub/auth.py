@@ -1,0 +1,107 @@
+"""Who may talk to the hub: a token made on first start, and Host/Origin checks against DNS rebinding.
+
+The token lives in the data directory (mode 0600). Every HTTP and WebSocket request needs it, as
+``Authorization: Bearer TOKEN`` or ``?token=TOKEN``, except the paths left open (health). The
+``Host`` header must name an allowed host (loopback by default) and a browser's ``Origin``, when
+sent, must be one of the hub's own origins. Implemented as a pure ASGI middleware, so it guards
+the REST API, the WebSocket and the mounted MCP endpoint alike.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+TOKEN_FILE = "token"
+
+
+def load_or_create_token(data_dir: Path) -> str:
+    """The hub's token, made (0600) on first use."""
+    path = data_dir / TOKEN_FILE
+    if path.exists():
+        token = path.read_text().strip()
+        if token:
+            return token
+    token = secrets.token_urlsafe(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(token + "\n")
+    os.chmod(path, 0o600)
+    return token
+
+
+def _host_of(value: str) -> str:
+    """The host part of a ``Host`` header or an origin's netloc, without port or brackets."""
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class HubGuard:
+    """ASGI middleware: token, Host and Origin checks before anything else runs."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str,
+        allowed_hosts: Iterable[str] = LOOPBACK_HOSTS,
+        open_paths: Iterable[str] = ("/api/health",),
+    ) -> None:
+        self._app = app
+        self._token = token.encode()
+        self._hosts = {h.lower() for h in allowed_hosts}
+        self._open = set(open_paths)
+
+    def _headers(self, scope: Scope) -> dict[str, str]:
+        return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+    def _problem(self, scope: Scope) -> tuple[int, str] | None:
+        headers = self._headers(scope)
+        host = _host_of(headers.get("host", "")).lower()
+        if host not in self._hosts:
+            return 403, f"host {headers.get('host', '')!r} is not allowed (DNS rebinding guard)"
+        origin = headers.get("origin")
+        if origin is not None and origin != "null":
+            origin_host = _host_of(urlsplit(origin).netloc).lower()
+            if origin_host not in self._hosts:
+                return 403, f"origin {origin!r} is not allowed"
+        elif origin == "null":
+            return 403, "origin 'null' is not allowed"
+        if scope.get("path") in self._open:
+            return None
+        offered = ""
+        authorization = headers.get("authorization", "")
+        if authorization.lower().startswith("bearer "):
+            offered = authorization[7:].strip()
+        else:
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            offered = (query.get("token") or [""])[0]
+        if not offered or not hmac.compare_digest(offered.encode(), self._token):
+            return 401, "a valid token is required (Authorization: Bearer TOKEN or ?token=TOKEN)"
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self._app(scope, receive, send)
+            return
+        problem = self._problem(scope)
+        if problem is None:
+            await self._app(scope, receive, send)
+            return
+        status, detail = problem
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 4000 + status, "reason": detail})
+            return
+        body = json.dumps({"detail": detail}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,208 @@
+"""The key router: a :class:`~dispatch.hub.llm.client.ModelClient` over many keys and providers.
+
+For each model call it resolves the tag or model name to candidates (:mod:`.resolve`), skips the
+keys that are unavailable (:mod:`.keys`: provider marks, budgets from the usage ledger), and calls
+the first one through litellm with that key's ``api_key`` / ``api_base`` and litellm's retries
+off. On a failure (:mod:`.failures`):
+
+* quota, rate limit or a refused key: the key is marked and the same call moves on to the next
+  candidate at once;
+* 5xx or a timeout: retried on the same key with exponential backoff, then the next candidate;
+* an unreachable endpoint: the next candidate;
+* anything else (a bad request): raised at once.
+
+When no candidate is left and at least one key will come back (a known reset, or a probe of a
+key whose reset is unknown), it raises :class:`~dispatch.hub.errors.KeysExhausted`, whose
+``wait()`` sleeps on the router's clock; the agent loop waits and asks again. Every attempt,
+successful or not, is written to the usage ledger with its agent, key, model, tokens, cost and
+latency.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+
+import anyio
+
+from dispatch.hub.errors import KeysExhausted, ModelCallError
+from dispatch.hub.llm.client import Completion, JsonDict, call_litellm, load_litellm, model_error
+from dispatch.hub.llm.clock import Clock, SystemClock
+from dispatch.hub.llm.failures import Failure, FailureKind, classify
+from dispatch.hub.llm.keys import Blocked, KeyStates, budget_block, describe_wait, window_bounds
+from dispatch.hub.llm.models_config import ModelsConfig
+from dispatch.hub.llm.resolve import Candidate, resolve
+from dispatch.hub.store import Store, UsageRow
+
+log = logging.getLogger(__name__)
+
+
+class _Exhausted(Exception):
+    def __init__(self, blocked: Blocked) -> None:
+        self.blocked = blocked
+
+
+class _MoveOn(Exception):
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class Router:
+    """Answers ``complete(tag_or_model, ...)`` from the configured keys, in fallback order."""
+
+    def __init__(self, config: ModelsConfig, store: Store, *, clock: Clock | None = None) -> None:
+        self._config = config
+        self._store = store
+        self._clock: Clock = clock or SystemClock()
+        self._states = KeyStates(self._clock, config.probe_interval)
+        self._unpriced: set[str] = set()
+
+    @property
+    def config(self) -> ModelsConfig:
+        return self._config
+
+    def reload(self, config: ModelsConfig) -> None:
+        """Use a new config: keys whose settings changed, and litellm's environment, lose their marks
+        (so a key refused with 401/403 is tried again once its config changed)."""
+        old = {k.name: k for k in self._config.keys}
+        new = {k.name: k for k in config.keys}
+        changed = {name for name in old.keys() | new.keys() if old.get(name) != new.get(name)}
+        self._states.forget(changed | {name for name in self._states.marked() if name.startswith("env:")})
+        self._states.probe_interval = config.probe_interval
+        self._config = config
+
+    def candidates(self, requested: str) -> list[Candidate]:
+        """The (model, key) candidates for a tag or model name, first choice first."""
+        return resolve(self._config, requested)
+
+    async def blocked(self, candidate: Candidate) -> Blocked | None:
+        """Why the candidate's key cannot be used now, or None when it can."""
+        marked = self._states.blocked(candidate.key_name)
+        if marked is not None:
+            return marked
+        key = candidate.key
+        if key is None or key.budget is None:
+            return None
+        now = self._clock.now()
+        start, _ = window_bounds(key.budget.window, now)
+        spent = await self._store.spend(key.name, start)
+        return budget_block(key.name, str(key.budget), key.budget.window, key.budget.amount_usd, spent, now)
+
+    async def complete(
+        self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict], *, agent_id: str | None = None
+    ) -> Completion:
+        blocked: list[Blocked] = []
+        failed: Exception | None = None
+        for candidate in self.candidates(model):
+            why = await self.blocked(candidate)
+            if why is not None:
+                blocked.append(why)
+                continue
+            try:
+                return await self._call(candidate, model, messages, tools, agent_id)
+            except _Exhausted as exhausted:
+                blocked.append(exhausted.blocked)
+            except _MoveOn as move_on:
+                failed = move_on.error
+        raise self._no_candidate(model, blocked, failed)
+
+    def _no_candidate(self, model: str, blocked: list[Blocked], failed: Exception | None) -> Exception:
+        retry = [b.retry_at for b in blocked if b.retry_at is not None]
+        if not retry:
+            if failed is not None:
+                return failed
+            reasons = "; ".join(f"{b.key}: {b.why}" for b in blocked)
+            return ModelCallError(f"model {model!r}: no key can be used until the config changes ({reasons})")
+        now = self._clock.now()
+        retry_at = min(retry)
+        known = [b.until for b in blocked if b.until is not None and b.retry_at is not None]
+        until = datetime.fromtimestamp(min(known)).astimezone() if known else None
+
+        async def wait() -> None:
+            await self._clock.sleep_until(retry_at)
+
+        return KeysExhausted(describe_wait(blocked, now, self._states.probe_interval), until=until, wait=wait)
+
+    async def _call(
+        self,
+        candidate: Candidate,
+        requested: str,
+        messages: Sequence[JsonDict],
+        tools: Sequence[JsonDict],
+        agent_id: str | None,
+    ) -> Completion:
+        attempts = 1 + self._config.transient_retries
+        for attempt in range(attempts):
+            started = time.perf_counter()
+            try:
+                completion = await call_litellm(
+                    candidate.litellm_model,
+                    messages,
+                    tools,
+                    timeout_s=self._config.timeout_s,
+                    api_key=candidate.api_key,
+                    api_base=candidate.api_base,
+                )
+            except Exception as error:  # every provider failure is classified, recorded and acted on
+                litellm = load_litellm()
+                failure = classify(litellm, error, self._clock.now())
+                await self._record(candidate, requested, agent_id, failure, time.perf_counter() - started)
+                if failure.kind.exhausts_key:
+                    raise _Exhausted(self._states.mark(candidate.key_name, failure)) from error
+                if failure.kind is FailureKind.transient and attempt + 1 < attempts:
+                    await anyio.sleep(self._config.backoff_s * 2**attempt)
+                    continue
+                mapped = model_error(litellm, candidate.litellm_model, error)
+                if failure.kind is FailureKind.fatal:
+                    raise mapped from error
+                raise _MoveOn(mapped) from error
+            self._price(candidate, completion)
+            await self._record(candidate, requested, agent_id, completion, completion.latency_s)
+            self._states.clear(candidate.key_name)
+            return completion
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _price(self, candidate: Candidate, completion: Completion) -> None:
+        usage = completion.usage
+        if candidate.entry is not None:
+            configured = candidate.entry.cost_usd(usage.prompt_tokens, usage.completion_tokens)
+            if configured is not None:
+                usage.cost_usd = configured
+                return
+        if usage.cost_usd == 0 and candidate.key is not None and candidate.litellm_model not in self._unpriced:
+            self._unpriced.add(candidate.litellm_model)
+            log.warning(
+                "no price for %s (key %s): its calls cost $0 in the ledger; set input_usd_per_mtok and "
+                "output_usd_per_mtok for it in the config",
+                candidate.litellm_model,
+                candidate.key_name,
+            )
+
+    async def _record(
+        self,
+        candidate: Candidate,
+        requested: str,
+        agent_id: str | None,
+        outcome: Completion | Failure,
+        latency_s: float,
+    ) -> None:
+        row = UsageRow(
+            at=self._clock.now(),
+            agent_id=agent_id,
+            key=candidate.key_name,
+            provider=candidate.provider,
+            model=candidate.litellm_model,
+            requested=requested,
+            latency_s=latency_s,
+        )
+        if isinstance(outcome, Completion):
+            usage = outcome.usage
+            row = replace(
+                row, tokens_in=usage.prompt_tokens, tokens_out=usage.completion_tokens, cost_usd=usage.cost_usd
+            )
+        else:
+            row = replace(row, outcome=outcome.kind.value, error=outcome.detail[:500])
+        await self._store.record_usage(row)
