@@ -25,7 +25,7 @@ from dispatch.hub.events import EventBus
 from dispatch.hub.ids import new_id
 from dispatch.hub.llm.client import ModelClient, ToolCallRequest, Usage
 from dispatch.hub.mounts import MountPlan, open_mounts
-from dispatch.hub.tree_link import TreeLink
+from dispatch.hub.tree_link import AccessBroker, TreeLink
 from dispatch.servers.hublink import InboxMessage, MessageKind
 from dispatch.servers.lsp import LspBackend
 
@@ -42,8 +42,11 @@ class AgentTree:
         events: EventBus | None = None,
         catalog: Catalog | None = None,
         lsp: LspBackend | None = None,
+        access: AccessBroker | None = None,
     ) -> None:
         self.root = root.resolve()
+        self.access = access
+        """Who answers requests for paths outside an agent's grants; None: they are denied, saying so."""
         self.lsp = lsp
         """The hub's language servers (an entered ``LspManager``), shared by every agent; None: no lsp mounts."""
         self.model = model

@@ -20,15 +20,23 @@ from dispatch.hub.events import EventBus
 from dispatch.hub.grants import normalize_path, overlaps
 from dispatch.hub.skills import LoadedSkill
 from dispatch.servers.hublink import (
+    AccessDecision,
     ChildInfo,
     InboxMessage,
     LinkRefusal,
     MessageKind,
+    Operation,
     SkillInfo,
     SummonRequest,
     TemplateInfo,
     WaitOutcome,
 )
+
+
+class AccessBroker(Protocol):
+    """Whoever answers an agent's request for a path outside its grants (the hub's approvals)."""
+
+    async def request_access(self, agent: Agent, path: str, operation: Operation, why: str) -> AccessDecision: ...
 
 
 class TreeOps(Protocol):
@@ -37,6 +45,7 @@ class TreeOps(Protocol):
     events: EventBus
     agents: dict[str, Agent]
     catalog: Catalog
+    access: AccessBroker | None
 
     def children_of(self, agent_id: str) -> list[Agent]: ...
     def live_children(self, agent_id: str) -> list[Agent]: ...
@@ -92,6 +101,16 @@ class TreeLink:
         finally:
             self._agent.set_state(AgentState.running)
         return self.take_messages()
+
+    async def request_access(self, path: str, operation: Operation, why: str) -> AccessDecision:
+        broker = self._tree.access
+        if broker is None:
+            return AccessDecision(
+                granted=False,
+                reason=f"{operation} access to {path!r} is outside this agent's grants, and this run has no "
+                "approvals (start it under `dispatch serve` to be asked)",
+            )
+        return await broker.request_access(self._agent, path, operation, why)
 
     # ---- children ------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -133,6 +133,19 @@ class TemplateInfo(BaseModel):
     detached: bool = False
 
 
+Operation = Literal["read", "write", "execute"]
+
+
+class AccessDecision(BaseModel):
+    """The answer to a request for a path outside the agent's grants."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    granted: bool
+    remember: Literal["once", "session", "always"] | None = None
+    reason: str = Field(default="", description="why, in words (who denied, or which rule allowed)")
+
+
 class LinkRefusal(Exception):
     """The hub refused a request (a grant escalation, an overlapping scope, an unknown child)."""
 
@@ -157,6 +170,11 @@ class HubLink(Protocol):
 
     async def ask_user(self, question: str) -> list[InboxMessage]:
         """Put a question to the user and return what arrives next in the agent's inbox."""
+        ...
+
+    async def request_access(self, path: str, operation: Operation, why: str) -> AccessDecision:
+        """Ask the user (through the hub's approvals) for ``operation`` on the absolute ``path``.
+        Blocks until answered; the hub records what the answer grants."""
         ...
 
     async def summon(self, request: SummonRequest) -> str:

@@ -1,0 +1,146 @@
+"""The hub's face toward its interfaces: what the HTTP API, the web UI and the MCP server may ask.
+
+:class:`HubService` is the contract; ``dispatch.hub.runtime.Hub`` implements it over the store,
+the event bus and the tree. The views are the JSON shapes the API returns. Interfaces depend on
+this module only, never on the tree's internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dispatch.hub.events import Event
+from dispatch.servers.hublink import MessageKind
+
+Decision = Literal["approve", "deny"]
+Remember = Literal["once", "session", "always"]
+
+
+class View(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentView(View):
+    """One agent in the tree."""
+
+    id: str
+    parent_id: str | None
+    chat_id: str | None = Field(default=None, description="the chat whose dispatch agent this is (or descends from)")
+    name: str
+    template: str | None
+    task: str
+    state: str
+    reason: str
+    waiting_until: str | None = Field(default=None, description="ISO time a waiting_key agent expects a key back")
+    model: str
+    scope: list[str]
+    detached: bool
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    steps: int
+    report: str | None
+    error: str | None
+    question: str | None = Field(default=None, description="what a waiting_user agent asked")
+
+
+class AgentDetail(AgentView):
+    """An agent with its transcript (OpenAI-format messages) and progress notes."""
+
+    transcript: list[dict[str, Any]]
+    progress: list[str]
+
+
+class ChatMessageView(View):
+    id: str
+    chat_id: str
+    parent_id: str | None = Field(description="the message before it; forks share their history through it")
+    role: Literal["user", "assistant", "system"]
+    text: str
+    agent_id: str | None = Field(description="the dispatch agent that answered, for assistant messages")
+    created_at: str
+
+
+class ChatView(View):
+    id: str
+    title: str
+    created_at: str
+    updated_at: str
+    forked_from: str | None = Field(description="'CHAT_ID:MESSAGE_ID' this chat was forked at")
+    agent_id: str | None = Field(description="its dispatch agent while one runs")
+
+
+class ChatDetail(ChatView):
+    messages: list[ChatMessageView]
+
+
+class ApprovalView(View):
+    id: str
+    kind: Literal["path", "checkpoint"]
+    agent_id: str
+    chain: list[str] = Field(description="names from the top agent down to the asking agent")
+    path: str | None
+    operation: Literal["read", "write", "execute"] | None
+    checkpoint: str | None
+    content: str | None = Field(description="what the checkpoint shows, e.g. the plan")
+    created_at: str
+    auto_approve_at: str | None
+    state: Literal["pending", "approved", "denied"]
+
+
+class ArtifactView(View):
+    id: str
+    kind: str
+    title: str
+    agent_id: str | None
+    created_at: str
+    content: str | None = Field(default=None, description="left out of listings")
+
+
+class UsageView(View):
+    total: dict[str, float]
+    by_agent: dict[str, dict[str, float]]
+    by_key: dict[str, dict[str, float]]
+    by_model: dict[str, dict[str, float]]
+    by_day: dict[str, dict[str, float]]
+
+
+class HubService(Protocol):
+    """Everything an interface may do. Unknown ids raise ``UnknownAgentError`` (or another
+    ``UserError`` naming the id); bad input raises ``UserError`` saying what is wrong."""
+
+    # agents
+    def agents(self) -> list[AgentView]: ...
+    async def agent(self, agent_id: str) -> AgentDetail: ...
+    async def send(self, agent_id: str, text: str, kind: MessageKind) -> str: ...
+    async def switch_model(self, agent_id: str, model: str) -> None: ...
+    async def cancel(self, agent_id: str) -> AgentView: ...
+    async def resume(self, agent_id: str) -> AgentView: ...
+    async def start(
+        self, task: str, *, template: str | None = None, model: str | None = None, detached: bool = False
+    ) -> AgentView: ...
+
+    # chats
+    async def create_chat(self, title: str | None = None) -> ChatView: ...
+    async def chats(
+        self, query: str | None = None, since: str | None = None, until: str | None = None
+    ) -> list[ChatView]: ...
+    async def chat(self, chat_id: str) -> ChatDetail: ...
+    async def post_chat_message(self, chat_id: str, text: str) -> ChatMessageView: ...
+    async def fork_chat(self, chat_id: str, message_id: str) -> ChatView: ...
+
+    # approvals
+    async def approvals(self, state: str | None = "pending") -> list[ApprovalView]: ...
+    async def answer_approval(self, approval_id: str, decision: Decision, remember: Remember) -> ApprovalView: ...
+
+    # artifacts and usage
+    async def artifacts(self, query: str | None = None, kind: str | None = None) -> list[ArtifactView]: ...
+    async def artifact(self, artifact_id: str) -> ArtifactView: ...
+    async def usage(self) -> UsageView: ...
+
+    # events: replay from the store, then live
+    def follow_events(self, since: int = 0) -> AbstractAsyncContextManager[AsyncIterator[Event]]: ...
