@@ -28,6 +28,7 @@ from dispatch.hub.ids import new_id
 from dispatch.hub.llm.client import Completion, JsonDict, Usage
 from dispatch.hub.tree import AgentTree
 from dispatch.servers import fs
+from dispatch.servers.fs_scope import FsScope
 
 
 class FirstCallClock:
@@ -88,10 +89,10 @@ async def tool_call_times(root: Path, samples: int) -> dict[str, list[float]]:
     async with Client(params) as client:
         await client.list_tools()
         results["tool call, stdio MCP"] = await timed_calls(lambda: client.call_tool("read_file", arguments), samples)
-    tools = fs.FsTools(fs.PathRules(root))
+    tools = fs.FsTools(FsScope(root))
 
     async def direct() -> str:
-        return tools.read_file("sample.txt")
+        return await tools.read_file("sample.txt")
 
     results["tool call, direct function"] = await timed_calls(direct, samples)
     return results

@@ -9,7 +9,7 @@ The loop is an async iterator of :class:`Step`; the tree, not the loop, announce
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
+from dispatch.hub.checkpoints import CheckpointMode, Checkpoints
 from dispatch.hub.errors import KeysExhausted
 from dispatch.hub.grants import Grants
 from dispatch.hub.inbox import Inbox
@@ -50,6 +51,9 @@ class AgentState(StrEnum):
     done = "done"
     failed = "failed"
     cancelled = "cancelled"
+    interrupted = "interrupted"
+    """Stopped by the hub (a shutdown, or a crash found on the next start) at its last persisted
+    step: not running, and not terminal either, since ``resume`` continues it from there."""
 
     @property
     def terminal(self) -> bool:
@@ -71,7 +75,9 @@ class AgentSpec(BaseModel):
     model: str = Field(description="a tag (heavy, coding, ...) or a model name such as 'openai/gpt-4o-mini'")
     grants: Grants = Field(default_factory=Grants)
     detached: bool = False
-    checkpoints: list[str] = Field(default_factory=list[str])
+    checkpoints: Checkpoints = Field(
+        default_factory=dict[str, CheckpointMode], description="where it stops for approval, and how"
+    )
     max_children: int = Field(default=8, ge=1, description="children running at once; more wait")
     isolated: bool = Field(default=False, description="run fs and shell as stdio subprocesses")
     budget_usd: float | None = Field(
@@ -123,6 +129,9 @@ class AgentHooks:
     on_state: Callable[[Agent], None]
     on_tool_call: Callable[[Agent, ToolCallRequest], None]
     on_tool_result: Callable[[Agent, ToolRun], None]
+    before_report: Callable[[Agent, str], Awaitable[None]] | None = None
+    """Awaited with the final answer before it becomes the report (the ``before_report``
+    checkpoint); it may wait for the user, and raises to stop the agent."""
 
 
 @dataclass
@@ -164,9 +173,10 @@ class Agent:
         """Takes effect at the next model call, with the transcript intact."""
         self.spec = self.spec.model_copy(update={"model": model})
 
-    def _begin_transcript(self) -> None:
+    def _begin_transcript(self, notes: Sequence[str] = ()) -> None:
         if not self.transcript:
-            self.transcript.append({"role": "system", "content": self.spec.system_prompt(self.loaded_skills)})
+            system = "\n\n".join([self.spec.system_prompt(self.loaded_skills), *notes])  # notes: e.g. the sandbox
+            self.transcript.append({"role": "system", "content": system})
             self.transcript.append({"role": "user", "content": self.spec.task})
 
     def _drain_inbox(self) -> list[InboxMessage]:
@@ -203,9 +213,9 @@ class Agent:
                 self.waiting_until = None
                 self.set_state(AgentState.running)
 
-    async def steps(self, mounts: Mounts, model: ModelClient) -> AsyncIterator[Step]:
+    async def steps(self, mounts: Mounts, model: ModelClient) -> AsyncGenerator[Step]:
         """The loop, one model call per step, until the agent reports."""
-        self._begin_transcript()
+        self._begin_transcript(mounts.notes)
         while True:
             completion = await self._ask(model, mounts)
             self.usage.add(completion.usage)
@@ -225,5 +235,7 @@ class Agent:
             if completion.tool_calls or delivered:
                 yield Step(self.steps_taken, completion, runs, delivered)
                 continue
+            if self.hooks.before_report is not None:
+                await self.hooks.before_report(self, completion.text or "")
             yield Step(self.steps_taken, completion, runs, delivered, report=completion.text or "")
             return

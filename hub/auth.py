@@ -4,7 +4,9 @@ The token lives in the data directory (mode 0600). Every HTTP and WebSocket requ
 ``Authorization: Bearer TOKEN`` or ``?token=TOKEN``, except the paths left open (health). The
 ``Host`` header must name an allowed host (loopback by default) and a browser's ``Origin``, when
 sent, must be one of the hub's own origins. Implemented as a pure ASGI middleware, so it guards
-the REST API, the WebSocket and the mounted MCP endpoint alike.
+the REST API, the WebSocket and the mounted MCP endpoint alike. A refused WebSocket handshake gets
+the same HTTP answer (401 or 403, JSON) where the server supports denial responses (uvicorn does),
+else a close with code 4000 + status (4401, 4403).
 """
 
 from __future__ import annotations
@@ -98,10 +100,15 @@ class HubGuard:
             await self._app(scope, receive, send)
             return
         status, detail = problem
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 4000 + status, "reason": detail})
-            return
         body = json.dumps({"detail": detail}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if scope["type"] == "websocket":
+            if "websocket.http.response" not in scope.get("extensions", {}):
+                await send({"type": "websocket.close", "code": 4000 + status, "reason": detail})
+                return
+            await receive()  # websocket.connect: then refuse the handshake with an HTTP answer
+            await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": body})
+            return
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -167,7 +167,7 @@ class Catalog:
             model=model,
             grants=grants,
             detached=chosen.detached,
-            checkpoints=list(chosen.checkpoints),
+            checkpoints=dict(chosen.checkpoints),
             isolated=isolated,
             max_children=chosen.max_children or AgentSpec.model_fields["max_children"].default,
         )
@@ -203,7 +203,7 @@ class Catalog:
             model=request.model or (template.model if template else None) or parent.model,
             grants=grants,
             detached=request.detached or (template.detached if template else False),
-            checkpoints=list(template.checkpoints) if template else [],
+            checkpoints=dict(template.checkpoints) if template else {},
             max_children=(template.max_children if template else None) or parent.max_children,
             isolated=parent.isolated,
         )

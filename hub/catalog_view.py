@@ -26,7 +26,7 @@ def templates_text(catalog: Catalog) -> str:
             ("children", "none" if template.children == [] else ", ".join(template.child_names())),
             ("max children", str(template.max_children or "")),
             ("skills", ", ".join(template.skills)),
-            ("checkpoints", ", ".join(template.checkpoints)),
+            ("checkpoints", ", ".join(f"{name} ({mode})" for name, mode in template.checkpoints.items())),
         )
         rows += [(label, value) for label, value in optional if value]
         rows.append(("file", entry.source.path))

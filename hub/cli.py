@@ -1,4 +1,4 @@
-"""The ``dispatch`` command: run a task from the terminal (more commands arrive with the hub).
+"""The ``dispatch`` command: run a task from the terminal, serve the hub, and more.
 
 Heavy modules (the tree, litellm) are imported inside the commands, so ``dispatch --help`` stays
 quick. User errors print one clear line and exit non-zero, never a traceback.
@@ -48,6 +48,26 @@ def run(
         task, model=model, root=root, json_output=json_output, isolated=isolated, template=template, skills=skill or []
     )
     raise typer.Exit(code)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="the address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="the port (0: any free one)", min=0, max=65535)] = 8421,
+    root: Annotated[Path, typer.Option("--root", help="the project root the agents work in")] = Path("."),
+    allow_remote: Annotated[
+        bool, typer.Option("--allow-remote", help="allow a --host that is not loopback (plain HTTP: trusted networks)")
+    ] = False,
+    deadline: Annotated[
+        float, typer.Option("--deadline", help="seconds running steps may finish in after SIGINT/SIGTERM", min=0)
+    ] = 30.0,
+) -> None:
+    """Serve the hub (HTTP API, WebSocket events, web UI) until SIGINT/SIGTERM; prints the URL with
+    the token. A second signal exits at once."""
+    from dispatch.hub.serve import serve as serve_hub
+
+    _check_root(root)
+    raise typer.Exit(serve_hub(root, host=host, port=port, allow_remote=allow_remote, deadline_s=deadline))
 
 
 def _check_root(root: Path) -> None:
@@ -105,12 +125,61 @@ def doctor(
     root: Annotated[Path, typer.Option("--root", help="the project to check")] = Path("."),
 ) -> None:
     """Check what Dispatch needs: the project's languages and their language servers (found, or
-    how to install them). Exits 1 when something is missing."""
-    from dispatch.hub.doctor import run_doctor
+    how to install them), and the sandbox for the shell. Exits 1 when something is missing."""
+    from dispatch.hub.doctor import check_sandbox, run_doctor
 
-    text, code = run_doctor(root, _catalog(root).config.lsp)
+    config = _catalog(root).config
+    text, code = run_doctor(root, config.lsp, sandbox=check_sandbox(setting=config.sandbox))
     typer.echo(text)
     raise typer.Exit(code)
+
+
+def _data_dir(data_dir: Path | None) -> Path:
+    from dispatch.hub.store import data_dir as default_data_dir
+
+    return (data_dir or default_data_dir()).expanduser()
+
+
+@app.command()
+def logs(
+    agent: Annotated[str | None, typer.Argument(help="an agent's id or name; all agents when omitted")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new events")] = False,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="the hub's data directory")] = None,
+) -> None:
+    """The activity log of the hub's agents (from the stored events); errors name the agent chain,
+    the tool and its arguments. Tracebacks are in hub.log in the data directory."""
+    from dispatch.hub.logs import logs_command
+
+    raise typer.Exit(logs_command(agent, follow=follow, home=_data_dir(data_dir)))
+
+
+@app.command()
+def resume(
+    agent: Annotated[str, typer.Argument(help="the id of an interrupted agent")],
+    root: Annotated[Path | None, typer.Option("--root", help="the project root (default: the agent's)")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="the hub's data directory")] = None,
+) -> None:
+    """Continue an interrupted agent (and its interrupted children) from its last step: through the
+    running hub when there is one, else here until it finishes."""
+    from dispatch.hub.resume_command import resume_command
+
+    if root is not None:
+        _check_root(root)
+    raise typer.Exit(resume_command(agent, root=root, home=_data_dir(data_dir)))
+
+
+@app.command()
+def mcp(
+    root: Annotated[Path, typer.Option("--root", help="the project root (when no hub runs)")] = Path("."),
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="top agents' model or tag (when no hub runs)")
+    ] = None,
+) -> None:
+    """The hub's MCP tools over stdio: attaches to a running hub, or runs one in this process."""
+    from dispatch.hub.mcp_command import run_mcp
+
+    _check_root(root)
+    raise typer.Exit(run_mcp(root, model))
 
 
 def main() -> None:

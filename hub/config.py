@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,6 +63,11 @@ class DispatchConfig(BaseModel):
         default_factory=LspSettings,
         description="language servers per language: true (detect), false (off), or a command, "
         "initialization options and settings that override detection",
+    )
+    sandbox: Literal["auto", "off"] = Field(
+        default="auto",
+        description="auto: shell commands run in the OS sandbox (bubblewrap and/or Landlock), and the shell is "
+        "disabled where there is neither; off: no sandbox, and the user approves every command first",
     )
 
 

@@ -1,8 +1,9 @@
 """``dispatch doctor``: what this machine and project give Dispatch, and how to fix what is missing.
 
-Its room: checks that only look (nothing is started or installed) and their report as text. Today
-it checks the language servers: the languages detected in the project root, the server found for
-each (or why none), and how to install a missing one. Each check is a function returning
+Its room: checks that only look (nothing is started or installed) and their report as text. It
+checks the language servers (the languages detected in the project root, the server found for
+each or why none, and how to install a missing one) and the sandbox (which layers work here, and
+so how the shell runs). Each check is a function returning
 :class:`Finding` s, so later checks (keys, sandbox) add a function, not a branch.
 """
 
@@ -14,8 +15,9 @@ from typing import Literal
 
 from dispatch.hub.lsp.languages import LANGUAGES, plan_servers
 from dispatch.hub.lsp.settings import LspSettings
+from dispatch.servers.sandbox import SandboxProbe, SandboxSetting, probe_sandbox
 
-__all__ = ["Finding", "check_language_servers", "run_doctor"]
+__all__ = ["Finding", "check_language_servers", "check_sandbox", "run_doctor"]
 
 
 @dataclass(frozen=True)
@@ -46,13 +48,43 @@ def check_language_servers(root: Path, settings: LspSettings, search_path: str |
     return findings
 
 
-def run_doctor(root: Path, settings: LspSettings | None = None, search_path: str | None = None) -> tuple[str, int]:
-    """The report as text, and the exit code: 0 when nothing is missing, 1 otherwise."""
+def check_sandbox(probe: SandboxProbe | None = None, setting: SandboxSetting = "auto") -> list[Finding]:
+    """A finding per sandbox layer (bubblewrap, Landlock, openat2, the process limit), and the
+    shell's resulting mode. With ``sandbox: off`` a missing layer is not a problem."""
+    found = probe or probe_sandbox()
+    findings = [Finding(topic, text, status) for topic, text, status in found.findings()]
+    if setting == "off":
+        findings = [Finding(f.topic, f.text, "off" if f.status == "missing" else f.status) for f in findings]
+        findings.append(Finding("shell", "sandbox: off in the config: every command is approved by the user", "off"))
+    elif found.any_layer:
+        findings.append(Finding("shell", f"commands run in the sandbox ({found.layers()})"))
+    else:
+        findings.append(
+            Finding("shell", "disabled: neither bubblewrap nor Landlock (or set `sandbox: off`)", "missing")
+        )
+    return findings
+
+
+def _section(title: str, findings: list[Finding]) -> list[str]:
+    width = max(len(f.topic) for f in findings)
+    return ["", title, *(f"  {f.status:<7}  {f.topic:<{width}}  {f.text}" for f in findings)]
+
+
+def run_doctor(
+    root: Path,
+    settings: LspSettings | None = None,
+    search_path: str | None = None,
+    sandbox: list[Finding] | None = None,
+) -> tuple[str, int]:
+    """The report as text, and the exit code: 0 when nothing is missing, 1 otherwise.
+    ``sandbox``: the sandbox findings (:func:`check_sandbox`); None leaves the section out."""
     root = root.resolve()
     findings = check_language_servers(root, settings or LspSettings(), search_path)
-    width = max(len(f.topic) for f in findings)
-    lines = [f"Dispatch doctor: {root}", "", "Language servers (for the lsp tools):"]
-    lines += [f"  {f.status:<7}  {f.topic:<{width}}  {f.text}" for f in findings]
+    lines = [f"Dispatch doctor: {root}"]
+    lines += _section("Language servers (for the lsp tools):", findings)
+    if sandbox is not None:
+        lines += _section("Sandbox (for the shell and fs tools):", sandbox)
+        findings = findings + sandbox
     missing = [f for f in findings if f.status == "missing"]
     lines += ["", f"{len(missing)} missing; install them as shown." if missing else "Nothing is missing."]
     return "\n".join(lines), 1 if missing else 0

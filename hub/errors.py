@@ -3,7 +3,9 @@
     DispatchError
     ├── UserError            the user's input is at fault (names the file, field, path or id)
     │   ├── ConfigError        a config or template file is wrong
-    │   └── UnknownAgentError  no agent has that id
+    │   └── NotFoundError      no chat, agent, message, approval or artifact has that id (HTTP 404)
+    │       └── UnknownAgentError  no agent has that id
+    ├── CheckpointDenied     the user denied a checkpoint (the agent stops, failed, naming it and who)
     └── RunError             a run failed through no fault of the input
         ├── ModelCallError     the model endpoint refused or could not be reached
         │   └── KeysExhausted    every key the model may use is exhausted for now (the agent waits)
@@ -32,8 +34,17 @@ class ConfigError(UserError):
     """A config or template file is wrong; the message names the file and the field."""
 
 
-class UnknownAgentError(UserError):
+class NotFoundError(UserError):
+    """No chat, agent, message, approval or artifact has the given id (the API answers 404)."""
+
+
+class UnknownAgentError(NotFoundError):
     """No agent has the given id."""
+
+
+class CheckpointDenied(DispatchError):
+    """The user (or a remembered answer of theirs) denied an agent's checkpoint; the message names
+    the checkpoint, who denied it and the approval."""
 
 
 class RunError(DispatchError):

@@ -33,19 +33,24 @@ class Event(BaseModel):
 class EventBus:
     """Fan-out of events to subscribers, with a sequence number per bus."""
 
-    def __init__(self) -> None:
-        self._seq = 0
+    def __init__(self, last_seq: int = 0) -> None:
+        self._seq = last_seq
+        """The last number given; the next event gets the one after (a hub continues its store's)."""
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
 
     def publish(self, type: str, agent_id: str, **data: Any) -> Event:
         self._seq += 1
         event = Event(seq=self._seq, at=time.time(), type=type, agent_id=agent_id, data=data)
+        self.deliver(event)
+        return event
+
+    def deliver(self, event: Event) -> None:
+        """Hand ``event`` to every subscriber (a journaled bus does so once the event is committed)."""
         for stream in list(self._subscribers):
             try:
                 stream.send_nowait(event)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self._subscribers.remove(stream)
-        return event
 
     @asynccontextmanager
     async def subscribe(self) -> AsyncGenerator[MemoryObjectReceiveStream[Event]]:

@@ -25,6 +25,7 @@ STATE_STYLE: dict[AgentState, str] = {
     AgentState.done: "green",
     AgentState.failed: "red",
     AgentState.cancelled: "dim red",
+    AgentState.interrupted: "yellow",
 }
 
 

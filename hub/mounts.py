@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +29,13 @@ from dispatch.hub.grants import ROOT, Grants
 from dispatch.servers import fs, inbox, lsp, shell, summon
 from dispatch.servers.hublink import HubLink
 from dispatch.servers.lsp import LspBackend
+from dispatch.servers.sandbox import SandboxSetting, ShellMode, choose_shell_mode
 
 JsonDict = dict[str, Any]
 ServerTarget = MCPServer | StdioServerParameters
+ToolGate = Callable[[str, str, JsonDict], Awaitable[str | None]]
+"""``gate(kind, name, arguments)`` before a tool call: None to run it, or the refusal the model reads
+instead (the hub's checkpoints, :mod:`dispatch.hub.approvals`); it may wait for the user."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class MountPlan:
     isolated: bool = False
     lsp: LspBackend | None = None
     """The hub's language servers; None: no ``lsp`` mount, whatever the grants say."""
+    sandbox: SandboxSetting = "auto"
+    """The config's ``sandbox``: how the shell runs (see :func:`shell_mode`)."""
 
     def kinds(self) -> list[str]:
         kinds = [kind for kind in ("inbox", "fs", "shell") if self.grants.serves(kind)]
@@ -70,9 +76,9 @@ def _module_params(module: str, args: list[str]) -> StdioServerParameters:
     return StdioServerParameters(command=sys.executable, args=["-m", module, *args], env=env)
 
 
-def _fs_target(plan: MountPlan) -> ServerTarget:
+def _fs_target(plan: MountPlan, link: HubLink) -> ServerTarget:
     if not plan.isolated:
-        return fs.build_server(plan.root, plan.write_paths())
+        return fs.build_server(plan.root, plan.write_paths(), ask=link.request_access)
     args = ["--root", str(plan.root)]
     if not plan.grants.write:
         args.append("--read-only")
@@ -82,10 +88,32 @@ def _fs_target(plan: MountPlan) -> ServerTarget:
     return _module_params("dispatch.servers.fs", args)
 
 
-def _shell_target(plan: MountPlan) -> ServerTarget:
+def shell_mode(plan: MountPlan) -> ShellMode:
+    """How this agent's shell runs: sandboxed to its scope, disabled, or approved command by command."""
+    return choose_shell_mode(plan.root, plan.write_paths(), plan.sandbox)
+
+
+def _shell_target(plan: MountPlan, link: HubLink) -> ServerTarget:
     if not plan.isolated:
-        return shell.build_server(plan.root)
-    return _module_params("dispatch.servers.shell", ["--root", str(plan.root)])
+        mode = shell_mode(plan)
+        return shell.build_server(
+            plan.root,
+            launcher=mode.sandbox,
+            ask=link.request_access,
+            confirm_each=mode.confirm_each,
+            refusal=mode.refusal,
+        )
+    args = ["--root", str(plan.root), "--sandbox", plan.sandbox]
+    if not plan.grants.write:
+        args.append("--read-only")
+    elif ROOT not in plan.grants.write:
+        args += ["--write", *plan.grants.write]
+    return _module_params("dispatch.servers.shell", args)
+
+
+def prompt_notes(plan: MountPlan) -> tuple[str, ...]:
+    """What the agent's system prompt says about its mounts (the shell's sandbox, or its absence)."""
+    return (shell_mode(plan).note,) if "shell" in plan.kinds() else ()
 
 
 def build_targets(plan: MountPlan, link: HubLink) -> dict[str, ServerTarget]:
@@ -97,9 +125,9 @@ def build_targets(plan: MountPlan, link: HubLink) -> dict[str, ServerTarget]:
         elif kind == "summon":
             targets[kind] = summon.build_server(link)
         elif kind == "fs":
-            targets[kind] = _fs_target(plan)
+            targets[kind] = _fs_target(plan, link)
         elif kind == "shell":
-            targets[kind] = _shell_target(plan)
+            targets[kind] = _shell_target(plan, link)
         elif kind == "lsp" and plan.lsp is not None:
             targets[kind] = lsp.build_server(plan.root, plan.lsp)
     return targets
@@ -127,15 +155,21 @@ class Mounts:
 
     ``allow`` narrows a server to some of its tools (the grants' per-server allow-lists): the
     others are left out of the schemas the model sees, and a call to one is refused here, in the
-    hub, without reaching the server.
+    hub, without reaching the server. ``gate`` (the hub's checkpoints) sees every call first and
+    may hold it for the user's approval or refuse it.
     """
+
+    notes: tuple[str, ...] = ()
+    """Lines for the agent's system prompt about these mounts (set by :func:`open_mounts`)."""
 
     def __init__(
         self,
         clients: Mapping[str, Client],
         tools: Mapping[str, list[Tool]],
         allow: Mapping[str, Sequence[str]] | None = None,
+        gate: ToolGate | None = None,
     ) -> None:
+        self._gate = gate
         self._clients = dict(clients)
         self._owner: dict[str, str] = {}
         self._hidden: dict[str, str] = {}
@@ -182,12 +216,15 @@ class Mounts:
         if not isinstance(parsed, dict):
             return ToolOutcome(f"Error: the arguments of {name} must be a JSON object", True)
         arguments = cast(dict[str, Any], parsed)
+        refusal = await self._gate(kind, name, arguments) if self._gate is not None else None
+        if refusal is not None:
+            return ToolOutcome(refusal, True)
         result = await self._clients[kind].call_tool(name, arguments)
         return ToolOutcome(result_text(result), result.is_error)
 
 
 @asynccontextmanager
-async def open_mounts(plan: MountPlan, link: HubLink) -> AsyncGenerator[Mounts]:
+async def open_mounts(plan: MountPlan, link: HubLink, gate: ToolGate | None = None) -> AsyncGenerator[Mounts]:
     """Connect every mount of ``plan``; disconnect (and stop stdio servers) on exit."""
     async with AsyncExitStack() as stack:
         clients: dict[str, Client] = {}
@@ -199,4 +236,6 @@ async def open_mounts(plan: MountPlan, link: HubLink) -> AsyncGenerator[Mounts]:
             except Exception as error:  # a server that cannot start is this agent's failure, named
                 raise ToolServerError(f"the {kind} tool server failed to start: {error}") from error
             clients[kind] = client
-        yield Mounts(clients, tools, plan.grants.tools)
+        mounts = Mounts(clients, tools, plan.grants.tools, gate)
+        mounts.notes = prompt_notes(plan)
+        yield mounts

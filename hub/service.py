@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from dispatch.hub.events import Event
 from dispatch.servers.hublink import MessageKind
+
+if TYPE_CHECKING:  # defined beside the threads (which import View from here)
+    from dispatch.hub.threads import ThreadDetail, ThreadMessageView, ThreadView
 
 Decision = Literal["approve", "deny"]
 Remember = Literal["once", "session", "always"]
@@ -133,6 +136,11 @@ class HubService(Protocol):
     async def post_chat_message(self, chat_id: str, text: str) -> ChatMessageView: ...
     async def fork_chat(self, chat_id: str, message_id: str) -> ChatView: ...
 
+    # detached agents' user threads (their ask_user questions and the user's answers)
+    async def threads(self) -> list[ThreadView]: ...
+    async def thread(self, agent_id: str) -> ThreadDetail: ...
+    async def answer_thread(self, agent_id: str, text: str) -> ThreadMessageView: ...
+
     # approvals
     async def approvals(self, state: str | None = "pending") -> list[ApprovalView]: ...
     async def answer_approval(self, approval_id: str, decision: Decision, remember: Remember) -> ApprovalView: ...
@@ -143,4 +151,7 @@ class HubService(Protocol):
     async def usage(self) -> UsageView: ...
 
     # events: replay from the store, then live
-    def follow_events(self, since: int = 0) -> AbstractAsyncContextManager[AsyncIterator[Event]]: ...
+    def follow_events(self, since: int | None = None) -> AbstractAsyncContextManager[AsyncIterator[Event]]:
+        """Events with ids above ``since`` (replayed from the store), then live ones as they come,
+        with no gap and no duplicate. ``since=None``: only events published from now on."""
+        ...

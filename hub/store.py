@@ -14,11 +14,28 @@ Tables (m001): ``usage``, the ledger of model calls: ``at`` (POSIX seconds), ``a
 (the config's key name, or ``env:PROVIDER`` for litellm's environment), ``provider``, ``model``
 (the litellm model called), ``requested`` (the tag or name the agent asked for), ``tokens_in``,
 ``tokens_out``, ``cost_usd``, ``latency_s``, ``outcome`` (``ok``, or the failure kind) and ``error``.
+
+Tables of the hub's runs (m002-m006; their reads and writes are in :mod:`dispatch.hub.persistence`,
+the one other module that speaks SQL, through :meth:`Store.call`): ``agents`` (one row per agent:
+its spec as JSON, state, reason, usage, steps persisted, report, error, progress notes),
+``transcripts`` (every message of every agent, ``(agent_id, idx)``, with the step that added it),
+``messages`` (everything put in an agent's inbox, and the step that read it), ``events`` (the event
+log; ``id`` is the event's ``seq``, monotonic across restarts) and ``artifacts`` (plans and findings
+agents saved; ``artifacts_fts`` indexes title and content, kept current by triggers).
+
+Tables of chats, approvals and detached agents' user threads (m100-m102): ``chats`` (``head_id``,
+its last message; ``forked_from`` ``CHAT:MESSAGE``; ``agent_id``, its latest dispatch agent;
+``chats_fts`` indexes the title), ``chat_messages`` (``parent_id`` links each to the one before, so
+a fork shares its history; ``chat_messages_fts`` indexes the text), ``approvals`` (path prompts and
+checkpoints: ``chain`` a JSON list of names, ``state`` pending / approved / denied, ``decided_by``
+"the user" / "auto_approve" / "the hub", ``remember``), ``agent_threads`` and ``agent_thread_messages`` (a
+detached agent's questions, role ``agent``, and the user's answers, role ``user``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -32,6 +49,7 @@ from sqlite_utils.migrations import Migrations
 from dispatch.hub.llm.client import Usage
 
 T = TypeVar("T")
+Row = dict[str, Any]
 DB_NAME = "dispatch.db"
 UsageGroup = Literal["agent", "key", "model", "day"]
 _GROUP_SQL: dict[UsageGroup, str] = {
@@ -77,6 +95,151 @@ def m001_usage(db: Database) -> None:
     db.table("usage").create_index(["at"])
 
 
+@MIGRATIONS()
+def m002_agents(db: Database) -> None:
+    db.table("agents").create(
+        {
+            "id": str,
+            "parent_id": str,
+            "chat_id": str,
+            "root": str,
+            "name": str,
+            "template": str,
+            "task": str,
+            "model": str,
+            "spec": str,
+            "state": str,
+            "reason": str,
+            "waiting_until": str,
+            "question": str,
+            "report": str,
+            "error": str,
+            "tokens_in": int,
+            "tokens_out": int,
+            "cost_usd": float,
+            "steps": int,
+            "progress": str,
+            "created_at": float,
+            "updated_at": float,
+        },
+        pk="id",
+        not_null={"name", "task", "model", "spec", "state", "created_at"},
+        defaults={"reason": "", "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0, "steps": 0, "progress": "[]"},
+    )
+    db.table("agents").create_index(["parent_id"])
+    db.table("agents").create_index(["state"])
+
+
+@MIGRATIONS()
+def m003_transcripts(db: Database) -> None:
+    db.table("transcripts").create(
+        {"agent_id": str, "idx": int, "step": int, "message": str},
+        pk=("agent_id", "idx"),
+        not_null={"message"},
+    )
+
+
+@MIGRATIONS()
+def m004_messages(db: Database) -> None:
+    db.table("messages").create(
+        {"id": str, "agent_id": str, "kind": str, "sender": str, "text": str, "sent_at": str, "delivered_step": int},
+        pk="id",
+        not_null={"agent_id", "kind", "sender", "text", "sent_at"},
+    )
+    db.table("messages").create_index(["agent_id"])
+
+
+@MIGRATIONS()
+def m005_events(db: Database) -> None:
+    db.table("events").create(
+        {"id": int, "at": float, "type": str, "agent_id": str, "data": str},
+        pk="id",
+        not_null={"at", "type", "data"},
+    )
+    db.table("events").create_index(["agent_id", "id"])
+
+
+@MIGRATIONS()
+def m006_artifacts(db: Database) -> None:
+    db.table("artifacts").create(
+        {"id": str, "kind": str, "title": str, "content": str, "agent_id": str, "created_at": str},
+        pk="id",
+        not_null={"kind", "title", "content", "created_at"},
+    )
+    db.table("artifacts").create_index(["kind", "created_at"])
+    db.table("artifacts").enable_fts(["title", "content"], create_triggers=True)
+
+
+@MIGRATIONS()
+def m100_chats(db: Database) -> None:
+    db.table("chats").create(
+        {
+            "id": str,
+            "title": str,
+            "created_at": str,
+            "updated_at": str,
+            "forked_from": str,
+            "head_id": str,
+            "agent_id": str,
+        },
+        pk="id",
+        not_null={"title", "created_at", "updated_at"},
+        defaults={"title": ""},
+    )
+    db.table("chats").create_index(["updated_at"])
+    db.table("chats").enable_fts(["title"], create_triggers=True)
+    db.table("chat_messages").create(
+        {"id": str, "chat_id": str, "parent_id": str, "role": str, "text": str, "agent_id": str, "created_at": str},
+        pk="id",
+        not_null={"chat_id", "role", "text", "created_at"},
+    )
+    db.table("chat_messages").create_index(["parent_id"])
+    db.table("chat_messages").create_index(["chat_id"])
+    db.table("chat_messages").enable_fts(["text"], create_triggers=True)
+
+
+@MIGRATIONS()
+def m101_approvals(db: Database) -> None:
+    db.table("approvals").create(
+        {
+            "id": str,
+            "kind": str,
+            "agent_id": str,
+            "chain": str,
+            "path": str,
+            "operation": str,
+            "checkpoint": str,
+            "content": str,
+            "created_at": str,
+            "auto_approve_at": str,
+            "state": str,
+            "decided_at": str,
+            "decided_by": str,
+            "remember": str,
+            "reason": str,
+        },
+        pk="id",
+        not_null={"kind", "agent_id", "chain", "created_at", "state"},
+        defaults={"state": "pending"},
+    )
+    db.table("approvals").create_index(["state", "created_at"])
+
+
+@MIGRATIONS()
+def m102_agent_threads(db: Database) -> None:
+    db.table("agent_threads").create(
+        {"agent_id": str, "name": str, "parent_id": str, "task": str, "created_at": str},
+        pk="agent_id",
+        not_null={"name", "task", "created_at"},
+    )
+    db.table("agent_thread_messages").create(
+        {"id": str, "agent_id": str, "role": str, "text": str, "message_id": str, "created_at": str},
+        pk="id",
+        not_null={"agent_id", "role", "text", "created_at"},
+    )
+    db.table("agent_thread_messages").create_index(["agent_id", "created_at"])
+
+
 def data_dir() -> Path:
     """``$DISPATCH_HOME``, or ``~/.local/share/dispatch``."""
     configured = os.environ.get("DISPATCH_HOME")
@@ -114,6 +277,14 @@ _TOTALS = (
     "coalesce(sum(tokens_in), 0) as tokens_in, coalesce(sum(tokens_out), 0) as tokens_out, "
     "coalesce(sum(cost_usd), 0) as cost_usd, coalesce(sum(outcome = 'ok'), 0) as calls"
 )
+
+
+def fts_words(text: str) -> str:
+    """An FTS5 query that finds every word of ``text`` as a word, never as query syntax: each
+    whitespace- or control-separated word double-quoted (inner quotes doubled); no words: one
+    empty phrase, which matches nothing."""
+    words = [w for w in re.split(r"[\s\x00-\x1f]+", text) if w]
+    return " ".join('"' + w.replace('"', '""') + '"' for w in words) or '""'
 
 
 class Store:
@@ -161,6 +332,11 @@ class Store:
 
     def applied_migrations(self) -> list[str]:
         return [m.name for m in MIGRATIONS.applied(self.db)]
+
+    async def call(self, work: Callable[[Database], T]) -> T:
+        """Run ``work(db)`` in the worker thread, serialised with every other call; a record module
+        that keeps its SQL beside this one (:mod:`dispatch.hub.persistence`) reads and writes so."""
+        return await self._run(lambda: work(self.db))
 
     async def _run(self, work: Callable[[], T]) -> T:
         async with self._lock:
@@ -219,3 +395,101 @@ class Store:
             clauses.append(f"agent_id in ({', '.join('?' for _ in agent_ids) or 'null'})")
             params.extend(agent_ids)
         return "where " + " and ".join(clauses), params
+
+    # ---- chats, approvals and agent threads (m100-m102; dispatch.hub.chats, .approvals, .threads) ---
+
+    async def _write(self, work: Callable[[], object]) -> None:
+        def atomic() -> None:
+            with self.db.atomic():
+                work()
+
+        await self._run(atomic)
+
+    async def _one(self, sql: str, params: Sequence[Any]) -> Row | None:
+        rows = await self._run(lambda: self._rows(sql, params))
+        return rows[0] if rows else None
+
+    async def add_chat(self, row: Row) -> None:
+        await self._write(lambda: self.db.table("chats").insert(row))
+
+    async def chat_row(self, chat_id: str) -> Row | None:
+        return await self._one("select * from chats where id = ?", (chat_id,))
+
+    async def update_chat(self, chat_id: str, fields: Row) -> None:
+        await self._write(lambda: self.db.table("chats").update(chat_id, fields))
+
+    async def add_chat_message(self, row: Row, chat_fields: Row) -> None:
+        """Insert a message and update its chat (``head_id``, ``updated_at``, ...) in one transaction."""
+
+        def work() -> None:
+            self.db.table("chat_messages").insert(row)
+            self.db.table("chats").update(row["chat_id"], chat_fields)
+
+        await self._write(work)
+
+    async def chat_message_row(self, message_id: str) -> Row | None:
+        return await self._one("select * from chat_messages where id = ?", (message_id,))
+
+    async def chat_history(self, head_id: str) -> list[Row]:
+        """The messages from the first to ``head_id``, following parent links (a fork's shared history too)."""
+        sql = (
+            "with recursive chain(id, depth) as (select ?, 0 union all select m.parent_id, chain.depth + 1 "
+            "from chat_messages m join chain on m.id = chain.id where m.parent_id is not null) "
+            "select m.* from chain join chat_messages m on m.id = chain.id order by chain.depth desc"
+        )
+        return await self._run(lambda: self._rows(sql, (head_id,)))
+
+    async def find_chats(self, words: str | None, since: str | None, until: str | None) -> list[Row]:
+        """Chats, newest first: updated in ``[since, until)`` (ISO times, either may be None), and
+        with ``words`` (FTS5, quoted here) in the title or in any message of their history."""
+        clauses, params = (
+            ["(? is null or updated_at >= ?)", "(? is null or updated_at < ?)"],
+            [since, since, until, until],
+        )
+        prefix = ""
+        if words is not None:
+            prefix = (
+                "with recursive chain(chat_id, id) as (select id, head_id from chats where head_id is not null "
+                "union all select chain.chat_id, m.parent_id from chat_messages m join chain on m.id = chain.id "
+                "where m.parent_id is not null) "
+            )
+            clauses.append(
+                "(rowid in (select rowid from chats_fts where chats_fts match ?) or id in (select chain.chat_id "
+                "from chain join chat_messages m on m.id = chain.id where m.rowid in "
+                "(select rowid from chat_messages_fts where chat_messages_fts match ?)))"
+            )
+            quoted = fts_words(words)
+            params += [quoted, quoted]
+        sql = f"{prefix}select * from chats where {' and '.join(clauses)} order by updated_at desc, id"
+        return await self._run(lambda: self._rows(sql, params))
+
+    async def add_approval(self, row: Row) -> None:
+        await self._write(lambda: self.db.table("approvals").insert(row))
+
+    async def update_approval(self, approval_id: str, fields: Row) -> None:
+        await self._write(lambda: self.db.table("approvals").update(approval_id, fields))
+
+    async def approval_row(self, approval_id: str) -> Row | None:
+        return await self._one("select * from approvals where id = ?", (approval_id,))
+
+    async def approval_rows(self, state: str | None) -> list[Row]:
+        """Approvals in one state (every state for None), oldest first."""
+        sql = "select * from approvals where (? is null or state = ?) order by created_at, id"
+        return await self._run(lambda: self._rows(sql, (state, state)))
+
+    async def add_thread(self, row: Row) -> None:
+        """Open an agent's user thread (nothing happens when it is open already)."""
+        await self._write(lambda: self.db.table("agent_threads").insert(row, ignore=True))
+
+    async def thread_row(self, agent_id: str) -> Row | None:
+        return await self._one("select * from agent_threads where agent_id = ?", (agent_id,))
+
+    async def thread_rows(self) -> list[Row]:
+        return await self._run(lambda: self._rows("select * from agent_threads order by created_at desc"))
+
+    async def add_thread_message(self, row: Row) -> None:
+        await self._write(lambda: self.db.table("agent_thread_messages").insert(row))
+
+    async def thread_messages(self, agent_id: str) -> list[Row]:
+        sql = "select * from agent_thread_messages where agent_id = ? order by created_at, rowid"
+        return await self._run(lambda: self._rows(sql, (agent_id,)))

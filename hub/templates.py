@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator
 
+from dispatch.hub.checkpoints import CheckpointMode, Checkpoints
 from dispatch.hub.config import global_dir, project_dir
 from dispatch.hub.config_files import Source, validate
 from dispatch.hub.errors import ConfigError
@@ -35,7 +36,6 @@ KNOWN_TOOLS: dict[str, tuple[str, ...]] = {
 missing here (``lsp``; ``web``, which does not exist yet) are checked when they are mounted."""
 FS_WRITE_TOOLS = ("write_file", "edit_file")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-Checkpoint = Literal["plan", "edit", "destructive", "report"]
 
 
 class ToolSet(BaseModel):
@@ -101,8 +101,11 @@ class Template(BaseModel):
         | None
     ) = Field(default=None, description="templates its agents may summon, by name or inline; none: any template")
     max_children: int | None = Field(default=None, ge=1, description="children running at once (more wait)")
-    checkpoints: list[Checkpoint] = Field(
-        default_factory=list[Checkpoint], description="where the agent stops for the user's approval"
+    checkpoints: Checkpoints = Field(
+        default_factory=dict[str, CheckpointMode],
+        description="where the agent stops for the user's approval: a list of names (each ask), or name: "
+        "ask | off | auto_approve DURATION; names before_report (plan, report), before_write (edit), "
+        "before_destructive (destructive)",
     )
     detached: bool = Field(default=False, description="the agent also has its own conversation with the user")
 

@@ -9,14 +9,17 @@ tool boundary. :class:`TreeLink` is the hub side of each agent's ``HubLink``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import aclosing
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
+from dispatch.hub.access import GrantStore
 from dispatch.hub.agent import Agent, AgentHooks, AgentSpec, AgentState, ToolRun
 from dispatch.hub.budgets import capped_ancestry, rolled_up
 from dispatch.hub.catalog import Catalog
@@ -24,8 +27,8 @@ from dispatch.hub.errors import BudgetExceeded, DispatchError, UnknownAgentError
 from dispatch.hub.events import EventBus
 from dispatch.hub.ids import new_id
 from dispatch.hub.llm.client import ModelClient, ToolCallRequest, Usage
-from dispatch.hub.mounts import MountPlan, open_mounts
-from dispatch.hub.tree_link import AccessBroker, TreeLink
+from dispatch.hub.mounts import MountPlan, ToolGate, open_mounts
+from dispatch.hub.tree_link import AccessBroker, ArtifactShelf, CheckpointGate, TreeLink
 from dispatch.servers.hublink import InboxMessage, MessageKind
 from dispatch.servers.lsp import LspBackend
 
@@ -43,10 +46,17 @@ class AgentTree:
         catalog: Catalog | None = None,
         lsp: LspBackend | None = None,
         access: AccessBroker | None = None,
+        artifacts: ArtifactShelf | None = None,
     ) -> None:
         self.root = root.resolve()
         self.access = access
         """Who answers requests for paths outside an agent's grants; None: they are denied, saying so."""
+        self.grant_store = GrantStore()
+        """Outside paths, the network and commands the user granted this session, per agent."""
+        self.checkpoints: CheckpointGate | None = None
+        """Who holds agents at their checkpoints (the hub's approvals install themselves); None: none hold."""
+        self.artifacts = artifacts
+        """Where ``save_artifact`` / ``find_artifacts`` keep and search; None: those tools refuse."""
         self.lsp = lsp
         """The hub's language servers (an entered ``LspManager``), shared by every agent; None: no lsp mounts."""
         self.model = model
@@ -58,6 +68,9 @@ class AgentTree:
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._budget_stops: dict[str, str] = {}
+        self._interrupts: set[str] = set()
+        self.draining = False
+        """Set by :meth:`drain`: each agent stops (``interrupted``) at its next step boundary."""
         self._group: TaskGroup | None = None
 
     async def __aenter__(self) -> AgentTree:
@@ -92,26 +105,40 @@ class AgentTree:
 
     # ---- spawning and running ----------------------------------------------------------------
 
-    def start(self, spec: AgentSpec) -> Agent:
-        """Register the agent and start running it in the tree's task group."""
+    def start(self, spec: AgentSpec, *, restore: Callable[[Agent], None] | None = None, run: bool = True) -> Agent:
+        """Register the agent and start running it in the tree's task group.
+
+        ``restore`` rebuilds an agent from the store first (transcript, usage, steps, inbox); it
+        then continues from its last persisted step (``agent.resumed``, not ``agent.spawned``).
+        With ``run=False`` it is only registered, as restored, so that links to it hold (a finished
+        child, or a paused parent, of a resumed agent); an ``interrupted`` one may be started later.
+        """
         if self._group is None:
             raise RuntimeError("the tree is not running; use 'async with AgentTree(...)'")
-        if spec.id in self.agents:
+        old = self.agents.get(spec.id)
+        paused = old is not None and old.state is AgentState.interrupted and old.finished.is_set()
+        if old is not None and not (restore is not None and paused):
             raise UserError(f"an agent with the id {spec.id!r} exists already")
-        skills = self.catalog.skills_for(spec)
+        skills = self.catalog.skills_for(spec) if restore is None else []
         hooks = AgentHooks(
             live_children=lambda: len(self.live_children(spec.id)),
             on_state=self._announce_state,
             on_tool_call=self._announce_tool_call,
             on_tool_result=self._announce_tool_result,
+            before_report=self._before_report,
         )
         agent = Agent(spec=spec, hooks=hooks, loaded_skills=skills)
+        if restore is not None:
+            restore(agent)
         self.agents[spec.id] = agent
-        if spec.parent_id is not None:
+        if spec.parent_id is not None and old is None:
             self._children.setdefault(spec.parent_id, []).append(spec.id)
-        self._limiters[spec.id] = anyio.CapacityLimiter(spec.max_children)
+        self._limiters.setdefault(spec.id, anyio.CapacityLimiter(spec.max_children))
+        if not run:
+            agent.finished.set()
+            return agent
         self.events.publish(
-            "agent.spawned",
+            "agent.resumed" if restore else "agent.spawned",
             spec.id,
             parent_id=spec.parent_id,
             name=spec.name,
@@ -150,23 +177,40 @@ class AgentTree:
                     log.error("agent %s failed", agent.id, exc_info=error)
                     agent.error = f"{type(error).__name__}: {error}"
                 agent.set_state(AgentState.failed, "budget" if isinstance(error, BudgetExceeded) else agent.error)
-        if scope.cancel_called and not agent.state.terminal:
-            if agent.id in self._budget_stops:
+        if scope.cancel_called and not agent.state.terminal and agent.state is not AgentState.interrupted:
+            if agent.id in self._interrupts:
+                agent.set_state(AgentState.interrupted, "the hub stopped; resume it to continue from its last step")
+            elif agent.id in self._budget_stops:
                 agent.error = self._budget_stops.pop(agent.id)
                 agent.set_state(AgentState.failed, "budget")
             else:
                 agent.set_state(AgentState.cancelled, "cancelled")
         self._scopes.pop(agent.id, None)
-        for child in self.live_children(agent.id):
-            self.cancel(child.id)
-        self._report_to_parent(agent)
+        self._interrupts.discard(agent.id)
+        if agent.state is not AgentState.interrupted:  # an interrupted agent's children stop on their own
+            for child in self.live_children(agent.id):
+                self.cancel(child.id)
+            self._report_to_parent(agent)
         agent.finished.set()
 
     async def _loop(self, agent: Agent) -> None:
+        if self.draining:  # summoned (or freed from its parent's limit) while the hub stops
+            agent.set_state(AgentState.interrupted, "the hub stopped before it ran; resume it to start")
+            return
         agent.set_state(AgentState.running)
-        plan = MountPlan(self.root, agent.spec.grants, agent.spec.detached, agent.spec.isolated, self.lsp)
-        async with open_mounts(plan, TreeLink(self, agent)) as mounts:
-            async for step in agent.steps(mounts, self.model):
+        plan = MountPlan(
+            self.root,
+            agent.spec.grants,
+            agent.spec.detached,
+            agent.spec.isolated,
+            self.lsp,
+            sandbox=self.catalog.config.sandbox,
+        )
+        async with (
+            open_mounts(plan, TreeLink(self, agent), self._gate(agent)) as mounts,
+            aclosing(agent.steps(mounts, self.model)) as steps,
+        ):
+            async for step in steps:
                 self.events.publish(
                     "agent.step",
                     agent.id,
@@ -182,6 +226,9 @@ class AgentTree:
                 if step.report is not None:
                     agent.report = step.report
                 self._enforce_budgets(agent, finishing=step.report is not None)
+                if self.draining and step.report is None:
+                    agent.set_state(AgentState.interrupted, f"the hub stopped after step {step.index}; resume it")
+                    return
         agent.set_state(AgentState.done)
         self.events.publish("agent.report", agent.id, report=agent.report)
 
@@ -224,7 +271,7 @@ class AgentTree:
             raise UserError(f"agent {agent_id} has finished ({agent.state.value}); it reads no more messages")
         message = InboxMessage(id=new_id("m"), kind=kind, text=text, sender=sender, sent_at=datetime.now(UTC))
         agent.inbox.put(message)
-        self.events.publish("message.sent", agent_id, message_id=message.id, kind=kind.value, sender=sender)
+        self.events.publish("message.sent", agent_id, message_id=message.id, kind=kind.value, sender=sender, text=text)
         return message.id
 
     def cancel(self, agent_id: str) -> Agent:
@@ -236,6 +283,22 @@ class AgentTree:
         elif not agent.state.terminal:
             agent.set_state(AgentState.cancelled, "cancelled")
         return agent
+
+    def drain(self) -> None:
+        """Stop taking new steps: every agent stops, ``interrupted``, when its current step ends."""
+        self.draining = True
+
+    def interrupt(self, agent_id: str) -> None:
+        """Stop the agent now, ``interrupted`` (resumable from its last step), not cancelled."""
+        agent = self.get(agent_id)
+        if agent.state.terminal or agent.state is AgentState.interrupted:
+            return
+        scope = self._scopes.get(agent_id)
+        if scope is None:
+            agent.set_state(AgentState.interrupted, "the hub stopped before it ran; resume it to start")
+            return
+        self._interrupts.add(agent_id)
+        scope.cancel()
 
     def switch_model(self, agent_id: str, model: str) -> None:
         agent = self.get(agent_id)
@@ -261,3 +324,16 @@ class AgentTree:
             text=run.outcome.text[:2000],
             seconds=run.seconds,
         )
+
+    # ---- checkpoints -------------------------------------------------------------------------
+
+    async def _before_report(self, agent: Agent, report: str) -> None:
+        if self.checkpoints is not None:
+            await self.checkpoints.before_report(agent, report)
+
+    def _gate(self, agent: Agent) -> ToolGate:
+        async def gate(kind: str, name: str, arguments: dict[str, Any]) -> str | None:
+            checkpoints = self.checkpoints
+            return None if checkpoints is None else await checkpoints.before_tool(agent, kind, name, arguments)
+
+        return gate

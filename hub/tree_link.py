@@ -8,10 +8,12 @@ grants, or a write scope that overlaps a running sibling's;
 
 from __future__ import annotations
 
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import anyio
 
+from dispatch.hub.access import GrantStore, gate_request
 from dispatch.hub.agent import Agent, AgentSpec, AgentState
 from dispatch.hub.budgets import child_budget_refusal
 from dispatch.hub.catalog import Catalog
@@ -21,6 +23,7 @@ from dispatch.hub.grants import normalize_path, overlaps
 from dispatch.hub.skills import LoadedSkill
 from dispatch.servers.hublink import (
     AccessDecision,
+    ArtifactInfo,
     ChildInfo,
     InboxMessage,
     LinkRefusal,
@@ -39,13 +42,36 @@ class AccessBroker(Protocol):
     async def request_access(self, agent: Agent, path: str, operation: Operation, why: str) -> AccessDecision: ...
 
 
+class CheckpointGate(Protocol):
+    """Whoever holds an agent at its checkpoints (the hub's approvals, :mod:`dispatch.hub.approvals`)."""
+
+    async def before_report(self, agent: Agent, report: str) -> None:
+        """Return to let the report through; raise ``CheckpointDenied`` to stop the agent."""
+        ...
+
+    async def before_tool(self, agent: Agent, kind: str, name: str, arguments: dict[str, Any]) -> str | None:
+        """Return None to run the tool call, or the refusal the model reads instead of its result."""
+        ...
+
+
+class ArtifactShelf(Protocol):
+    """Where agents' artifacts are kept and searched (the hub's store); the tree holds no SQL."""
+
+    async def save(self, agent_id: str, kind: str, title: str, content: str) -> ArtifactInfo: ...
+    async def find(self, query: str | None, kind: str | None, limit: int) -> list[ArtifactInfo]: ...
+    async def get(self, artifact_id: str) -> ArtifactInfo | None: ...
+
+
 class TreeOps(Protocol):
     """What a link needs of the tree (``dispatch.hub.tree.AgentTree`` provides it)."""
 
     events: EventBus
+    root: Path
     agents: dict[str, Agent]
     catalog: Catalog
     access: AccessBroker | None
+    grant_store: GrantStore
+    artifacts: ArtifactShelf | None
 
     def children_of(self, agent_id: str) -> list[Agent]: ...
     def live_children(self, agent_id: str) -> list[Agent]: ...
@@ -103,14 +129,8 @@ class TreeLink:
         return self.take_messages()
 
     async def request_access(self, path: str, operation: Operation, why: str) -> AccessDecision:
-        broker = self._tree.access
-        if broker is None:
-            return AccessDecision(
-                granted=False,
-                reason=f"{operation} access to {path!r} is outside this agent's grants, and this run has no "
-                "approvals (start it under `dispatch serve` to be asked)",
-            )
-        return await broker.request_access(self._agent, path, operation, why)
+        # by this link's agent, never a name from the model: always-denied, scope, grants, then the user
+        return await gate_request(self._tree, self._agent, path, operation, why)
 
     # ---- children ------------------------------------------------------------------------------
 
@@ -177,7 +197,9 @@ class TreeLink:
         self._agent.set_state(AgentState.running)
         finished = [k for k in kids if k.state.terminal]
         done_ids = {k.id for k in finished}
-        inbox.take(lambda m: m.kind is MessageKind.report and m.sender in done_ids)
+        for report in inbox.take(lambda m: m.kind is MessageKind.report and m.sender in done_ids):
+            step = self._agent.steps_taken  # read through this wait's result
+            self._tree.events.publish("message.delivered", self._agent.id, message_id=report.id, step=step)
         return WaitOutcome(
             finished=[child_info(k) for k in finished],
             pending=[child_info(k) for k in kids if not k.state.terminal],
@@ -226,3 +248,24 @@ class TreeLink:
         self._agent.loaded_skills.append(LoadedSkill(skill, "loaded on demand"))
         self._tree.events.publish("agent.skill", self._agent.id, skill=skill.ref)
         return info.model_copy(update={"text": skill.read()})
+
+    # ---- artifacts -----------------------------------------------------------------------------
+
+    def _shelf(self) -> ArtifactShelf:
+        if self._tree.artifacts is None:
+            raise LinkRefusal("this run keeps no artifacts (they are kept when the agent runs under the hub)")
+        return self._tree.artifacts
+
+    async def save_artifact(self, kind: str, title: str, content: str) -> ArtifactInfo:
+        saved = await self._shelf().save(self._agent.id, kind, title, content)
+        self._tree.events.publish("artifact.saved", self._agent.id, artifact_id=saved.id, kind=kind, title=title)
+        return saved
+
+    async def find_artifacts(self, query: str | None, kind: str | None, limit: int) -> list[ArtifactInfo]:
+        return await self._shelf().find(query, kind, limit)
+
+    async def read_artifact(self, artifact_id: str) -> ArtifactInfo:
+        found = await self._shelf().get(artifact_id)
+        if found is None:
+            raise LinkRefusal(f"no artifact has the id {artifact_id!r}; find_artifacts lists them")
+        return found

@@ -146,6 +146,20 @@ class AccessDecision(BaseModel):
     reason: str = Field(default="", description="why, in words (who denied, or which rule allowed)")
 
 
+class ArtifactInfo(BaseModel):
+    """A plan, research finding or other document an agent saved for later agents."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    kind: str = Field(description="plan, research, notes, ... (free words)")
+    title: str
+    agent_id: str | None = Field(description="the agent that saved it")
+    created_at: str
+    excerpt: str = Field(default="", description="where a search matched, or its beginning")
+    content: str | None = Field(default=None, description="the whole text, when asked for one artifact")
+
+
 class LinkRefusal(Exception):
     """The hub refused a request (a grant escalation, an overlapping scope, an unknown child)."""
 
@@ -208,4 +222,17 @@ class HubLink(Protocol):
     def load_skill(self, name: str) -> SkillInfo:
         """Load one skill into the agent's context; raises :class:`LinkRefusal` for an unknown or
         ambiguous name. ``text`` is None when it was loaded already."""
+        ...
+
+    async def save_artifact(self, kind: str, title: str, content: str) -> ArtifactInfo:
+        """Keep a document for later agents (searchable); returns it with its id, once stored."""
+        ...
+
+    async def find_artifacts(self, query: str | None, kind: str | None, limit: int) -> list[ArtifactInfo]:
+        """Saved artifacts matching the words of ``query`` (best first) and ``kind``; newest first
+        without a query. Raises :class:`LinkRefusal` when the hub keeps none."""
+        ...
+
+    async def read_artifact(self, artifact_id: str) -> ArtifactInfo:
+        """One artifact with its content; raises :class:`LinkRefusal` for an unknown id."""
         ...

@@ -3,14 +3,17 @@
 Mounted for every agent, built around a :class:`~dispatch.servers.hublink.HubLink` bound to that
 agent. ``ask_user`` exists only for detached agents, which have their own conversation with the
 user. ``skills`` and ``load_skill`` list and load the skills the agent may use on demand.
+``save_artifact``, ``find_artifacts`` and ``read_artifact`` keep plans and findings for later agents.
 Messages are also delivered without these tools: the hub drains the inbox into the transcript
 after every tool result.
 """
 
 from __future__ import annotations
 
+import json
+
 from dispatch.servers._base import MCPServer, ToolError, new_server
-from dispatch.servers.hublink import HubLink, InboxMessage, LinkRefusal
+from dispatch.servers.hublink import ArtifactInfo, HubLink, InboxMessage, LinkRefusal
 
 
 def render_messages(messages: list[InboxMessage]) -> str:
@@ -59,6 +62,7 @@ def build_server(link: HubLink, *, detached: bool = False) -> MCPServer:
             raise ToolError(str(refusal)) from refusal
         return skill.text if skill.text is not None else f"{skill.name} is loaded already; it is in your context."
 
+    _add_artifact_tools(server, link)
     if detached:
 
         @server.tool()
@@ -71,3 +75,48 @@ def build_server(link: HubLink, *, detached: bool = False) -> MCPServer:
             return render_messages(replies)
 
     return server
+
+
+def _listing(found: list[ArtifactInfo]) -> str:
+    rows = [
+        {"id": a.id, "kind": a.kind, "title": a.title, "created_at": a.created_at, "excerpt": a.excerpt} for a in found
+    ]
+    return json.dumps(rows, indent=1)
+
+
+def _add_artifact_tools(server: MCPServer, link: HubLink) -> None:
+    @server.tool()
+    async def save_artifact(kind: str, title: str, content: str) -> str:
+        """Save a document for later agents and the user: a plan, research findings, notes.
+        `kind` is one word (plan, research, notes, ...); `title` says what it is about. Later
+        agents find it with find_artifacts."""
+        kind, title = kind.strip().lower(), title.strip()
+        if not kind or not title or not content.strip():
+            raise ToolError("save_artifact needs a non-empty kind, title and content")
+        try:
+            saved = await link.save_artifact(kind, title, content)
+        except LinkRefusal as refusal:
+            raise ToolError(str(refusal)) from refusal
+        return json.dumps({"id": saved.id, "kind": saved.kind, "title": saved.title, "saved": True})
+
+    @server.tool()
+    async def find_artifacts(query: str | None = None, kind: str | None = None, limit: int = 10) -> str:
+        """Search the plans, research findings and notes agents saved before: by words in their
+        title or content (best matches first), and/or by kind; newest first without a query.
+        Read one in full with read_artifact."""
+        if not 1 <= limit <= 50:
+            raise ToolError(f"limit must be between 1 and 50, got {limit}")
+        try:
+            found = await link.find_artifacts(query or None, (kind or "").strip().lower() or None, limit)
+        except LinkRefusal as refusal:
+            raise ToolError(str(refusal)) from refusal
+        return _listing(found) if found else "No artifacts match."
+
+    @server.tool()
+    async def read_artifact(id: str) -> str:
+        """The full text of one saved artifact, by the id find_artifacts gave."""
+        try:
+            found = await link.read_artifact(id.strip())
+        except LinkRefusal as refusal:
+            raise ToolError(str(refusal)) from refusal
+        return f"# {found.title}\n[{found.kind} · {found.id} · {found.created_at}]\n\n{found.content or ''}"

@@ -6,7 +6,7 @@ Its room: the MCP face only. The language servers themselves are owned by a back
 project and language among all agents), so this module knows nothing of processes or of the hub.
 The hub builds one instance per agent with :func:`build_server`; ``python -m
 dispatch.servers.lsp --root DIR`` serves the same tools over stdio with a manager of its own.
-Paths go through the ``fs`` server's :class:`~dispatch.servers.fs.PathRules`: outside the root is
+Paths go through the ``fs`` server's :class:`~dispatch.servers.fs_scope.FsScope`: outside the root is
 refused. The data shapes that cross the line to the backend live here too.
 """
 
@@ -24,7 +24,7 @@ from mcp_types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._base import MCPServer, ToolError, existing_root, new_server, root_argument
-from .fs import PathRules
+from .fs_scope import FsScope
 
 __all__ = [
     "Diagnostic",
@@ -106,7 +106,7 @@ class LspBackend(Protocol):
 class LspTools:
     """The tool functions of one ``lsp`` server, bound to its root and backend."""
 
-    def __init__(self, rules: PathRules, backend: LspBackend) -> None:
+    def __init__(self, rules: FsScope, backend: LspBackend) -> None:
         self.rules = rules
         self.backend = backend
 
@@ -136,7 +136,7 @@ class LspTools:
 
 def build_server(root: Path, manager: LspBackend) -> MCPServer:
     """An ``lsp`` server for the project at ``root``, asking ``manager`` for everything."""
-    tools = LspTools(PathRules(root, write=[]), manager)
+    tools = LspTools(FsScope(root, write=[]), manager)
     server = new_server(
         "lsp",
         "Diagnostics from the project's language servers. Paths are relative to the project root.",

@@ -6,8 +6,13 @@ with ``bash -c`` in the project root, in its own process group, with an environm
 credentials; on timeout, and after the command exits, whatever is left of the group is killed.
 stdout and stderr are each capped while they stream (head and tail kept, the cut counted).
 
-How a command is started is the :class:`CommandLauncher` seam: :class:`PlainLauncher` today, the
-OS sandbox (bubblewrap + Landlock) later, without touching ``run``.
+How a command is started is the :class:`CommandLauncher` seam: :class:`PlainLauncher` (no sandbox;
+``sandbox: off``, with every command approved first) or the OS sandbox,
+:class:`~dispatch.servers.sandbox.SandboxLauncher` (bubblewrap + Landlock), which the hub picks
+with :func:`~dispatch.servers.sandbox.choose_shell_mode`. In the sandbox, a command refused a path
+or the network raises an approval through ``ask`` and, once granted, runs again in a sandbox
+widened by exactly that grant (:mod:`dispatch.servers.sandbox.asking`). Output is made terminal-safe
+and binary output is summarised.
 """
 
 from __future__ import annotations
@@ -17,16 +22,24 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import anyio
 import anyio.to_thread
 from anyio.abc import ByteReceiveStream
+from pydantic import BaseModel, Field
 
 from ._base import MCPServer, ToolError, existing_root, new_server, root_argument, serve_stdio
+from .hublink import Operation
+from .sandbox.asking import MAX_RERUNS, Ask, Widener
+from .sandbox.choice import choose_shell_mode
+from .sandbox.denials import Need
+from .sandbox.launcher import SandboxLauncher
+from .sandbox.output import is_binary, summarise_binary, terminal_safe
+from .sandbox.policy import command_target
 
 __all__ = ["CommandLauncher", "PlainLauncher", "build_server", "clean_environment", "main"]
 
@@ -90,10 +103,14 @@ class _Capture:
                 self.add(chunk)
 
     def text(self, name: str) -> str:
+        """What the model sees: terminal-safe text, the cut counted, or a binary summary."""
+        kept = bytes(self.head + self.tail)
+        if is_binary(kept):
+            return summarise_binary(kept, self.total)
         cut = self.total - len(self.head) - len(self.tail)
         if cut == 0:
-            return (self.head + self.tail).decode(errors="replace")
-        head, tail = self.head.decode(errors="replace"), self.tail.decode(errors="replace")
+            return terminal_safe(kept.decode(errors="replace"))
+        head, tail = (terminal_safe(part.decode(errors="replace")) for part in (self.head, self.tail))
         return f"{head}\n[... {cut:,} bytes of {name} cut; {self.total:,} bytes in all ...]\n{tail}"
 
 
@@ -103,6 +120,8 @@ class _Outcome:
     timed_out: bool
     stdout: _Capture
     stderr: _Capture
+    notes: list[str] = field(default_factory=list[str])
+    """What the sandbox did after the command (removed an always-denied path it created)."""
 
     def report(self, timeout_s: float) -> str:
         if self.timed_out:
@@ -114,6 +133,10 @@ class _Outcome:
                 body = capture.text(name).removesuffix("\n")
                 lines.append(f"--- {name} ---\n{body}")
         return "\n".join(lines)
+
+    def plain_text(self) -> str:
+        """stdout and stderr as kept, decoded, for reading what the sandbox refused."""
+        return "\n".join(bytes(c.head + c.tail).decode(errors="replace") for c in (self.stderr, self.stdout))
 
 
 def _signal_note(returncode: int | None) -> str:
@@ -186,24 +209,58 @@ async def _execute(argv: Sequence[str], root: Path, env: Mapping[str, str], time
         return _Outcome(process.returncode, deadline.cancelled_caught, stdout, stderr)
 
 
+class NeedArg(BaseModel):
+    """Something a command will need beyond the sandbox, asked for before it runs."""
+
+    path: str = Field(description="an absolute path (or ~/...), or 'network' for network access")
+    op: Operation = Field(default="read", description="read, write or execute (use execute for 'network')")
+
+
 def build_server(
     root: Path,
     *,
     launcher: CommandLauncher | None = None,
+    ask: Ask | None = None,
+    confirm_each: bool = False,
+    refusal: str | None = None,
     default_timeout_s: float = 120,
     max_timeout_s: float = 1800,
 ) -> MCPServer:
-    """A ``shell`` server whose commands run in ``root``, started by ``launcher``."""
+    """A ``shell`` server whose commands run in ``root``, started by ``launcher`` (no sandbox
+    when None: the hub always passes one, see :func:`dispatch.servers.sandbox.choose_shell_mode`).
+
+    ``ask`` requests access from the hub (the agent's ``request_access``): what a sandboxed
+    command was refused, and with ``confirm_each`` every command (``sandbox: off``). ``refusal``
+    disables the tool, saying why.
+    """
     chosen: CommandLauncher = launcher or PlainLauncher()
+    widener = Widener(chosen, ask) if isinstance(chosen, SandboxLauncher) else None
     server = new_server("shell", "Run shell commands in the project root.")
 
-    async def run(command: str, timeout_s: float | None = None) -> str:
+    async def execute(current: CommandLauncher, command: str, limit_s: float) -> _Outcome:
+        before = current.denied_present() if isinstance(current, SandboxLauncher) else set[Path]()
+        argv = current.argv(command, root)
+        try:
+            outcome = await _execute(argv, root, current.environment(os.environ), limit_s)
+        finally:
+            if isinstance(current, SandboxLauncher):
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(current.release, argv)
+        if isinstance(current, SandboxLauncher):
+            outcome.notes.extend(current.remove_new_denied(before))
+        return outcome
+
+    async def run(command: str, timeout_s: float | None = None, needs: list[NeedArg] | None = None) -> str:
+        if refusal is not None:
+            raise ToolError(refusal)
         timeout = default_timeout_s if timeout_s is None else timeout_s
         if not 0 < timeout <= max_timeout_s:
             raise ToolError(f"timeout_s must be above 0 and at most {max_timeout_s:g}, not {timeout:g}")
-        argv = chosen.argv(command, root)
-        outcome = await _execute(argv, root, chosen.environment(os.environ), timeout)
-        return outcome.report(timeout)
+        if confirm_each:
+            await _confirm(ask, command)
+        if widener is None:
+            return (await execute(chosen, command, timeout)).report(timeout)
+        return await _run_widening(widener, execute, command, timeout, needs or [])
 
     server.add_tool(
         run,
@@ -211,24 +268,78 @@ def build_server(
         description=(
             "Run a command with `bash -c` in the project root; stdin is empty and credentials are"
             " not in the environment. Returns the exit code, then stdout and stderr, each capped at"
-            f" {OUTPUT_LIMIT // 1024} KiB (head and tail kept). timeout_s defaults to"
-            f" {default_timeout_s:g}, at most {max_timeout_s:g}; on timeout the whole process group"
-            " is killed, and background processes are killed when the command exits."
+            f" {OUTPUT_LIMIT // 1024} KiB (head and tail kept; escape sequences stripped, binary"
+            f" output summarised). timeout_s defaults to {default_timeout_s:g}, at most"
+            f" {max_timeout_s:g}; on timeout the whole process tree is killed, and background"
+            " processes are killed when the command exits. In the sandbox, a command refused a path"
+            " or the network asks the user and re-runs once approved; `needs` asks before the first"
+            ' run, e.g. [{"path": "/data/in", "op": "read"}, {"path": "network", "op": "execute"}].'
         ),
         structured_output=False,
     )
     return server
 
 
+async def _confirm(ask: Ask | None, command: str) -> None:
+    """``sandbox: off``: the user approves each command before it runs, or it does not run."""
+    if ask is None:
+        raise ToolError("not run: with the sandbox off every command needs approval, and nobody can be asked here")
+    decision = await ask(command_target(command), "execute", "run this command without a sandbox")
+    if not decision.granted:
+        raise ToolError(f"not run: the command was not approved{': ' + decision.reason if decision.reason else ''}")
+
+
+Execute = Callable[[CommandLauncher, str, float], Awaitable[_Outcome]]
+
+
+async def _run_widening(widener: Widener, execute: Execute, command: str, limit_s: float, needs: list[NeedArg]) -> str:
+    """Run in the sandbox; while the output shows a refusal the user then approves, run again in
+    a sandbox widened by exactly those grants (at most MAX_RERUNS times). Never unsandboxed."""
+    current, notes = await widener.request(
+        [Need(n.path, n.op) for n in needs], f"asked for before running: {command}", widener.launcher
+    )
+    outcome = await execute(current, command, limit_s)
+    notes += outcome.notes
+    for _ in range(MAX_RERUNS):
+        found = [] if outcome.timed_out else widener.needs_in(outcome.plain_text(), current)
+        if not found:
+            break
+        wider, more = await widener.request(found, f"the sandbox refused it while running: {command}", current)
+        notes += more
+        if wider is current:
+            break
+        notes.append("re-ran the command in the widened sandbox")
+        current = wider
+        outcome = await execute(current, command, limit_s)
+        notes += outcome.notes
+    return outcome.report(limit_s) + "".join(f"\n[sandbox: {note}]" for note in notes)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m dispatch.servers.shell --root DIR``: serve the shell tools over stdio."""
+    """``python -m dispatch.servers.shell --root DIR [--write PATH ...] [--sandbox auto|off]``:
+    serve the shell tools over stdio. Standalone there is no one to approve anything: refused
+    paths stay refused, and ``--sandbox off`` refuses every command."""
     parser = argparse.ArgumentParser(prog="python -m dispatch.servers.shell", description=__doc__)
     root_argument(parser)
     parser.add_argument("--default-timeout", type=float, default=120, help="seconds (default 120)")
     parser.add_argument("--max-timeout", type=float, default=1800, help="seconds (default 1800)")
+    parser.add_argument("--sandbox", choices=["auto", "off"], default="auto", help="default: auto")
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("--write", type=Path, nargs="+", action="extend", help="writable paths (default: the root)")
+    scope.add_argument("--read-only", action="store_true", help="commands may write nowhere in the root")
     args = parser.parse_args(argv)
     root = existing_root(parser, args.root)
-    serve_stdio(build_server(root, default_timeout_s=args.default_timeout, max_timeout_s=args.max_timeout))
+    write = [] if args.read_only else [root / p for p in args.write or [root]]
+    mode = choose_shell_mode(root, write, args.sandbox)
+    server = build_server(
+        root,
+        launcher=mode.sandbox,
+        confirm_each=mode.confirm_each,
+        refusal=mode.refusal,
+        default_timeout_s=args.default_timeout,
+        max_timeout_s=args.max_timeout,
+    )
+    serve_stdio(server)
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def test_unknown_and_mistyped_fields_name_file_line_field_and_expectation(tmp_pa
     project = f"{tmp_path}/.dispatch/config.yaml"
     assert lines == [
         "~/.config/dispatch/config.yaml line 2: permissions.auto_allow: expected a list, got '/tmp'",
-        f"{project} line 1: permission: unknown field; expected one of: permissions, models, lsp",
+        f"{project} line 1: permission: unknown field; expected one of: permissions, models, lsp, sandbox",
         f"{project} line 4: lsp.python.comand: unknown field; expected one of: command, init_options, settings",
         f"{project} line 5: lsp.go: expected a mapping or true or false, got 3",
     ]
@@ -135,7 +135,8 @@ def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
 
     config = load_config(Path("/nonexistent-project")).config
 
-    assert config.permissions.auto_allow == ["/tmp", "~/.config/dispatch"]
+    assert config.permissions.auto_allow == ["/tmp"]  # not ~/.config/dispatch: always denied (SECURITY.md)
+    assert config.sandbox == "auto"
     first = config.models.ordered_keys()[0]
     assert first.provider == "anthropic" and first.key is not None and first.key.get_secret_value() == "sk-ant-test"
     assert str(first.budget) == "$50/month" and first.models["claude-opus-4"].tags == ["heavy", "coding", "review"]

@@ -12,6 +12,9 @@ from sqlite_utils import Database
 from dispatch.hub.store import DB_NAME, MIGRATIONS, Store, UsageRow, data_dir
 
 DAY = 86_400.0
+REGISTERED = [m.name for m in MIGRATIONS.pending(Database(memory=True))]
+"""Every migration the code registers, in order (m001_usage first; the hub's run, chat and approval
+tables after it)."""
 T0 = 1_800_000_000.0  # 2027-01-15 08:00 UTC
 
 
@@ -23,7 +26,7 @@ def test_migrations_on_a_fresh_database_in_the_data_dir(tmp_path: Path, monkeypa
     store = Store.open()
     try:
         assert store.path == home / DB_NAME
-        assert store.applied_migrations() == ["m001_usage"]
+        assert store.applied_migrations() == REGISTERED and REGISTERED[0] == "m001_usage"
         assert set(store.db.table_names()) >= {"_migrations", "usage"}
         columns = {c.name for c in store.db.table("usage").columns}
         assert {"at", "agent_id", "key", "model", "tokens_in", "tokens_out", "cost_usd", "latency_s"} <= columns
@@ -35,11 +38,11 @@ def test_migrations_on_a_fresh_database_in_the_data_dir(tmp_path: Path, monkeypa
 
     again = Store.open()
     try:
-        assert again.applied_migrations() == ["m001_usage"], "applied once"
+        assert again.applied_migrations() == REGISTERED, "applied once"
     finally:
         again.close()
     with sqlite3.connect(home / DB_NAME) as raw:
-        assert raw.execute("select name from _migrations").fetchall() == [("m001_usage",)]
+        assert raw.execute("select name from _migrations").fetchall() == [(name,) for name in REGISTERED]
 
 
 def test_a_new_migration_is_applied_once_to_an_existing_database(tmp_path: Path) -> None:
@@ -53,7 +56,7 @@ def test_a_new_migration_is_applied_once_to_an_existing_database(tmp_path: Path)
     try:
         for _ in range(2):
             store = Store.open(path)
-            assert store.applied_migrations() == ["m001_usage", "m999_test_only"]
+            assert store.applied_migrations() == [*REGISTERED, "m999_test_only"]
             assert "later" in store.db.table_names()
             store.close()
     finally:

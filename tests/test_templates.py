@@ -15,6 +15,7 @@ from mcp import Client
 from typer.testing import CliRunner
 
 from dispatch.hub.catalog import Catalog
+from dispatch.hub.checkpoints import CheckpointMode
 from dispatch.hub.cli import app
 from dispatch.hub.config import global_dir
 from dispatch.hub.errors import ConfigError
@@ -26,7 +27,11 @@ from dispatch.servers import fs, shell, summon
 from tests.agent_helpers import MODEL, assert_done, call, make_tree, tool_messages, top_spec
 from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM
 
-INBOX_TOOLS = {"check_messages", "report_progress", "skills", "load_skill"}
+INBOX_TOOLS = {"check_messages", "report_progress", "skills", "load_skill"} | {
+    "save_artifact",
+    "find_artifacts",
+    "read_artifact",
+}
 
 
 def template(folder: Path, name: str, text: str) -> Path:
@@ -53,7 +58,8 @@ def test_builtin_templates_load_and_name_real_skills() -> None:
 
     assert set(catalog.templates) == {"dispatch", "planner", "coder", "reviewer", "researcher"}
     planner = catalog.template("planner")
-    assert planner.detached and planner.checkpoints == ["report"] and planner.child_names() == ["researcher"]
+    assert planner.detached and planner.checkpoints == {"before_report": CheckpointMode(mode="ask")}
+    assert planner.child_names() == ["researcher"]
     reviewer = catalog.template("reviewer").tools
     assert reviewer is not None and reviewer.allowed("fs") == ("read_file", "list_dir", "glob", "grep")
     assert not catalog.template("reviewer").writes() and catalog.template("coder").writes()
@@ -407,7 +413,7 @@ async def test_planner_child_is_detached_with_its_checkpoint(scripted_llm: Scrip
 
     assert_done(top)
     planner = tree.children_of(top.id)[0]
-    assert planner.spec.detached and planner.spec.checkpoints == ["report"]
+    assert planner.spec.detached and planner.spec.checkpoints == {"before_report": CheckpointMode(mode="ask")}
     assert planner.spec.grants.summon and not planner.spec.grants.shell and not planner.spec.grants.web
     tools = set(scripted_llm.requests_for("[plan]")[0].tool_names)
     assert {"ask_user", "summon", "wait", "read_file"} <= tools and "write_file" not in tools

@@ -1,0 +1,135 @@
+"""The bubblewrap command line for one shell command: what the command may see and change.
+
+Layout, in mount order (later mounts cover earlier ones):
+
+1. ``/`` read-only; a fresh ``/dev`` and ``/proc`` (the command's own pid namespace);
+2. private, size-capped tmpfs over ``/tmp``, ``/var/tmp``, ``/run``, ``/home``, ``/root`` and
+   ``$HOME``: other users' files, the user's home and the host's unix sockets (docker, dbus, agents)
+   are simply not there;
+3. read grants bound read-only, then the project root (or the agent's write scope inside it) and
+   each write grant bound read-write; ``<root>/.git`` is bound onto itself so that it cannot be
+   renamed away and replaced;
+4. the always-denied paths that exist and would be visible: an empty read-only tmpfs over a
+   directory, an empty read-only file over a file.
+
+Namespaces: user (a non-zero uid, user namespaces disabled inside), pid, ipc, uts, cgroup, and
+net unless the network is granted; ``--cap-drop ALL`` when started as root; ``--die-with-parent``
+and ``--new-session``. The environment is whatever bwrap itself is started with (it must already
+be scrubbed: ``/proc/1/environ`` inside shows it).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from .policy import DeniedPaths
+
+__all__ = ["BwrapLayout", "empty_file", "private_areas"]
+
+TMP_SIZE = 512 * 1024 * 1024
+HOME_SIZE = 128 * 1024 * 1024
+SANDBOX_UID = 1000
+RESOLVER = Path("/run/systemd/resolve")
+"""Where /etc/resolv.conf often points: bound back when the network is granted."""
+ROOT_SECRETS = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers")
+"""Files only root may read; hidden when the hub runs as root (the sandbox's files are root's)."""
+
+
+@cache
+def empty_file() -> Path:
+    """A read-only empty file to mount over files that must not be seen."""
+    folder = Path(tempfile.mkdtemp(prefix="dispatch-sandbox-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = folder / "empty"
+    path.touch(mode=0o444)
+    return path
+
+
+def private_areas(home: Path) -> list[Path]:
+    """The directories that get a private tmpfs, parents before children."""
+    areas = [Path("/tmp"), Path("/var/tmp"), Path("/run"), Path("/home"), Path("/root"), home]
+    found = {p for p in areas if p.is_dir()} | {home}
+    return sorted(found, key=lambda p: (len(p.parts), str(p)))
+
+
+def _under(path: Path, tops: Iterable[Path]) -> bool:
+    return any(path == top or path.is_relative_to(top) for top in tops)
+
+
+def _root_secrets() -> list[Path]:
+    found = [Path(p) for p in ROOT_SECRETS]
+    ssh = Path("/etc/ssh")
+    if ssh.is_dir():
+        found += sorted(ssh.glob("ssh_host_*_key"))
+    return [p for p in found if p.exists()]
+
+
+@dataclass(frozen=True)
+class BwrapLayout:
+    """Everything the bwrap argv depends on; paths absolute and resolved."""
+
+    bwrap: str
+    root: Path
+    write: tuple[Path, ...]
+    read: tuple[Path, ...] = ()
+    network: bool = False
+    userns: bool = True
+    denied: DeniedPaths = field(default_factory=DeniedPaths.current)
+
+    def argv(self, inner: Sequence[str]) -> list[str]:
+        """``bwrap ... -- INNER...``."""
+        return [self.bwrap, *self._namespaces(), *self._mounts(), "--chdir", str(self.root), "--", *inner]
+
+    def _namespaces(self) -> list[str]:
+        args: list[str] = []
+        if self.userns:
+            uid = SANDBOX_UID if os.geteuid() == 0 else os.getuid()
+            gid = SANDBOX_UID if os.geteuid() == 0 else os.getgid()
+            args += ["--unshare-user", "--uid", str(uid), "--gid", str(gid), "--disable-userns"]
+        if os.geteuid() == 0:
+            args += ["--cap-drop", "ALL"]
+        args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+        if not self.network:
+            args.append("--unshare-net")
+        return [*args, "--die-with-parent", "--new-session"]
+
+    def _mounts(self) -> list[str]:
+        args = ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+        areas = private_areas(self.denied.home)
+        for area in areas:
+            size = TMP_SIZE if area.is_relative_to("/tmp") or area == Path("/var/tmp") else HOME_SIZE
+            args += ["--size", str(size), "--tmpfs", str(area)]
+        read = [*self.read, *([RESOLVER] if self.network and RESOLVER.is_dir() else [])]
+        for path in read:
+            if path.exists():
+                args += ["--ro-bind", str(path), str(path)]
+        for path in self.write:
+            if path.exists():
+                args += ["--bind", str(path), str(path)]
+        git = self.root / ".git"
+        if git.is_dir() and not git.is_symlink() and _under(git, self.write):
+            args += ["--bind", str(git), str(git)]
+        bound = (*self.read, *self.write)
+        for path in self._hidden():
+            if _under(path, bound) or not _under(path, areas):
+                args += self._hide(path)
+        return args
+
+    def _hidden(self) -> list[Path]:
+        paths = [p for p, _ in self.denied.absolute] + self.denied.in_root()
+        if os.geteuid() == 0:
+            paths += _root_secrets()
+        return [p for p in dict.fromkeys(paths) if p.exists() and not p.is_symlink()]
+
+    @staticmethod
+    def _hide(path: Path) -> list[str]:
+        if path.is_dir():
+            return ["--size", "4096", "--tmpfs", str(path), "--remount-ro", str(path)]
+        return ["--ro-bind", str(empty_file()), str(path)]

@@ -1,0 +1,219 @@
+"""``SandboxLauncher``: the shell's :class:`~dispatch.servers.shell.CommandLauncher` that confines
+each command with bubblewrap (outer layer) and Landlock (inner layer), with a process limit.
+
+argv of one command, outermost first::
+
+    sh -c 'echo $$ > CGROUP/cgroup.procs && exec "$@"'   (only with a pids cgroup)
+    bwrap NAMESPACES MOUNTS --chdir ROOT --               (only with bubblewrap)
+    python -I -S -c LANDLOCK_HELPER --rw ... --          (only with Landlock)
+    bash -c COMMAND
+
+A launcher is immutable; :meth:`SandboxLauncher.widened` returns a new one with more grants, and
+that is the only way a sandbox grows: by exactly the grants the user approved.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cache
+from pathlib import Path
+
+from dispatch.servers.hublink import Operation
+
+from . import landlock
+from .bwrap import BwrapLayout, private_areas
+from .pids import PidsCgroup
+from .policy import NETWORK, DeniedPaths, scrub_environment
+from .probe import SandboxProbe
+
+__all__ = ["DEFAULT_MAX_PROCESSES", "Grant", "SandboxLauncher"]
+
+DEFAULT_MAX_PROCESSES = 256
+_JOIN_CGROUP = 'echo $$ > "$0" && exec "$@"'
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Something the user let one agent's commands do: a path (absolute) or :data:`NETWORK`."""
+
+    path: str
+    op: Operation
+
+    def describe(self) -> str:
+        return "network access" if self.path == NETWORK else f"{self.op} access to {self.path}"
+
+
+@cache
+def _helper_code() -> str:
+    return Path(landlock.__file__).read_text()
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def _under(path: Path, tops: Iterable[Path]) -> bool:
+    return any(path == top or path.is_relative_to(top) for top in tops)
+
+
+@dataclass(frozen=True)
+class SandboxLauncher:
+    """Runs commands confined to ``root`` (read) and ``write`` (read-write), plus ``grants``."""
+
+    root: Path
+    write: tuple[Path, ...]
+    probe: SandboxProbe
+    grants: tuple[Grant, ...] = ()
+    max_processes: int = DEFAULT_MAX_PROCESSES
+    denied: DeniedPaths = field(default_factory=DeniedPaths.current)
+    _cgroups: dict[str, PidsCgroup] = field(default_factory=dict[str, PidsCgroup], compare=False, repr=False)
+
+    @classmethod
+    def create(
+        cls, root: Path, write: Sequence[Path], probe: SandboxProbe, max_processes: int = DEFAULT_MAX_PROCESSES
+    ) -> SandboxLauncher:
+        """A launcher for ``root`` with write access to ``write`` (the root itself, or paths inside)."""
+        real_root = _real(root)
+        writes = tuple(_real(p) for p in write)
+        return cls(real_root, writes, probe, max_processes=max_processes, denied=DeniedPaths.current(real_root))
+
+    # ---- what it allows ------------------------------------------------------------------------
+
+    @property
+    def network(self) -> bool:
+        return any(g.path == NETWORK for g in self.grants)
+
+    def write_paths(self) -> tuple[Path, ...]:
+        """Where commands may write on the host: the scope, then write grants."""
+        granted = (_real(Path(g.path)) for g in self.grants if g.op == "write" and g.path != NETWORK)
+        return tuple(dict.fromkeys((*self.write, *granted)))
+
+    def read_paths(self) -> tuple[Path, ...]:
+        """Bound read-only: the root (when not writable as a whole) and read/execute grants."""
+        granted = [_real(Path(g.path)) for g in self.grants if g.op != "write" and g.path != NETWORK]
+        base = [] if self.root in self.write else [self.root]
+        return tuple(dict.fromkeys((*base, *granted)))
+
+    def writable(self, path: Path) -> bool:
+        """Whether a command may already write ``path`` on the host (so widening cannot help);
+        a private tmpfs does not count: what is written there is gone after the command."""
+        return _under(path, self.write_paths())
+
+    def visible(self, path: Path) -> bool:
+        """Whether a command can already see ``path`` as it is on the host (the private areas are
+        a tmpfs under bubblewrap, unreadable under Landlock alone)."""
+        return _under(path, (*self.read_paths(), *self.write_paths())) or not self.in_private_area(path)
+
+    def in_private_area(self, path: Path) -> bool:
+        return _under(path, private_areas(self.denied.home))
+
+    def widened(self, grants: Iterable[Grant]) -> SandboxLauncher:
+        """A launcher that also allows ``grants`` (and shares this one's bookkeeping)."""
+        extra = tuple(g for g in grants if g not in self.grants)
+        return replace(self, grants=self.grants + extra) if extra else self
+
+    def describe(self) -> str:
+        """One paragraph for the agent's system prompt."""
+        scope = ", ".join(str(p) for p in self.write) or "nowhere (read-only)"
+        net = "the network is on (granted)" if self.network else "no network"
+        return (
+            f"Shell commands run in a sandbox ({self.probe.layers()}): they may write only in {scope}"
+            f" (plus a private /tmp and home that vanish after each command), {net}, at most"
+            f" {self.max_processes} processes. A command refused a path or the network is re-run once"
+            " the user approves; pass `needs` to `run` to ask up front."
+        )
+
+    # ---- the CommandLauncher protocol ----------------------------------------------------------
+
+    def argv(self, command: str, root: Path) -> list[str]:
+        argv = ["bash", "-c", command]
+        if self.probe.landlock_abi:
+            argv = [_interpreter(), "-I", "-S", "-c", _helper_code(), *self._landlock_options(), "--", *argv]
+        if self.probe.bwrap is not None:
+            read = self.read_paths()
+            if self.in_private_area(Path(_interpreter())):
+                read += (Path(sys.base_prefix),)
+            layout = BwrapLayout(
+                self.probe.bwrap, self.root, self.write_paths(), read, self.network, self.probe.userns, self.denied
+            )
+            argv = layout.argv(argv)
+        if self.probe.pids_cgroup is not None:
+            cgroup = PidsCgroup(self.probe.pids_cgroup, self.max_processes)
+            self._cgroups[str(cgroup.procs)] = cgroup
+            argv = ["/bin/sh", "-c", _JOIN_CGROUP, str(cgroup.procs), *argv]
+        return argv
+
+    def _landlock_options(self) -> list[str]:
+        write = [*self.write_paths(), *_DEVICES]
+        read: list[Path] = []
+        if self.probe.has_bwrap:
+            write += private_areas(self.denied.home)  # private tmpfs mounts inside the sandbox
+        else:  # Landlock alone: hide the private areas by not granting them, and give a scratch dir
+            write.append(_scratch())
+            hidden = private_areas(self.denied.home)
+            read = [Path("/", name) for name in sorted(os.listdir("/")) if not _under(Path("/", name), hidden)]
+            read += [*self.read_paths(), *self.write_paths(), Path(sys.base_prefix)]
+        options = [arg for path in write for arg in ("--rw", str(path))]
+        options += [arg for path in read for arg in ("--ro", str(path))]
+        return [*options, "--nproc", str(self.max_processes)]
+
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        env = scrub_environment(base)
+        env.pop("XDG_RUNTIME_DIR", None)  # under /run, which is not there (or not readable)
+        if self.probe.has_bwrap:
+            env["HOME"] = str(self.denied.home)  # a private tmpfs at the same path
+            env["TMPDIR"] = "/tmp"
+        else:
+            scratch = _scratch()
+            env["HOME"] = env["TMPDIR"] = str(scratch)
+        return env
+
+    def denied_present(self) -> set[Path]:
+        """Which of the project's always-denied paths exist now (to compare after a command)."""
+        return {p for p in self.denied.in_root() if p.exists() or p.is_symlink()}
+
+    def remove_new_denied(self, before: set[Path]) -> list[str]:
+        """Remove the always-denied paths a command created inside the project (a new
+        ``.mcp.json``, ``.dispatch/``, ``.git/hooks``, ...), which no mount could protect since they
+        did not exist; one note for each."""
+        notes: list[str] = []
+        for path in sorted(self.denied_present() - before):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            notes.append(
+                f"removed {path.relative_to(self.root)}, which the command created: {self.denied.reason(path)}"
+            )
+        return notes
+
+    def release(self, argv: Sequence[str]) -> None:
+        """After the command has ended: kill what is left of it and drop its cgroup."""
+        for arg in argv[:4]:
+            cgroup = self._cgroups.pop(arg, None)
+            if cgroup is not None and not cgroup.remove():
+                self._cgroups[arg] = cgroup  # still busy; the next release or the exit sweep retries
+
+
+_DEVICES = tuple(
+    Path("/dev", name) for name in ("null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm")
+)
+
+
+@cache
+def _scratch() -> Path:
+    """Without bubblewrap: the one writable temp and home directory of this process's commands."""
+    scratch = Path(tempfile.mkdtemp(prefix="dispatch-scratch-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    return scratch
+
+
+def _interpreter() -> str:
+    """The Python that runs the Landlock helper (the real file, not a venv's symlink)."""
+    return os.path.realpath(sys.executable)

@@ -1,0 +1,134 @@
+"""``dispatch serve`` in a subprocess for the API tests: started on a free port with the test's
+environment (``DISPATCH_HOME`` in a temp dir, ``OPENAI_BASE_URL`` at the scripted model when the
+test uses it), ready once ``/api/health`` answers, stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncGenerator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+
+DISPATCH = [sys.executable, "-m", "dispatch.hub.cli"]
+MODEL = "openai/scripted"
+START_TIMEOUT_S = 60.0
+
+
+@dataclass
+class ServedHub:
+    process: subprocess.Popen[str]
+    base_url: str
+    token: str
+    stderr_path: Path
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def ws_url(self) -> str:
+        return self.base_url.replace("http://", "ws://", 1) + "/api/events"
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, headers=self.auth, timeout=30)
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def signal(self, number: int = signal.SIGTERM) -> None:
+        self.process.send_signal(number)
+
+    def wait(self, timeout_s: float = 60) -> int:
+        """The exit code, once the process has exited (failing the test if it does not)."""
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise AssertionError(f"dispatch serve did not exit; its stderr:\n{self.stderr()}") from None
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+        code = self.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return code
+
+    @asynccontextmanager
+    async def events(self, since: int | None = 0) -> AsyncGenerator[EventReader]:
+        query = f"?token={self.token}" + (f"&since={since}" if since is not None else "")
+        async with connect(self.ws_url + query) as socket:
+            yield EventReader(socket)
+
+
+class EventReader:
+    """The events of one WebSocket connection, read as a test needs them."""
+
+    def __init__(self, socket: ClientConnection) -> None:
+        self.socket = socket
+        self.seen: list[dict[str, Any]] = []
+
+    async def next(self) -> dict[str, Any]:
+        event: dict[str, Any] = json.loads(await self.socket.recv())
+        self.seen.append(event)
+        return event
+
+    async def until(self, matches: Callable[[dict[str, Any]], bool], timeout_s: float = 60) -> dict[str, Any]:
+        """Read events until one matches; fail when none does within the timeout (a hang guard)."""
+        with anyio.fail_after(timeout_s):
+            while not matches(event := await self.next()):
+                pass
+            return event
+
+
+def _read_line(process: subprocess.Popen[str], stderr_path: Path) -> str:
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(START_TIMEOUT_S):
+            process.kill()
+            raise AssertionError(f"dispatch serve printed no URL; its stderr:\n{stderr_path.read_text()}")
+    return process.stdout.readline()
+
+
+def start_hub(root: Path, *args: str, env: dict[str, str] | None = None) -> ServedHub:
+    """``dispatch serve --port 0 --root ROOT ARGS...``, once its health check answers."""
+    stderr_path = root.parent / f"serve-{time.monotonic_ns()}.stderr"
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(
+            [*DISPATCH, "serve", "--port", "0", "--root", str(root), *args],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=env or dict(os.environ),
+        )
+    line = _read_line(process, stderr_path)
+    found = re.fullmatch(r"(http://[^/]+)/\?token=(\S+)\n?", line)
+    if found is None:
+        process.kill()
+        raise AssertionError(f"dispatch serve printed {line!r}; its stderr:\n{stderr_path.read_text()}")
+    hub = ServedHub(process, found[1], found[2], stderr_path)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        try:
+            if httpx.get(hub.base_url + "/api/health", timeout=5).status_code == 200:
+                return hub
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"dispatch serve did not become healthy; its stderr:\n{hub.stderr()}")
+        time.sleep(0.05)

@@ -1,0 +1,132 @@
+"""Helpers for the adversarial sandbox tests: an approvals double, servers built the way the hub
+builds them, MCP calls, and checks that nothing outside the grants changed and the host is fine."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client
+from mcp_types import TextContent
+
+from dispatch.servers import fs, shell
+from dispatch.servers._base import MCPServer
+from dispatch.servers.hublink import AccessDecision, Operation
+from dispatch.servers.sandbox import SandboxLauncher, SandboxProbe, probe_sandbox
+
+PROBE = probe_sandbox()
+needs_bwrap = pytest.mark.skipif(not PROBE.has_bwrap, reason=f"bubblewrap unusable here: {PROBE.bwrap_problem}")
+needs_landlock = pytest.mark.skipif(not PROBE.landlock_abi, reason="the kernel offers no Landlock")
+needs_process_limit = pytest.mark.skipif(
+    PROBE.pids_cgroup is None and os.geteuid() == 0, reason="no process limit holds for root without a pids cgroup"
+)
+
+
+@dataclass
+class Approvals:
+    """A double of the hub's approvals (``HubLink.request_access``): records every request and
+    answers with ``decide`` (deny everything by default)."""
+
+    decide: Callable[[str, Operation], AccessDecision] = field(
+        default=lambda path, op: AccessDecision(granted=False, reason="denied by the test")
+    )
+    asked: list[tuple[str, Operation, str]] = field(default_factory=list[tuple[str, Operation, str]])
+
+    async def __call__(self, path: str, op: Operation, why: str) -> AccessDecision:
+        self.asked.append((path, op, why))
+        return self.decide(path, op)
+
+    @property
+    def requests(self) -> list[tuple[str, Operation]]:
+        return [(path, op) for path, op, _ in self.asked]
+
+    @classmethod
+    def granting(cls, remember: str = "session") -> Approvals:
+        return cls(lambda path, op: AccessDecision(granted=True, remember=remember, reason="granted by the test"))  # type: ignore[arg-type]
+
+
+def sandboxed_shell(
+    root: Path,
+    ask: Approvals | None = None,
+    write: Sequence[Path] | None = None,
+    probe: SandboxProbe | None = None,
+    **options: Any,
+) -> MCPServer:
+    """A shell server built as the hub builds one: sandboxed to ``root`` (write: ``write``)."""
+    launcher = SandboxLauncher.create(root, [root] if write is None else write, probe or PROBE)
+    return shell.build_server(root, launcher=launcher, ask=ask, **options)
+
+
+def fs_server(root: Path, ask: Approvals | None = None, write: Sequence[Path] | None = None) -> MCPServer:
+    return fs.build_server(root, write, ask=ask)
+
+
+async def tool(client: Client, name: str, **arguments: Any) -> tuple[str, bool]:
+    """(text, is_error) of one tool call, failing the test if it hangs."""
+    with anyio.fail_after(120):
+        result = await client.call_tool(name, arguments)
+    text = "\n".join(c.text for c in result.content if isinstance(c, TextContent))
+    return text, result.is_error
+
+
+async def run(client: Client, command: str, timeout_s: float = 20, **extra: Any) -> str:
+    text, is_error = await tool(client, "run", command=command, timeout_s=timeout_s, **extra)
+    assert not is_error, text
+    return text
+
+
+def snapshot(*tops: Path) -> dict[str, str]:
+    """Every path under ``tops`` with a digest of what it is (type, mode, content), symlinks unfollowed."""
+    seen: dict[str, str] = {}
+    for top in tops:
+        if not top.exists() and not top.is_symlink():
+            continue
+        for path in [top, *top.rglob("*")]:
+            st = path.lstat()
+            kind = "link:" + os.readlink(path) if path.is_symlink() else "dir" if path.is_dir() else "file"
+            body = hashlib.sha256(path.read_bytes()).hexdigest() if kind == "file" and path.is_file() else ""
+            seen[str(path)] = f"{kind} {st.st_mode:o} {body}"
+    return seen
+
+
+def absent(path: str | Path) -> bool:
+    return not os.path.lexists(path)
+
+
+def host_is_usable() -> None:
+    """The machine still starts processes promptly and has no leftover sandbox cgroups of ours."""
+    started = time.monotonic()
+    done = subprocess.run(["bash", "-c", "echo alive"], capture_output=True, text=True, timeout=30, check=False)
+    assert done.stdout == "alive\n"
+    assert time.monotonic() - started < 10
+    if PROBE.pids_cgroup is not None:
+        deadline = time.monotonic() + 5
+        while (left := sorted(PROBE.pids_cgroup.glob(f"dispatch-{os.getpid()}-*"))) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not left, f"sandbox cgroups left behind: {left}"
+
+
+def running(marker: str, wait_s: float = 3.0) -> bool:
+    """Whether a live process has ``marker`` in its command line (waits for it to go first)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        alive = False
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                if marker not in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    continue
+                if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    alive = True
+            except (OSError, IndexError):
+                continue
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
