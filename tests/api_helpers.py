@@ -1,6 +1,7 @@
 """``dispatch serve`` in a subprocess for the API tests: started on a free port with the test's
 environment (``DISPATCH_HOME`` in a temp dir, ``OPENAI_BASE_URL`` at the scripted model when the
-test uses it), ready once ``/api/health`` answers, stopped with SIGTERM."""
+test uses it), ready once ``/api/health`` answers, stopped with SIGTERM. Its fixtures, ``project``
+and ``served``, are registered for the whole suite in ``tests/conftest.py``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,10 @@ from typing import Any
 
 import anyio
 import httpx
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
+
+from tests.fakes.scripted_llm import ScriptedLLM
 
 DISPATCH = [sys.executable, "-m", "dispatch.hub.cli"]
 MODEL = "openai/scripted"
@@ -132,3 +136,23 @@ def start_hub(root: Path, *args: str, env: dict[str, str] | None = None) -> Serv
             process.kill()
             raise AssertionError(f"dispatch serve did not become healthy; its stderr:\n{hub.stderr()}")
         time.sleep(0.05)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A small project root."""
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "README.md").write_text("# a project\n")
+    return root
+
+
+@pytest.fixture
+def served(scripted_llm: ScriptedLLM, project: Path) -> Iterator[ServedHub]:
+    """The hub of ``project``, its agents answered by the scripted model; it must stop with exit 0."""
+    hub = start_hub(project, "--deadline", "5")
+    try:
+        yield hub
+    finally:
+        code = hub.stop()
+    assert code == 0, f"dispatch serve exited {code} on SIGTERM:\n{hub.stderr()}"

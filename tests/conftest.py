@@ -10,6 +10,8 @@ import pytest
 
 from tests.fakes.scripted_llm import ScriptedLLM
 
+pytest_plugins = ["tests.api_helpers"]
+
 # Set before any test module imports litellm, which otherwise fetches its cost map at import.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 

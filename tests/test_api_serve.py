@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +21,6 @@ from websockets.exceptions import InvalidStatus
 from tests.agent_helpers import call
 from tests.api_helpers import DISPATCH, MODEL, ServedHub, start_hub
 from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    root.mkdir()
-    (root / "README.md").write_text("# a project\n")
-    return root
-
-
-@pytest.fixture
-def served(scripted_llm: ScriptedLLM, project: Path) -> Iterator[ServedHub]:
-    """The hub of ``project``, its agents answered by the scripted model."""
-    hub = start_hub(project, "--deadline", "5")
-    try:
-        yield hub
-    finally:
-        code = hub.stop()
-    assert code == 0, f"dispatch serve exited {code} on SIGTERM:\n{hub.stderr()}"
 
 
 def _state(event: dict[str, Any], agent_id: str, state: str) -> bool:

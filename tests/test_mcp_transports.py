@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +16,10 @@ from mcp_types import TextContent
 
 from dispatch.hub.mcp_proxy import hub_client
 from tests.agent_helpers import call
-from tests.api_helpers import MODEL, ServedHub, start_hub
+from tests.api_helpers import MODEL, ServedHub
 from tests.fakes.scripted_llm import Reply, ScriptedLLM
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
-def served(scripted_llm: ScriptedLLM, project: Path) -> Iterator[ServedHub]:
-    hub = start_hub(project, "--deadline", "5")
-    try:
-        yield hub
-    finally:
-        code = hub.stop()
-    assert code == 0, hub.stderr()
 
 
 def stdio_mcp(project: Path) -> Client:
