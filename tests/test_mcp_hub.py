@@ -62,7 +62,14 @@ async def test_start_wait_result_and_tree(scripted_llm: ScriptedLLM, tmp_path: P
         assert status["state"] == "done" and status["steps"] == 2
 
 
-async def test_wait_times_out_then_send_reaches_the_agent(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
+async def test_wait_times_out_then_send_reaches_a_running_child(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
+    scripted_llm.script(
+        "[mcp-parent]",
+        [
+            Reply(tool_calls=[call("summon", task="[mcp-slow] take a while", wait=True)]),
+            lambda request: Reply(text="child said: " + request.messages[-1]["content"]),
+        ],
+    )
     scripted_llm.script(
         "[mcp-slow]",
         [
@@ -75,17 +82,19 @@ async def test_wait_times_out_then_send_reaches_the_agent(scripted_llm: Scripted
         Hub.open(tmp_path / "root", tmp_path / "data", default_model=MODEL) as hub,
         Client(mcp_hub.build_server(hub)) as client,
     ):
-        _, started = await tool(client, "start", task="[mcp-slow] take a while")
-        agent_id = started["agent_id"]
-        _, early = await tool(client, "wait", agent_id=agent_id, timeout_s=0.2)
-        assert early["timed_out"] is True and early["state"] == "running"
+        _, started = await tool(client, "start", task="[mcp-parent] delegate something slow")
+        parent_id = started["agent_id"]
+        _, early = await tool(client, "wait", agent_id=parent_id, timeout_s=0.5)
+        assert early["timed_out"] is True and early["state"] != "done"
+        _, tree = await tool(client, "agents")
+        child_id = next(a["id"] for a in tree if a["parent_id"] == parent_id)
         failed, sent = await tool(
-            client, "send", agent_id=agent_id, text="Mind the tests.", kind="correction", wait_for_delivery_s=20
+            client, "send", agent_id=child_id, text="Mind the tests.", kind="correction", wait_for_delivery_s=20
         )
         assert not failed and sent["delivered"] is True and sent["step"] == 1
-        _, final = await tool(client, "wait", agent_id=agent_id, timeout_s=30)
-        assert final["state"] == "done" and "Mind the tests." in final["report"]
-        assert "[correction from the user" in final["report"]
+        _, final = await tool(client, "wait", agent_id=parent_id, timeout_s=30)
+        assert final["state"] == "done"
+        assert "[correction from the user" in final["report"] and "Mind the tests." in final["report"]
 
 
 async def test_ids_and_kinds_are_checked_before_any_lookup(tmp_path: Path) -> None:
