@@ -1,6 +1,6 @@
 """Spawn and tool-call costs of the agent primitive, in-process versus stdio.
 
-Prints, for each figure, the median and 90th percentile over N samples:
+Prints, for each figure, the median, 90th and 99th percentile over N samples:
 - spawn: from ``AgentTree.start`` to the agent's first model request, with every mount connected
   and its tools listed (in-process mounts versus fs and shell as stdio subprocesses);
 - tool call: one ``read_file`` round trip through an in-process MCP session, a stdio MCP
@@ -12,7 +12,6 @@ Prints, for each figure, the median and 90th percentile over N samples:
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import anyio
 from mcp import Client, StdioServerParameters
 
+from bench._common import report
 from dispatch.hub.agent import AgentSpec
 from dispatch.hub.grants import Grants
 from dispatch.hub.ids import new_id
@@ -43,12 +43,6 @@ class FirstCallClock:
         task = str(messages[1]["content"])
         self.first_call.setdefault(task, time.perf_counter())
         return Completion(text="done", tool_calls=[], usage=Usage(), model=model, latency_s=0.0)
-
-
-def report(name: str, seconds: list[float]) -> None:
-    ms = sorted(s * 1000 for s in seconds)
-    p90 = ms[min(len(ms) - 1, int(len(ms) * 0.9))]
-    print(f"{name:<34} median {statistics.median(ms):9.3f} ms   p90 {p90:9.3f} ms   n={len(ms)}")
 
 
 async def spawn_times(root: Path, samples: int, isolated: bool) -> list[float]:

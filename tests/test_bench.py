@@ -6,12 +6,34 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
+BENCHMARKS = {
+    "spawn_and_tool_calls": (
+        "spawn, in-process mounts",
+        "spawn, stdio fs + shell",
+        "tool call, in-process MCP",
+        "tool call, stdio MCP",
+        "tool call, direct function",
+    ),
+    "start_time": ("start, dispatch --help", "start, serve to /api/health"),
+    "fanout": (
+        "fanout, agents",
+        "fanout, completion",
+        "fanout, peak alive agents",
+        "fanout, RSS peak",
+        "fanout, RSS per agent",
+        "fanout, event latency",
+    ),
+}
 
-def test_spawn_and_tool_call_benchmark_prints_figures() -> None:
+
+@pytest.mark.parametrize("benchmark", sorted(BENCHMARKS))
+def test_benchmark_prints_figures(benchmark: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "bench.spawn_and_tool_calls", "--quick"],
+        [sys.executable, "-m", f"bench.{benchmark}", "--quick"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -19,12 +41,8 @@ def test_spawn_and_tool_call_benchmark_prints_figures() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    for figure in (
-        "spawn, in-process mounts",
-        "spawn, stdio fs + shell",
-        "tool call, in-process MCP",
-        "tool call, stdio MCP",
-        "tool call, direct function",
-    ):
-        assert figure in done.stdout
-    assert done.stdout.count(" ms ") >= 5
+    for figure in BENCHMARKS[benchmark]:
+        assert figure in done.stdout, f"{figure!r} missing from:\n{done.stdout}"
+    for line in done.stdout.splitlines():
+        if " median " in line:
+            assert " p90 " in line and " p99 " in line and " n=" in line, line

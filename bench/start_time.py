@@ -1,0 +1,102 @@
+"""Start-up costs of the ``dispatch`` command, each a fresh subprocess with ``DISPATCH_HOME`` in a
+temp dir:
+
+- ``dispatch --help``: the wall time from launch to exit;
+- ``dispatch serve --port 0``: the wall time from launch until ``GET /api/health`` answers 200
+  (the URL it prints on stdout tells the port), then it is stopped with SIGTERM.
+
+``python -m bench.start_time [--samples N] [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench._common import report
+
+DISPATCH = [sys.executable, "-m", "dispatch.hub.cli"]
+TIMEOUT_S = 60.0
+
+
+def help_time(env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run([*DISPATCH, "--help"], env=env, capture_output=True, check=True, timeout=TIMEOUT_S)
+    return time.perf_counter() - started
+
+
+def _url(process: subprocess.Popen[str]) -> str:
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(TIMEOUT_S):
+            raise RuntimeError("dispatch serve printed no URL")
+    line = process.stdout.readline()
+    found = re.match(r"(http://[^/]+)/", line)
+    if found is None:
+        raise RuntimeError(f"dispatch serve printed {line!r}")
+    return found[1]
+
+
+def serve_time(root: Path, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [*DISPATCH, "serve", "--port", "0", "--root", str(root)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        base_url = _url(process)
+        deadline = started + TIMEOUT_S
+        with httpx.Client(timeout=5) as client:
+            while True:
+                try:
+                    if client.get(base_url + "/api/health").status_code == 200:
+                        return time.perf_counter() - started
+                except httpx.TransportError:
+                    pass
+                if process.poll() is not None or time.perf_counter() > deadline:
+                    raise RuntimeError("dispatch serve did not become healthy")
+                time.sleep(0.005)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def main(samples: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        root = Path(tmp) / "project"
+        home.mkdir()
+        root.mkdir()
+        (root / "README.md").write_text("# a project\n")
+        env = {**os.environ, "DISPATCH_HOME": str(home)}
+        report("start, dispatch --help", [help_time(env) for _ in range(samples)])
+        report("start, serve to /api/health", [serve_time(root, env) for _ in range(samples)])
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=20, help="samples per figure (default 20)")
+    parser.add_argument("--quick", action="store_true", help="a few samples, to check the benchmark runs")
+    args = parser.parse_args()
+    main(2 if args.quick else args.samples)
