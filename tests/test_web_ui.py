@@ -1,0 +1,242 @@
+"""The web UI (``web/index.html``) in a real headless Chromium (Debian's, found with ``shutil.which``;
+never ``playwright install``), against ``dispatch serve`` with the scripted model: the page opens from
+the printed URL, shows the agent tree live, sends a correction with its delivery receipt, approves a
+checkpoint, and logs no console error."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from tests.agent_helpers import call
+from tests.api_helpers import MODEL, ServedHub, start_hub
+from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    executable = shutil.which("chromium")
+    assert executable, "chromium is not installed (apt-get install chromium; see .ci/apt-packages)"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def _open(browser: Browser, served: ServedHub, width: int, height: int) -> tuple[Page, list[str]]:
+    page = browser.new_page(viewport={"width": width, "height": height})
+    errors: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            errors.append(message.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{served.base_url}/?token={served.token}")
+    expect(page.get_by_role("status")).to_have_text("live")
+    return page, errors
+
+
+def test_the_page_keeps_the_token_and_strips_it_from_the_address_bar(browser: Browser, served: ServedHub) -> None:
+    page, errors = _open(browser, served, 390, 844)
+    assert "token" not in page.url
+    assert page.evaluate("sessionStorage.getItem('dispatch-token')") == served.token
+    expect(page.get_by_role("button", name="Send to dispatch")).to_be_visible()
+    page.close()
+    assert errors == []
+
+
+def test_tree_live_state_correction_receipt_and_checkpoint_approval(
+    scripted_llm: ScriptedLLM, served: ServedHub, browser: Browser, tmp_path: Path
+) -> None:
+    working, release = threading.Event(), threading.Event()
+
+    async def plans(_: RecordedRequest) -> Reply:
+        working.set()
+        await asyncio.to_thread(release.wait, 60)  # mid-step until the page has sent its correction
+        return Reply(tool_calls=[call("list_dir", path=".")])
+
+    scripted_llm.script("[ui-plan]", [plans, Reply(text="the plan: step one, step two")])
+    page, errors = _open(browser, served, 1280, 900)
+    try:
+        started = httpx.post(
+            served.base_url + "/api/agents",
+            headers=served.auth,
+            json={"task": "[ui-plan] plan the work", "template": "planner", "model": MODEL},
+            timeout=30,
+        )
+        assert started.status_code == 201, started.text
+        assert working.wait(60)
+
+        agent = page.locator("#tree button.agent").first
+        expect(agent).to_contain_text("running")
+        expect(agent).to_contain_text("planner")
+        agent.click()
+        expect(page.locator("#agent-head")).to_contain_text("[ui-plan] plan the work")
+
+        page.get_by_label("message to the agent").fill("ground the plan in the README")
+        page.get_by_label("message kind").select_option("correction")
+        page.get_by_role("button", name="Send message").click()
+        expect(page.locator("#receipts li")).to_contain_text("waiting for delivery")
+        release.set()
+        expect(page.locator("#receipts li")).to_contain_text("delivered at step")
+        expect(page.locator("#transcript")).to_contain_text("ground the plan in the README")
+
+        approval = page.locator("#approvals .card")
+        expect(approval).to_contain_text("the plan: step one, step two", timeout=30_000)
+        page.screenshot(path=str(tmp_path / "web-ui-main.png"), full_page=True)
+        approval.get_by_label("remember decision", exact=False).select_option("once")
+        approval.get_by_role("button", name="Approve").click()
+        expect(page.locator("#approvals")).to_contain_text("Nothing to approve.")
+        expect(agent).to_contain_text("done", timeout=30_000)
+
+        page.set_viewport_size({"width": 390, "height": 844})
+        expect(page.get_by_role("button", name="Send message")).to_be_visible()
+        page.screenshot(path=str(tmp_path / "web-ui-phone.png"), full_page=True)
+    finally:
+        release.set()
+        page.close()
+    assert errors == []
+
+
+@pytest.fixture
+def chat_hub(scripted_llm: ScriptedLLM, project: Path) -> Iterator[ServedHub]:
+    """A hub whose chats' dispatch agents run on the scripted model (a project template naming it)."""
+    templates = project / ".dispatch" / "templates"
+    templates.mkdir(parents=True)
+    builtin = Path(__file__).parent.parent / "configs" / "templates" / "dispatch.yaml"
+    (templates / "dispatch.yaml").write_text(builtin.read_text() + f"\nmodel: {MODEL}\n")
+    hub = start_hub(project, "--deadline", "5")
+    try:
+        yield hub
+    finally:
+        code = hub.stop()
+    assert code == 0, f"dispatch serve exited {code} on SIGTERM:\n{hub.stderr()}"
+
+
+def test_chat_reply_search_and_fork(scripted_llm: ScriptedLLM, chat_hub: ServedHub, browser: Browser) -> None:
+    scripted_llm.script("[ui-chat]", [Reply(text="the chat answer")])
+    page, errors = _open(browser, chat_hub, 1280, 900)
+    try:
+        page.get_by_label("message to dispatch").fill("[ui-chat] what is in the project?")
+        page.get_by_role("button", name="Send to dispatch").click()
+        messages = page.get_by_label("chat messages")
+        expect(messages).to_contain_text("the chat answer", timeout=30_000)
+        expect(page.locator("#tree button.agent").first).to_contain_text("done", timeout=30_000)
+
+        page.get_by_label("search chats").fill("nothing-like-this")
+        page.get_by_role("button", name="Search").click()
+        expect(page.locator("#chat-list li")).to_have_count(0)
+        page.get_by_label("search chats").fill("project")
+        page.get_by_role("button", name="Search").click()
+        expect(page.locator("#chat-list li")).to_have_count(1)
+
+        page.get_by_label("search chats").fill("")
+        messages.get_by_role("button", name="fork chat from this message").first.click()
+        expect(page.locator("#chat-list li")).to_have_count(2)
+        expect(page.locator("#chat-list")).to_contain_text("fork")
+    finally:
+        page.close()
+    assert errors == []
+
+
+def test_detached_question_answered_and_model_switched(
+    scripted_llm: ScriptedLLM, served: ServedHub, browser: Browser
+) -> None:
+    ask = call("ask_user", question="Which module comes first?")
+    scripted_llm.script("[ui-ask]", [Reply(tool_calls=[ask]), Reply(text="plan: the parser first")])
+    page, errors = _open(browser, served, 1280, 900)
+    try:
+        started = httpx.post(
+            served.base_url + "/api/agents",
+            headers=served.auth,
+            json={"task": "[ui-ask] plan the parser", "template": "planner", "model": MODEL},
+            timeout=30,
+        )
+        assert started.status_code == 201, started.text
+        agent = page.locator("#tree button.agent").first
+        expect(agent).to_contain_text("waiting for you", timeout=30_000)
+        agent.click()
+        page.get_by_label("model", exact=True).fill("openai/scripted-b")
+        page.get_by_role("button", name="Switch model").click()
+        expect(page.locator("#agent-head")).to_contain_text("openai/scripted-b")
+
+        threads = page.locator("#threads")
+        expect(threads).to_contain_text("Which module comes first?")
+        threads.get_by_role("textbox").fill("the parser")
+        threads.get_by_role("button", name="Answer").click()
+        approval = page.locator("#approvals .card")
+        expect(approval).to_contain_text("plan: the parser first", timeout=30_000)
+        approval.get_by_role("button", name="Approve").click()
+        expect(agent).to_contain_text("done", timeout=30_000)
+    finally:
+        page.close()
+    assert errors == []
+    assert scripted_llm.requests_for("[ui-ask]")[-1].model == "scripted-b"
+
+
+def test_a_chat_grows_a_tree_of_three_and_a_child_gets_a_message(
+    scripted_llm: ScriptedLLM, chat_hub: ServedHub, browser: Browser, tmp_path: Path
+) -> None:
+    working, release = threading.Event(), threading.Event()
+
+    async def works(_: RecordedRequest) -> Reply:
+        working.set()
+        await asyncio.to_thread(release.wait, 60)
+        return Reply(tool_calls=[call("list_dir", path=".")])
+
+    kids = [
+        call("summon", task="[ui-kid-a] part a", name="kid-a", wait=False),
+        call("summon", task="[ui-kid-b] part b", name="kid-b", wait=True),
+    ]
+    # kid-a runs on after the dispatch agent's answer: it then waits for its child, then reports.
+    top_steps = [Reply(tool_calls=kids), Reply(text="kid-a still works"), Reply(text="both parts done")]
+    scripted_llm.script("[ui-tree]", top_steps)
+    scripted_llm.script("[ui-kid-a]", [works, Reply(text="part a done")])
+    scripted_llm.script("[ui-kid-b]", [Reply(text="part b done")])
+    page, errors = _open(browser, chat_hub, 1280, 900)
+    try:
+        page.get_by_label("message to dispatch").fill("[ui-tree] split the work")
+        page.get_by_role("button", name="Send to dispatch").click()
+        assert working.wait(60)
+        agents = page.locator("#tree button.agent")
+        expect(agents).to_have_count(3)
+        kid = page.get_by_role("button", name="agent kid-a", exact=False)
+        expect(kid).to_contain_text("running")
+        expect(agents.first).to_contain_text("waiting_children", timeout=30_000)
+        expect(agents.first).to_contain_text("child")
+        kid.click()
+        page.get_by_label("message to the agent").fill("use tabs")
+        page.get_by_label("message kind").select_option("instruction")
+        page.get_by_role("button", name="Send message").click()
+        expect(page.locator("#receipts li")).to_contain_text("waiting for delivery")
+        release.set()
+        expect(page.locator("#receipts li")).to_contain_text("delivered at step")
+        expect(page.locator("#transcript")).to_contain_text("use tabs")
+        expect(page.get_by_label("chat messages")).to_contain_text("both parts done", timeout=30_000)
+        expect(kid).to_contain_text("done")
+        expect(agents.first).to_contain_text("done")
+        page.screenshot(path=str(tmp_path / "web-ui-tree.png"), full_page=True)  # the run's artifact
+    finally:
+        release.set()
+        page.close()
+    assert errors == []
