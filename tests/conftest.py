@@ -116,3 +116,9 @@ def scripted_llms() -> Iterator[Callable[[], ScriptedLLM]]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def two(scripted_llms: Callable[[], ScriptedLLM]) -> tuple[ScriptedLLM, ScriptedLLM]:
+    """Two scripted model servers, standing for two providers."""
+    return scripted_llms(), scripted_llms()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,11 +14,6 @@ from tests.fakes.scripted_llm import Fail, Reply, ScriptedLLM
 from tests.models_helpers import Rig, ask, config, cost, key, model
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def two(scripted_llms: Callable[[], ScriptedLLM]) -> tuple[ScriptedLLM, ScriptedLLM]:
-    return scripted_llms(), scripted_llms()
 
 
 @pytest.fixture

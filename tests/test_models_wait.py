@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -18,11 +18,6 @@ from tests.models_helpers import Rig, config, key, model, spec
 
 pytestmark = pytest.mark.anyio
 HOUR = 3600.0
-
-
-@pytest.fixture
-def two(scripted_llms: Callable[[], ScriptedLLM]) -> tuple[ScriptedLLM, ScriptedLLM]:
-    return scripted_llms(), scripted_llms()
 
 
 @pytest.fixture
