@@ -1,24 +1,79 @@
 """The one place the tool servers import the MCP SDK's server class, and their shared start-up.
 
-Every tool server builds an ``MCPServer`` through :func:`new_server` and, when run as
-``python -m dispatch.servers.NAME``, serves it over stdio through :func:`serve_stdio`.
+Every tool server collects its tools in a :class:`ToolList`, builds an ``MCPServer`` through
+:func:`new_server` and, when run as ``python -m dispatch.servers.NAME``, serves it over stdio
+through :func:`serve_stdio`.
+
+The hub builds a server per agent (its tools are bound to that agent's scope), so building must be
+cheap: the SDK derives each tool's argument model and JSON schema with pydantic, about half a
+millisecond per tool. :class:`ToolList` does that once per tool *function* (its code, name,
+description and annotations) and gives each later server a copy bound to its own function.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from types import CodeType
+from typing import Any, TypeVar
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp_types import ToolAnnotations
 
-__all__ = ["MCPServer", "ToolError", "existing_root", "new_server", "root_argument", "serve_stdio"]
+__all__ = ["MCPServer", "ToolError", "ToolList", "existing_root", "new_server", "root_argument", "serve_stdio"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_PrototypeKey = tuple[CodeType, str | None, str | None, str | None, bool | None]
+
+_PROTOTYPES: dict[_PrototypeKey, Tool] = {}
+"""A memo, not state: the tool the SDK derived from a function's code and options, as a template."""
 
 
-def new_server(name: str, instructions: str) -> MCPServer:
-    """A quiet ``MCPServer`` (the SDK logs every request at INFO otherwise)."""
-    return MCPServer(name, instructions=instructions, log_level="WARNING")
+def _code(fn: Callable[..., Any]) -> CodeType:
+    function = getattr(fn, "__func__", fn)  # a bound method's function
+    code = getattr(function, "__code__", None)
+    if not isinstance(code, CodeType):
+        raise TypeError(f"{fn!r} is not a Python function; a tool must be one")
+    return code
+
+
+class ToolList:
+    """The tools of one server being built; each registered function becomes a tool the way the
+    SDK's ``MCPServer.add_tool`` makes it, from a prototype derived once per function code."""
+
+    def __init__(self) -> None:
+        self.tools: list[Tool] = []
+
+    def add(
+        self,
+        fn: _F,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        annotations: ToolAnnotations | None = None,
+        structured_output: bool | None = None,
+    ) -> _F:
+        """Register ``fn`` (usable as a bare decorator); returns it unchanged."""
+        shape = annotations.model_dump_json() if annotations is not None else None
+        key: _PrototypeKey = (_code(fn), name, description, shape, structured_output)
+        prototype = _PROTOTYPES.get(key)
+        if prototype is None:
+            prototype = Tool.from_function(
+                fn, name=name, description=description, annotations=annotations, structured_output=structured_output
+            )
+            _PROTOTYPES[key] = prototype
+        self.tools.append(prototype.model_copy(update={"fn": fn}))
+        return fn
+
+
+def new_server(name: str, instructions: str, tools: ToolList | None = None) -> MCPServer:
+    """A quiet ``MCPServer`` (the SDK logs every request at INFO otherwise) offering ``tools``."""
+    listed = tools.tools if tools is not None else None
+    return MCPServer(name, instructions=instructions, log_level="WARNING", tools=listed)
 
 
 def root_argument(parser: argparse.ArgumentParser) -> None:

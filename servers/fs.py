@@ -23,7 +23,7 @@ import anyio.to_thread
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from ._base import MCPServer, ToolError, existing_root, new_server, root_argument, serve_stdio
+from ._base import MCPServer, ToolError, ToolList, existing_root, new_server, root_argument, serve_stdio
 from .fs_io import (
     MAX_GREP,
     MAX_READ_BYTES,
@@ -228,17 +228,18 @@ def build_server(root: Path, write: Sequence[Path] | None = None, ask: Ask | Non
     ``HubLink.request_access``); without it such paths are refused.
     """
     tools = FsTools(FsScope(root, write, ask))
-    server = new_server(
+    listed = ToolList()
+    for fn in (tools.read_file, tools.list_dir, tools.glob, tools.grep):
+        listed.add(fn, annotations=_READ, structured_output=False)
+    for fn in (tools.write_file, tools.edit_file):
+        listed.add(fn, annotations=_WRITE, structured_output=False)
+    return new_server(
         "fs",
         "File tools for one project. Paths are relative to the project root; a path outside it "
         "needs the user's approval, and some paths (credentials, git hooks, Dispatch's config) are "
         "always refused.",
+        listed,
     )
-    for fn in (tools.read_file, tools.list_dir, tools.glob, tools.grep):
-        server.add_tool(fn, annotations=_READ, structured_output=False)
-    for fn in (tools.write_file, tools.edit_file):
-        server.add_tool(fn, annotations=_WRITE, structured_output=False)
-    return server
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from dispatch.servers._base import MCPServer, ToolError, new_server
+from dispatch.servers._base import MCPServer, ToolError, ToolList, new_server
 from dispatch.servers.hublink import ArtifactInfo, HubLink, InboxMessage, LinkRefusal
 
 
@@ -23,19 +23,16 @@ def render_messages(messages: list[InboxMessage]) -> str:
 
 def build_server(link: HubLink, *, detached: bool = False) -> MCPServer:
     """The inbox server for the agent ``link`` is bound to."""
-    server = new_server(
-        "inbox",
-        "Messages from the user and your children reach you here and after every tool result.",
-    )
+    tools = ToolList()
 
-    @server.tool()
+    @tools.add
     async def check_messages() -> str:
         """Return (and mark as read) every message waiting for you: instructions, corrections,
         context or data from the user, and reports from your children."""
         messages = link.take_messages()
         return render_messages(messages) if messages else "No new messages."
 
-    @server.tool()
+    @tools.add
     async def report_progress(text: str) -> str:
         """Tell the user and your parent how the work is going, in a sentence or two."""
         if not text.strip():
@@ -43,7 +40,7 @@ def build_server(link: HubLink, *, detached: bool = False) -> MCPServer:
         await link.report_progress(text.strip())
         return "Progress noted."
 
-    @server.tool()
+    @tools.add
     async def skills() -> str:
         """List the skills you may load when your task needs them: instructions for a kind of
         work (how to review, a project's conventions). Load one with load_skill."""
@@ -52,7 +49,7 @@ def build_server(link: HubLink, *, detached: bool = False) -> MCPServer:
             return "No skills are available."
         return "\n".join(f"- {s.name}{' (loaded)' if s.loaded else ''}: {s.summary}" for s in listed)
 
-    @server.tool()
+    @tools.add
     async def load_skill(name: str) -> str:
         """Load a skill by name (as skills lists it, e.g. project:code-style; the bare name when it
         is unique) and return its text; follow it from now on."""
@@ -62,10 +59,10 @@ def build_server(link: HubLink, *, detached: bool = False) -> MCPServer:
             raise ToolError(str(refusal)) from refusal
         return skill.text if skill.text is not None else f"{skill.name} is loaded already; it is in your context."
 
-    _add_artifact_tools(server, link)
+    _add_artifact_tools(tools, link)
     if detached:
 
-        @server.tool()
+        @tools.add
         async def ask_user(question: str) -> str:
             """Ask the user a question in your own conversation with them and wait for the reply.
             Returns as soon as any message reaches you (the reply, or something else they sent)."""
@@ -74,7 +71,9 @@ def build_server(link: HubLink, *, detached: bool = False) -> MCPServer:
             replies = await link.ask_user(question.strip())
             return render_messages(replies)
 
-    return server
+    return new_server(
+        "inbox", "Messages from the user and your children reach you here and after every tool result.", tools
+    )
 
 
 def _listing(found: list[ArtifactInfo]) -> str:
@@ -84,8 +83,8 @@ def _listing(found: list[ArtifactInfo]) -> str:
     return json.dumps(rows, indent=1)
 
 
-def _add_artifact_tools(server: MCPServer, link: HubLink) -> None:
-    @server.tool()
+def _add_artifact_tools(tools: ToolList, link: HubLink) -> None:
+    @tools.add
     async def save_artifact(kind: str, title: str, content: str) -> str:
         """Save a document for later agents and the user: a plan, research findings, notes.
         `kind` is one word (plan, research, notes, ...); `title` says what it is about. Later
@@ -99,7 +98,7 @@ def _add_artifact_tools(server: MCPServer, link: HubLink) -> None:
             raise ToolError(str(refusal)) from refusal
         return json.dumps({"id": saved.id, "kind": saved.kind, "title": saved.title, "saved": True})
 
-    @server.tool()
+    @tools.add
     async def find_artifacts(query: str | None = None, kind: str | None = None, limit: int = 10) -> str:
         """Search the plans, research findings and notes agents saved before: by words in their
         title or content (best matches first), and/or by kind; newest first without a query.
@@ -112,7 +111,7 @@ def _add_artifact_tools(server: MCPServer, link: HubLink) -> None:
             raise ToolError(str(refusal)) from refusal
         return _listing(found) if found else "No artifacts match."
 
-    @server.tool()
+    @tools.add
     async def read_artifact(id: str) -> str:
         """The full text of one saved artifact, by the id find_artifacts gave."""
         try:

@@ -23,7 +23,7 @@ import anyio
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ._base import MCPServer, ToolError, existing_root, new_server, root_argument
+from ._base import MCPServer, ToolError, ToolList, existing_root, new_server, root_argument
 from .fs_scope import FsScope
 
 __all__ = [
@@ -137,13 +137,14 @@ class LspTools:
 def build_server(root: Path, manager: LspBackend) -> MCPServer:
     """An ``lsp`` server for the project at ``root``, asking ``manager`` for everything."""
     tools = LspTools(FsScope(root, write=[]), manager)
-    server = new_server(
+    listed = ToolList()
+    listed.add(tools.diagnostics, annotations=_READ)
+    listed.add(tools.languages, annotations=_READ)
+    return new_server(
         "lsp",
         "Diagnostics from the project's language servers. Paths are relative to the project root.",
+        listed,
     )
-    server.add_tool(tools.diagnostics, annotations=_READ)
-    server.add_tool(tools.languages, annotations=_READ)
-    return server
 
 
 async def _serve(root: Path, settings: object, timeout_s: float) -> None:

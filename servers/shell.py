@@ -32,7 +32,7 @@ import anyio.to_thread
 from anyio.abc import ByteReceiveStream
 from pydantic import BaseModel, Field
 
-from ._base import MCPServer, ToolError, existing_root, new_server, root_argument, serve_stdio
+from ._base import MCPServer, ToolError, ToolList, existing_root, new_server, root_argument, serve_stdio
 from .hublink import Operation
 from .sandbox.asking import MAX_RERUNS, Ask, Widener
 from .sandbox.choice import choose_shell_mode
@@ -235,7 +235,6 @@ def build_server(
     """
     chosen: CommandLauncher = launcher or PlainLauncher()
     widener = Widener(chosen, ask) if isinstance(chosen, SandboxLauncher) else None
-    server = new_server("shell", "Run shell commands in the project root.")
 
     async def execute(current: CommandLauncher, command: str, limit_s: float) -> _Outcome:
         before = current.denied_present() if isinstance(current, SandboxLauncher) else set[Path]()
@@ -262,7 +261,8 @@ def build_server(
             return (await execute(chosen, command, timeout)).report(timeout)
         return await _run_widening(widener, execute, command, timeout, needs or [])
 
-    server.add_tool(
+    listed = ToolList()
+    listed.add(
         run,
         name="run",
         description=(
@@ -277,7 +277,7 @@ def build_server(
         ),
         structured_output=False,
     )
-    return server
+    return new_server("shell", "Run shell commands in the project root.", listed)
 
 
 async def _confirm(ask: Ask | None, command: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from dispatch.servers._base import MCPServer, ToolError, new_server
+from dispatch.servers._base import MCPServer, ToolError, ToolList, new_server
 from dispatch.servers.hublink import (
     ChildInfo,
     GrantRequest,
@@ -62,8 +62,8 @@ def _check_timeout(timeout_s: float | None) -> None:
         raise ToolError(f"timeout_s must be between 0 and {MAX_WAIT_S:.0f} seconds, got {timeout_s}")
 
 
-def _add_templates_tool(server: MCPServer, link: HubLink) -> None:
-    @server.tool()
+def _add_templates_tool(tools: ToolList, link: HubLink) -> None:
+    @tools.add
     async def templates() -> str:
         """The templates you may summon children with (`summon(template=NAME, ...)`): each is a
         role with its own instructions, tools and skills. A template never gets more than you have."""
@@ -72,13 +72,9 @@ def _add_templates_tool(server: MCPServer, link: HubLink) -> None:
 
 def build_server(link: HubLink) -> MCPServer:
     """The summon server for the agent ``link`` is bound to."""
-    server = new_server(
-        "summon",
-        "Start child agents for parts of your task, wait for their reports, message or cancel them. "
-        "Give children running at the same time non-overlapping write scopes.",
-    )
+    tools = ToolList()
 
-    @server.tool()
+    @tools.add
     async def summon(
         task: str,
         name: str | None = None,
@@ -123,7 +119,7 @@ def build_server(link: HubLink) -> MCPServer:
         except LinkRefusal as refusal:
             raise ToolError(f"summon refused: {refusal}") from refusal
 
-    @server.tool()
+    @tools.add
     async def wait(ids: list[str] | None = None, timeout_s: float | None = None) -> str:
         """Wait for children (by id; all running ones when omitted) to finish and return their
         reports. Returns early, saying so, when a message arrives for you or timeout_s passes."""
@@ -133,7 +129,7 @@ def build_server(link: HubLink) -> MCPServer:
         except LinkRefusal as refusal:
             raise ToolError(str(refusal)) from refusal
 
-    @server.tool()
+    @tools.add
     async def message_child(id: str, text: str, kind: MessageKind = MessageKind.instruction) -> str:
         """Send one of your children a message; it reads it after its next tool result."""
         if kind is MessageKind.report:
@@ -146,7 +142,7 @@ def build_server(link: HubLink) -> MCPServer:
             raise ToolError(str(refusal)) from refusal
         return json.dumps({"message_id": message_id, "to": id})
 
-    @server.tool()
+    @tools.add
     async def cancel_child(id: str) -> str:
         """Cancel one of your children and everything it started."""
         try:
@@ -155,10 +151,15 @@ def build_server(link: HubLink) -> MCPServer:
             raise ToolError(str(refusal)) from refusal
         return json.dumps(_child_line(child))
 
-    @server.tool()
+    @tools.add
     async def children() -> str:
         """Your children with their states, scopes and reports so far."""
         return json.dumps([c.model_dump() for c in link.children()], indent=1)
 
-    _add_templates_tool(server, link)
-    return server
+    _add_templates_tool(tools, link)
+    return new_server(
+        "summon",
+        "Start child agents for parts of your task, wait for their reports, message or cancel them. "
+        "Give children running at the same time non-overlapping write scopes.",
+        tools,
+    )
