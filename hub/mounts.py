@@ -2,11 +2,18 @@
 
 Which servers: ``inbox`` and ``fs`` always (``fs`` read-only unless the agent has a write scope),
 ``shell`` with the shell grant, ``summon`` with the summon grant and depth left, ``lsp`` with the
-lsp grant when the hub runs language servers (always in-process: they are shared); the grants'
+lsp grant when the hub runs language servers (always in-process: they are shared), ``web`` with the
+web grant (its hosts and ``web_private`` make its policy; the config's ``web.search`` its search
+provider); the grants'
 per-server allow-lists narrow each to some of its tools (an empty list: not mounted). How: in-process
 (``mcp.Client(server)`` on a server built for this agent's scope, no subprocess) by default, or
 over stdio when the spec asks for process isolation; both run the same server code. ``inbox`` and
 ``summon`` are the agent's link to the hub, so they always run in-process.
+
+When: an in-process server's tools are read from the server itself, and its MCP session is opened
+on the agent's first call to one of them (most agents never call most of their servers, and a
+spawn must stay cheap: a few milliseconds for all five). A stdio server is started at once, all of
+them concurrently, since its tools are known only from the server.
 """
 
 from __future__ import annotations
@@ -14,28 +21,38 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
 from mcp import Client, StdioServerParameters
 from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, TextContent, Tool
 
-from dispatch.hub.errors import ToolServerError
+from dispatch.hub.errors import ToolServerError, unwrap
 from dispatch.hub.grants import ROOT, Grants
-from dispatch.servers import fs, inbox, lsp, shell, summon
+from dispatch.hub.untrusted import mark_untrusted
+from dispatch.servers import fs, inbox, lsp, shell, summon, web
 from dispatch.servers.hublink import HubLink
 from dispatch.servers.lsp import LspBackend
 from dispatch.servers.sandbox import SandboxSetting, ShellMode, choose_shell_mode
+from dispatch.servers.web_policy import WebPolicy
+from dispatch.servers.web_search import SearchConfig
 
 JsonDict = dict[str, Any]
 ServerTarget = MCPServer | StdioServerParameters
 ToolGate = Callable[[str, str, JsonDict], Awaitable[str | None]]
 """``gate(kind, name, arguments)`` before a tool call: None to run it, or the refusal the model reads
 instead (the hub's checkpoints, :mod:`dispatch.hub.approvals`); it may wait for the user."""
+UNTRUSTED_KINDS: frozenset[str] = frozenset({"web"})
+"""Servers whose results are outside data: :class:`Mounts` marks them with
+:func:`~dispatch.hub.untrusted.mark_untrusted` before the model reads them."""
+ToolCaller = Callable[[str, JsonDict], Awaitable[CallToolResult]]
+"""``call(name, arguments)`` on one server: an MCP client's ``call_tool``, or one connected on demand."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +75,8 @@ class MountPlan:
     """The hub's language servers; None: no ``lsp`` mount, whatever the grants say."""
     sandbox: SandboxSetting = "auto"
     """The config's ``sandbox``: how the shell runs (see :func:`shell_mode`)."""
+    web_search: SearchConfig | None = None
+    """The config's ``web.search``: the provider of the web server's ``search`` tool; None: not configured."""
 
     def kinds(self) -> list[str]:
         kinds = [kind for kind in ("inbox", "fs", "shell") if self.grants.serves(kind)]
@@ -65,6 +84,8 @@ class MountPlan:
             kinds.append("summon")
         if self.grants.serves("lsp") and self.lsp is not None:
             kinds.append("lsp")
+        if self.grants.serves("web"):
+            kinds.append("web")
         return kinds
 
     def write_paths(self) -> list[Path]:
@@ -111,6 +132,25 @@ def _shell_target(plan: MountPlan, link: HubLink) -> ServerTarget:
     return _module_params("dispatch.servers.shell", args)
 
 
+def _web_target(plan: MountPlan) -> ServerTarget:
+    policy = WebPolicy.from_grants(plan.grants.web, plan.grants.web_private)
+    if not plan.isolated:
+        return web.build_server(policy, plan.web_search)
+    args = [arg for host in policy.hosts or () for arg in ("--host", host)]
+    if policy.private is True:
+        args.append("--allow-private")
+    else:
+        args += [arg for net in policy.private or () for arg in ("--private", net)]
+    search = plan.web_search
+    if search is None:
+        return _module_params("dispatch.servers.web", args)
+    args += ["--search-provider", search.provider, "--search-max-results", str(search.max_results)]
+    args += ["--search-base-url", search.base_url] if search.base_url else []
+    params = _module_params("dispatch.servers.web", args)
+    key = {web.SEARCH_KEY_ENV: search.api_key.get_secret_value()}  # not on the command line, where ps shows it
+    return params.model_copy(update={"env": {**(params.env or {}), **key}})
+
+
 def prompt_notes(plan: MountPlan) -> tuple[str, ...]:
     """What the agent's system prompt says about its mounts (the shell's sandbox, or its absence)."""
     return (shell_mode(plan).note,) if "shell" in plan.kinds() else ()
@@ -130,6 +170,8 @@ def build_targets(plan: MountPlan, link: HubLink) -> dict[str, ServerTarget]:
             targets[kind] = _shell_target(plan, link)
         elif kind == "lsp" and plan.lsp is not None:
             targets[kind] = lsp.build_server(plan.root, plan.lsp)
+        elif kind == "web":
+            targets[kind] = _web_target(plan)
     return targets
 
 
@@ -156,7 +198,8 @@ class Mounts:
     ``allow`` narrows a server to some of its tools (the grants' per-server allow-lists): the
     others are left out of the schemas the model sees, and a call to one is refused here, in the
     hub, without reaching the server. ``gate`` (the hub's checkpoints) sees every call first and
-    may hold it for the user's approval or refuse it.
+    may hold it for the user's approval or refuse it. Results of the ``untrusted`` kinds (errors
+    too) reach the model marked as outside data, terminal controls stripped.
     """
 
     notes: tuple[str, ...] = ()
@@ -164,13 +207,15 @@ class Mounts:
 
     def __init__(
         self,
-        clients: Mapping[str, Client],
+        callers: Mapping[str, ToolCaller],
         tools: Mapping[str, list[Tool]],
         allow: Mapping[str, Sequence[str]] | None = None,
         gate: ToolGate | None = None,
+        untrusted: Collection[str] = UNTRUSTED_KINDS,
     ) -> None:
         self._gate = gate
-        self._clients = dict(clients)
+        self._untrusted = frozenset(untrusted)
+        self._callers = dict(callers)
         self._owner: dict[str, str] = {}
         self._hidden: dict[str, str] = {}
         self._schemas: list[JsonDict] = []
@@ -193,7 +238,7 @@ class Mounts:
 
     @property
     def kinds(self) -> list[str]:
-        return list(self._clients)
+        return list(self._callers)
 
     def tool_schemas(self) -> list[JsonDict]:
         return list(self._schemas)
@@ -219,23 +264,103 @@ class Mounts:
         refusal = await self._gate(kind, name, arguments) if self._gate is not None else None
         if refusal is not None:
             return ToolOutcome(refusal, True)
-        result = await self._clients[kind].call_tool(name, arguments)
-        return ToolOutcome(result_text(result), result.is_error)
+        result = await self._callers[kind](name, arguments)
+        text = result_text(result)
+        if kind in self._untrusted:
+            text = mark_untrusted(text, f"{kind}.{name}")
+        return ToolOutcome(text, result.is_error)
+
+
+class Connection:
+    """One mounted server's MCP session, held open by a task of the mounts' task group (so any of
+    the agent's tasks may open it) from :meth:`open` until :meth:`close`."""
+
+    def __init__(self, kind: str, target: ServerTarget, group: TaskGroup) -> None:
+        self.kind = kind
+        self._target = target
+        self._group = group
+        self._lock = anyio.Lock()
+        self._client: Client | None = None
+        self._broken: BaseException | None = None
+        self._closed = anyio.Event()
+
+    async def open(self) -> Client:
+        """The session, opened on the first call; a server that cannot start is a ToolServerError."""
+        async with self._lock:
+            if self._broken is not None:
+                raise ToolServerError(f"the {self.kind} tool server stopped: {self._broken}")
+            client = self._client
+            if client is None:
+                try:
+                    client = self._client = await self._group.start(self._hold)
+                except Exception as error:  # the server's own failure, named for the agent
+                    raise ToolServerError(f"the {self.kind} tool server failed to start: {error}") from error
+            return client
+
+    async def call_tool(self, name: str, arguments: JsonDict) -> CallToolResult:
+        return await (await self.open()).call_tool(name, arguments)
+
+    async def list_tools(self) -> list[Tool]:
+        return (await (await self.open()).list_tools()).tools
+
+    def close(self) -> None:
+        self._closed.set()
+
+    async def _hold(self, *, task_status: TaskStatus[Client]) -> None:
+        started = False
+        try:
+            async with Client(self._target) as client:
+                task_status.started(client)
+                started = True
+                await self._closed.wait()
+        except Exception as error:
+            if not started:
+                raise
+            self._broken = error  # a later call reports it; the agent's other work goes on
+
+
+async def _listed(kind: str, target: ServerTarget, connection: Connection) -> list[Tool]:
+    """A server's tools: read from the server itself in-process, over its session otherwise."""
+    if isinstance(target, MCPServer):
+        return await target.list_tools()
+    try:
+        return await connection.list_tools()
+    except ToolServerError:
+        raise
+    except Exception as error:
+        raise ToolServerError(f"the {kind} tool server failed to list its tools: {error}") from error
 
 
 @asynccontextmanager
 async def open_mounts(plan: MountPlan, link: HubLink, gate: ToolGate | None = None) -> AsyncGenerator[Mounts]:
-    """Connect every mount of ``plan``; disconnect (and stop stdio servers) on exit."""
-    async with AsyncExitStack() as stack:
-        clients: dict[str, Client] = {}
-        tools: dict[str, list[Tool]] = {}
-        for kind, target in build_targets(plan, link).items():
+    """Mount every server of ``plan`` (in-process ones connect on first use); disconnect (and stop
+    stdio servers) on exit."""
+    targets = build_targets(plan, link)
+    body_error: BaseException | None = None  # raised after the group, so the group does not wrap it
+    async with anyio.create_task_group() as group:
+        connections = {kind: Connection(kind, target, group) for kind, target in targets.items()}
+        try:
+            tools: dict[str, list[Tool]] = {}
+
+            async def list_one(kind: str) -> None:
+                tools[kind] = await _listed(kind, targets[kind], connections[kind])
+
             try:
-                client = await stack.enter_async_context(Client(target))
-                tools[kind] = (await client.list_tools()).tools
-            except Exception as error:  # a server that cannot start is this agent's failure, named
-                raise ToolServerError(f"the {kind} tool server failed to start: {error}") from error
-            clients[kind] = client
-        mounts = Mounts(clients, tools, plan.grants.tools, gate)
-        mounts.notes = prompt_notes(plan)
-        yield mounts
+                async with anyio.create_task_group() as listing:
+                    for kind in targets:
+                        listing.start_soon(list_one, kind)
+            except BaseExceptionGroup as group_error:
+                raise unwrap(group_error) from None
+            ordered = {kind: tools[kind] for kind in targets}
+            callers = {kind: connection.call_tool for kind, connection in connections.items()}
+            mounts = Mounts(callers, ordered, plan.grants.tools, gate)
+            mounts.notes = prompt_notes(plan)
+            try:
+                yield mounts
+            except BaseException as error:  # re-raised below, once the sessions are closed
+                body_error = error
+        finally:
+            for connection in connections.values():
+                connection.close()
+    if body_error is not None:
+        raise body_error
