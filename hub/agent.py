@@ -10,6 +10,7 @@ The loop is an async iterator of :class:`Step`; the tree, not the loop, announce
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -132,6 +133,9 @@ class AgentHooks:
     before_report: Callable[[Agent, str], Awaitable[None]] | None = None
     """Awaited with the final answer before it becomes the report (the ``before_report``
     checkpoint); it may wait for the user, and raises to stop the agent."""
+    idle: Callable[[], AbstractAsyncContextManager[None]] = nullcontext
+    """Held around a wait on others (children, the user, a key): the tree gives the agent's
+    running slot back meanwhile (:mod:`dispatch.hub.limits`)."""
 
 
 @dataclass
@@ -209,7 +213,8 @@ class Agent:
             except KeysExhausted as exhausted:
                 self.waiting_until = exhausted.until
                 self.set_state(AgentState.waiting_key, exhausted.reason)
-                await exhausted.wait()
+                async with self.hooks.idle():
+                    await exhausted.wait()
                 self.waiting_until = None
                 self.set_state(AgentState.running)
 
@@ -229,7 +234,8 @@ class Agent:
             elif not len(self.inbox) and self.hooks.live_children():
                 count = self.hooks.live_children()
                 self.set_state(AgentState.waiting_children, f"waiting for {count} children")
-                await self.inbox.not_empty()
+                async with self.hooks.idle():
+                    await self.inbox.not_empty()
                 self.set_state(AgentState.running)
             delivered = self._drain_inbox()
             if completion.tool_calls or delivered:

@@ -1,4 +1,4 @@
-"""``/api/approvals``, ``/api/artifacts``, ``/api/usage`` and ``/api/health``."""
+"""``/api/approvals``, ``/api/artifacts``, ``/api/usage``, ``/api/tool-servers`` and ``/api/health``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,17 @@ from fastapi import APIRouter, Path, Query
 from pydantic import Field
 
 from dispatch.hub.api_common import Body
-from dispatch.hub.service import ApprovalView, ArtifactView, Decision, HubService, Remember, UsageView, View
+from dispatch.hub.limits import LimitsView
+from dispatch.hub.service import (
+    ApprovalView,
+    ArtifactView,
+    Decision,
+    HubService,
+    Remember,
+    ToolServerView,
+    UsageView,
+    View,
+)
 
 
 class ApprovalAnswer(Body):
@@ -58,6 +68,18 @@ def misc_router(service: HubService) -> APIRouter:
     async def usage() -> UsageView:
         """Tokens and cost: in total and by agent, key, model and day."""
         return await service.usage()
+
+    @router.get("/tool-servers", tags=["tool servers"])
+    async def tool_servers() -> list[ToolServerView]:
+        """The config's outside MCP servers: transport, state (pinned, changed, unpinned, failed), their
+        tools with descriptions, and the pending approval of a changed tool list. Starts nothing."""
+        return await service.tool_servers()
+
+    @router.get("/limits", tags=["limits"])
+    async def limits() -> LimitsView:
+        """The hub-wide limits (config ``limits``) and their queues: agents running and waiting for a
+        running slot, model calls in flight and waiting for a slot."""
+        return service.limits()
 
     @router.get("/health", tags=["health"])
     async def health() -> Health:

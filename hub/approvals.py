@@ -20,6 +20,11 @@ What an answer's ``remember`` means:
   file ``<root>/.dispatch/config.yaml`` (any operation, any agent, later runs too); for a
   checkpoint, or a denial, it means ``session``.
 
+A **notice** (:meth:`Approvals.notify`) is a third kind that holds no agent: the hub asks the user
+about something agents go on without meanwhile (``tool_change``: an outside MCP server's tool list
+changed since it was pinned, see :mod:`dispatch.hub.tool_pins`); what an answer does is the
+callback its owner put in :attr:`Approvals.on_answer` for that kind.
+
 While it waits the agent is ``waiting_user`` with a reason; a checkpoint set to ``auto_approve``
 is approved by the hub when its time runs out. Every approval is kept in the store and announced
 (``approval.requested``, ``approval.resolved``) on the tree's event bus.
@@ -30,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -97,6 +103,8 @@ class Approvals:
         self._waiters: dict[str, _Waiter] = {}
         self._waiting: dict[str, int] = {}
         self._tools = ToolCheckpoints(tree.root)
+        self.on_answer: dict[str, Callable[[str, bool], Awaitable[None]]] = {}
+        """What answering a notice of a kind does: ``callback(approval_id, approved)``, after it is stored."""
         tree.access = self
         tree.checkpoints = self
 
@@ -181,6 +189,17 @@ class Approvals:
             f"(approval {answer.approval_id}); it did not run. Do not retry it; report what you could not do."
         )
 
+    async def notify(self, agent_id: str, kind: str, **asked: Any) -> str:
+        """Record a pending approval that holds no agent (the asking agent goes on meanwhile) and
+        announce it; returns its id. Answering it calls ``on_answer[kind]``."""
+        chain = [a.spec.name for a in self.chain(agent_id)] or [agent_id]
+        row: Row = {"id": new_id("ap"), "agent_id": agent_id, "chain": json.dumps(chain), "kind": kind,
+                    "created_at": _iso(datetime.now(UTC)), "state": "pending", **asked}  # fmt: skip
+        await self._store.add_approval(row)
+        view = self._view(row).model_dump(exclude={"id", "agent_id", "state"})
+        self._tree.events.publish("approval.requested", agent_id, approval_id=row["id"], **view)
+        return row["id"]
+
     async def _ask(self, agent: Agent, reason: str, *, after_s: float | None = None, **asked: Any) -> Answer:
         now = datetime.now(UTC)
         row: Row = {
@@ -256,11 +275,14 @@ class Approvals:
         self._remember(row, approved, remember)
         waiter = waiter or _Waiter(row["agent_id"])
         await self._resolve(approval_id, waiter, approved, "the user", remember, f"{decision} ({remember})")
+        callback = self.on_answer.get(row["kind"])
+        if callback is not None:
+            await callback(approval_id, approved)
         return self._view({**row, "state": "approved" if approved else "denied"})
 
     def _remember(self, row: Row, approved: bool, remember: Remember) -> None:
-        if remember == "once":
-            return
+        if remember == "once" or row["kind"] not in ("path", "checkpoint"):
+            return  # a notice: its owner's on_answer callback acts on the answer
         if row["kind"] == "checkpoint":
             self._remembered[(row["agent_id"], row["checkpoint"])] = approved
         elif not _is_path(row["path"]):  # a pseudo target ("network", "$ command"): this session only

@@ -59,9 +59,24 @@ class Catalog:
         return catalog
 
     def check(self) -> None:
-        """Every skill a template names exists and is unambiguous; ConfigError otherwise."""
+        """Every skill a template names exists and is unambiguous, and every outside MCP server it
+        names is configured; ConfigError otherwise."""
         for entry in self.templates.values():
             self._check_skills(entry, entry.template, ())
+            self._check_servers(entry, entry.template, ())
+
+    def _check_servers(self, entry: TemplateEntry, template: Template, loc: Loc) -> None:
+        for name in template.tools.outside() if template.tools is not None else ():
+            if name not in self.config.mcp_servers:
+                here = (*loc, "tools", name)
+                known = ", ".join(self.config.mcp_servers) or "none are configured"
+                raise ConfigError(
+                    f"{entry.source.where(here)}: {field_path(here)}: unknown tool server {name!r}; expected a "
+                    f"built-in one (fs, shell, lsp, summon, web) or one of the config's mcp_servers ({known})"
+                )
+        for index, child in enumerate(template.children or ()):
+            if isinstance(child, Template):
+                self._check_servers(entry, child, (*loc, "children", index))
 
     def _check_skills(self, entry: TemplateEntry, template: Template, loc: Loc) -> None:
         for index, ref in enumerate(template.skills):
@@ -151,12 +166,15 @@ class Catalog:
         model = model or chosen.model
         if not model:
             raise UserError(f"template {chosen.name!r} names no model; give one with --model")
+        private = self.config.web.allow_private  # the top agent's web_private grant
         if chosen.tools is None:
-            grants = Grants.everything()
+            web_private = private if isinstance(private, bool) else tuple(private)
+            grants = Grants.everything().model_copy(update={"web_private": web_private})
         else:
             web = chosen.tools.allowed("web") != ()
             scope = (ROOT,) if chosen.writes() else ()
-            grants = narrow(Grants.everything(), chosen, GrantRequest(web=web or None), scope)
+            request = GrantRequest(web=web or None, web_private=private or None, mcp_servers=True)
+            grants = narrow(Grants.everything().model_copy(update={"web_private": True}), chosen, request, scope)
         spec = AgentSpec(
             id=new_id(),
             name=chosen.name,

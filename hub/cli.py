@@ -125,11 +125,15 @@ def doctor(
     root: Annotated[Path, typer.Option("--root", help="the project to check")] = Path("."),
 ) -> None:
     """Check what Dispatch needs: the project's languages and their language servers (found, or
-    how to install them), and the sandbox for the shell. Exits 1 when something is missing."""
+    how to install them), the sandbox for the shell, and the outside MCP servers of the config
+    (started to list their tools, compared with the pinned lists). Exits 1 when something is missing."""
     from dispatch.hub.doctor import check_sandbox, run_doctor
+    from dispatch.hub.doctor_servers import check_tool_servers
+    from dispatch.hub.store import DB_NAME
 
     config = _catalog(root).config
-    text, code = run_doctor(root, config.lsp, sandbox=check_sandbox(setting=config.sandbox))
+    servers = check_tool_servers(config.mcp_servers, _data_dir(None) / DB_NAME) if config.mcp_servers else None
+    text, code = run_doctor(root, config.lsp, sandbox=check_sandbox(setting=config.sandbox), tool_servers=servers)
     typer.echo(text)
     raise typer.Exit(code)
 

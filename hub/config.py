@@ -2,8 +2,9 @@
 ``<root>/.dispatch/config.yaml``, merged field by field (the project wins), ``${ENV}`` interpolated,
 validated with pydantic. Every error names the file, the line, the field path and the expectation.
 
-Sections: ``permissions`` (here), ``models`` (owned by ``dispatch.hub.llm``) and ``lsp`` (owned by
-``dispatch.hub.lsp``); each section's owner defines its model. Templates live in their own files
+Sections: ``permissions`` (here), ``models`` (owned by ``dispatch.hub.llm``), ``lsp`` (owned by
+``dispatch.hub.lsp``) and ``web`` (owned by ``dispatch.servers.web_search``); each section's owner
+defines its model. Templates live in their own files
 (:mod:`dispatch.hub.templates`).
 """
 
@@ -16,8 +17,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from dispatch.hub.config_files import Loc, Source, interpolate, merge, validate
+from dispatch.hub.limits import LimitsConfig
 from dispatch.hub.llm.models_config import ModelsConfig
 from dispatch.hub.lsp.settings import LspSettings
+from dispatch.hub.outside_config import McpServers
+from dispatch.servers.web_search import WebConfig
 
 CONFIG_NAME = "config.yaml"
 UNION_FIELDS: frozenset[Loc] = frozenset({("permissions", "auto_allow")})
@@ -68,6 +72,23 @@ class DispatchConfig(BaseModel):
         default="auto",
         description="auto: shell commands run in the OS sandbox (bubblewrap and/or Landlock), and the shell is "
         "disabled where there is neither; off: no sandbox, and the user approves every command first",
+    )
+    limits: LimitsConfig = Field(
+        default_factory=LimitsConfig,
+        description="hub-wide caps: agents taking steps at once (running_agents) and model calls in flight "
+        "(model_calls); more wait, visible in GET /api/limits",
+    )
+    web: WebConfig = Field(
+        default_factory=WebConfig,
+        description="the web server: search provider (web.search) and private addresses for the top agent "
+        "(web.allow_private)",
+    )
+
+    mcp_servers: McpServers = Field(
+        default_factory=McpServers,
+        description="outside MCP servers agents may be granted, by name: a stdio command (command, args, env, cwd) "
+        "or a streamable HTTP url (headers); per_agent: true for one process per agent "
+        "(dispatch.hub.outside_config owns this section)",
     )
 
 

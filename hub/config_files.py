@@ -15,7 +15,7 @@ import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast, get_args
+from typing import Any, TypeVar, cast, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -142,13 +142,16 @@ def _shown(value: object) -> str:
 def _fields_at(model: type[BaseModel], loc: Loc) -> list[str]:
     """The field names allowed where ``loc`` points, walking nested models (empty when unknown)."""
     current: Any = model
+    keyed = False  # the part before named a mapping of models (mcp_servers): this part is its key
     for part in loc:
-        if not (isinstance(current, type) and issubclass(current, BaseModel)) or not isinstance(part, str):
+        if keyed or not (isinstance(current, type) and issubclass(current, BaseModel)) or not isinstance(part, str):
+            keyed = False
             continue
         info = current.model_fields.get(part)
         if info is None:
             return []
         annotation = info.annotation
+        keyed = get_origin(annotation) is dict
         nested = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)]
         current = next((a for a in nested if issubclass(a, BaseModel)), annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):

@@ -26,7 +26,7 @@ class Finding:
 
     topic: str
     text: str
-    status: Literal["ok", "missing", "off"] = "ok"
+    status: Literal["ok", "missing", "off", "changed", "failed"] = "ok"
 
 
 def check_language_servers(root: Path, settings: LspSettings, search_path: str | None = None) -> list[Finding]:
@@ -75,6 +75,7 @@ def run_doctor(
     settings: LspSettings | None = None,
     search_path: str | None = None,
     sandbox: list[Finding] | None = None,
+    tool_servers: list[Finding] | None = None,
 ) -> tuple[str, int]:
     """The report as text, and the exit code: 0 when nothing is missing, 1 otherwise.
     ``sandbox``: the sandbox findings (:func:`check_sandbox`); None leaves the section out."""
@@ -85,6 +86,12 @@ def run_doctor(
     if sandbox is not None:
         lines += _section("Sandbox (for the shell and fs tools):", sandbox)
         findings = findings + sandbox
+    if tool_servers:  # dispatch.hub.doctor_servers
+        lines += _section("Outside MCP servers (mcp_servers) and the tools agents are shown:", tool_servers)
+        findings = findings + tool_servers
     missing = [f for f in findings if f.status == "missing"]
     lines += ["", f"{len(missing)} missing; install them as shown." if missing else "Nothing is missing."]
+    troubled = [f.topic for f in findings if f.status in ("changed", "failed")]
+    lines += [f"Outside servers to look at: {', '.join(troubled)}."] if troubled else []
+    missing += [f for f in findings if f.status in ("changed", "failed")]
     return "\n".join(lines), 1 if missing else 0

@@ -3,16 +3,24 @@
 Paths in grants are root-relative posix strings (``"."`` is the whole project root). ``write`` is
 the agent's *scope*: the paths it may write; siblings running at the same time never overlap.
 Paths outside the root come through approvals in a later stage, not through grants here.
+
+``web`` is ``true`` (any public host) or a list of hosts, each covering its subdomains; a child's
+hosts must be covered by its parent's (``true`` covers any list). ``web_private`` lets the web server
+reach loopback, private and link-local addresses: ``true`` for all, or a list of addresses and
+networks, likewise covered by the parent's (:mod:`dispatch.servers.web_policy` holds both rules).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import PurePosixPath
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dispatch.hub.outside_grants import McpGrant, asked_servers, asked_tools, has_server, mcp_excess
 from dispatch.servers.hublink import GrantRequest
+from dispatch.servers.web_policy import host_covers, network_covers, normalize_host, normalize_network
 
 ROOT = "."
 SERVER_FLAGS = ("shell", "summon", "lsp", "web")
@@ -50,6 +58,40 @@ def covered_by_any(path: str, containers: Iterable[str]) -> bool:
     return any(covers(c, path) for c in containers)
 
 
+AnyOrList = bool | tuple[str, ...]
+"""A grant that is off, on for everything (``True``), or on for some entries only."""
+
+
+def _any_or_list(value: Any, normalize: Callable[[str], str]) -> Any:
+    if isinstance(value, list | tuple):
+        entries = tuple(dict.fromkeys(normalize(str(v)) for v in cast(Iterable[Any], value)))
+        return entries or False
+    return value
+
+
+def _list_excess(name: str, mine: AnyOrList, theirs: AnyOrList, inside: Callable[[str, str], bool]) -> list[str]:
+    """How the grant ``mine`` exceeds the parent's ``theirs`` (``inside(container, entry)``)."""
+    if not mine or theirs is True:
+        return []
+    if not theirs:
+        return [f"{name}: the parent has no {name} grant"]
+    allowed = ", ".join(theirs)
+    if mine is True:
+        return [f"{name}: true (all), but the parent has only {allowed}"]
+    return [
+        f"{name} {entry!r}: not covered by the parent's {name} ({allowed})"
+        for entry in mine
+        if not any(inside(t, entry) for t in theirs)
+    ]
+
+
+def _inherit(asked: bool | list[str] | None, parents: AnyOrList) -> AnyOrList:
+    """A child's grant from its request: ``True`` means as much as the parent has."""
+    if asked is True and parents:
+        return parents
+    return tuple(asked) if isinstance(asked, list) else bool(asked)
+
+
 class Grants(BaseModel):
     """What one agent may do. Which servers are mounted follows from these flags."""
 
@@ -58,7 +100,14 @@ class Grants(BaseModel):
     shell: bool = Field(default=False, description="mount the shell server")
     summon: bool = Field(default=False, description="mount the summon server (an orchestrator)")
     lsp: bool = Field(default=False, description="mount the lsp server")
-    web: bool = Field(default=False, description="web fetch (no web server exists yet: the grant mounts nothing)")
+    web: AnyOrList = Field(
+        default=False, description="mount the web server: true for any public host, or the hosts it may fetch from"
+    )
+    web_private: AnyOrList = Field(
+        default=False,
+        description="the web server may also reach loopback, private and link-local addresses: true for all, "
+        "or a list of addresses and networks (127.0.0.1, 10.0.0.0/8)",
+    )
     read: tuple[str, ...] = Field(default=(ROOT,), description="root-relative paths it may read")
     write: tuple[str, ...] = Field(default=(), description="its scope: root-relative paths it may write")
     max_depth: int | None = Field(default=None, ge=0, description="levels of descendants; None: unlimited")
@@ -66,29 +115,48 @@ class Grants(BaseModel):
         default_factory=dict[str, tuple[str, ...]],
         description="per-server allow-lists (fs: only these tools); a server absent here offers all its tools",
     )
+    mcp_servers: McpGrant = Field(
+        default=(), description="outside MCP servers of the config, by name; 'all': every configured one"
+    )
 
     @field_validator("read", "write", mode="before")
     @classmethod
     def _normalize(cls, value: Iterable[str]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(normalize_path(p) for p in value))
 
+    @field_validator("web", mode="before")
+    @classmethod
+    def _hosts(cls, value: Any) -> Any:
+        return _any_or_list(value, normalize_host)
+
+    @field_validator("web_private", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        return _any_or_list(value, normalize_network)
+
     @classmethod
     def everything(cls) -> Grants:
-        """The top agent's grants: every server, the whole root, unlimited depth."""
-        return cls(shell=True, summon=True, lsp=True, web=True, read=(ROOT,), write=(ROOT,))
+        """The top agent's grants: every server, the whole root, unlimited depth; no private
+        network addresses (``web_private`` comes from the config's ``web.allow_private``)."""
+        return cls(shell=True, summon=True, lsp=True, web=True, read=(ROOT,), write=(ROOT,), mcp_servers="all")
 
     def serves(self, kind: str) -> bool:
         """Whether these grants give any tool of the server ``kind`` (inbox, fs, shell, ...)."""
         if self.tools.get(kind) == ():
             return False
-        return bool(getattr(self, kind)) if kind in SERVER_FLAGS else True
+        if kind in SERVER_FLAGS:
+            return bool(getattr(self, kind))
+        return kind in ("inbox", "fs") or has_server(self.mcp_servers, kind)  # else an outside server
 
     def excess_over(self, parent: Grants) -> list[str]:
         """Each way these grants exceed ``parent``'s, in words; empty when they are a subset."""
         excess: list[str] = []
         for flag in SERVER_FLAGS:
-            if getattr(self, flag) and not getattr(parent, flag):
+            if flag != "web" and getattr(self, flag) and not getattr(parent, flag):
                 excess.append(f"{flag}: the parent has no {flag} grant")
+        excess += _list_excess("web", self.web, parent.web, host_covers)
+        excess += _list_excess("web_private", self.web_private, parent.web_private, network_covers)
+        excess += mcp_excess(self.mcp_servers, parent.mcp_servers)
         for kind, theirs in parent.tools.items():
             mine = self.tools.get(kind)
             if not self.serves(kind):
@@ -107,8 +175,9 @@ class Grants(BaseModel):
         return excess
 
     def for_child(self, request: GrantRequest, scope: Iterable[str]) -> Grants:
-        """The grants a child asks for: unset fields inherit, except summon and web (off unless
-        asked); per-server tool lists are inherited.
+        """The grants a child asks for: unset fields inherit, except summon, web and web_private
+        (off unless asked; ``true`` asks for as much as the parent has); per-server tool lists are
+        inherited.
 
         The result is not checked here; call :meth:`excess_over` with these grants as parent.
         """
@@ -119,9 +188,11 @@ class Grants(BaseModel):
             shell=self.shell if request.shell is None else request.shell,
             summon=bool(request.summon),
             lsp=self.lsp if request.lsp is None else request.lsp,
-            web=bool(request.web),
+            web=_inherit(request.web, self.web),
+            web_private=_inherit(request.web_private, self.web_private) if request.web else False,
             read=self.read if request.read is None else tuple(request.read),
             write=tuple(scope),
             max_depth=depth,
-            tools=self.tools,
+            tools={**self.tools, **asked_tools(request)},
+            mcp_servers=asked_servers(request, self.mcp_servers),
         )

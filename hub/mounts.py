@@ -14,6 +14,12 @@ When: an in-process server's tools are read from the server itself, and its MCP 
 on the agent's first call to one of them (most agents never call most of their servers, and a
 spawn must stay cheap: a few milliseconds for all five). A stdio server is started at once, all of
 them concurrently, since its tools are known only from the server.
+
+Outside MCP servers (the config's ``mcp_servers``, granted by name) come from the hub's pool
+(:mod:`dispatch.hub.outside_servers`): their results reach the model marked untrusted, and one
+whose tool list changed since the user pinned it is left out, with a prompt note saying why. Tool
+names are unique across an agent's mounts: a clash is refused, naming both servers (grant one of
+them narrowed, e.g. ``github: [get_issue]``, to resolve it).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from mcp_types import CallToolResult, TextContent, Tool
 
 from dispatch.hub.errors import ToolServerError, unwrap
 from dispatch.hub.grants import ROOT, Grants
+from dispatch.hub.outside_servers import OutsideServers, open_outside
 from dispatch.hub.untrusted import mark_untrusted
 from dispatch.servers import fs, inbox, lsp, shell, summon, web
 from dispatch.servers.hublink import HubLink
@@ -77,6 +84,10 @@ class MountPlan:
     """The config's ``sandbox``: how the shell runs (see :func:`shell_mode`)."""
     web_search: SearchConfig | None = None
     """The config's ``web.search``: the provider of the web server's ``search`` tool; None: not configured."""
+    outside: OutsideServers | None = None
+    """The hub's outside MCP servers (config ``mcp_servers``, :mod:`dispatch.hub.outside_servers`); None: none."""
+    agent_id: str = ""
+    """Whose mounts these are (an outside server's changed tool list is asked about in its name)."""
 
     def kinds(self) -> list[str]:
         kinds = [kind for kind in ("inbox", "fs", "shell") if self.grants.serves(kind)]
@@ -353,12 +364,14 @@ async def open_mounts(plan: MountPlan, link: HubLink, gate: ToolGate | None = No
                 raise unwrap(group_error) from None
             ordered = {kind: tools[kind] for kind in targets}
             callers = {kind: connection.call_tool for kind, connection in connections.items()}
-            mounts = Mounts(callers, ordered, plan.grants.tools, gate)
-            mounts.notes = prompt_notes(plan)
-            try:
-                yield mounts
-            except BaseException as error:  # re-raised below, once the sessions are closed
-                body_error = error
+            async with open_outside(plan.outside, plan.grants, plan.agent_id) as outside:  # outside data: untrusted
+                untrusted = UNTRUSTED_KINDS | outside.kinds
+                mounts = Mounts(callers | outside.callers, ordered | outside.tools, plan.grants.tools, gate, untrusted)
+                mounts.notes = prompt_notes(plan) + outside.notes
+                try:
+                    yield mounts
+                except BaseException as error:  # re-raised below, once the sessions are closed
+                    body_error = error
         finally:
             for connection in connections.values():
                 connection.close()

@@ -21,6 +21,7 @@ from dispatch.hub.llm.client import Usage
 from dispatch.hub.llm.router import Router
 from dispatch.hub.lsp.manager import LspManager
 from dispatch.hub.store import Store
+from dispatch.hub.tool_pins import ToolPins
 from dispatch.hub.tree import AgentTree
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
@@ -64,6 +65,7 @@ async def _run(spec: AgentSpec, catalog: Catalog, root: Path, json_output: bool)
         AgentTree(root, Router(catalog.config.models, store), events, catalog, lsp=lsp) as tree,
         events.subscribe() as stream,
     ):
+        tree.outside.pins = ToolPins(store)  # no approvals here: a changed tool list is left out, saying why
         top = tree.start(spec)
         view = LiveView(tree)
         if json_output:

@@ -36,13 +36,15 @@ from dispatch.hub.events import Event
 from dispatch.hub.ids import new_id
 from dispatch.hub.journal import JournaledBus, Recorder
 from dispatch.hub.lifecycle import DEFAULT_DEADLINE_S, HubLock, drain, hub_logging, prepare_data_dir, resolved
+from dispatch.hub.limits import LimitsView
 from dispatch.hub.llm.client import ModelClient
 from dispatch.hub.llm.router import Router
 from dispatch.hub.lsp.manager import LspManager
 from dispatch.hub.persistence import AgentRow, Records
 from dispatch.hub.resume import Restorer, mark_interrupted, paused
-from dispatch.hub.service import AgentDetail, AgentView, HubService
+from dispatch.hub.service import AgentDetail, AgentView, HubService, ToolServerView
 from dispatch.hub.store import DB_NAME, Store
+from dispatch.hub.tool_pins import ToolPins
 from dispatch.hub.tree import AgentTree
 from dispatch.servers.hublink import USER_KINDS, MessageKind
 
@@ -99,6 +101,7 @@ class Hub(Delegation):
             tree = AgentTree(root, client, bus, catalog, lsp=lsp, artifacts=records)
             bus.recorder.lookup = tree.agents.get
             approvals = Approvals(store, tree)
+            tree.outside.pins = ToolPins(store, approvals)  # changed tool lists are asked about here
             await stack.enter_async_context(tree)
             chats = await stack.enter_async_context(ChatService(store, tree, model=default_model))
             bus.recorder.chat_lookup = chats.chat_of
@@ -136,6 +139,14 @@ class Hub(Delegation):
             await self._bus.journal.flush()
             self._bus.close_subscribers()
         self._stopped.set()
+
+    def limits(self) -> LimitsView:
+        """The hub-wide limits and their queues now."""
+        return self.tree.limits.view()
+
+    async def tool_servers(self) -> list[ToolServerView]:
+        """The config's outside MCP servers: transport, state, tools and any pending approval."""
+        return await self.tree.outside.views()
 
     async def wait_finished(self, agent_id: str) -> AgentView:
         """Wait until the (live) agent has stopped running: finished or interrupted."""

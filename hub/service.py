@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from dispatch.hub.events import Event
+from dispatch.hub.limits import LimitsView
 from dispatch.servers.hublink import MessageKind
 
 if TYPE_CHECKING:  # defined beside the threads (which import View from here)
@@ -83,13 +84,14 @@ class ChatDetail(ChatView):
 
 class ApprovalView(View):
     id: str
-    kind: Literal["path", "checkpoint"]
+    kind: Literal["path", "checkpoint", "tool_change"]
     agent_id: str
     chain: list[str] = Field(description="names from the top agent down to the asking agent")
     path: str | None
     operation: Literal["read", "write", "execute"] | None
     checkpoint: str | None
-    content: str | None = Field(description="what the checkpoint shows, e.g. the plan")
+    server: str | None = Field(default=None, description="tool_change: the outside MCP server whose tools changed")
+    content: str | None = Field(description="what the checkpoint shows, e.g. the plan; tool_change: the diff")
     created_at: str
     auto_approve_at: str | None
     state: Literal["pending", "approved", "denied"]
@@ -110,6 +112,27 @@ class UsageView(View):
     by_key: dict[str, dict[str, float]]
     by_model: dict[str, dict[str, float]]
     by_day: dict[str, dict[str, float]]
+
+
+class ToolInfo(View):
+    name: str
+    description: str
+
+
+class ToolServerView(View):
+    """An outside MCP server of the config (``mcp_servers``) and what the hub knows of it."""
+
+    name: str
+    transport: Literal["stdio", "http"]
+    state: Literal["pinned", "changed", "unpinned", "failed"] = Field(
+        description="pinned: its tool list is the one the user trusts; changed: it differs and agents do not get "
+        "it until the change is approved; unpinned: not started yet with this data directory; failed: it did not "
+        "start at its last use in this run (the agent that used it was told why)"
+    )
+    tools: list[ToolInfo] = Field(
+        description="the tools it offered when last started (the pinned list while it has not started in this run)"
+    )
+    approval_id: str | None = Field(description="the pending approval of a changed tool list, or null")
 
 
 class HubService(Protocol):
@@ -149,6 +172,8 @@ class HubService(Protocol):
     async def artifacts(self, query: str | None = None, kind: str | None = None) -> list[ArtifactView]: ...
     async def artifact(self, artifact_id: str) -> ArtifactView: ...
     async def usage(self) -> UsageView: ...
+    async def tool_servers(self) -> list[ToolServerView]: ...
+    def limits(self) -> LimitsView: ...
 
     # events: replay from the store, then live
     def follow_events(self, since: int | None = None) -> AbstractAsyncContextManager[AsyncIterator[Event]]:

@@ -30,6 +30,10 @@ a fork shares its history; ``chat_messages_fts`` indexes the text), ``approvals`
 checkpoints: ``chain`` a JSON list of names, ``state`` pending / approved / denied, ``decided_by``
 "the user" / "auto_approve" / "the hub", ``remember``), ``agent_threads`` and ``agent_thread_messages`` (a
 detached agent's questions, role ``agent``, and the user's answers, role ``user``).
+
+Table of outside MCP servers (m103): ``tool_pins``, one row per server name: the ``hash`` of the
+tool list the user trusts, that list itself (``tools``, JSON: name, description, input schema),
+``pinned_at``, and ``approval_id`` (the approval of a change; null when pinned on first use).
 """
 
 from __future__ import annotations
@@ -238,6 +242,16 @@ def m102_agent_threads(db: Database) -> None:
         not_null={"agent_id", "role", "text", "created_at"},
     )
     db.table("agent_thread_messages").create_index(["agent_id", "created_at"])
+
+
+@MIGRATIONS()
+def m103_tool_pins(db: Database) -> None:
+    db.table("tool_pins").create(
+        {"server": str, "hash": str, "tools": str, "pinned_at": str, "approval_id": str},
+        pk="server",
+        not_null={"hash", "tools", "pinned_at"},
+    )
+    db.table("approvals").add_column("server", str)  # a tool_change approval's server
 
 
 def data_dir() -> Path:
@@ -493,3 +507,12 @@ class Store:
     async def thread_messages(self, agent_id: str) -> list[Row]:
         sql = "select * from agent_thread_messages where agent_id = ? order by created_at, rowid"
         return await self._run(lambda: self._rows(sql, (agent_id,)))
+
+    # ---- outside servers' pinned tool lists (m103; dispatch.hub.tool_pins) --------------------------
+
+    async def tool_pin(self, server: str) -> Row | None:
+        return await self._one("select * from tool_pins where server = ?", (server,))
+
+    async def set_tool_pin(self, row: Row) -> None:
+        """Pin (or re-pin) a server's tool list: a whole row, replacing the one before."""
+        await self._write(lambda: self.db.table("tool_pins").insert(row, replace=True))

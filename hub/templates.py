@@ -25,24 +25,29 @@ from dispatch.hub.config import global_dir, project_dir
 from dispatch.hub.config_files import Source, validate
 from dispatch.hub.errors import ConfigError
 from dispatch.hub.grants import SERVER_FLAGS, Grants
+from dispatch.hub.outside_grants import template_outside
 from dispatch.servers.hublink import GrantRequest
 
 KNOWN_TOOLS: dict[str, tuple[str, ...]] = {
     "fs": ("read_file", "write_file", "edit_file", "list_dir", "glob", "grep"),
     "shell": ("run",),
     "summon": ("summon", "wait", "message_child", "cancel_child", "children", "templates"),
+    "web": ("fetch", "search"),
 }
 """Tools of each server, to check template lists at load time (a test keeps this true). Servers
-missing here (``lsp``; ``web``, which does not exist yet) are checked when they are mounted."""
+missing here (``lsp``) are checked when they are mounted."""
 FS_WRITE_TOOLS = ("write_file", "edit_file")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class ToolSet(BaseModel):
     """Which tool servers a template's agents get, and which tools of each: ``true`` (all its
-    tools), ``false`` or absent (the server is not mounted), or a list of tool names."""
+    tools), ``false`` or absent (the server is not mounted), or a list of tool names. Outside MCP
+    servers of the config (``mcp_servers``) are named the same way (``github: [get_issue]``); their
+    names are checked against the config when the catalog loads (:mod:`dispatch.hub.outside_grants`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, bool | list[str]] = Field(init=False)  # pyright: ignore[reportIncompatibleVariableOverride]  # outside servers
 
     fs: bool | list[str] = Field(default=False, description="files: read, list, glob, grep; write within scope")
     shell: bool | list[str] = Field(default=False, description="shell commands in the project root")
@@ -50,7 +55,7 @@ class ToolSet(BaseModel):
     summon: bool | list[str] = Field(default=False, description="child agents: summon, wait, message, cancel")
     web: bool | list[str] = Field(
         default=False,
-        description="web fetch, only when the parent grants it in summon too (no web server yet: mounts nothing)",
+        description="web fetch and search, only when the parent grants web in summon too (with its hosts)",
     )
 
     @field_validator("*", mode="before")
@@ -68,9 +73,13 @@ class ToolSet(BaseModel):
             raise ValueError(f"unknown {kind} tool {unknown[0]!r}; expected some of: {', '.join(known or ())}")
         return names
 
+    def outside(self) -> dict[str, tuple[str, ...] | None]:
+        """The outside servers it names: each with None (all its tools), ``()`` (none) or some."""
+        return {name: self.allowed(name) for name in self.__pydantic_extra__}
+
     def allowed(self, kind: str) -> tuple[str, ...] | None:
         """The tools of one server: None for all of them, ``()`` for none (not mounted)."""
-        value: bool | list[str] = getattr(self, kind)
+        value: bool | list[str] = getattr(self, kind, False)
         if value is True:
             return None
         return tuple(value) if isinstance(value, list) else ()
@@ -126,7 +135,7 @@ class Template(BaseModel):
         if self.tools is None:
             return "as the parent"
         parts: list[str] = []
-        for kind in ToolSet.model_fields:
+        for kind in [*ToolSet.model_fields, *self.tools.outside()]:
             allowed = self.tools.allowed(kind)
             parts += [kind] if allowed is None else [f"{kind}[{','.join(allowed)}]"] if allowed else []
         return " ".join(parts) or "none"
@@ -195,21 +204,24 @@ def narrow(parent: Grants, template: Template, request: GrantRequest, scope: tup
     """The grants of a child of ``template`` that the parent asks for with ``request``.
 
     The template sets the servers and tools; the request may only turn servers off (``web`` is
-    off unless the request turns it on). Raises ValueError when the request asks for more than
-    the template. The result is not checked against ``parent``: call ``excess_over``.
+    off unless the request turns it on, and its hosts come from the request). Raises ValueError
+    when the request asks for more than the template. The result is not checked against
+    ``parent``: call ``excess_over``.
     """
     tools = template.tools
     if tools is None:
         return parent.for_child(request, scope)
     flags: dict[str, bool] = {}
     for kind in ("shell", "lsp", "summon", "web"):
-        asked: bool | None = getattr(request, kind)
+        asked: bool | list[str] | None = getattr(request, kind)
         if asked and tools.allowed(kind) == ():
             raise ValueError(f"template {template.name!r} has no {kind}; summon it without {kind}: true")
-        flags[kind] = bool(asked) if kind == "web" else tools.allowed(kind) != () and asked is not False
+        if kind != "web":  # web and its hosts come from the request alone (parent.for_child)
+            flags[kind] = tools.allowed(kind) != () and asked is not False
     if scope and not template.writes():
         raise ValueError(f"template {template.name!r} cannot write files; summon it without a scope")
-    lists = {k: tools.allowed(k) for k in ("fs", "shell", "lsp", "summon")}
+    lists = {k: tools.allowed(k) for k in ("fs", "shell", "lsp", "summon", "web")}
     allow = {k: a for k, a in lists.items() if a is not None and (a or k not in SERVER_FLAGS)}
     base = parent.for_child(request, scope)
-    return base.model_copy(update={**flags, "tools": allow})
+    outside = template_outside(template.name, tools.outside(), request, base.mcp_servers, base.tools)
+    return base.model_copy(update={**flags, "tools": {**allow, **outside.tools}, "mcp_servers": outside.servers})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import aclosing
+from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -26,8 +26,10 @@ from dispatch.hub.catalog import Catalog
 from dispatch.hub.errors import BudgetExceeded, DispatchError, UnknownAgentError, UserError, unwrap
 from dispatch.hub.events import EventBus
 from dispatch.hub.ids import new_id
+from dispatch.hub.limits import Limits, RunningSlot
 from dispatch.hub.llm.client import ModelClient, ToolCallRequest, Usage
 from dispatch.hub.mounts import MountPlan, ToolGate, open_mounts
+from dispatch.hub.outside_servers import OutsideServers
 from dispatch.hub.tree_link import AccessBroker, ArtifactShelf, CheckpointGate, TreeLink
 from dispatch.servers.hublink import InboxMessage, MessageKind
 from dispatch.servers.lsp import LspBackend
@@ -47,6 +49,7 @@ class AgentTree:
         lsp: LspBackend | None = None,
         access: AccessBroker | None = None,
         artifacts: ArtifactShelf | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.root = root.resolve()
         self.access = access
@@ -59,14 +62,19 @@ class AgentTree:
         """Where ``save_artifact`` / ``find_artifacts`` keep and search; None: those tools refuse."""
         self.lsp = lsp
         """The hub's language servers (an entered ``LspManager``), shared by every agent; None: no lsp mounts."""
-        self.model = model
         self.events = events or EventBus()
         self.catalog = catalog or Catalog.builtin()
         """Templates and skills (``Catalog.load(root)`` for a project's; the built-ins by default)."""
+        self.limits = limits or Limits(self.catalog.config.limits)
+        """Agents taking steps and model calls in flight at once, hub-wide (the config's ``limits``)."""
+        self.model = self.limits.capped(model)
+        self.outside = OutsideServers(self.catalog.config.mcp_servers)
+        """The config's outside MCP servers, opened and closed with the tree; the hub sets its ``pins``."""
         self.agents: dict[str, Agent] = {}
         self._children: dict[str, list[str]] = {}
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
         self._scopes: dict[str, anyio.CancelScope] = {}
+        self._slots: dict[str, RunningSlot] = {}
         self._budget_stops: dict[str, str] = {}
         self._interrupts: set[str] = set()
         self.draining = False
@@ -74,6 +82,7 @@ class AgentTree:
         self._group: TaskGroup | None = None
 
     async def __aenter__(self) -> AgentTree:
+        await self.outside.__aenter__()
         self._group = await anyio.create_task_group().__aenter__()
         return self
 
@@ -82,7 +91,10 @@ class AgentTree:
     ) -> bool | None:
         assert self._group is not None
         self._group.cancel_scope.cancel()
-        return await self._group.__aexit__(kind, error, tb)
+        try:
+            return await self._group.__aexit__(kind, error, tb)
+        finally:
+            await self.outside.__aexit__(None, None, None)  # after every agent: their shared servers stop
 
     # ---- looking things up -------------------------------------------------------------------
 
@@ -126,6 +138,7 @@ class AgentTree:
             on_tool_call=self._announce_tool_call,
             on_tool_result=self._announce_tool_result,
             before_report=self._before_report,
+            idle=lambda: self._idle(spec.id),
         )
         agent = Agent(spec=spec, hooks=hooks, loaded_skills=skills)
         if restore is not None:
@@ -166,9 +179,9 @@ class AgentTree:
             try:
                 if limiter is not None:
                     async with limiter:
-                        await self._loop(agent)
+                        await self._run_in_slot(agent)
                 else:
-                    await self._loop(agent)
+                    await self._run_in_slot(agent)
             except Exception as raised:  # whatever went wrong fails this agent, never the hub
                 error = unwrap(raised)
                 if isinstance(error, DispatchError):
@@ -193,6 +206,19 @@ class AgentTree:
             self._report_to_parent(agent)
         agent.finished.set()
 
+    async def _run_in_slot(self, agent: Agent) -> None:
+        """Run the agent holding one of the hub's running slots (pending, queued, until one is free)."""
+        async with self.limits.running(lambda reason: agent.set_state(AgentState.pending, reason)) as slot:
+            self._slots[agent.id] = slot
+            try:
+                await self._loop(agent)
+            finally:
+                del self._slots[agent.id]
+
+    def _idle(self, agent_id: str) -> AbstractAsyncContextManager[None]:
+        slot = self._slots.get(agent_id)
+        return slot.idle() if slot is not None else nullcontext()
+
     async def _loop(self, agent: Agent) -> None:
         if self.draining:  # summoned (or freed from its parent's limit) while the hub stops
             agent.set_state(AgentState.interrupted, "the hub stopped before it ran; resume it to start")
@@ -205,6 +231,9 @@ class AgentTree:
             agent.spec.isolated,
             self.lsp,
             sandbox=self.catalog.config.sandbox,
+            web_search=self.catalog.config.web.search,
+            outside=self.outside,
+            agent_id=agent.id,
         )
         async with (
             open_mounts(plan, TreeLink(self, agent), self._gate(agent)) as mounts,

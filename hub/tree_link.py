@@ -123,7 +123,8 @@ class TreeLink:
         self._tree.events.publish("agent.question", self._agent.id, question=question)
         self._agent.set_state(AgentState.waiting_user, f"waiting for you: {question}")
         try:
-            await self._agent.inbox.not_empty()
+            async with self._agent.hooks.idle():
+                await self._agent.inbox.not_empty()
         finally:
             self._agent.set_state(AgentState.running)
         return self.take_messages()
@@ -188,12 +189,13 @@ class TreeLink:
         live = [k for k in kids if not k.state.terminal]
         if live:
             self._agent.set_state(AgentState.waiting_children, f"waiting for {len(live)} children")
-        with anyio.move_on_after(timeout_s if timeout_s is not None else float("inf")) as deadline:
-            while not all(k.state.terminal for k in kids):
-                if any(interrupting(m) for m in inbox.peek()):
-                    interrupted = True
-                    break
-                await inbox.next_arrival()
+        async with self._agent.hooks.idle():  # waiting on others: its running slot goes back meanwhile
+            with anyio.move_on_after(timeout_s if timeout_s is not None else float("inf")) as deadline:
+                while not all(k.state.terminal for k in kids):
+                    if any(interrupting(m) for m in inbox.peek()):
+                        interrupted = True
+                        break
+                    await inbox.next_arrival()
         self._agent.set_state(AgentState.running)
         finished = [k for k in kids if k.state.terminal]
         done_ids = {k.id for k in finished}

@@ -64,9 +64,23 @@ class GrantRequest(BaseModel):
     shell: bool | None = Field(default=None, description="may run shell commands")
     summon: bool | None = Field(default=None, description="may summon children of its own")
     lsp: bool | None = Field(default=None, description="may read language-server diagnostics")
-    web: bool | None = Field(default=None, description="may fetch from the web (off unless asked)")
+    web: bool | list[str] | None = Field(
+        default=None,
+        description="may fetch from the web (off unless asked): true for all the hosts you may reach, or a list "
+        "of hosts (each with its subdomains)",
+    )
+    web_private: bool | list[str] | None = Field(
+        default=None,
+        description="web may reach loopback and private-network addresses (off unless asked): true for all you "
+        "may reach, or a list of addresses and networks",
+    )
     read: list[str] | None = Field(default=None, description="root-relative paths it may read")
     max_depth: int | None = Field(default=None, ge=0, description="levels of descendants below it")
+    mcp_servers: bool | dict[str, bool | list[str]] | None = Field(
+        default=None,
+        description="outside MCP servers of the config (off unless asked): {name: true} for a server with the "
+        "tools you have of it, {name: [tool, ...]} for some of them; true for every one you have",
+    )
 
 
 class SummonRequest(BaseModel):

@@ -23,9 +23,16 @@ BENCHMARKS = {
         "fanout, agents",
         "fanout, completion",
         "fanout, peak alive agents",
-        "fanout, RSS peak",
-        "fanout, RSS per agent",
+        "fanout, hub RSS peak",
+        "fanout, hub RSS per agent",
         "fanout, event latency",
+        "fanout, GET /api/agents",
+    ),
+    "messages": (
+        "messages, sent",
+        "messages, undelivered",
+        "messages, API acknowledgement",
+        "messages, delivery overhead",
     ),
 }
 

@@ -23,7 +23,8 @@ from dispatch.hub.grants import Grants
 from dispatch.hub.llm.client import LiteLLMClient
 from dispatch.hub.templates import KNOWN_TOOLS
 from dispatch.hub.tree import AgentTree
-from dispatch.servers import fs, shell, summon
+from dispatch.servers import fs, shell, summon, web
+from dispatch.servers.web_policy import WebPolicy
 from tests.agent_helpers import MODEL, assert_done, call, make_tree, tool_messages, top_spec
 from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM
 
@@ -72,6 +73,7 @@ async def test_known_tools_match_the_servers(tmp_path: Path) -> None:
         "fs": fs.build_server(tmp_path, [tmp_path]),
         "shell": shell.build_server(tmp_path),
         "summon": summon.build_server(object()),  # type: ignore[arg-type]  # listing never touches the link
+        "web": web.build_server(WebPolicy()),
     }
     for kind, server in servers.items():
         async with Client(server) as client:
@@ -284,12 +286,14 @@ async def test_narrowing_a_template_in_the_request_is_allowed(scripted_llm: Scri
     assert_done(top)
     coder, researcher = tree.children_of(top.id)
     assert (coder.spec.grants.shell, coder.spec.grants.lsp, coder.spec.scope) == (False, False, ("src",))
-    assert researcher.spec.grants.web is True  # granted, though no web server exists yet to mount
+    assert researcher.spec.grants.web is True
     assert set(scripted_llm.requests_for("[r]")[0].tool_names) == INBOX_TOOLS | {
         "read_file",
         "list_dir",
         "glob",
         "grep",
+        "fetch",
+        "search",
     }
     assert set(scripted_llm.requests_for("[c]")[0].tool_names) == INBOX_TOOLS | set(KNOWN_TOOLS["fs"])
 

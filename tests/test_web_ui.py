@@ -1,59 +1,34 @@
-"""The web UI (``web/index.html``) in a real headless Chromium (Debian's, found with ``shutil.which``;
-never ``playwright install``), against ``dispatch serve`` with the scripted model: the page opens from
-the printed URL, shows the agent tree live, sends a correction with its delivery receipt, approves a
-checkpoint, and logs no console error."""
+"""The web UI (``web/index.html``) in a real headless Chromium against ``dispatch serve`` with the
+scripted model: the page opens from the printed URL, shows the agent tree live, sends a correction
+with its delivery receipt, approves a checkpoint, talks in a chat (search, fork), answers a detached
+agent, switches models, shows usage by day, key, model and agent, and logs no console error. More in
+``test_web_ui_history.py`` (old chats, dates, resume) and ``test_web_ui_approvals.py``."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.agent_helpers import call
 from tests.api_helpers import MODEL, ServedHub, start_hub
-from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
+from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM, Step
+from tests.web_ui_helpers import chromium, open_page, scripted_dispatch
 
 
 @pytest.fixture
 def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    assert executable, "chromium is not installed (apt-get install chromium; see .ci/apt-packages)"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium() as launched:
+        yield launched
 
 
 def _open(browser: Browser, served: ServedHub, width: int, height: int) -> tuple[Page, list[str]]:
-    page = browser.new_page(viewport={"width": width, "height": height})
-    errors: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            errors.append(message.text)
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(f"{served.base_url}/?token={served.token}")
-    expect(page.get_by_role("status")).to_have_text("live")
-    return page, errors
+    return open_page(browser, served, (width, height))
 
 
 def test_the_page_keeps_the_token_and_strips_it_from_the_address_bar(browser: Browser, served: ServedHub) -> None:
@@ -121,10 +96,7 @@ def test_tree_live_state_correction_receipt_and_checkpoint_approval(
 @pytest.fixture
 def chat_hub(scripted_llm: ScriptedLLM, project: Path) -> Iterator[ServedHub]:
     """A hub whose chats' dispatch agents run on the scripted model (a project template naming it)."""
-    templates = project / ".dispatch" / "templates"
-    templates.mkdir(parents=True)
-    builtin = Path(__file__).parent.parent / "configs" / "templates" / "dispatch.yaml"
-    (templates / "dispatch.yaml").write_text(builtin.read_text() + f"\nmodel: {MODEL}\n")
+    scripted_dispatch(project)
     hub = start_hub(project, "--deadline", "5")
     try:
         yield hub
@@ -209,7 +181,7 @@ def test_a_chat_grows_a_tree_of_three_and_a_child_gets_a_message(
         call("summon", task="[ui-kid-b] part b", name="kid-b", wait=True),
     ]
     # kid-a runs on after the dispatch agent's answer: it then waits for its child, then reports.
-    top_steps = [Reply(tool_calls=kids), Reply(text="kid-a still works"), Reply(text="both parts done")]
+    top_steps: list[Step] = [Reply(tool_calls=kids), Reply(text="kid-a still works"), Reply(text="both parts done")]
     scripted_llm.script("[ui-tree]", top_steps)
     scripted_llm.script("[ui-kid-a]", [works, Reply(text="part a done")])
     scripted_llm.script("[ui-kid-b]", [Reply(text="part b done")])
@@ -225,6 +197,10 @@ def test_a_chat_grows_a_tree_of_three_and_a_child_gets_a_message(
         expect(agents.first).to_contain_text("waiting_children", timeout=30_000)
         expect(agents.first).to_contain_text("child")
         kid.click()
+        page.get_by_label("model", exact=True).fill("openai/scripted-b")
+        page.get_by_role("button", name="Switch model").click()
+        expect(page.locator("#agent-head")).to_contain_text("openai/scripted-b")
+        expect(kid).to_contain_text("openai/scripted-b")
         page.get_by_label("message to the agent").fill("use tabs")
         page.get_by_label("message kind").select_option("instruction")
         page.get_by_role("button", name="Send message").click()
@@ -235,8 +211,26 @@ def test_a_chat_grows_a_tree_of_three_and_a_child_gets_a_message(
         expect(page.get_by_label("chat messages")).to_contain_text("both parts done", timeout=30_000)
         expect(kid).to_contain_text("done")
         expect(agents.first).to_contain_text("done")
+        expect(page.get_by_label("message to the agent")).to_be_disabled()  # kid-a is done: reads no more
+        _shows_usage(page, chat_hub)
         page.screenshot(path=str(tmp_path / "web-ui-tree.png"), full_page=True)  # the run's artifact
     finally:
         release.set()
         page.close()
     assert errors == []
+    assert scripted_llm.requests_for("[ui-kid-a]")[-1].model == "scripted-b"
+
+
+def _shows_usage(page: Page, served: ServedHub) -> None:
+    """The usage panel lists every day, key, model and agent the hub's ledger has, each with a bar."""
+    usage = httpx.get(served.base_url + "/api/usage", headers=served.auth, timeout=30).json()
+    names = {a["id"]: a["name"] for a in httpx.get(served.base_url + "/api/agents", headers=served.auth).json()}
+    assert {"openai/scripted", "openai/scripted-b"} <= set(usage["by_model"]), usage["by_model"]
+    for title, table in [("day", "by_day"), ("key", "by_key"), ("model", "by_model"), ("agent", "by_agent")]:
+        rows = page.get_by_label(f"usage by {title}").get_by_role("listitem")
+        expect(rows).to_have_count(len(usage[table]))
+        for key, figures in usage[table].items():
+            label = names[key] if table == "by_agent" else key
+            tokens = int(figures["tokens_in"] + figures["tokens_out"])
+            expect(rows.filter(has_text=f"{label}: ")).to_contain_text(f"{tokens} tokens")
+    expect(page.locator("#usage .bar").first).to_be_visible()

@@ -21,6 +21,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from dispatch.hub.errors import ModelCallError, UserError
+from dispatch.hub.llm.model_loop import model_loop
 
 JsonDict = dict[str, Any]
 
@@ -156,8 +157,24 @@ async def call_litellm(
     api_base: str | None = None,
     extra: JsonDict | None = None,
 ) -> Completion:
-    """One ``litellm.acompletion`` call with litellm's retries off; litellm's errors pass through."""
+    """One ``litellm.acompletion`` call with litellm's retries off, run on the model-call loop
+    (:mod:`dispatch.hub.llm.model_loop`); litellm's errors pass through."""
     litellm = await anyio.to_thread.run_sync(load_litellm)  # a 2 s import, off the event loop once
+    return await model_loop().run(
+        lambda: _acompletion(litellm, model, messages, tools, timeout_s, api_key, api_base, extra)
+    )
+
+
+async def _acompletion(
+    litellm: ModuleType,
+    model: str,
+    messages: Sequence[JsonDict],
+    tools: Sequence[JsonDict],
+    timeout_s: float,
+    api_key: str | None,
+    api_base: str | None,
+    extra: JsonDict | None,
+) -> Completion:
     started = time.perf_counter()
     kwargs: JsonDict = {"model": model, "messages": list(messages), "num_retries": 0, "timeout": timeout_s}
     if tools:

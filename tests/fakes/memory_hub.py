@@ -21,6 +21,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from dispatch.hub.errors import NotFoundError, UnknownAgentError, UserError
 from dispatch.hub.events import Event
+from dispatch.hub.limits import Limits, LimitsView
 from dispatch.hub.service import (
     AgentDetail,
     AgentView,
@@ -31,6 +32,7 @@ from dispatch.hub.service import (
     ChatView,
     Decision,
     Remember,
+    ToolServerView,
     UsageView,
 )
 from dispatch.hub.threads import ThreadDetail, ThreadMessageView, ThreadView
@@ -60,6 +62,8 @@ class MemoryHub:
         self._messages: dict[str, list[ChatMessageView]] = {}
         self.approvals_by_id: dict[str, ApprovalView] = {}
         self.artifacts_by_id: dict[str, ArtifactView] = {}
+        self.outside_servers: list[ToolServerView] = []
+        """What ``tool_servers`` answers (the web UI's tests put servers here)."""
         self._threads: dict[str, list[ThreadMessageView]] = {}
         self._events: list[Event] = []
         self._followers: list[MemoryObjectSendStream[Event]] = []
@@ -274,6 +278,12 @@ class MemoryHub:
     async def usage(self) -> UsageView:
         total = {"tokens_in": 0.0, "tokens_out": 0.0, "cost_usd": 0.0, "calls": 0.0}
         return UsageView(total=total, by_agent={}, by_key={}, by_model={}, by_day={})
+
+    def limits(self) -> LimitsView:
+        return Limits().view()
+
+    async def tool_servers(self) -> list[ToolServerView]:
+        return list(self.outside_servers)
 
     # -- events --------------------------------------------------------------------------------
 

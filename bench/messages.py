@@ -1,0 +1,44 @@
+"""Messages: a user's message to a running agent of a 1 → N → M tree in a real ``dispatch serve``,
+delivered at that agent's next tool boundary, measured through the API.
+
+The tree is the fan-out benchmark's (:mod:`bench._hub_load`); each leaf makes ``--rounds`` tool
+calls, one per 50 ms model answer, while the benchmark posts messages to randomly chosen running
+leaves, one every 20 ms. Prints:
+
+- messages, API acknowledgement: ``POST /api/agents/{id}/messages`` until its 202 (the message is
+  in the agent's inbox);
+- messages, delivery overhead: from the API call until a WebSocket client receives the message's
+  ``message.delivered`` event, minus the wait for the agent's tool boundary (the later of the
+  acknowledgement and the agent's last ``tool.result`` event before the delivery is the start);
+- messages, sent / undelivered: how many were acknowledged, and how many were never delivered
+  (their agent reported first).
+
+``python -m bench.messages [--children N] [--grandchildren M] [--rounds R] [--messages K] [--quick]``
+"""
+
+from __future__ import annotations
+
+import anyio
+
+from bench._common import report, report_value
+from bench._hub_load import run_load, tree_parser
+
+
+async def main(children: int, grandchildren: int, rounds: int, messages: int) -> None:
+    result = await run_load(children, grandchildren, 50.0, rounds=rounds, messages=messages)
+    report_value("messages, agents", result.agents, "agents")
+    report_value("messages, sent", len(result.ack_latencies), "messages")
+    report_value("messages, undelivered", result.undelivered, "messages")
+    report("messages, API acknowledgement", result.ack_latencies)
+    report("messages, delivery overhead", result.delivery_overheads)
+
+
+if __name__ == "__main__":
+    parser = tree_parser(__doc__)
+    parser.add_argument("--rounds", type=int, default=10, help="tool calls of each leaf (default 10)")
+    parser.add_argument("--messages", type=int, default=300, help="messages to send (default 300; --quick: 10)")
+    args = parser.parse_args()
+    if args.quick:
+        anyio.run(main, 3, 3, 10, 10)
+    else:
+        anyio.run(main, args.children, args.grandchildren, args.rounds, args.messages)

@@ -1,0 +1,58 @@
+"""The event loop model calls run on: litellm's own, in a thread of its own.
+
+A litellm call costs the caller's event loop several milliseconds of Python per request (the
+OpenAI SDK's request transformation, litellm's logging and cost bookkeeping), and with dozens of
+calls in flight those slices would delay everything else the hub's loop does: events to clients,
+API answers, tool calls. So litellm runs here, on one asyncio loop in a daemon thread, and the
+hub's loop only awaits the result; the interpreter hands the hub's thread its turn every few
+milliseconds however busy litellm is. litellm's state is process-wide (its clients, callbacks and
+logging worker are bound to the loop they first run on), so this loop is too: one per process,
+started on the first call (:func:`model_loop`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import threading
+from collections.abc import Callable, Coroutine
+from functools import cache
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
+
+
+class ModelLoop:
+    """An asyncio loop running in a daemon thread, for coroutines submitted from other loops."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="dispatch-model-calls", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Stop the loop, cancel what still runs on it (litellm's logging worker), and close it."""
+        if self._loop.is_closed():
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+        self._loop.close()
+
+    async def run(self, call: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+        """Run ``call()`` on this loop and return (or raise) what it does. Cancelling the caller
+        cancels the call there too."""
+        future = asyncio.run_coroutine_threadsafe(call(), self._loop)
+        return await asyncio.wrap_future(future)
+
+
+@cache
+def model_loop() -> ModelLoop:
+    """The process's model-call loop, started on first use."""
+    return ModelLoop()
