@@ -186,15 +186,13 @@ class TreeLink:
             return not (message.kind is MessageKind.report and message.sender in awaited)
 
         interrupted = False
-        live = [k for k in kids if not k.state.terminal]
-        if live:
-            self._agent.set_state(AgentState.waiting_children, f"waiting for {len(live)} children")
         async with self._agent.hooks.idle():  # waiting on others: its running slot goes back meanwhile
             with anyio.move_on_after(timeout_s if timeout_s is not None else float("inf")) as deadline:
-                while not all(k.state.terminal for k in kids):
+                while live := [k for k in kids if not k.state.terminal]:
                     if any(interrupting(m) for m in inbox.peek()):
                         interrupted = True
                         break
+                    self._agent.set_state(AgentState.waiting_children, f"waiting for {len(live)} children")
                     await inbox.next_arrival()
         self._agent.set_state(AgentState.running)
         finished = [k for k in kids if k.state.terminal]

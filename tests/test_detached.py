@@ -64,14 +64,20 @@ async def test_a_detached_child_asks_waits_gets_the_answer_and_reports(
         asker, worker = _child(parts, top, "asker"), _child(parts, top, "worker")
         asked = await _asked(parts, asker.id)
         await worker.finished.wait()
-        meanwhile = (asker.state, asker.reason, top.state)
+        await until(lambda: top.reason == "waiting for 1 children")  # its `wait` call counts the asker only
+        meanwhile = (asker.state, asker.reason, top.state, top.reason)
         answer = await parts.chats.answer_thread(asker.id, "Blue")
         await top.finished.wait()
         thread = await parts.chats.thread(asker.id)
         listed = await parts.chats.threads_list()
 
     assert (asked.question, asked.state, asked.task) == ("Which colour?", "waiting_user", "[asker] pick a colour")
-    assert meanwhile == (AgentState.waiting_user, "waiting for you: Which colour?", AgentState.waiting_children)
+    assert meanwhile == (
+        AgentState.waiting_user,
+        "waiting for you: Which colour?",
+        AgentState.waiting_children,
+        "waiting for 1 children",
+    )
     assert_done(worker)
     assert_done(asker)
     assert asker.report == "colour chosen: Blue"
