@@ -70,6 +70,7 @@ class LoadResult:
     peak_alive: int = 0
     rss_start_mib: float = 0.0
     rss_peak_mib: float = 0.0
+    worker_rss_peak_mib: float = 0.0
     model_calls: int = 0
     event_latencies: list[float] = field(default_factory=list[float])
     list_latencies: list[float] = field(default_factory=list[float])
@@ -98,6 +99,15 @@ def _memory_mib(pid: int, field_name: str) -> float:
         if line.startswith(field_name + ":"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"/proc/{pid}/status has no {field_name}")
+
+
+def _worker_peak_mib(hub_pid: int) -> float:
+    """The peak resident memory of the hub's model worker process (0 when it has none)."""
+    children = Path(f"/proc/{hub_pid}/task/{hub_pid}/children").read_text().split()
+    for child in children:
+        if b"dispatch.hub.llm.model_worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+            return _memory_mib(int(child), "VmHWM")
+    return 0.0
 
 
 def _stop(process: subprocess.Popen[str]) -> None:
@@ -289,6 +299,7 @@ async def run_load(
                 await run.finished.wait()
             result.completion_s = time.perf_counter() - started
             result.rss_peak_mib = _memory_mib(hub_pid, "VmHWM")
+            result.worker_rss_peak_mib = _worker_peak_mib(hub_pid)
             await anyio.sleep(0.2)  # the last deliveries
             group.cancel_scope.cancel()
         async with httpx.AsyncClient(timeout=10) as model_client:

@@ -9,6 +9,7 @@ reports. Prints:
 - fanout, peak alive agents: the most agents alive (pending, running or waiting) at once;
 - fanout, hub RSS start / peak / per agent: the hub process's resident memory before the run, its
   peak (``VmHWM``), and the growth divided by the number of agents;
+- fanout, model worker RSS peak: the peak of the hub's model worker process (litellm lives there);
 - fanout, event latency: from an agent's state change (the event's timestamp, taken as the state
   is set) to a WebSocket client of ``/api/events`` receiving it, over every ``agent.state`` event;
 - fanout, GET /api/agents: its round trip, polled every 100 ms during the run.
@@ -36,6 +37,7 @@ async def main(children: int, grandchildren: int, latency_ms: float, profile: Pa
     report_value("fanout, hub RSS peak", result.rss_peak_mib, "MiB")
     growth = result.rss_peak_mib - result.rss_start_mib
     report_value("fanout, hub RSS per agent", growth / result.agents * 1024, "KiB")
+    report_value("fanout, model worker RSS peak", result.worker_rss_peak_mib, "MiB")
     report("fanout, event latency", result.event_latencies)
     report("fanout, GET /api/agents", result.list_latencies)
 

@@ -42,7 +42,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -50,6 +50,7 @@ import anyio
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from dispatch.hub.group_commit import GroupCommit
 from dispatch.hub.llm.client import Usage
 
 T = TypeVar("T")
@@ -308,6 +309,7 @@ class Store:
         self.db = db
         self.path = path
         self._lock = anyio.Lock()
+        self._usage = GroupCommit[UsageRow, int](self._insert_usage)
 
     @classmethod
     def open(cls, path: Path | None = None) -> Store:
@@ -364,12 +366,17 @@ class Store:
     # ---- the usage ledger ----------------------------------------------------------------------
 
     async def record_usage(self, row: UsageRow) -> int:
-        """Append one call to the ledger; returns its id once committed."""
+        """Append one call to the ledger; returns its id once committed (with the rows other
+        callers added meanwhile, in one transaction: :mod:`dispatch.hub.group_commit`)."""
+        return await self._usage.add(row)
 
-        def write() -> int:
+    async def _insert_usage(self, rows: Sequence[UsageRow]) -> list[int]:
+        columns = [f.name for f in fields(UsageRow)]
+        sql = f"insert into usage ({', '.join(columns)}) values ({', '.join('?' for _ in columns)})"
+
+        def write() -> list[int]:
             with self.db.atomic():
-                table = self.db.table("usage").insert(asdict(row))
-            return int(table.last_pk or 0)
+                return [int(self.db.execute(sql, astuple(row)).lastrowid or 0) for row in rows]
 
         return await self._run(write)
 

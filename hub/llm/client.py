@@ -15,9 +15,8 @@ import time
 from collections.abc import Sequence
 from functools import cache
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from dispatch.hub.errors import ModelCallError, UserError
@@ -101,6 +100,10 @@ def _usage_of(litellm: ModuleType, response: Any, model: str) -> Usage:
     usage = getattr(response, "usage", None)
     prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
     completion = int(getattr(usage, "completion_tokens", 0) or 0)
+    hidden: Any = getattr(response, "_hidden_params", None)
+    known: Any = cast(dict[str, Any], hidden).get("response_cost") if isinstance(hidden, dict) else None
+    if known is not None:  # litellm priced it already while logging the call
+        return Usage(prompt_tokens=prompt, completion_tokens=completion, cost_usd=float(known), calls=1)
     try:
         cost = float(litellm.completion_cost(completion_response=response) or 0.0)
     except Exception:  # litellm raises for models missing from its cost map; prices come with keys
@@ -157,15 +160,26 @@ async def call_litellm(
     api_base: str | None = None,
     extra: JsonDict | None = None,
 ) -> Completion:
-    """One ``litellm.acompletion`` call with litellm's retries off, run on the model-call loop
-    (:mod:`dispatch.hub.llm.model_loop`); litellm's errors pass through."""
-    litellm = await anyio.to_thread.run_sync(load_litellm)  # a 2 s import, off the event loop once
-    return await model_loop().run(
-        lambda: _acompletion(litellm, model, messages, tools, timeout_s, api_key, api_base, extra)
+    """One ``litellm.acompletion`` call with litellm's retries off, made by the model worker
+    process (:mod:`dispatch.hub.llm.model_process`); a failure raises its
+    :class:`~dispatch.hub.llm.model_process.RemoteCallError`, classified there."""
+    from dispatch.hub.llm.model_process import CallRequest, model_process  # here: it imports this module
+
+    request = CallRequest(
+        id=0,
+        model=model,
+        messages=list(messages),
+        tools=list(tools),
+        timeout_s=timeout_s,
+        api_key=api_key,
+        api_base=api_base,
+        extra=extra,
     )
+    completion = await model_loop().run(lambda: model_process().call(request))
+    return cast(Completion, completion)  # the same class, reached through the lazy import above
 
 
-async def _acompletion(
+async def acompletion(
     litellm: ModuleType,
     model: str,
     messages: Sequence[JsonDict],
@@ -175,6 +189,7 @@ async def _acompletion(
     api_base: str | None,
     extra: JsonDict | None,
 ) -> Completion:
+    """The ``litellm.acompletion`` call itself (in the model worker)."""
     started = time.perf_counter()
     kwargs: JsonDict = {"model": model, "messages": list(messages), "num_retries": 0, "timeout": timeout_s}
     if tools:
@@ -211,7 +226,9 @@ class LiteLLMClient:
     async def complete(
         self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict], *, agent_id: str | None = None
     ) -> Completion:
+        from dispatch.hub.llm.model_process import RemoteCallError  # here: it imports this module
+
         try:
             return await call_litellm(model, messages, tools, timeout_s=self._timeout_s, extra=self._extra)
-        except Exception as error:  # every litellm failure becomes one of ours, with its cause kept
-            raise model_error(load_litellm(), model, error) from error
+        except RemoteCallError as error:  # every litellm failure becomes one of ours, with its cause kept
+            raise error.dispatch_error() from error

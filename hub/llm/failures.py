@@ -116,7 +116,7 @@ def reset_from_headers(headers: Mapping[str, str], now: float) -> float | None:
     return max(chosen) if chosen else None
 
 
-def _headers_of(error: BaseException) -> Mapping[str, str]:
+def headers_of(error: BaseException) -> Mapping[str, str]:
     headers: Any = getattr(error, "litellm_response_headers", None)
     if headers is None:
         response: Any = getattr(error, "response", None)
@@ -151,7 +151,7 @@ def classify(litellm: ModuleType, error: BaseException, now: float) -> Failure:
     if isinstance(error, litellm.RateLimitError) or status == 429:
         if _is_quota(error):
             return Failure(FailureKind.quota, None, detail)
-        return Failure(FailureKind.rate_limit, reset_from_headers(_headers_of(error), now), detail)
+        return Failure(FailureKind.rate_limit, reset_from_headers(headers_of(error), now), detail)
     if isinstance(error, litellm.AuthenticationError | litellm.PermissionDeniedError) or status in (401, 403):
         return Failure(FailureKind.auth, None, detail)
     if isinstance(error, litellm.ContextWindowExceededError | litellm.BadRequestError):

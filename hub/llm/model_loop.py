@@ -1,13 +1,11 @@
-"""The event loop model calls run on: litellm's own, in a thread of its own.
+"""The event loop model calls are made from: one asyncio loop in a daemon thread of the hub's process.
 
-A litellm call costs the caller's event loop several milliseconds of Python per request (the
-OpenAI SDK's request transformation, litellm's logging and cost bookkeeping), and with dozens of
-calls in flight those slices would delay everything else the hub's loop does: events to clients,
-API answers, tool calls. So litellm runs here, on one asyncio loop in a daemon thread, and the
-hub's loop only awaits the result; the interpreter hands the hub's thread its turn every few
-milliseconds however busy litellm is. litellm's state is process-wide (its clients, callbacks and
-logging worker are bound to the loop they first run on), so this loop is too: one per process,
-started on the first call (:func:`model_loop`).
+The calls themselves run in the model worker process (:mod:`dispatch.hub.llm.model_process`):
+litellm's several milliseconds of Python per call would otherwise hold the interpreter lock
+against the hub's event loop. What is left here, writing each request to the worker and reading
+its answer (a transcript's JSON, often large), stays off the hub's loop too, which only awaits the
+result. The worker and its pipes are process-wide, so this loop is too: one per process, started
+on the first call (:func:`model_loop`).
 """
 
 from __future__ import annotations

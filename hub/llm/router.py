@@ -29,10 +29,11 @@ from datetime import datetime
 import anyio
 
 from dispatch.hub.errors import KeysExhausted, ModelCallError
-from dispatch.hub.llm.client import Completion, JsonDict, call_litellm, load_litellm, model_error
+from dispatch.hub.llm.client import Completion, JsonDict, call_litellm
 from dispatch.hub.llm.clock import Clock, SystemClock
-from dispatch.hub.llm.failures import Failure, FailureKind, classify
+from dispatch.hub.llm.failures import Failure, FailureKind
 from dispatch.hub.llm.keys import Blocked, KeyStates, budget_block, describe_wait, window_bounds
+from dispatch.hub.llm.model_process import RemoteCallError
 from dispatch.hub.llm.models_config import ModelsConfig
 from dispatch.hub.llm.resolve import Candidate, resolve
 from dispatch.hub.store import Store, UsageRow
@@ -48,6 +49,13 @@ class _Exhausted(Exception):
 class _MoveOn(Exception):
     def __init__(self, error: Exception) -> None:
         self.error = error
+
+
+def _classified(error: Exception, model: str, now: float) -> tuple[Failure, Exception]:
+    """A failed call's failure for the router and the error Dispatch shows for it."""
+    if isinstance(error, RemoteCallError):
+        return error.failure(now), error.dispatch_error()
+    return Failure(FailureKind.fatal, None, str(error)), ModelCallError(f"model {model!r}: {error}")
 
 
 class Router:
@@ -147,15 +155,13 @@ class Router:
                     api_base=candidate.api_base,
                 )
             except Exception as error:  # every provider failure is classified, recorded and acted on
-                litellm = load_litellm()
-                failure = classify(litellm, error, self._clock.now())
+                failure, mapped = _classified(error, candidate.litellm_model, self._clock.now())
                 await self._record(candidate, requested, agent_id, failure, time.perf_counter() - started)
                 if failure.kind.exhausts_key:
                     raise _Exhausted(self._states.mark(candidate.key_name, failure)) from error
                 if failure.kind is FailureKind.transient and attempt + 1 < attempts:
                     await anyio.sleep(self._config.backoff_s * 2**attempt)
                     continue
-                mapped = model_error(litellm, candidate.litellm_model, error)
                 if failure.kind is FailureKind.fatal:
                     raise mapped from error
                 raise _MoveOn(mapped) from error

@@ -1,0 +1,153 @@
+"""The model worker: a process of its own that makes the hub's litellm calls.
+
+litellm costs several milliseconds of Python per call (the OpenAI SDK's request transformation,
+litellm's logging and cost bookkeeping). In the hub's process that CPU would hold the interpreter
+lock against the hub's event loop, and under load every event, API answer and store write would
+wait for it. So the hub sends each call here (:mod:`dispatch.hub.llm.model_process`) and only
+waits for the answer.
+
+The protocol is JSON lines: the hub writes a :class:`CallRequest` (or ``{"id": N, "cancel":
+true}``) to the worker's stdin; the worker answers each request, in any order, with one
+:class:`CallAnswer` on its stdout: the completion, or the failure already classified (the kind
+the key router acts on, the provider's headers for a rate limit's reset, and the error Dispatch
+shows). The worker exits when its stdin closes. ``python -m dispatch.hub.llm.model_worker``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from typing import IO, Any, cast
+
+from pydantic import BaseModel, ConfigDict
+
+from dispatch.hub.errors import UserError
+from dispatch.hub.llm.client import Completion, JsonDict, acompletion, load_litellm, model_error
+from dispatch.hub.llm.failures import classify, headers_of
+
+LINE_LIMIT = 256 * 1024 * 1024
+"""The longest line either side reads: a request carries the whole transcript."""
+
+
+class CallRequest(BaseModel):
+    """One model call, as the hub asks for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: int
+    model: str
+    messages: list[JsonDict]
+    tools: list[JsonDict]
+    timeout_s: float
+    api_key: str | None = None
+    api_base: str | None = None
+    extra: JsonDict | None = None
+    env: dict[str, str] | None = None
+    """The hub's environment, when it changed since the worker last had it (litellm reads its
+    keys and base URLs from there); the worker takes it over whole before this call."""
+
+
+class CallFailed(BaseModel):
+    """A failed call, classified where litellm's exception is at hand."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str
+    """A :class:`~dispatch.hub.llm.failures.FailureKind` value."""
+    detail: str
+    headers: dict[str, str]
+    user_error: bool
+    """Whether Dispatch shows it as the user's mistake (an unknown model) rather than the call's."""
+    message: str
+
+
+class CallAnswer(BaseModel):
+    """The answer to one request: its completion or its failure."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: int
+    completion: Completion | None = None
+    failed: CallFailed | None = None
+
+
+def failed_call(error: Exception, model: str) -> CallFailed:
+    """A litellm exception as the hub needs it."""
+    litellm = load_litellm()
+    failure = classify(litellm, error, time.time())
+    mapped = model_error(litellm, model, error)
+    return CallFailed(
+        kind=failure.kind.value,
+        detail=failure.detail,
+        headers=dict(headers_of(error)),
+        user_error=isinstance(mapped, UserError),
+        message=str(mapped),
+    )
+
+
+class _Worker:
+    def __init__(self, out: IO[bytes]) -> None:
+        self._out = out
+        self._calls: dict[int, asyncio.Task[None]] = {}
+
+    def _answer(self, answer: CallAnswer) -> None:
+        self._out.write(answer.model_dump_json().encode() + b"\n")
+        self._out.flush()
+
+    async def _call(self, request: CallRequest) -> None:
+        try:
+            completion = await acompletion(
+                load_litellm(),
+                request.model,
+                request.messages,
+                request.tools,
+                request.timeout_s,
+                request.api_key,
+                request.api_base,
+                request.extra,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # every failure goes back to the hub, classified
+            self._answer(CallAnswer(id=request.id, failed=failed_call(error, request.model)))
+        else:
+            self._answer(CallAnswer(id=request.id, completion=completion))
+        finally:
+            self._calls.pop(request.id, None)
+
+    def handle(self, line: bytes) -> None:
+        raw: Any = json.loads(line)
+        if isinstance(raw, dict) and cast(dict[str, Any], raw).get("cancel"):
+            task = self._calls.pop(int(cast(dict[str, Any], raw)["id"]), None)
+            if task is not None:
+                task.cancel()
+            return
+        request = CallRequest.model_validate(raw)
+        if request.env is not None:
+            os.environ.clear()
+            os.environ.update(request.env)
+        self._calls[request.id] = asyncio.get_running_loop().create_task(self._call(request))
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=LINE_LIMIT)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        load_litellm()  # the import takes seconds; done before the first answer is awaited
+        while line := await reader.readline():
+            self.handle(line)
+        for task in list(self._calls.values()):
+            task.cancel()
+
+
+def main() -> None:
+    # The protocol gets the real stdout; anything a library prints goes to stderr instead.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    asyncio.run(_Worker(out).run())
+
+
+if __name__ == "__main__":
+    main()
