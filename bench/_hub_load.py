@@ -103,7 +103,8 @@ def _memory_mib(pid: int, field_name: str) -> float:
 
 def _worker_peak_mib(hub_pid: int) -> float:
     """The peak resident memory of the hub's model worker process (0 when it has none)."""
-    children = Path(f"/proc/{hub_pid}/task/{hub_pid}/children").read_text().split()
+    tasks = Path(f"/proc/{hub_pid}/task").iterdir()  # a child is listed under the thread that started it
+    children = [child for task in tasks for child in (task / "children").read_text().split()]
     for child in children:
         if b"dispatch.hub.llm.model_worker" in Path(f"/proc/{child}/cmdline").read_bytes():
             return _memory_mib(int(child), "VmHWM")

@@ -55,9 +55,12 @@ class ToolList:
         name: str | None = None,
         description: str | None = None,
         annotations: ToolAnnotations | None = None,
-        structured_output: bool | None = None,
+        structured_output: bool | None = False,
     ) -> _F:
-        """Register ``fn`` (usable as a bare decorator); returns it unchanged."""
+        """Register ``fn`` (usable as a bare decorator); returns it unchanged.
+
+        Tools answer in text by default (what the model reads): with ``structured_output`` the SDK
+        adds an output schema, and every client session compiles it and checks each result."""
         shape = annotations.model_dump_json() if annotations is not None else None
         key: _PrototypeKey = (_code(fn), name, description, shape, structured_output)
         prototype = _PROTOTYPES.get(key)

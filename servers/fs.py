@@ -230,9 +230,9 @@ def build_server(root: Path, write: Sequence[Path] | None = None, ask: Ask | Non
     tools = FsTools(FsScope(root, write, ask))
     listed = ToolList()
     for fn in (tools.read_file, tools.list_dir, tools.glob, tools.grep):
-        listed.add(fn, annotations=_READ, structured_output=False)
+        listed.add(fn, annotations=_READ)
     for fn in (tools.write_file, tools.edit_file):
-        listed.add(fn, annotations=_WRITE, structured_output=False)
+        listed.add(fn, annotations=_WRITE)
     return new_server(
         "fs",
         "File tools for one project. Paths are relative to the project root; a path outside it "

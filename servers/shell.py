@@ -275,7 +275,6 @@ def build_server(
             " or the network asks the user and re-runs once approved; `needs` asks before the first"
             ' run, e.g. [{"path": "/data/in", "op": "read"}, {"path": "network", "op": "execute"}].'
         ),
-        structured_output=False,
     )
     return new_server("shell", "Run shell commands in the project root.", listed)
 
