@@ -76,6 +76,7 @@ class LoadResult:
     list_latencies: list[float] = field(default_factory=list[float])
     ack_latencies: list[float] = field(default_factory=list[float])
     delivery_overheads: list[float] = field(default_factory=list[float])
+    hub_delivery_overheads: list[float] = field(default_factory=list[float])
     undelivered: int = 0
 
 
@@ -193,7 +194,8 @@ class _Run:
         self.sent: dict[str, Sent] = {}
         self.failures: list[str] = []
         self.boundary: dict[str, float] = {}
-        """Per agent: the time of its latest tool result (its latest tool boundary)."""
+        """Per agent: the time of its latest tool call or result: its latest tool boundary (the
+        leaves' tool, ``check_messages``, takes its messages inside the call)."""
 
     def alive(self) -> int:
         return sum(1 for state in self.states.values() if state in ALIVE)
@@ -214,13 +216,15 @@ class _Run:
                 self.leaves.append(agent)
             if len(self.states) >= self.expected:
                 self.all_spawned.set()
-        elif kind == "tool.result":
+        elif kind in ("tool.call", "tool.result"):  # a boundary: after a tool, or in `check_messages`
             self.boundary[agent] = event["at"]
         elif kind == "message.delivered" and (sent := self.sent.pop(str(data.get("message_id")), None)):
             # the API call until acknowledged, then from the later of the ack and the agent's tool
             # boundary (the wait for the boundary is the model's and the tool's, not the hub's)
             start = max(sent.acked, self.boundary.get(agent, 0.0))
             self.result.delivery_overheads.append((sent.acked - sent.posted) + (received - start))
+            # the same, up to the moment the hub delivered it (without the event's way to the client)
+            self.result.hub_delivery_overheads.append((sent.acked - sent.posted) + max(0.0, event["at"] - start))
 
 
 async def _listen(ws_url: str, run: _Run, ready: anyio.Event) -> None:

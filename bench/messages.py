@@ -9,7 +9,10 @@ leaves, one every 20 ms. Prints:
   in the agent's inbox);
 - messages, delivery overhead: from the API call until a WebSocket client receives the message's
   ``message.delivered`` event, minus the wait for the agent's tool boundary (the later of the
-  acknowledgement and the agent's last ``tool.result`` event before the delivery is the start);
+  acknowledgement and the agent's last ``tool.call`` or ``tool.result`` event before the delivery
+  is the start: the leaves' tool, ``check_messages``, takes the message inside the call);
+- messages, delivered in the hub: the same, ending when the hub delivered it (the event's
+  timestamp) rather than when the client heard of it;
 - messages, sent / undelivered: how many were acknowledged, and how many were never delivered
   (their agent reported first).
 
@@ -31,6 +34,7 @@ async def main(children: int, grandchildren: int, rounds: int, messages: int) ->
     report_value("messages, undelivered", result.undelivered, "messages")
     report("messages, API acknowledgement", result.ack_latencies)
     report("messages, delivery overhead", result.delivery_overheads)
+    report("messages, delivered in the hub", result.hub_delivery_overheads)
 
 
 if __name__ == "__main__":
