@@ -10,9 +10,10 @@ per-server allow-lists narrow each to some of its tools (an empty list: not moun
 over stdio when the spec asks for process isolation; both run the same server code. ``inbox`` and
 ``summon`` are the agent's link to the hub, so they always run in-process.
 
-When: an in-process server's tools are read from the server itself, and its MCP session is opened
-on the agent's first call to one of them (most agents never call most of their servers, and a
-spawn must stay cheap: a few milliseconds for all five). A stdio server is started at once, all of
+When: an in-process server is mounted as its plan (:class:`~dispatch.servers._base.ServerPlan`:
+its tools, bound to this agent, listed without building anything); the server is built and its MCP
+session opened on the agent's first call to one of them (most agents never call most of their
+servers, and a spawn must stay cheap: about a millisecond for all of them). A stdio server is started at once, all of
 them concurrently, since its tools are known only from the server.
 
 Outside MCP servers (the config's ``mcp_servers``, granted by name) come from the hub's pool
@@ -36,7 +37,6 @@ from typing import Any, cast
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from mcp import Client, StdioServerParameters
-from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, TextContent, Tool
 
 from dispatch.hub.errors import ToolServerError, unwrap
@@ -44,6 +44,7 @@ from dispatch.hub.grants import ROOT, Grants
 from dispatch.hub.outside_servers import OutsideServers, open_outside
 from dispatch.hub.untrusted import mark_untrusted
 from dispatch.servers import fs, inbox, lsp, shell, summon, web
+from dispatch.servers._base import ServerPlan
 from dispatch.servers.hublink import HubLink
 from dispatch.servers.lsp import LspBackend
 from dispatch.servers.sandbox import SandboxSetting, ShellMode, choose_shell_mode
@@ -51,7 +52,8 @@ from dispatch.servers.web_policy import WebPolicy
 from dispatch.servers.web_search import SearchConfig
 
 JsonDict = dict[str, Any]
-ServerTarget = MCPServer | StdioServerParameters
+ServerTarget = ServerPlan | StdioServerParameters
+"""An in-process server, built on its first call, or the command that starts a stdio one."""
 ToolGate = Callable[[str, str, JsonDict], Awaitable[str | None]]
 """``gate(kind, name, arguments)`` before a tool call: None to run it, or the refusal the model reads
 instead (the hub's checkpoints, :mod:`dispatch.hub.approvals`); it may wait for the user."""
@@ -110,7 +112,7 @@ def _module_params(module: str, args: list[str]) -> StdioServerParameters:
 
 def _fs_target(plan: MountPlan, link: HubLink) -> ServerTarget:
     if not plan.isolated:
-        return fs.build_server(plan.root, plan.write_paths(), ask=link.request_access)
+        return fs.plan_server(plan.root, plan.write_paths(), ask=link.request_access)
     args = ["--root", str(plan.root)]
     if not plan.grants.write:
         args.append("--read-only")
@@ -128,7 +130,7 @@ def shell_mode(plan: MountPlan) -> ShellMode:
 def _shell_target(plan: MountPlan, link: HubLink) -> ServerTarget:
     if not plan.isolated:
         mode = shell_mode(plan)
-        return shell.build_server(
+        return shell.plan_server(
             plan.root,
             launcher=mode.sandbox,
             ask=link.request_access,
@@ -146,7 +148,7 @@ def _shell_target(plan: MountPlan, link: HubLink) -> ServerTarget:
 def _web_target(plan: MountPlan) -> ServerTarget:
     policy = WebPolicy.from_grants(plan.grants.web, plan.grants.web_private)
     if not plan.isolated:
-        return web.build_server(policy, plan.web_search)
+        return web.plan_server(policy, plan.web_search)
     args = [arg for host in policy.hosts or () for arg in ("--host", host)]
     if policy.private is True:
         args.append("--allow-private")
@@ -172,15 +174,15 @@ def build_targets(plan: MountPlan, link: HubLink) -> dict[str, ServerTarget]:
     targets: dict[str, ServerTarget] = {}
     for kind in plan.kinds():
         if kind == "inbox":
-            targets[kind] = inbox.build_server(link, detached=plan.detached)
+            targets[kind] = inbox.plan_server(link, detached=plan.detached)
         elif kind == "summon":
-            targets[kind] = summon.build_server(link)
+            targets[kind] = summon.plan_server(link)
         elif kind == "fs":
             targets[kind] = _fs_target(plan, link)
         elif kind == "shell":
             targets[kind] = _shell_target(plan, link)
         elif kind == "lsp" and plan.lsp is not None:
-            targets[kind] = lsp.build_server(plan.root, plan.lsp)
+            targets[kind] = lsp.plan_server(plan.root, plan.lsp)
         elif kind == "web":
             targets[kind] = _web_target(plan)
     return targets
@@ -320,7 +322,8 @@ class Connection:
     async def _hold(self, *, task_status: TaskStatus[Client]) -> None:
         started = False
         try:
-            async with Client(self._target) as client:
+            target = self._target.build() if isinstance(self._target, ServerPlan) else self._target
+            async with Client(target) as client:
                 task_status.started(client)
                 started = True
                 await self._closed.wait()
@@ -332,8 +335,8 @@ class Connection:
 
 async def _listed(kind: str, target: ServerTarget, connection: Connection) -> list[Tool]:
     """A server's tools: read from the server itself in-process, over its session otherwise."""
-    if isinstance(target, MCPServer):
-        return await target.list_tools()
+    if isinstance(target, ServerPlan):
+        return target.listed()
     try:
         return await connection.list_tools()
     except ToolServerError:

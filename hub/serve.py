@@ -108,7 +108,13 @@ async def _serve(root: Path, host: str, port: int, deadline_s: float, remote: bo
                 transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False)
             ).routes,
         )
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+            ws_per_message_deflate=False,  # events are small: compressing each cost more than it saved
+        )
         server = _Server(config)
         print(f"{address}/?token={token}", flush=True)
         _say(f"hub of {hub.root} serving at {address} (data: {hub.data_dir}); Ctrl-C stops it")

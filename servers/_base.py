@@ -15,18 +15,31 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import CodeType
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
+from mcp_types import Tool as MCPTool
 from mcp_types import ToolAnnotations
 
-__all__ = ["MCPServer", "ToolError", "ToolList", "existing_root", "new_server", "root_argument", "serve_stdio"]
+__all__ = [
+    "MCPServer",
+    "ServerPlan",
+    "ToolError",
+    "ToolList",
+    "builds",
+    "existing_root",
+    "new_server",
+    "root_argument",
+    "serve_stdio",
+]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_P = ParamSpec("_P")
 _PrototypeKey = tuple[CodeType, str | None, str | None, str | None, bool | None]
 
 _PROTOTYPES: dict[_PrototypeKey, Tool] = {}
@@ -77,6 +90,48 @@ def new_server(name: str, instructions: str, tools: ToolList | None = None) -> M
     """A quiet ``MCPServer`` (the SDK logs every request at INFO otherwise) offering ``tools``."""
     listed = tools.tools if tools is not None else None
     return MCPServer(name, instructions=instructions, log_level="WARNING", tools=listed)
+
+
+@dataclass(frozen=True)
+class ServerPlan:
+    """A tool server not built yet: its tools, bound and listable, and what :meth:`build` makes.
+
+    The hub mounts an agent's in-process servers as plans: the model sees their tools at once,
+    and a server is built (an ``MCPServer`` costs a few tenths of a millisecond) only when the
+    agent first calls one of its tools."""
+
+    name: str
+    instructions: str
+    tools: ToolList
+
+    def listed(self) -> list[MCPTool]:
+        """The tools as ``tools/list`` answers them (what ``MCPServer.list_tools`` gives)."""
+        return [
+            MCPTool(
+                name=tool.name,
+                title=tool.title,
+                description=tool.description,
+                input_schema=tool.parameters,
+                output_schema=tool.output_schema,
+                annotations=tool.annotations,
+                icons=tool.icons,
+                _meta=tool.meta,
+            )
+            for tool in self.tools.tools
+        ]
+
+    def build(self) -> MCPServer:
+        return new_server(self.name, self.instructions, self.tools)
+
+
+def builds(plan: Callable[_P, ServerPlan]) -> Callable[_P, MCPServer]:
+    """A server module's ``build_server``: its ``plan_server``, built."""
+
+    def build(*args: _P.args, **kwargs: _P.kwargs) -> MCPServer:
+        return plan(*args, **kwargs).build()
+
+    build.__doc__ = plan.__doc__
+    return build
 
 
 def root_argument(parser: argparse.ArgumentParser) -> None:

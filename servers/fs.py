@@ -23,7 +23,15 @@ import anyio.to_thread
 from mcp_types import ToolAnnotations
 from pydantic import Field
 
-from ._base import MCPServer, ToolError, ToolList, existing_root, new_server, root_argument, serve_stdio
+from ._base import (
+    ServerPlan,
+    ToolError,
+    ToolList,
+    builds,
+    existing_root,
+    root_argument,
+    serve_stdio,
+)
 from .fs_io import (
     MAX_GREP,
     MAX_READ_BYTES,
@@ -220,7 +228,7 @@ class FsTools:
         return "\n".join(out) or f"no matches for {pattern!r} in {path!r}"
 
 
-def build_server(root: Path, write: Sequence[Path] | None = None, ask: Ask | None = None) -> MCPServer:
+def plan_server(root: Path, write: Sequence[Path] | None = None, ask: Ask | None = None) -> ServerPlan:
     """An ``fs`` server scoped to ``root``: writable everywhere (``write=None``), in the given
     paths (relative to the root or absolute inside it), or nowhere (an empty list).
 
@@ -233,13 +241,16 @@ def build_server(root: Path, write: Sequence[Path] | None = None, ask: Ask | Non
         listed.add(fn, annotations=_READ)
     for fn in (tools.write_file, tools.edit_file):
         listed.add(fn, annotations=_WRITE)
-    return new_server(
+    return ServerPlan(
         "fs",
         "File tools for one project. Paths are relative to the project root; a path outside it "
         "needs the user's approval, and some paths (credentials, git hooks, Dispatch's config) are "
         "always refused.",
         listed,
     )
+
+
+build_server = builds(plan_server)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

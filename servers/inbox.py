@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from dispatch.servers._base import MCPServer, ToolError, ToolList, new_server
+from dispatch.servers._base import ServerPlan, ToolError, ToolList, builds
 from dispatch.servers.hublink import ArtifactInfo, HubLink, InboxMessage, LinkRefusal
 
 
@@ -21,7 +21,7 @@ def render_messages(messages: list[InboxMessage]) -> str:
     return "\n\n".join(m.render() for m in messages)
 
 
-def build_server(link: HubLink, *, detached: bool = False) -> MCPServer:
+def plan_server(link: HubLink, *, detached: bool = False) -> ServerPlan:
     """The inbox server for the agent ``link`` is bound to."""
     tools = ToolList()
 
@@ -71,9 +71,12 @@ def build_server(link: HubLink, *, detached: bool = False) -> MCPServer:
             replies = await link.ask_user(question.strip())
             return render_messages(replies)
 
-    return new_server(
+    return ServerPlan(
         "inbox", "Messages from the user and your children reach you here and after every tool result.", tools
     )
+
+
+build_server = builds(plan_server)
 
 
 def _listing(found: list[ArtifactInfo]) -> str:

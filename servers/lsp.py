@@ -23,7 +23,7 @@ import anyio
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ._base import MCPServer, ToolError, ToolList, existing_root, new_server, root_argument
+from ._base import ServerPlan, ToolError, ToolList, builds, existing_root, root_argument
 from .fs_scope import FsScope
 
 __all__ = [
@@ -134,17 +134,20 @@ class LspTools:
         return LanguagesReport(languages=found, note=note)
 
 
-def build_server(root: Path, manager: LspBackend) -> MCPServer:
+def plan_server(root: Path, manager: LspBackend) -> ServerPlan:
     """An ``lsp`` server for the project at ``root``, asking ``manager`` for everything."""
     tools = LspTools(FsScope(root, write=[]), manager)
     listed = ToolList()
     listed.add(tools.diagnostics, annotations=_READ)
     listed.add(tools.languages, annotations=_READ)
-    return new_server(
+    return ServerPlan(
         "lsp",
         "Diagnostics from the project's language servers. Paths are relative to the project root.",
         listed,
     )
+
+
+build_server = builds(plan_server)
 
 
 async def _serve(root: Path, settings: object, timeout_s: float) -> None:

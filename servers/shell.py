@@ -32,7 +32,15 @@ import anyio.to_thread
 from anyio.abc import ByteReceiveStream
 from pydantic import BaseModel, Field
 
-from ._base import MCPServer, ToolError, ToolList, existing_root, new_server, root_argument, serve_stdio
+from ._base import (
+    ServerPlan,
+    ToolError,
+    ToolList,
+    builds,
+    existing_root,
+    root_argument,
+    serve_stdio,
+)
 from .hublink import Operation
 from .sandbox.asking import MAX_RERUNS, Ask, Widener
 from .sandbox.choice import choose_shell_mode
@@ -216,7 +224,7 @@ class NeedArg(BaseModel):
     op: Operation = Field(default="read", description="read, write or execute (use execute for 'network')")
 
 
-def build_server(
+def plan_server(
     root: Path,
     *,
     launcher: CommandLauncher | None = None,
@@ -225,7 +233,7 @@ def build_server(
     refusal: str | None = None,
     default_timeout_s: float = 120,
     max_timeout_s: float = 1800,
-) -> MCPServer:
+) -> ServerPlan:
     """A ``shell`` server whose commands run in ``root``, started by ``launcher`` (no sandbox
     when None: the hub always passes one, see :func:`dispatch.servers.sandbox.choose_shell_mode`).
 
@@ -276,7 +284,10 @@ def build_server(
             ' run, e.g. [{"path": "/data/in", "op": "read"}, {"path": "network", "op": "execute"}].'
         ),
     )
-    return new_server("shell", "Run shell commands in the project root.", listed)
+    return ServerPlan("shell", "Run shell commands in the project root.", listed)
+
+
+build_server = builds(plan_server)
 
 
 async def _confirm(ask: Ask | None, command: str) -> None:

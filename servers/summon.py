@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from dispatch.servers._base import MCPServer, ToolError, ToolList, new_server
+from dispatch.servers._base import ServerPlan, ToolError, ToolList, builds
 from dispatch.servers.hublink import (
     ChildInfo,
     GrantRequest,
@@ -70,7 +70,7 @@ def _add_templates_tool(tools: ToolList, link: HubLink) -> None:
         return render_templates(link.templates())
 
 
-def build_server(link: HubLink) -> MCPServer:
+def plan_server(link: HubLink) -> ServerPlan:
     """The summon server for the agent ``link`` is bound to."""
     tools = ToolList()
 
@@ -158,9 +158,12 @@ def build_server(link: HubLink) -> MCPServer:
         return json.dumps([c.model_dump() for c in link.children()], indent=1)
 
     _add_templates_tool(tools, link)
-    return new_server(
+    return ServerPlan(
         "summon",
         "Start child agents for parts of your task, wait for their reports, message or cancel them. "
         "Give children running at the same time non-overlapping write scopes.",
         tools,
     )
+
+
+build_server = builds(plan_server)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,12 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+RESOLVED_FOR_S = 1.0
+"""How long a resolved always-denied set is reused for the same home, data dir and root."""
+_RESOLVED: dict[tuple[str, Path, Path | None], tuple[float, DeniedPaths]] = {}
+"""A memo of :meth:`DeniedPaths.current` (at most :data:`RESOLVED_FOR_S` old), not state."""
+
+
 @dataclass(frozen=True)
 class DeniedPaths:
     """The always-denied set for one user (home, data dir) and one project root, all resolved."""
@@ -88,13 +95,26 @@ class DeniedPaths:
 
     @classmethod
     def current(cls, root: Path | None = None, env: Mapping[str, str] | None = None) -> DeniedPaths:
-        """The set for the user this process runs as (``$HOME``, ``$DISPATCH_HOME``)."""
+        """The set for the user this process runs as (``$HOME``, ``$DISPATCH_HOME``).
+
+        Resolving it takes some fifty ``realpath`` calls, and every agent's fs scope and sandbox
+        asks for it when it spawns; a burst of spawns within :data:`RESOLVED_FOR_S` shares one
+        resolution (a set is resolved when an agent spawns in any case, not at each access)."""
         env = os.environ if env is None else env
-        home = _real(Path(env.get("HOME") or Path.home()))
+        key = (env.get("HOME") or str(Path.home()), _data_dir(env, Path(env.get("HOME") or Path.home())), root)
+        now = time.monotonic()
+        cached = _RESOLVED.get(key)
+        if cached is not None and now - cached[0] < RESOLVED_FOR_S:
+            return cached[1]
+        home = _real(Path(key[0]))
         listed = [(home / rel, why) for rel, why in HOME_DENIED]
         listed.append((_data_dir(env, home), "Dispatch's own data directory"))
         absolute = tuple((_real(p), why) for p, why in listed)
-        return cls(home, absolute, _real(root) if root is not None else None)
+        resolved = cls(home, absolute, _real(root) if root is not None else None)
+        if len(_RESOLVED) > 64:
+            _RESOLVED.clear()
+        _RESOLVED[key] = (now, resolved)
+        return resolved
 
     def reason(self, path: Path) -> str | None:
         """Why ``path`` (absolute and resolved) is always denied, or None when it is not."""
