@@ -217,8 +217,9 @@ class Approvals:
         self._tree.events.publish("approval.requested", agent.id, approval_id=row["id"], **view)
         self._hold(agent, +1, reason)
         try:
-            with anyio.move_on_after(after_s if after_s is not None else math.inf):
-                await waiter.done.wait()
+            async with agent.hooks.idle():  # waiting on the user: the agent's running slot goes back meanwhile
+                with anyio.move_on_after(after_s if after_s is not None else math.inf):
+                    await waiter.done.wait()
             if waiter.approved is None:
                 await self._resolve(row["id"], waiter, True, "auto_approve", "once", f"no answer within {after_s:g}s")
         finally:

@@ -95,7 +95,8 @@ class RunningSlot:
     @asynccontextmanager
     async def idle(self) -> AsyncGenerator[None]:
         """Give the slot back for the body (a wait on others), and take one again after it (after
-        the last of several overlapping waits)."""
+        the last of several overlapping waits). When the body raises (the agent is stopping), the
+        slot stays given back."""
         self._idle += 1
         if self._idle == 1:
             self.give_back()

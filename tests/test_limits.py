@@ -18,6 +18,7 @@ from dispatch.hub.llm.client import LiteLLMClient
 from dispatch.hub.tree import AgentTree
 from tests.agent_helpers import assert_done, call, top_spec, until
 from tests.api_helpers import ServedHub
+from tests.chat_helpers import pending, running_hub
 from tests.fakes.scripted_llm import Reply, ScriptedLLM
 from tests.test_templates import max_overlap
 
@@ -130,3 +131,42 @@ def test_the_config_sets_the_limits_and_the_api_shows_them(tmp_path: Path, serve
         "model_calls_limit": 64,
         "queued_model_calls": 0,
     }
+
+
+@pytest.mark.anyio
+async def test_an_agent_waiting_for_approval_gives_its_slot_to_a_sibling(
+    scripted_llm: ScriptedLLM, tmp_path: Path
+) -> None:
+    project = tmp_path / "project"
+    (project / ".dispatch").mkdir(parents=True)
+    (project / ".dispatch" / "config.yaml").write_text("limits:\n  running_agents: 1\n")
+    scripted_llm.script(
+        "[top]",
+        [
+            Reply(
+                tool_calls=[
+                    call("summon", task="[careful] report after approval", template="planner"),
+                    call("summon", task="[quick] answer"),
+                ]
+            ),
+            Reply(tool_calls=[call("wait")]),
+            Reply(text="both reported"),
+        ],
+    )
+    scripted_llm.script("[careful]", [Reply(text="the plan")])
+    scripted_llm.script("[quick]", [Reply(text="quick answer")])
+    async with running_hub(project, tmp_path / "dispatch.db", Catalog.load(project)) as parts:
+        top = parts.tree.start(top_spec("[top] two children"))
+        [asked] = await pending(parts)  # the planner waits for the user at its before_report checkpoint
+        careful = parts.tree.get(asked.agent_id)
+        quick = next(c for c in parts.tree.children_of(top.id) if c.id != careful.id)
+        with anyio.fail_after(20):
+            await quick.finished.wait()  # it ran meanwhile, in the one running slot
+        waiting = (careful.state, quick.state)
+        await parts.approvals.answer_approval(asked.id, "approve", "once")
+        with anyio.fail_after(20):
+            await top.finished.wait()
+
+    assert waiting == (AgentState.waiting_user, AgentState.done)
+    assert_done(top)
+    assert careful.report == "the plan"
