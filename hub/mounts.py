@@ -41,7 +41,7 @@ from mcp_types import CallToolResult, TextContent, Tool
 
 from dispatch.hub.errors import ToolServerError, unwrap
 from dispatch.hub.grants import ROOT, Grants
-from dispatch.hub.outside_servers import OutsideServers, open_outside
+from dispatch.hub.outside_servers import OutsideServers, list_tools, open_outside
 from dispatch.hub.untrusted import mark_untrusted
 from dispatch.servers import fs, inbox, lsp, shell, summon, web
 from dispatch.servers._base import ServerPlan
@@ -314,7 +314,7 @@ class Connection:
         return await (await self.open()).call_tool(name, arguments)
 
     async def list_tools(self) -> list[Tool]:
-        return (await (await self.open()).list_tools()).tools
+        return await list_tools(await self.open())
 
     def close(self) -> None:
         self._closed.set()

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,12 +147,19 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def served(scripted_llm: ScriptedLLM, project: Path) -> Iterator[ServedHub]:
-    """The hub of ``project``, its agents answered by the scripted model; it must stop with exit 0."""
-    hub = start_hub(project, "--deadline", "5")
+@contextmanager
+def serving(root: Path, *args: str) -> Iterator[ServedHub]:
+    """:func:`start_hub` until the block ends, then SIGTERM; the hub must exit 0."""
+    hub = start_hub(root, *args)
     try:
         yield hub
     finally:
         code = hub.stop()
     assert code == 0, f"dispatch serve exited {code} on SIGTERM:\n{hub.stderr()}"
+
+
+@pytest.fixture
+def served(scripted_llm: ScriptedLLM, project: Path) -> Iterator[ServedHub]:
+    """The hub of ``project``, its agents answered by the scripted model; it must stop with exit 0."""
+    with serving(project, "--deadline", "5") as hub:
+        yield hub

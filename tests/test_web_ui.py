@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.agent_helpers import call
-from tests.api_helpers import MODEL, ServedHub, start_hub
+from tests.api_helpers import MODEL, ServedHub, serving
 from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM, Step
 from tests.web_ui_helpers import chromium, open_page, scripted_dispatch
 
@@ -97,12 +97,8 @@ def test_tree_live_state_correction_receipt_and_checkpoint_approval(
 def chat_hub(scripted_llm: ScriptedLLM, project: Path) -> Iterator[ServedHub]:
     """A hub whose chats' dispatch agents run on the scripted model (a project template naming it)."""
     scripted_dispatch(project)
-    hub = start_hub(project, "--deadline", "5")
-    try:
+    with serving(project, "--deadline", "5") as hub:
         yield hub
-    finally:
-        code = hub.stop()
-    assert code == 0, f"dispatch serve exited {code} on SIGTERM:\n{hub.stderr()}"
 
 
 def test_chat_reply_search_and_fork(scripted_llm: ScriptedLLM, chat_hub: ServedHub, browser: Browser) -> None:

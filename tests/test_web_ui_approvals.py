@@ -16,7 +16,7 @@ import yaml
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from tests.agent_helpers import call
-from tests.api_helpers import ServedHub, start_hub
+from tests.api_helpers import ServedHub, serving
 from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM, Step
 from tests.web_ui_helpers import PHONE, chromium, open_page, start_agent, write_template
 
@@ -37,12 +37,8 @@ def hub(scripted_llm: ScriptedLLM, project: Path) -> Iterator[ServedHub]:
     write_template(project, "reader", f"description: reads files\n{tools}")
     write_template(project, "careful", f"description: asks first\n{tools}checkpoints: [report]\n")
     write_template(project, "timed", f"description: waits a little\n{tools}checkpoints:\n  report: auto_approve 6s\n")
-    served = start_hub(project, "--deadline", "5")
-    try:
+    with serving(project, "--deadline", "5") as served:
         yield served
-    finally:
-        code = served.stop()
-    assert code == 0, f"dispatch serve exited {code} on SIGTERM:\n{served.stderr()}"
 
 
 def _agent(page: Page, agent_id: str) -> Locator:

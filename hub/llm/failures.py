@@ -23,7 +23,7 @@ from enum import StrEnum
 from types import ModuleType
 from typing import Any, cast
 
-from dispatch.hub.llm.client import is_unknown_model, is_unreachable
+from dispatch.hub.llm.litellm_call import is_unknown_model, is_unreachable
 
 TRANSIENT_STATUS = frozenset({408, 409, 500, 502, 503, 504, 520, 522, 524, 529})
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")

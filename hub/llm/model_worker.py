@@ -25,8 +25,9 @@ from typing import IO, Any, cast
 from pydantic import BaseModel, ConfigDict
 
 from dispatch.hub.errors import UserError
-from dispatch.hub.llm.client import Completion, JsonDict, acompletion, load_litellm, model_error
+from dispatch.hub.llm.client import Completion, JsonDict
 from dispatch.hub.llm.failures import classify, headers_of
+from dispatch.hub.llm.litellm_call import acompletion, load_litellm, model_error
 
 LINE_LIMIT = 256 * 1024 * 1024
 """The longest line either side reads: a request carries the whole transcript."""

@@ -101,14 +101,16 @@ class DeniedPaths:
         asks for it when it spawns; a burst of spawns within :data:`RESOLVED_FOR_S` shares one
         resolution (a set is resolved when an agent spawns in any case, not at each access)."""
         env = os.environ if env is None else env
-        key = (env.get("HOME") or str(Path.home()), _data_dir(env, Path(env.get("HOME") or Path.home())), root)
+        given_home = Path(env.get("HOME") or Path.home())
+        data = _data_dir(env, given_home)
+        key = (str(given_home), data, root)
         now = time.monotonic()
         cached = _RESOLVED.get(key)
         if cached is not None and now - cached[0] < RESOLVED_FOR_S:
             return cached[1]
-        home = _real(Path(key[0]))
+        home = _real(given_home)
         listed = [(home / rel, why) for rel, why in HOME_DENIED]
-        listed.append((_data_dir(env, home), "Dispatch's own data directory"))
+        listed.append((data, "Dispatch's own data directory"))
         absolute = tuple((_real(p), why) for p, why in listed)
         resolved = cls(home, absolute, _real(root) if root is not None else None)
         if len(_RESOLVED) > 64:
