@@ -64,3 +64,21 @@ class EventBus:
                 self._subscribers.remove(send)
             send.close()
             receive.close()
+
+
+async def each_queued(stream: MemoryObjectReceiveStream[Event]) -> AsyncGenerator[Event]:
+    """Every event of ``stream``, in order, until it ends. Events already queued are handed on at
+    once; only an empty queue waits. (``async for`` over the stream itself takes a turn of the event
+    loop per event, and with hundreds of agents ready to run each turn is long: a burst of a
+    thousand events reached a WebSocket client hundreds of milliseconds late.)"""
+    while True:
+        try:
+            event = stream.receive_nowait()
+        except anyio.WouldBlock:
+            try:
+                event = await stream.receive()
+            except anyio.EndOfStream:
+                return
+        except anyio.EndOfStream:
+            return
+        yield event

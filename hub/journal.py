@@ -7,7 +7,9 @@ the :class:`Recorder` for the writes that make the store match (a snapshot of th
 right then) and queues them. The :class:`Journal`'s writer task commits what is queued in one
 transaction per batch (so many events share one fsync and a step never waits on the disk), then
 hands that batch's events to the subscribers, in order. So a subscriber sees only committed events,
-and :meth:`Journal.flush` is how a caller waits for its write to be acknowledged.
+and :meth:`Journal.flush` is how a caller waits for its write to be acknowledged: it commits what is
+queued itself when no batch is being written (the writer's next turn of the event loop may be
+long in coming under load), and otherwise waits for the batch in flight and the next.
 
 What the recorder writes per event:
 
@@ -198,6 +200,8 @@ class Journal:
         self._failed_through = -1
         self._wake = anyio.Event()
         self._progress = anyio.Event()
+        self._turn = anyio.Lock(fast_acquire=True)
+        """Held while a batch is written: by the writer task, or by a caller of :meth:`flush`."""
         self._closing = False
         self._stopped = anyio.Event()
         self.batches = 0
@@ -217,7 +221,10 @@ class Journal:
         while self._committed < target:
             if self._stopped.is_set():
                 raise RunError("the hub's store is closed; the write was not saved")
-            await self._progress.wait()
+            if self._turn.locked():
+                await self._progress.wait()
+            else:
+                await self._commit_queued()
         if self._failed_through >= target:
             raise RunError("the hub could not save to its store (see hub.log in the data directory)")
 
@@ -227,13 +234,17 @@ class Journal:
             while True:
                 await self._wake.wait()
                 self._wake = anyio.Event()
-                while self._ops or self._events:
-                    await self._commit_batch()
+                await self._commit_queued()
                 if self._closing:
                     return
         finally:
             self._stopped.set()
             self._progress.set()
+
+    async def _commit_queued(self) -> None:
+        async with self._turn:
+            while self._ops or self._events:
+                await self._commit_batch()
 
     async def _commit_batch(self) -> None:
         ops, events, target = self._ops, self._events, self._queued

@@ -184,12 +184,13 @@ class Records:
 
     # ---- agents, transcripts, messages ---------------------------------------------------------
 
-    async def agent_rows(self, where: str = "", params: Sequence[Any] = ()) -> list[AgentRow]:
+    async def agent_rows(self, where: str = "", params: Sequence[Any] = (), *, offload: bool = True) -> list[AgentRow]:
+        """Stored agents, oldest first (all of them by default: a long history, read in a worker thread)."""
         sql = f"select * from agents {where} order by created_at, rowid"
-        return [_agent_row(r) for r in await self.store.call(lambda db: _rows(db, sql, params))]
+        return [_agent_row(r) for r in await self.store.call(lambda db: _rows(db, sql, params), offload=offload)]
 
     async def agent_row(self, agent_id: str) -> AgentRow | None:
-        found = await self.agent_rows("where id = ?", [agent_id])
+        found = await self.agent_rows("where id = ?", [agent_id], offload=False)
         return found[0] if found else None
 
     async def subtree(self, agent_id: str) -> list[AgentRow]:
@@ -199,7 +200,7 @@ class Records:
             "union all select a.id, below.depth + 1 from agents a join below on a.parent_id = below.id) "
             "select agents.* from agents join below using (id) order by below.depth, agents.created_at, agents.rowid"
         )
-        return [_agent_row(r) for r in await self.store.call(lambda db: _rows(db, sql, [agent_id]))]
+        return [_agent_row(r) for r in await self.store.call(lambda db: _rows(db, sql, [agent_id]), offload=True)]
 
     async def unfinished(self) -> list[AgentRow]:
         """Agents a hub left running (or pending, or waiting): not finished, not yet interrupted."""
@@ -207,7 +208,7 @@ class Records:
 
     async def transcript(self, agent_id: str) -> list[dict[str, Any]]:
         sql = "select message from transcripts where agent_id = ? order by idx"
-        rows = await self.store.call(lambda db: _rows(db, sql, [agent_id]))
+        rows = await self.store.call(lambda db: _rows(db, sql, [agent_id]), offload=True)
         return [json.loads(r["message"]) for r in rows]
 
     async def unread_messages(self, agent_id: str, steps: int) -> list[InboxMessage]:

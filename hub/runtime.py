@@ -32,7 +32,7 @@ from dispatch.hub.catalog import DEFAULT_TEMPLATE, Catalog
 from dispatch.hub.chats import ChatService
 from dispatch.hub.delegation import Delegation
 from dispatch.hub.errors import UnknownAgentError, UserError
-from dispatch.hub.events import Event
+from dispatch.hub.events import Event, each_queued
 from dispatch.hub.ids import new_id
 from dispatch.hub.journal import JournaledBus, Recorder
 from dispatch.hub.lifecycle import DEFAULT_DEADLINE_S, HubLock, drain, hub_logging, prepare_data_dir, resolved
@@ -295,7 +295,7 @@ class Hub(Delegation):
                     last = event.seq
         if self._stopped.is_set():
             return  # a stopped hub announces nothing more
-        async for event in live:
+        async for event in each_queued(live):
             if event.seq > last:
                 yield event
                 last = event.seq

@@ -8,7 +8,14 @@ recorded in the ``_migrations`` table as they are applied, each in its own trans
 decorated with ``@MIGRATIONS()``, and give :class:`Store` the methods that read and write them.
 
 :class:`Store` does every read and write. Calls are async: each runs in a worker thread on the
-one connection, serialised by an ``anyio.Lock``; a write returns only after its commit.
+one connection, serialised by an ``anyio.Lock``; a write returns only after its commit. A call runs
+on the event loop's own thread: the journal's batches, a point read, a ledger row take from
+microseconds to a few milliseconds there (with the commit's fsync). Handing them to a worker thread
+cost far more under load: SQLite's module lets go of the interpreter lock for every row it steps
+through and must win it back from the busy loop each time, so a batch of a thousand rows took
+hundreds of milliseconds, seconds while the loop was busiest. Only reads that may scan a long
+history (usage reports, chat search, every stored agent, a whole transcript) pass ``offload=True``
+and run in a worker thread, still one at a time on the one connection.
 
 Tables (m001): ``usage``, the ledger of model calls: ``at`` (POSIX seconds), ``agent_id``, ``key``
 (the config's key name, or ``env:PROVIDER`` for litellm's environment), ``provider``, ``model``
@@ -308,7 +315,7 @@ class Store:
     def __init__(self, db: Database, path: Path | None = None) -> None:
         self.db = db
         self.path = path
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock(fast_acquire=True)  # a free lock is taken without a turn of the loop
         self._usage = GroupCommit[UsageRow, int](self._insert_usage)
 
     @classmethod
@@ -349,14 +356,17 @@ class Store:
     def applied_migrations(self) -> list[str]:
         return [m.name for m in MIGRATIONS.applied(self.db)]
 
-    async def call(self, work: Callable[[Database], T]) -> T:
-        """Run ``work(db)`` in the worker thread, serialised with every other call; a record module
-        that keeps its SQL beside this one (:mod:`dispatch.hub.persistence`) reads and writes so."""
-        return await self._run(lambda: work(self.db))
+    async def call(self, work: Callable[[Database], T], *, offload: bool = False) -> T:
+        """Run ``work(db)``, serialised with every other call; a record module that keeps its SQL
+        beside this one (:mod:`dispatch.hub.persistence`) reads and writes so. ``offload``: in a
+        worker thread, for a read that may scan a long history (see the module's docstring)."""
+        return await self._run(lambda: work(self.db), offload=offload)
 
-    async def _run(self, work: Callable[[], T]) -> T:
+    async def _run(self, work: Callable[[], T], *, offload: bool = False) -> T:
         async with self._lock:
-            return await anyio.to_thread.run_sync(work)
+            if offload:
+                return await anyio.to_thread.run_sync(work)
+            return work()
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         cursor = self.db.execute(sql, list(params))
@@ -389,7 +399,7 @@ class Store:
     async def usage_total(self, *, agent_ids: Sequence[str] | None = None, since: float = 0.0) -> Usage:
         """Totals over the ledger, or over the given agents (a subtree: the agent and its descendants)."""
         where, params = self._where(agent_ids, since)
-        rows = await self._run(lambda: self._rows(f"select {_TOTALS} from usage {where}", params))
+        rows = await self._run(lambda: self._rows(f"select {_TOTALS} from usage {where}", params), offload=True)
         return _usage(rows[0])
 
     async def usage_by(
@@ -399,13 +409,13 @@ class Store:
         column = _GROUP_SQL[group]
         where, params = self._where(agent_ids, since)
         sql = f"select {column} as name, {_TOTALS} from usage {where} group by name order by name"
-        rows = await self._run(lambda: self._rows(sql, params))
+        rows = await self._run(lambda: self._rows(sql, params), offload=True)
         return {str(r["name"]): _usage(r) for r in rows}
 
     async def usage_rows(self, *, agent_ids: Sequence[str] | None = None, since: float = 0.0) -> list[UsageRow]:
         """The ledger rows themselves, oldest first."""
         where, params = self._where(agent_ids, since)
-        rows = await self._run(lambda: self._rows(f"select * from usage {where} order by id", params))
+        rows = await self._run(lambda: self._rows(f"select * from usage {where} order by id", params), offload=True)
         return [UsageRow(**{k: v for k, v in r.items() if k != "id"}) for r in rows]
 
     @staticmethod
@@ -458,7 +468,7 @@ class Store:
             "from chat_messages m join chain on m.id = chain.id where m.parent_id is not null) "
             "select m.* from chain join chat_messages m on m.id = chain.id order by chain.depth desc"
         )
-        return await self._run(lambda: self._rows(sql, (head_id,)))
+        return await self._run(lambda: self._rows(sql, (head_id,)), offload=True)
 
     async def find_chats(self, words: str | None, since: str | None, until: str | None) -> list[Row]:
         """Chats, newest first: updated in ``[since, until)`` (ISO times, either may be None), and
@@ -482,7 +492,7 @@ class Store:
             quoted = fts_words(words)
             params += [quoted, quoted]
         sql = f"{prefix}select * from chats where {' and '.join(clauses)} order by updated_at desc, id"
-        return await self._run(lambda: self._rows(sql, params))
+        return await self._run(lambda: self._rows(sql, params), offload=True)
 
     async def add_approval(self, row: Row) -> None:
         await self._write(lambda: self.db.table("approvals").insert(row))

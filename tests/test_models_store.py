@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import stat
+import threading
 from pathlib import Path
 
+import anyio
 import pytest
 from sqlite_utils import Database
 
@@ -101,3 +104,28 @@ async def test_usage_totals_per_agent_subtree_key_model_and_day(tmp_path: Path) 
         assert await store.spend("k1", since=T0 + DAY) == 0.0
         assert (await store.usage_total(agent_ids=[])).calls == 0
         assert [r.agent_id for r in await store.usage_rows(since=T0 + 1)] == ["child", "other"]
+
+
+@pytest.mark.anyio
+async def test_calls_run_on_the_loop_thread_unless_offloaded_and_never_overlap(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / DB_NAME) as store:
+        loop_thread = threading.get_ident()
+        assert await store.call(lambda _: threading.get_ident()) == loop_thread
+        assert await store.call(lambda _: threading.get_ident(), offload=True) != loop_thread
+
+        reading, release = threading.Event(), threading.Event()
+        order: list[str] = []
+
+        def long_read(_: Database) -> None:
+            reading.set()
+            release.wait(10)
+            order.append("read")
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(functools.partial(store.call, long_read, offload=True))
+            await anyio.to_thread.run_sync(reading.wait)
+            group.start_soon(store.call, lambda _: order.append("write"))
+            await anyio.wait_all_tasks_blocked()
+            assert order == []  # the write waits for the read in the worker thread
+            release.set()
+        assert order == ["read", "write"]
