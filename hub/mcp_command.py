@@ -16,6 +16,7 @@ from mcp.server.stdio import stdio_server
 
 from dispatch.hub.auth import load_or_create_token
 from dispatch.hub.errors import UserError, unwrap
+from dispatch.hub.heap import settle_heap
 from dispatch.hub.lifecycle import prepare_data_dir, running_hub
 from dispatch.hub.mcp_hub import build_server
 from dispatch.hub.mcp_proxy import build_proxy, hub_client
@@ -33,6 +34,7 @@ async def _attached(address: str, data_dir: Path) -> None:
 
 async def _embedded(root: Path, data_dir: Path, model: str | None) -> None:
     async with Hub.open(root, data_dir, default_model=model) as hub:
+        settle_heap()
         await build_server(hub).run_stdio_async()
 
 

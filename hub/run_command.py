@@ -16,6 +16,7 @@ from dispatch.hub.agent import Agent, AgentSpec, AgentState
 from dispatch.hub.catalog import DEFAULT_TEMPLATE, Catalog
 from dispatch.hub.errors import UserError
 from dispatch.hub.events import EventBus
+from dispatch.hub.heap import settle_heap
 from dispatch.hub.live_view import LiveView, print_line
 from dispatch.hub.llm.client import Usage
 from dispatch.hub.llm.router import Router
@@ -66,6 +67,7 @@ async def _run(spec: AgentSpec, catalog: Catalog, root: Path, json_output: bool)
         events.subscribe() as stream,
     ):
         tree.outside.pins = ToolPins(store)  # no approvals here: a changed tool list is left out, saying why
+        settle_heap()
         top = tree.start(spec)
         view = LiveView(tree)
         if json_output:

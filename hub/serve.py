@@ -28,6 +28,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from dispatch.hub.api import create_app
 from dispatch.hub.auth import LOOPBACK_HOSTS, load_or_create_token
 from dispatch.hub.errors import UserError, unwrap
+from dispatch.hub.heap import settle_heap
 from dispatch.hub.lifecycle import DEFAULT_DEADLINE_S, serve_until_signalled
 from dispatch.hub.mcp_hub import build_server as mcp_endpoint
 from dispatch.hub.runtime import Hub
@@ -116,6 +117,7 @@ async def _serve(root: Path, host: str, port: int, deadline_s: float, remote: bo
             ws_per_message_deflate=False,  # events are small: compressing each cost more than it saved
         )
         server = _Server(config)
+        settle_heap()
         print(f"{address}/?token={token}", flush=True)
         _say(f"hub of {hub.root} serving at {address} (data: {hub.data_dir}); Ctrl-C stops it")
         if hub.interrupted_on_open:

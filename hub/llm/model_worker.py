@@ -25,6 +25,7 @@ from typing import IO, Any, cast
 from pydantic import BaseModel, ConfigDict
 
 from dispatch.hub.errors import UserError
+from dispatch.hub.heap import settle_heap
 from dispatch.hub.llm.client import Completion, JsonDict
 from dispatch.hub.llm.failures import classify, headers_of
 from dispatch.hub.llm.litellm_call import acompletion, load_litellm, model_error
@@ -137,6 +138,7 @@ class _Worker:
         reader = asyncio.StreamReader(limit=LINE_LIMIT)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         load_litellm()  # the import takes seconds; done before the first answer is awaited
+        settle_heap()  # litellm's modules (most of this process) out of every full collection's walk
         while line := await reader.readline():
             self.handle(line)
         for task in list(self._calls.values()):
