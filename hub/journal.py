@@ -9,7 +9,9 @@ transaction per batch (so many events share one fsync and a step never waits on 
 hands that batch's events to the subscribers, in order. So a subscriber sees only committed events,
 and :meth:`Journal.flush` is how a caller waits for its write to be acknowledged: it commits what is
 queued itself when no batch is being written (the writer's next turn of the event loop may be
-long in coming under load), and otherwise waits for the batch in flight and the next.
+long in coming under load), and otherwise waits for the batch in flight and the next. The writer's
+batches survive a crash of the hub as soon as they are committed; what a flush acknowledges is on
+the disk too (a commit that waits for it, or a sync of the log), so it survives a power loss.
 
 What the recorder writes per event:
 
@@ -197,6 +199,10 @@ class Journal:
         self._events: list[Event] = []
         self._queued = 0
         self._committed = 0
+        self._synced = 0
+        """Everything queued up to this count is on the disk (not only committed)."""
+        self._durable_wanted = 0
+        """A flush waits for everything up to this count to be on the disk."""
         self._failed_through = -1
         self._wake = anyio.Event()
         self._progress = anyio.Event()
@@ -218,6 +224,7 @@ class Journal:
     async def flush(self) -> None:
         """Return once everything queued before the call is committed; RunError if it failed."""
         target = self._queued
+        self._durable_wanted = max(self._durable_wanted, target)
         while self._committed < target:
             if self._stopped.is_set():
                 raise RunError("the hub's store is closed; the write was not saved")
@@ -227,6 +234,11 @@ class Journal:
                 await self._commit_queued()
         if self._failed_through >= target:
             raise RunError("the hub could not save to its store (see hub.log in the data directory)")
+        if self._synced < target:  # the writer committed it without waiting for the disk
+            async with self._turn:
+                synced = self._committed
+                await self._records.sync_log()
+                self._synced = max(self._synced, synced)
 
     async def run(self) -> None:
         """The writer task: commit and deliver until :meth:`close`, then drain what is left."""
@@ -249,10 +261,13 @@ class Journal:
     async def _commit_batch(self) -> None:
         ops, events, target = self._ops, self._events, self._queued
         self._ops, self._events = [], []
+        durable = self._durable_wanted > self._synced
         started = time.perf_counter()
         try:
             with anyio.CancelScope(shield=True):  # a batch is written whole, even while the hub stops
-                await self._records.apply(ops)
+                await self._records.apply(ops, durable=durable)
+            if durable:
+                self._synced = target
         except Exception:
             log.exception("could not write %d events to the store", len(events))
             self._failed_through = target

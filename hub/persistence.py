@@ -172,15 +172,19 @@ class Records:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def apply(self, ops: Sequence[Op]) -> None:
-        """Run a batch of journal operations in one transaction; returns once committed."""
+    async def apply(self, ops: Sequence[Op], *, durable: bool) -> None:
+        """Run a batch of journal operations in one transaction; returns once committed (and on
+        the disk, when ``durable``)."""
 
         def work(db: Database) -> None:
-            with db.atomic():
-                for op in ops:
-                    op(db)
+            for op in ops:
+                op(db)
 
-        await self.store.call(work)
+        await self.store.transaction(work, durable=durable)
+
+    async def sync_log(self) -> None:
+        """Put every commit so far on the disk."""
+        await self.store.sync_log()
 
     # ---- agents, transcripts, messages ---------------------------------------------------------
 
@@ -255,13 +259,12 @@ class Records:
         )
 
         def write(db: Database) -> None:
-            with db.atomic():
-                db.conn.execute(
-                    "insert into artifacts (id, kind, title, content, agent_id, created_at) values (?, ?, ?, ?, ?, ?)",
-                    [saved.id, kind, title, content, agent_id, saved.created_at],
-                )
+            db.conn.execute(
+                "insert into artifacts (id, kind, title, content, agent_id, created_at) values (?, ?, ?, ?, ?, ?)",
+                [saved.id, kind, title, content, agent_id, saved.created_at],
+            )
 
-        await self.store.call(write)
+        await self.store.transaction(write)
         return saved.model_copy(update={"excerpt": content[:200]})
 
     async def find(self, query: str | None, kind: str | None, limit: int) -> list[ArtifactInfo]:

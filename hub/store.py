@@ -17,6 +17,14 @@ hundreds of milliseconds, seconds while the loop was busiest. Only reads that ma
 history (usage reports, chat search, every stored agent, a whole transcript) pass ``offload=True``
 and run in a worker thread, still one at a time on the one connection.
 
+Durability. The connection runs WAL with ``synchronous = NORMAL``: a commit survives a crash of the
+hub at once, and a power loss once the log is synced. A write that is acknowledged to someone (the
+API's answer, a caller of :meth:`Store.transaction`, a flush of the journal) is synced before the
+answer: its transaction commits with ``synchronous = FULL``, or, when the journal had already
+committed it, the log file is synced (:meth:`Store.sync_log`). The journal's own stream of agent
+steps and events, and the usage ledger, commit without waiting for the disk: an fsync per batch,
+on the event loop, had been the largest part of the hub's busy time under the messages benchmark.
+
 Tables (m001): ``usage``, the ledger of model calls: ``at`` (POSIX seconds), ``agent_id``, ``key``
 (the config's key name, or ``env:PROVIDER`` for litellm's environment), ``provider``, ``model``
 (the litellm model called), ``requested`` (the tag or name the agent asked for), ``tokens_in``,
@@ -333,6 +341,7 @@ class Store:
         db = Database(sqlite3.connect(path, check_same_thread=False))
         db.enable_wal()
         db.execute("PRAGMA busy_timeout = 5000")
+        db.execute("PRAGMA synchronous = NORMAL")  # durable writes ask for FULL (see the module's docstring)
         MIGRATIONS.apply(db)
         return cls(db, path)
 
@@ -362,6 +371,37 @@ class Store:
         worker thread, for a read that may scan a long history (see the module's docstring)."""
         return await self._run(lambda: work(self.db), offload=offload)
 
+    async def transaction(self, work: Callable[[Database], T], *, durable: bool = True) -> T:
+        """Run ``work(db)`` in one transaction; returns its result once committed, and, when
+        ``durable``, once the commit is on the disk (not only past a crash of the hub)."""
+        return await self._run(lambda: self._in_transaction(work, durable))
+
+    def _in_transaction(self, work: Callable[[Database], T], durable: bool) -> T:
+        if durable:
+            self.db.execute("PRAGMA synchronous = FULL")
+        try:
+            with self.db.atomic():
+                return work(self.db)
+        finally:
+            if durable:
+                self.db.execute("PRAGMA synchronous = NORMAL")
+
+    async def sync_log(self) -> None:
+        """Put every commit so far on the disk (they survive a power loss from now on)."""
+        if self.path is None:
+            return  # an in-memory database has no disk to reach
+        await self._run(self._sync_log)
+
+    def _sync_log(self) -> None:
+        log = self.path.with_name(self.path.name + "-wal") if self.path is not None else None
+        if log is None or not log.exists():
+            return  # nothing in the log: every commit is in the database file already
+        descriptor = os.open(log, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
     async def _run(self, work: Callable[[], T], *, offload: bool = False) -> T:
         async with self._lock:
             if offload:
@@ -384,11 +424,10 @@ class Store:
         columns = [f.name for f in fields(UsageRow)]
         sql = f"insert into usage ({', '.join(columns)}) values ({', '.join('?' for _ in columns)})"
 
-        def write() -> list[int]:
-            with self.db.atomic():
-                return [int(self.db.execute(sql, astuple(row)).lastrowid or 0) for row in rows]
+        def write(db: Database) -> list[int]:
+            return [int(db.execute(sql, astuple(row)).lastrowid or 0) for row in rows]
 
-        return await self._run(write)
+        return await self.transaction(write, durable=False)  # the ledger is the hub's own record
 
     async def spend(self, key: str, since: float = 0.0) -> float:
         """What ``key`` has cost since ``since`` (POSIX seconds)."""
@@ -430,11 +469,7 @@ class Store:
     # ---- chats, approvals and agent threads (m100-m102; dispatch.hub.chats, .approvals, .threads) ---
 
     async def _write(self, work: Callable[[], object]) -> None:
-        def atomic() -> None:
-            with self.db.atomic():
-                work()
-
-        await self._run(atomic)
+        await self.transaction(lambda _: work())
 
     async def _one(self, sql: str, params: Sequence[Any]) -> Row | None:
         rows = await self._run(lambda: self._rows(sql, params))
