@@ -38,6 +38,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from mcp import Client, StdioServerParameters
 from mcp_types import CallToolResult, TextContent, Tool
+from mcp_types.version import LATEST_MODERN_VERSION
 
 from dispatch.hub.errors import ToolServerError, unwrap
 from dispatch.hub.grants import ROOT, Grants
@@ -322,8 +323,13 @@ class Connection:
     async def _hold(self, *, task_status: TaskStatus[Client]) -> None:
         started = False
         try:
-            target = self._target.build() if isinstance(self._target, ServerPlan) else self._target
-            async with Client(target) as client:
+            if isinstance(self._target, ServerPlan):
+                # Dispatch's own server, in this process: it speaks the SDK's newest protocol, so the
+                # session adopts it at once rather than probing for it (a round trip on a busy loop).
+                client = Client(self._target.build(), mode=LATEST_MODERN_VERSION)
+            else:
+                client = Client(self._target)
+            async with client:
                 task_status.started(client)
                 started = True
                 await self._closed.wait()
