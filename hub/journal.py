@@ -5,7 +5,7 @@ anyone hears of it.
 synchronous and never blocks the publisher: it numbers the event (continuing the store's ids), asks
 the :class:`Recorder` for the writes that make the store match (a snapshot of the live agent taken
 right then) and queues them. The :class:`Journal`'s writer task commits what is queued in one
-transaction per batch (so many events share one fsync and a step never waits on the disk), then
+transaction per batch (so many events share one commit and a step never waits on the store), then
 hands that batch's events to the subscribers, in order. So a subscriber sees only committed events,
 and :meth:`Journal.flush` is how a caller waits for its write to be acknowledged: it commits what is
 queued itself when no batch is being written (the writer's next turn of the event loop may be

@@ -7,15 +7,14 @@ recorded in the ``_migrations`` table as they are applied, each in its own trans
 ``Migrations``, as simonw/llm does it). To add tables: write the next ``mNNN_`` function below,
 decorated with ``@MIGRATIONS()``, and give :class:`Store` the methods that read and write them.
 
-:class:`Store` does every read and write. Calls are async: each runs in a worker thread on the
-one connection, serialised by an ``anyio.Lock``; a write returns only after its commit. A call runs
-on the event loop's own thread: the journal's batches, a point read, a ledger row take from
-microseconds to a few milliseconds there (with the commit's fsync). Handing them to a worker thread
-cost far more under load: SQLite's module lets go of the interpreter lock for every row it steps
-through and must win it back from the busy loop each time, so a batch of a thousand rows took
-hundreds of milliseconds, seconds while the loop was busiest. Only reads that may scan a long
-history (usage reports, chat search, every stored agent, a whole transcript) pass ``offload=True``
-and run in a worker thread, still one at a time on the one connection.
+:class:`Store` does every read and write. Calls are async, on the one connection, serialised by
+an ``anyio.Lock``; a write returns only after its commit. A call runs on the event loop's own
+thread: the journal's batches, a point read, a ledger row take from microseconds to a few
+milliseconds there. Handing them to a worker thread cost far more under load: SQLite's module
+lets go of the interpreter lock for every row it steps through and must win it back from the busy
+loop each time, so a batch of a thousand rows took hundreds of milliseconds, seconds while the loop
+was busiest. Only reads that may scan a long history (usage reports, chat search, every stored
+agent, a whole transcript) pass ``offload=True`` and run in a worker thread, still one at a time.
 
 Durability. The connection runs WAL with ``synchronous = NORMAL``: a commit survives a crash of the
 hub at once, and a power loss once the log is synced. A write that is acknowledged to someone (the
