@@ -71,14 +71,11 @@ async def each_queued(stream: MemoryObjectReceiveStream[Event]) -> AsyncGenerato
     once; only an empty queue waits. (``async for`` over the stream itself takes a turn of the event
     loop per event, and with hundreds of agents ready to run each turn is long: a burst of a
     thousand events reached a WebSocket client hundreds of milliseconds late.)"""
-    while True:
-        try:
-            event = stream.receive_nowait()
-        except anyio.WouldBlock:
+    try:
+        while True:
             try:
-                event = await stream.receive()
-            except anyio.EndOfStream:
-                return
-        except anyio.EndOfStream:
-            return
-        yield event
+                yield stream.receive_nowait()
+            except anyio.WouldBlock:
+                yield await stream.receive()
+    except anyio.EndOfStream:
+        return

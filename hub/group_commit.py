@@ -2,8 +2,8 @@
 is committed.
 
 A burst of writes (hundreds of agents finishing a model call at once, each adding its row to the
-usage ledger) would otherwise queue one transaction, one thread hop and one fsync per row behind
-the store's lock, and everything else that needs the store (the event journal, the API's reads)
+usage ledger) would otherwise queue one transaction and one commit per row behind the store's
+lock, and everything else that needs the store (the event journal, the API's reads)
 would queue behind them. Here the first caller to get the turn writes every row queued by then;
 the callers whose rows it wrote find them done when their turn comes.
 """

@@ -235,10 +235,9 @@ class Journal:
         if self._failed_through >= target:
             raise RunError("the hub could not save to its store (see hub.log in the data directory)")
         if self._synced < target:  # the writer committed it without waiting for the disk
-            async with self._turn:
-                synced = self._committed
-                await self._records.sync_log()
-                self._synced = max(self._synced, synced)
+            synced = self._committed
+            await self._records.sync_log()
+            self._synced = max(self._synced, synced)
 
     async def run(self) -> None:
         """The writer task: commit and deliver until :meth:`close`, then drain what is left."""

@@ -52,6 +52,7 @@ tool list the user trusts, that list itself (``tools``, JSON: name, description,
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sqlite3
@@ -316,6 +317,16 @@ def fts_words(text: str) -> str:
     return " ".join('"' + w.replace('"', '""') + '"' for w in words) or '""'
 
 
+def _sync_file(path: Path) -> None:
+    if not path.exists():
+        return  # no log: every commit is in the database file already
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 class Store:
     """The database of one hub. Open with :meth:`open` (or :meth:`memory` in tests); close at exit."""
 
@@ -387,19 +398,8 @@ class Store:
 
     async def sync_log(self) -> None:
         """Put every commit so far on the disk (they survive a power loss from now on)."""
-        if self.path is None:
-            return  # an in-memory database has no disk to reach
-        await self._run(self._sync_log)
-
-    def _sync_log(self) -> None:
-        log = self.path.with_name(self.path.name + "-wal") if self.path is not None else None
-        if log is None or not log.exists():
-            return  # nothing in the log: every commit is in the database file already
-        descriptor = os.open(log, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        if self.path is not None:  # an in-memory database has no disk to reach
+            await self._run(functools.partial(_sync_file, self.path.with_name(self.path.name + "-wal")))
 
     async def _run(self, work: Callable[[], T], *, offload: bool = False) -> T:
         async with self._lock:
@@ -467,30 +467,27 @@ class Store:
 
     # ---- chats, approvals and agent threads (m100-m102; dispatch.hub.chats, .approvals, .threads) ---
 
-    async def _write(self, work: Callable[[], object]) -> None:
-        await self.transaction(lambda _: work())
-
     async def _one(self, sql: str, params: Sequence[Any]) -> Row | None:
         rows = await self._run(lambda: self._rows(sql, params))
         return rows[0] if rows else None
 
     async def add_chat(self, row: Row) -> None:
-        await self._write(lambda: self.db.table("chats").insert(row))
+        await self.transaction(lambda db: db.table("chats").insert(row))
 
     async def chat_row(self, chat_id: str) -> Row | None:
         return await self._one("select * from chats where id = ?", (chat_id,))
 
     async def update_chat(self, chat_id: str, fields: Row) -> None:
-        await self._write(lambda: self.db.table("chats").update(chat_id, fields))
+        await self.transaction(lambda db: db.table("chats").update(chat_id, fields))
 
     async def add_chat_message(self, row: Row, chat_fields: Row) -> None:
         """Insert a message and update its chat (``head_id``, ``updated_at``, ...) in one transaction."""
 
-        def work() -> None:
-            self.db.table("chat_messages").insert(row)
-            self.db.table("chats").update(row["chat_id"], chat_fields)
+        def work(db: Database) -> None:
+            db.table("chat_messages").insert(row)
+            db.table("chats").update(row["chat_id"], chat_fields)
 
-        await self._write(work)
+        await self.transaction(work)
 
     async def chat_message_row(self, message_id: str) -> Row | None:
         return await self._one("select * from chat_messages where id = ?", (message_id,))
@@ -529,10 +526,10 @@ class Store:
         return await self._run(lambda: self._rows(sql, params), offload=True)
 
     async def add_approval(self, row: Row) -> None:
-        await self._write(lambda: self.db.table("approvals").insert(row))
+        await self.transaction(lambda db: db.table("approvals").insert(row))
 
     async def update_approval(self, approval_id: str, fields: Row) -> None:
-        await self._write(lambda: self.db.table("approvals").update(approval_id, fields))
+        await self.transaction(lambda db: db.table("approvals").update(approval_id, fields))
 
     async def approval_row(self, approval_id: str) -> Row | None:
         return await self._one("select * from approvals where id = ?", (approval_id,))
@@ -544,7 +541,7 @@ class Store:
 
     async def add_thread(self, row: Row) -> None:
         """Open an agent's user thread (nothing happens when it is open already)."""
-        await self._write(lambda: self.db.table("agent_threads").insert(row, ignore=True))
+        await self.transaction(lambda db: db.table("agent_threads").insert(row, ignore=True))
 
     async def thread_row(self, agent_id: str) -> Row | None:
         return await self._one("select * from agent_threads where agent_id = ?", (agent_id,))
@@ -553,7 +550,7 @@ class Store:
         return await self._run(lambda: self._rows("select * from agent_threads order by created_at desc"))
 
     async def add_thread_message(self, row: Row) -> None:
-        await self._write(lambda: self.db.table("agent_thread_messages").insert(row))
+        await self.transaction(lambda db: db.table("agent_thread_messages").insert(row))
 
     async def thread_messages(self, agent_id: str) -> list[Row]:
         sql = "select * from agent_thread_messages where agent_id = ? order by created_at, rowid"
@@ -566,4 +563,4 @@ class Store:
 
     async def set_tool_pin(self, row: Row) -> None:
         """Pin (or re-pin) a server's tool list: a whole row, replacing the one before."""
-        await self._write(lambda: self.db.table("tool_pins").insert(row, replace=True))
+        await self.transaction(lambda db: db.table("tool_pins").insert(row, replace=True))
