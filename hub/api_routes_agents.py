@@ -46,7 +46,7 @@ def agents_router(service: HubService) -> APIRouter:
     @router.get("")
     async def list_agents() -> list[AgentView]:
         """Every agent of the hub, parents before their children (``parent_id`` links the tree)."""
-        return service.agents()
+        return await service.agents()
 
     @router.post("", status_code=201)
     async def start_agent(body: StartRequest) -> AgentView:

@@ -86,7 +86,7 @@ class HubTools:
 
     async def agents(self) -> str:
         """Every agent: id, parent, name, template, state and reason, model, tokens and cost."""
-        return _dump([_brief(a) for a in self._service.agents()])
+        return _dump([_brief(a) for a in (await self._service.agents())])
 
     async def status(self, agent_id: str) -> str:
         """One agent's state and reason, its latest progress notes, what it waits on, and usage."""

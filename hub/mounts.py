@@ -14,7 +14,9 @@ When: an in-process server is mounted as its plan (:class:`~dispatch.servers._ba
 its tools, bound to this agent, listed without building anything); the server is built and its MCP
 session opened on the agent's first call to one of them (most agents never call most of their
 servers, and a spawn must stay cheap: about a millisecond for all of them). A stdio server is started at once, all of
-them concurrently, since its tools are known only from the server.
+them concurrently, since its tools are known only from the server. One session is opened ahead of
+its first call: the ``inbox``'s, as soon as a message waits for the agent (it reads the message
+through ``check_messages``, which then waits for nothing; an agent nobody writes to never opens it).
 
 Outside MCP servers (the config's ``mcp_servers``, granted by name) come from the hub's pool
 (:mod:`dispatch.hub.outside_servers`): their results reach the model marked untrusted, and one
@@ -25,6 +27,7 @@ them narrowed, e.g. ``github: [get_issue]``, to resolve it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -320,6 +323,13 @@ class Connection:
     def close(self) -> None:
         self._closed.set()
 
+    async def open_ahead(self) -> None:
+        """Open the session ahead of a call, and have it learn the tools (it checks each result
+        against their list, which the first call would otherwise ask for); a failure is left for
+        that call to report."""
+        with contextlib.suppress(Exception):
+            await (await self.open()).list_tools()
+
     async def _hold(self, *, task_status: TaskStatus[Client]) -> None:
         started = False
         try:
@@ -337,6 +347,13 @@ class Connection:
             if not started:
                 raise
             self._broken = error  # a later call reports it; the agent's other work goes on
+
+
+async def _open_on_mail(link: HubLink, inbox: Connection, watching: anyio.CancelScope) -> None:
+    """Open the inbox's session once a message waits (at once if one already does)."""
+    with watching:
+        await link.wait_for_message()
+        await inbox.open_ahead()
 
 
 async def _listed(kind: str, target: ServerTarget, connection: Connection) -> list[Tool]:
@@ -359,6 +376,9 @@ async def open_mounts(plan: MountPlan, link: HubLink, gate: ToolGate | None = No
     body_error: BaseException | None = None  # raised after the group, so the group does not wrap it
     async with anyio.create_task_group() as group:
         connections = {kind: Connection(kind, target, group) for kind, target in targets.items()}
+        watching = anyio.CancelScope()
+        if isinstance(targets.get("inbox"), ServerPlan):
+            group.start_soon(_open_on_mail, link, connections["inbox"], watching)
         try:
             tools: dict[str, list[Tool]] = {}
 
@@ -382,6 +402,7 @@ async def open_mounts(plan: MountPlan, link: HubLink, gate: ToolGate | None = No
                 except BaseException as error:  # re-raised below, once the sessions are closed
                     body_error = error
         finally:
+            watching.cancel()
             for connection in connections.values():
                 connection.close()
     if body_error is not None:

@@ -71,7 +71,7 @@ async def _resume_here(agent_id: str, root: Path | None, home: Path) -> int:
     root = root or await _stored_root(home, agent_id) or Path.cwd()
     async with Hub.open(root, home) as hub, hub.follow_events() as events:
         log = ActivityLog()
-        for view in hub.agents():
+        for view in await hub.agents():
             log.learn(view.id, view.name, view.parent_id)
         try:
             await hub.resume(agent_id)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from dispatch.hub.agent import Agent, AgentState
@@ -47,6 +48,10 @@ from dispatch.hub.store import DB_NAME, Store
 from dispatch.hub.tool_pins import ToolPins
 from dispatch.hub.tree import AgentTree
 from dispatch.servers.hublink import USER_KINDS, MessageKind
+
+VIEWS_PER_TURN = 100
+"""How many agents' views :meth:`Hub.agents` builds before it lets the event loop turn (about a
+millisecond's work)."""
 
 
 class Hub(Delegation):
@@ -178,11 +183,20 @@ class Hub(Delegation):
             if row is not None:
                 self._rows[agent_id] = row
 
-    def agents(self) -> list[AgentView]:
-        """Every agent: of earlier runs (as stored) and of this one (live), oldest first."""
+    async def agents(self) -> list[AgentView]:
+        """Every agent: of earlier runs (as stored) and of this one (live), oldest first. Built
+        :data:`VIEWS_PER_TURN` at a time, the loop turning in between: with hundreds of agents the
+        whole list takes milliseconds, which a message or an event on its way would wait out."""
         live = self.tree.agents
-        views = [self._view(live[i]) if i in live else stored_view(row) for i, row in self._rows.items()]
-        return views + [self._view(a) for i, a in live.items() if i not in self._rows]
+        ids = [*self._rows, *(i for i in live if i not in self._rows)]
+        views: list[AgentView] = []
+        for start in range(0, len(ids), VIEWS_PER_TURN):
+            if start:
+                await anyio.lowlevel.checkpoint()
+            for agent_id in ids[start : start + VIEWS_PER_TURN]:
+                agent = live.get(agent_id)
+                views.append(self._view(agent) if agent is not None else stored_view(self._rows[agent_id]))
+        return views
 
     def view(self, agent_id: str) -> AgentView:
         agent = self.tree.agents.get(agent_id)

@@ -56,7 +56,7 @@ async def test_logs_show_activity_and_errors_with_context_and_keep_tracebacks_in
     async with Hub.open(root, data) as hub:
         top = await hub.start("[log-top] delegate", model=MODEL)
         await hub.wait_finished(top.id)
-        child = next(v for v in hub.agents() if v.parent_id == top.id)
+        child = next(v for v in (await hub.agents()) if v.parent_id == top.id)
     async with Hub.open(root, data, model=_Exploding()) as hub:
         broken = await hub.start("[log-broken] anything", model=MODEL)
         await hub.wait_finished(broken.id)

@@ -67,7 +67,7 @@ async def test_sigkill_loses_nothing_acknowledged_and_an_interrupted_tree_resume
     announced = hub.events()
 
     async with Hub.open(root, data) as reopened:
-        views = {v.id: v for v in reopened.agents()}
+        views = {v.id: v for v in (await reopened.agents())}
         assert {i: v.state for i, v in views.items()} == {top: "interrupted", a: "done", b: "interrupted"}
         assert sorted(reopened.interrupted_on_open) == sorted([top, b])
         assert "after step 1" in views[top].reason and views[b].steps == 0

@@ -44,14 +44,14 @@ async def test_agents_transcripts_messages_and_events_survive_a_reopen(
         await until(lambda: len(scripted_llm.requests_for("[keep-top]")) == 2)
         message_id = await hub.send(top.id, "Mind the tests.", MessageKind.context)
         done = await hub.wait_finished(top.id)
-        before = {v.id: v for v in hub.agents()}
+        before = {v.id: v for v in (await hub.agents())}
         transcripts = {i: (await hub.agent(i)).transcript for i in before}
         last = hub.last_event_id
 
     assert done.state == "done" and done.report == "top report"
     assert "Mind the tests." in str(scripted_llm.requests_for("[keep-top]")[2].messages[-1]["content"])
     async with Hub.open(root, data) as hub:
-        after = {v.id: v for v in hub.agents()}
+        after = {v.id: v for v in (await hub.agents())}
         assert after.keys() == before.keys()
         for agent_id, view in before.items():
             assert after[agent_id].model_dump() == view.model_dump()
@@ -181,7 +181,7 @@ async def test_stored_agents_answer_model_switch_cancel_and_messages(scripted_ll
         await until(lambda: len(scripted_llm.requests_for("[gated]")) == 1)
     # leaving the context stopped the hub: what ran is interrupted, resumable
     async with Hub.open(root, data) as hub:
-        (view,) = hub.agents()
+        (view,) = await hub.agents()
         assert view.state == "interrupted" and view.id == agent.id
         message_id = await hub.send(agent.id, "When you resume: use the docs.", MessageKind.instruction)
         await hub.switch_model(agent.id, "openai/other")
@@ -225,10 +225,10 @@ async def test_a_chats_interrupted_dispatch_agent_resumes_and_answers_the_chat(
         chat = await hub.create_chat("questions")
         await hub.post_chat_message(chat.id, "[chat-q] what is here?")
         await until(lambda: len(scripted_llm.requests_for("[chat-q]")) == 2)
-        (agent,) = hub.agents()
+        (agent,) = await hub.agents()
         assert agent.chat_id == chat.id
     async with Hub.open(root, data, default_model=MODEL) as hub:
-        (stored,) = hub.agents()
+        (stored,) = await hub.agents()
         assert (stored.state, stored.chat_id, stored.steps) == ("interrupted", chat.id, 1)
         await hub.resume(agent.id)
         await hub.wait_finished(agent.id)

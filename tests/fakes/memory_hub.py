@@ -102,7 +102,7 @@ class MemoryHub:
 
     # -- agents --------------------------------------------------------------------------------
 
-    def agents(self) -> list[AgentView]:
+    async def agents(self) -> list[AgentView]:
         return [self._view(a) for a in self._agents.values()]
 
     async def agent(self, agent_id: str) -> AgentDetail:

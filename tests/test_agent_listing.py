@@ -1,0 +1,61 @@
+"""The list of every agent (``GET /api/agents``) with a long history: all of them, oldest first, and
+built a slice at a time, so that a message or an event on its way is not held while hundreds of
+views are built. Real SQLite on disk, the hub opened on it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from dispatch.hub.persistence import Records, insert_agent
+from dispatch.hub.runtime import VIEWS_PER_TURN, Hub
+from dispatch.hub.store import DB_NAME, Store
+from tests.agent_helpers import top_spec
+from tests.hub_helpers import dirs
+
+pytestmark = pytest.mark.anyio
+
+STORED = 450
+
+
+async def _store_finished_agents(data: Path, count: int) -> list[str]:
+    ids: list[str] = []
+    async with Store.open(data / DB_NAME) as store:
+        ops = []
+        for n in range(count):
+            spec = top_spec(f"finished task {n}")
+            ids.append(spec.id)
+            row = {"id": spec.id, "parent_id": None, "name": spec.name, "task": spec.task, "model": spec.model}
+            row |= {"spec": spec.model_dump_json(), "state": "done", "reason": "", "report": f"report {n}"}
+            row |= {"created_at": 1000.0 + n, "updated_at": 1000.0 + n, "progress": "[]"}
+            ops.append(insert_agent(row))
+        await Records(store).apply(ops, durable=True)
+    return ids
+
+
+async def test_a_long_history_is_listed_whole_and_in_order_while_the_loop_turns(tmp_path: Path) -> None:
+    root, data = dirs(tmp_path)
+    data.mkdir()
+    ids = await _store_finished_agents(data, STORED)
+    turns = 0
+
+    async def another_task() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with Hub.open(root, data) as hub, anyio.create_task_group() as group:
+        group.start_soon(another_task)
+        await anyio.lowlevel.checkpoint()
+        before = turns
+        views = await hub.agents()
+        during = turns - before
+        group.cancel_scope.cancel()
+    assert [v.id for v in views] == ids
+    assert [v.report for v in views[:2]] == ["report 0", "report 1"] and {v.state for v in views} == {"done"}
+    slices = -(-STORED // VIEWS_PER_TURN)
+    assert during >= slices - 1, f"the other task ran {during} times while {STORED} views were built"
