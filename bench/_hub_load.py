@@ -77,6 +77,7 @@ class LoadResult:
     ack_latencies: list[float] = field(default_factory=list[float])
     delivery_overheads: list[float] = field(default_factory=list[float])
     hub_delivery_overheads: list[float] = field(default_factory=list[float])
+    ack_and_delivery: list[float] = field(default_factory=list[float])
     undelivered: int = 0
 
 
@@ -219,12 +220,15 @@ class _Run:
         elif kind in ("tool.call", "tool.result"):  # a boundary: after a tool, or in `check_messages`
             self.boundary[agent] = event["at"]
         elif kind == "message.delivered" and (sent := self.sent.pop(str(data.get("message_id")), None)):
-            # the API call until acknowledged, then from the later of the ack and the agent's tool
-            # boundary (the wait for the boundary is the model's and the tool's, not the hub's)
-            start = max(sent.acked, self.boundary.get(agent, 0.0))
-            self.result.delivery_overheads.append((sent.acked - sent.posted) + (received - start))
+            boundary = self.boundary.get(agent, 0.0)
+            # the API call until delivery, minus the wait for the boundary (the model's and the
+            # tool's time, not the hub's): from the later of the call and the boundary
+            self.result.delivery_overheads.append(received - max(sent.posted, boundary))
             # the same, up to the moment the hub delivered it (without the event's way to the client)
-            self.result.hub_delivery_overheads.append((sent.acked - sent.posted) + max(0.0, event["at"] - start))
+            self.result.hub_delivery_overheads.append(max(0.0, event["at"] - max(sent.posted, boundary)))
+            # stricter: the whole acknowledgement, then from the later of the ack and the boundary
+            # (counts the ack even where it overlapped the wait for the boundary)
+            self.result.ack_and_delivery.append((sent.acked - sent.posted) + (received - max(sent.acked, boundary)))
 
 
 async def _listen(ws_url: str, run: _Run, ready: anyio.Event) -> None:

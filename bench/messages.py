@@ -8,11 +8,15 @@ leaves, one every 20 ms. Prints:
 - messages, API acknowledgement: ``POST /api/agents/{id}/messages`` until its 202 (the message is
   in the agent's inbox);
 - messages, delivery overhead: from the API call until a WebSocket client receives the message's
-  ``message.delivered`` event, minus the wait for the agent's tool boundary (the later of the
-  acknowledgement and the agent's last ``tool.call`` or ``tool.result`` event before the delivery
-  is the start: the leaves' tool, ``check_messages``, takes the message inside the call);
+  ``message.delivered`` event, minus the wait for the agent's tool boundary (the agent's last
+  ``tool.call`` or ``tool.result`` event before the delivery, when it came after the call: the
+  leaves' tool, ``check_messages``, takes the message inside the call), so from the later of the
+  two;
 - messages, delivered in the hub: the same, ending when the hub delivered it (the event's
   timestamp) rather than when the client heard of it;
+- messages, ack + delivery after it: stricter, the whole acknowledgement plus the time from the
+  later of the acknowledgement and the boundary until the client receives the event (it counts
+  the acknowledgement even where it overlapped the wait for the boundary);
 - messages, sent / undelivered: how many were acknowledged, and how many were never delivered
   (their agent reported first).
 
@@ -35,6 +39,7 @@ async def main(children: int, grandchildren: int, rounds: int, messages: int) ->
     report("messages, API acknowledgement", result.ack_latencies)
     report("messages, delivery overhead", result.delivery_overheads)
     report("messages, delivered in the hub", result.hub_delivery_overheads)
+    report("messages, ack + delivery after it", result.ack_and_delivery)
 
 
 if __name__ == "__main__":

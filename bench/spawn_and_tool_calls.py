@@ -4,7 +4,10 @@ Prints, for each figure, the median, 90th and 99th percentile over N samples:
 - spawn: from ``AgentTree.start`` to the agent's first model request, with every mount connected
   and its tools listed (in-process mounts versus fs and shell as stdio subprocesses);
 - tool call: one ``read_file`` round trip through an in-process MCP session, a stdio MCP
-  session, and a direct call of the tool's function with no MCP at all.
+  session, and a direct call of the tool's function with no MCP at all;
+- tool call, agent step: an agent's whole way from the model's answer asking for ``read_file`` to
+  its next model request with the result in its transcript (its mounts, the hub's checks, the
+  step's events and bookkeeping), in-process mounts.
 
 ``python -m bench.spawn_and_tool_calls [--samples N] [--quick]``
 """
@@ -25,7 +28,7 @@ from bench._common import report
 from dispatch.hub.agent import AgentSpec
 from dispatch.hub.grants import Grants
 from dispatch.hub.ids import new_id
-from dispatch.hub.llm.client import Completion, JsonDict, Usage
+from dispatch.hub.llm.client import Completion, JsonDict, ToolCallRequest, Usage
 from dispatch.hub.tree import AgentTree
 from dispatch.servers import fs
 from dispatch.servers.fs_scope import FsScope
@@ -43,6 +46,36 @@ class FirstCallClock:
         task = str(messages[1]["content"])
         self.first_call.setdefault(task, time.perf_counter())
         return Completion(text="done", tool_calls=[], usage=Usage(), model=model, latency_s=0.0)
+
+
+class ToolLoopClock:
+    """A model that asks for ``read_file`` ``rounds`` times, noting when it answers and when the
+    agent next asks (the result in its transcript), then ends the agent."""
+
+    def __init__(self, rounds: int) -> None:
+        self.rounds = rounds
+        self.answered: list[float] = []
+        self.asked: list[float] = []
+
+    async def complete(
+        self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict], *, agent_id: str | None = None
+    ) -> Completion:
+        self.asked.append(time.perf_counter())
+        calls: list[ToolCallRequest] = []
+        if len(self.answered) < self.rounds:
+            index = len(self.answered)
+            calls = [ToolCallRequest(id=f"call-{index}", name="read_file", arguments='{"path": "sample.txt"}')]
+        self.answered.append(time.perf_counter())
+        return Completion(text=None if calls else "done", tool_calls=calls, usage=Usage(), model=model, latency_s=0.0)
+
+
+async def agent_step_times(root: Path, samples: int) -> list[float]:
+    clock = ToolLoopClock(samples + 1)
+    async with AgentTree(root, clock) as tree:
+        spec = AgentSpec(id=new_id(), name="bench", task="read", model="bench", grants=Grants.everything())
+        await tree.start(spec).finished.wait()
+    ways = [asked - answered for answered, asked in zip(clock.answered, clock.asked[1:], strict=False)]
+    return ways[1:]  # the first opened the fs session
 
 
 async def spawn_times(root: Path, samples: int, isolated: bool) -> list[float]:
@@ -100,6 +133,7 @@ async def main(samples: int, stdio_samples: int) -> None:
         report("spawn, stdio fs + shell", await spawn_times(root, stdio_samples, isolated=True))
         for name, times in (await tool_call_times(root, samples)).items():
             report(name, times)
+        report("tool call, agent step", await agent_step_times(root, samples))
 
 
 if __name__ == "__main__":

@@ -199,9 +199,12 @@ class Agent:
             runs[index] = ToolRun(call, outcome, anyio.current_time() - started)
             self.hooks.on_tool_result(self, runs[index])  # type: ignore[arg-type]
 
-        async with anyio.create_task_group() as group:
-            for index, call in enumerate(calls):
-                group.start_soon(run_one, index, call)
+        if len(calls) == 1:  # the usual case: no task to start and join
+            await run_one(0, calls[0])
+        else:
+            async with anyio.create_task_group() as group:
+                for index, call in enumerate(calls):
+                    group.start_soon(run_one, index, call)
         return [run for run in runs if run is not None]
 
     async def _ask(self, model: ModelClient, mounts: Mounts) -> Completion:

@@ -303,6 +303,8 @@ class Connection:
 
     async def open(self) -> Client:
         """The session, opened on the first call; a server that cannot start is a ToolServerError."""
+        if self._client is not None and self._broken is None:
+            return self._client  # open: no lock to take (taking one is a turn of the loop)
         async with self._lock:
             if self._broken is not None:
                 raise ToolServerError(f"the {self.kind} tool server stopped: {self._broken}")

@@ -33,6 +33,8 @@ BENCHMARKS = {
         "messages, undelivered",
         "messages, API acknowledgement",
         "messages, delivery overhead",
+        "messages, delivered in the hub",
+        "messages, ack + delivery after it",
     ),
 }
 
