@@ -49,9 +49,9 @@ from dispatch.hub.tool_pins import ToolPins
 from dispatch.hub.tree import AgentTree
 from dispatch.servers.hublink import USER_KINDS, MessageKind
 
-VIEWS_PER_TURN = 100
-"""How many agents' views :meth:`Hub.agents` builds before it lets the event loop turn (about a
-millisecond's work)."""
+VIEWS_PER_TURN = 250
+"""How many agents' views :meth:`Hub.agents` builds before it lets the event loop turn (about two
+milliseconds' work; fewer made the list itself slow under load: a turn per slice)."""
 
 
 class Hub(Delegation):

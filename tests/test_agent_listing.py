@@ -18,7 +18,7 @@ from tests.hub_helpers import dirs
 
 pytestmark = pytest.mark.anyio
 
-STORED = 450
+STORED = 4 * VIEWS_PER_TURN - 20
 
 
 async def _store_finished_agents(data: Path, count: int) -> list[str]:
