@@ -5,9 +5,10 @@ Prints, for each figure, the median, 90th and 99th percentile over N samples:
   and its tools listed (in-process mounts versus fs and shell as stdio subprocesses);
 - tool call: one ``read_file`` round trip through an in-process MCP session, a stdio MCP
   session, and a direct call of the tool's function with no MCP at all;
-- tool call, agent step: an agent's whole way from the model's answer asking for ``read_file`` to
-  its next model request with the result in its transcript (its mounts, the hub's checks, the
-  step's events and bookkeeping), in-process mounts.
+- tool call, agent step: an agent's whole way from the model's answer asking for a tool to its
+  next model request with the result in its transcript (its mounts, the hub's checks, the step's
+  events and bookkeeping), in-process mounts: for ``read_file``, and for ``check_messages`` with no
+  message waiting, a tool that does next to nothing (so this one is the harness's overhead).
 
 ``python -m bench.spawn_and_tool_calls [--samples N] [--quick]``
 """
@@ -49,11 +50,13 @@ class FirstCallClock:
 
 
 class ToolLoopClock:
-    """A model that asks for ``read_file`` ``rounds`` times, noting when it answers and when the
-    agent next asks (the result in its transcript), then ends the agent."""
+    """A model that asks for one tool ``rounds`` times, noting when it answers and when the agent
+    next asks (the result in its transcript), then ends the agent."""
 
-    def __init__(self, rounds: int) -> None:
+    def __init__(self, rounds: int, tool: str, arguments: str) -> None:
         self.rounds = rounds
+        self.tool = tool
+        self.arguments = arguments
         self.answered: list[float] = []
         self.asked: list[float] = []
 
@@ -64,18 +67,18 @@ class ToolLoopClock:
         calls: list[ToolCallRequest] = []
         if len(self.answered) < self.rounds:
             index = len(self.answered)
-            calls = [ToolCallRequest(id=f"call-{index}", name="read_file", arguments='{"path": "sample.txt"}')]
+            calls = [ToolCallRequest(id=f"call-{index}", name=self.tool, arguments=self.arguments)]
         self.answered.append(time.perf_counter())
         return Completion(text=None if calls else "done", tool_calls=calls, usage=Usage(), model=model, latency_s=0.0)
 
 
-async def agent_step_times(root: Path, samples: int) -> list[float]:
-    clock = ToolLoopClock(samples + 1)
+async def agent_step_times(root: Path, samples: int, tool: str, arguments: str) -> list[float]:
+    clock = ToolLoopClock(samples + 1, tool, arguments)
     async with AgentTree(root, clock) as tree:
         spec = AgentSpec(id=new_id(), name="bench", task="read", model="bench", grants=Grants.everything())
         await tree.start(spec).finished.wait()
     ways = [asked - answered for answered, asked in zip(clock.answered, clock.asked[1:], strict=False)]
-    return ways[1:]  # the first opened the fs session
+    return ways[1:]  # the first opened the session
 
 
 async def spawn_times(root: Path, samples: int, isolated: bool) -> list[float]:
@@ -133,7 +136,9 @@ async def main(samples: int, stdio_samples: int) -> None:
         report("spawn, stdio fs + shell", await spawn_times(root, stdio_samples, isolated=True))
         for name, times in (await tool_call_times(root, samples)).items():
             report(name, times)
-        report("tool call, agent step", await agent_step_times(root, samples))
+        read = await agent_step_times(root, samples, "read_file", '{"path": "sample.txt"}')
+        report("tool call, agent step, read_file", read)
+        report("tool call, agent step, check_messages", await agent_step_times(root, samples, "check_messages", "{}"))
 
 
 if __name__ == "__main__":
