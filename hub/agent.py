@@ -167,6 +167,11 @@ class Agent:
     def model(self) -> str:
         return self.spec.model
 
+    @property
+    def reads_messages(self) -> bool:
+        """Not finished, and not giving its report (a message now would never be read)."""
+        return not self.state.terminal and not self.inbox.closed
+
     def set_state(self, state: AgentState, reason: str = "") -> None:
         if self.state is state and self.reason == reason:
             return
@@ -241,10 +246,12 @@ class Agent:
                     await self.inbox.not_empty()
                 self.set_state(AgentState.running)
             delivered = self._drain_inbox()
+            if not (completion.tool_calls or delivered) and self.hooks.before_report is not None:
+                await self.hooks.before_report(self, completion.text or "")
+                delivered = self._drain_inbox()  # sent while the report waited for its approval
             if completion.tool_calls or delivered:
                 yield Step(self.steps_taken, completion, runs, delivered)
                 continue
-            if self.hooks.before_report is not None:
-                await self.hooks.before_report(self, completion.text or "")
+            self.inbox.close()  # nothing waits, and from here on nothing could be read
             yield Step(self.steps_taken, completion, runs, delivered, report=completion.text or "")
             return

@@ -180,15 +180,20 @@ class ChatService:
         async with self._lock:
             row = await self._row(chat_id)
             live = self._live(row)
+            if live is not None and not live.reads_messages:  # giving its report: let it finish first
+                await live.finished.wait()
+                live = None
             spec = None
             if live is None:
                 await self._settle(row)
                 spec = self._spec(text)  # an unknown template or no model: refused before anything is kept
                 row = await self._row(chat_id)
             message = await self._append(row, "user", text)
-            if live is not None and not live.state.terminal:
+            if live is not None and live.reads_messages:
                 self._tree.put_message(live.id, MessageKind.instruction, text, sender="user")
             else:
+                if live is not None:  # it began its report meanwhile: this message goes to the next one
+                    await live.finished.wait()
                 await self._start(chat_id, message, spec or self._spec(text))
         return message
 

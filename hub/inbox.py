@@ -1,5 +1,7 @@
 """An agent's inbox: messages from the user, its parent and its children, waiting for its next
-tool boundary. Anything blocking on the agent's behalf can wait for the next arrival."""
+tool boundary. Anything blocking on the agent's behalf can wait for the next arrival. The agent
+closes it as it gives its report: a message after that could never be read, so it is refused
+(:class:`InboxClosed`) rather than taken and lost."""
 
 from __future__ import annotations
 
@@ -10,18 +12,30 @@ import anyio
 from dispatch.servers.hublink import InboxMessage
 
 
+class InboxClosed(Exception):
+    """The agent has given its report: it reads no more messages."""
+
+
 class Inbox:
     """Messages in arrival order, and wake-ups for whoever waits on the next one."""
 
     def __init__(self) -> None:
         self._messages: list[InboxMessage] = []
         self._waiters: set[anyio.Event] = set()
+        self.closed = False
 
     def put(self, message: InboxMessage) -> None:
+        """Add a message; InboxClosed once the agent has given its report."""
+        if self.closed:
+            raise InboxClosed(f"the inbox is closed: message {message.id} cannot be read")
         self._messages.append(message)
         for waiter in self._waiters:
             waiter.set()
         self._waiters.clear()
+
+    def close(self) -> None:
+        """No more messages: the agent is giving its report (what waits has been read)."""
+        self.closed = True
 
     def peek(self) -> list[InboxMessage]:
         return list(self._messages)

@@ -281,8 +281,8 @@ class AgentTree:
 
     def _report_to_parent(self, agent: Agent) -> None:
         parent_id = agent.spec.parent_id
-        if parent_id is None or parent_id not in self.agents or self.agents[parent_id].state.terminal:
-            return
+        if parent_id is None or parent_id not in self.agents or not self.agents[parent_id].reads_messages:
+            return  # the report stays in the child's own record
         if agent.state is AgentState.done:
             text = agent.report or "(the child reported nothing)"
         elif agent.state is AgentState.failed:
@@ -298,6 +298,8 @@ class AgentTree:
         agent = self.get(agent_id)
         if agent.state.terminal:
             raise UserError(f"agent {agent_id} has finished ({agent.state.value}); it reads no more messages")
+        if agent.inbox.closed:
+            raise UserError(f"agent {agent_id} is giving its report; it reads no more messages")
         message = InboxMessage(id=new_id("m"), kind=kind, text=text, sender=sender, sent_at=datetime.now(UTC))
         agent.inbox.put(message)
         self.events.publish("message.sent", agent_id, message_id=message.id, kind=kind.value, sender=sender, text=text)

@@ -209,8 +209,8 @@ class TreeLink:
 
     async def message_child(self, child_id: str, text: str, kind: MessageKind) -> str:
         child = self._own_child(child_id)
-        if child.state.terminal:
-            raise LinkRefusal(f"child {child_id} has finished ({child.state.value})")
+        if not child.reads_messages:
+            raise LinkRefusal(f"child {child_id} has finished ({child.state.value}) or is giving its report")
         return self._tree.put_message(child_id, kind, text, sender="parent")
 
     async def cancel_child(self, child_id: str) -> ChildInfo:

@@ -15,7 +15,7 @@ from dispatch.hub.catalog import Catalog
 from dispatch.hub.config import load_config
 from dispatch.hub.errors import NotFoundError, UserError
 from dispatch.hub.tree_link import TreeLink
-from dispatch.servers.hublink import AccessDecision, Operation
+from dispatch.servers.hublink import AccessDecision, MessageKind, Operation
 from tests.agent_helpers import assert_done, call, last_tool_json, tool_messages, top_spec
 from tests.chat_helpers import Parts, idle_agent, pending, running_hub
 from tests.fakes.scripted_llm import Reply, ScriptedLLM
@@ -296,3 +296,22 @@ async def test_always_for_a_pseudo_target_writes_no_config(tmp_path: Path) -> No
             await parts.approvals.answer_approval(asked.id, "approve", "always")
     assert asked.path == "network" and decisions[0].granted and decisions[0].remember == "always"
     assert not (root / ".dispatch" / "config.yaml").exists()
+
+
+async def test_a_message_sent_while_the_report_waits_for_approval_is_read_before_reporting(
+    scripted_llm: ScriptedLLM, tmp_path: Path
+) -> None:
+    scripted_llm.script("[amend]", [Reply(text="first plan"), Reply(text="second plan")])
+    async with running_hub(tmp_path / "project", tmp_path / "dispatch.db") as parts:
+        top = parts.tree.start(top_spec("[amend] plan", checkpoints=["report"]))
+        [first] = await pending(parts)
+        parts.tree.put_message(top.id, MessageKind.correction, "Use the second approach.")
+        await parts.approvals.answer_approval(first.id, "approve", "once")
+        [second] = await pending(parts)  # the first is answered: the next one, for the new answer
+        await parts.approvals.answer_approval(second.id, "approve", "once")
+        await top.finished.wait()
+
+    assert_done(top)
+    assert (first.content, second.content, top.report) == ("first plan", "second plan", "second plan")
+    read = scripted_llm.requests_for("[amend]")[1].messages[-1]
+    assert read["role"] == "user" and "Use the second approach." in str(read["content"])
