@@ -1,6 +1,6 @@
 """The hub's run records: agents, transcripts, inbox messages, events and artifacts in SQLite.
 
-With :mod:`dispatch.hub.store` (which owns the connection and the migrations that made these
+With :mod:`dispatch.hub.store` (which owns the connection; :mod:`dispatch.hub.schema` made these
 tables), this is the one module that speaks SQL. Writes come in two kinds:
 
 * the journal's: :data:`Op` functions of the database, built by :mod:`dispatch.hub.journal` from
