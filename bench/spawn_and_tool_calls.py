@@ -5,7 +5,7 @@ Prints, for each figure, the median, 90th and 99th percentile over N samples:
   and its tools listed (in-process mounts versus fs and shell as stdio subprocesses);
 - tool call: one ``read_file`` round trip through an in-process MCP session, a stdio MCP
   session, and a direct call of the tool's function with no MCP at all;
-- tool call, agent step: an agent's whole way from the model's answer asking for a tool to its
+- agent step: an agent's whole way from the model's answer asking for a tool to its
   next model request with the result in its transcript (its mounts, the hub's checks, the step's
   events and bookkeeping), in-process mounts: for ``read_file``, and for ``check_messages`` with no
   message waiting, a tool that does next to nothing (so this one is the harness's overhead).
@@ -137,8 +137,8 @@ async def main(samples: int, stdio_samples: int) -> None:
         for name, times in (await tool_call_times(root, samples)).items():
             report(name, times)
         read = await agent_step_times(root, samples, "read_file", '{"path": "sample.txt"}')
-        report("tool call, agent step, read_file", read)
-        report("tool call, agent step, check_messages", await agent_step_times(root, samples, "check_messages", "{}"))
+        report("agent step, read_file", read)
+        report("agent step, check_messages", await agent_step_times(root, samples, "check_messages", "{}"))
 
 
 if __name__ == "__main__":

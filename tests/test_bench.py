@@ -17,8 +17,8 @@ BENCHMARKS = {
         "tool call, in-process MCP",
         "tool call, stdio MCP",
         "tool call, direct function",
-        "tool call, agent step, read_file",
-        "tool call, agent step, check_messages",
+        "agent step, read_file",
+        "agent step, check_messages",
     ),
     "start_time": ("start, dispatch --help", "start, serve to /api/health"),
     "fanout": (
