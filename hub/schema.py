@@ -10,13 +10,13 @@ Tables (m001): ``usage``, the ledger of model calls: ``at`` (POSIX seconds), ``a
 (the litellm model called), ``requested`` (the tag or name the agent asked for), ``tokens_in``,
 ``tokens_out``, ``cost_usd``, ``latency_s``, ``outcome`` (``ok``, or the failure kind) and ``error``.
 
-Tables of the hub's runs (m002-m006; their reads and writes are in :mod:`dispatch.hub.persistence`):
-``agents`` (one row per agent:
-its spec as JSON, state, reason, usage, steps persisted, report, error, progress notes),
-``transcripts`` (every message of every agent, ``(agent_id, idx)``, with the step that added it),
-``messages`` (everything put in an agent's inbox, and the step that read it), ``events`` (the event
-log; ``id`` is the event's ``seq``, monotonic across restarts) and ``artifacts`` (plans and findings
-agents saved; ``artifacts_fts`` indexes title and content, kept current by triggers).
+Tables of the hub's runs (m002-m006; their reads and writes are in
+:mod:`dispatch.hub.persistence`): ``agents`` (one row per agent: its spec as JSON, state, reason,
+usage, steps persisted, report, error, progress notes), ``transcripts`` (every message of every
+agent, ``(agent_id, idx)``, with the step that added it), ``messages`` (everything put in an
+agent's inbox, and the step that read it), ``events`` (the event log; ``id`` is the event's
+``seq``, monotonic across restarts) and ``artifacts`` (plans and findings agents saved;
+``artifacts_fts`` indexes title and content, kept current by triggers).
 
 Tables of chats, approvals and detached agents' user threads (m100-m102): ``chats`` (``head_id``,
 its last message; ``forked_from`` ``CHAT:MESSAGE``; ``agent_id``, its latest dispatch agent;
