@@ -15,8 +15,6 @@ import json
 import os
 import random
 import re
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +28,8 @@ from typing import Any
 import anyio
 import httpx
 from websockets.asyncio.client import connect
+
+from bench._common import free_port, stop_process, wait_healthy
 
 TIMEOUT_S = 300.0
 ALIVE = {"pending", "running", "waiting_children", "waiting_user", "waiting_key", "queued"}
@@ -90,12 +90,6 @@ def tree_parser(description: str | None) -> argparse.ArgumentParser:
     return parser
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _memory_mib(pid: int, field_name: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field_name + ":"):
@@ -113,16 +107,6 @@ def _worker_peak_mib(hub_pid: int) -> float:
     return 0.0
 
 
-def _stop(process: subprocess.Popen[str]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @contextmanager
 def _processes(
     children: int, grandchildren: int, latency_ms: float, rounds: int, profile: Path | None
@@ -133,7 +117,7 @@ def _processes(
         root, home = Path(tmp, "project"), Path(tmp, "home")
         (root / ".dispatch" / "templates").mkdir(parents=True)
         home.mkdir()
-        model_port = _free_port()
+        model_port = free_port()
         model_url = f"http://127.0.0.1:{model_port}"
         (root / ".dispatch" / "config.yaml").write_text(CONFIG.format(base_url=model_url + "/v1"))
         (root / ".dispatch" / "templates" / "fanout.yaml").write_text(
@@ -161,23 +145,11 @@ def _processes(
             found = re.match(r"(http://[^/]+)/\?token=(\S+)", line)
             if found is None:
                 raise RuntimeError(f"dispatch serve printed {line!r}")
-            _wait_healthy(model_url + "/stats")
+            wait_healthy(model_url + "/stats")
             yield model_url, f"{found[1]}?token={found[2]}", hub.pid
         finally:
-            _stop(hub)
-            _stop(model)
-
-
-def _wait_healthy(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer within 60 s")
+            stop_process(hub)
+            stop_process(model)
 
 
 class _Run:

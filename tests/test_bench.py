@@ -11,6 +11,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 BENCHMARKS = {
+    "model_calls": (
+        "model call, 10 msgs",
+        "model call, 10 msgs, worker CPU",
+        "model call, 100 msgs",
+        "model call, 100 msgs, worker CPU",
+    ),
     "spawn_and_tool_calls": (
         "spawn, in-process mounts",
         "spawn, stdio fs + shell",

@@ -29,6 +29,7 @@ from dispatch.hub.heap import settle_heap
 from dispatch.hub.llm.client import Completion, JsonDict
 from dispatch.hub.llm.failures import classify, headers_of
 from dispatch.hub.llm.litellm_call import acompletion, load_litellm, model_error
+from dispatch.hub.llm.openai_body import send_chat_bodies_as_given
 
 LINE_LIMIT = 256 * 1024 * 1024
 """The longest line either side reads: a request carries the whole transcript."""
@@ -138,6 +139,7 @@ class _Worker:
         reader = asyncio.StreamReader(limit=LINE_LIMIT)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         load_litellm()  # the import takes seconds; done before the first answer is awaited
+        send_chat_bodies_as_given()  # the OpenAI SDK's walk of each body: most of this process's CPU
         settle_heap()  # litellm's modules (most of this process) out of every full collection's walk
         while line := await reader.readline():
             self.handle(line)
