@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import anyio
-import anyio.lowlevel
 import pytest
 
 from dispatch.hub.persistence import Records, insert_agent
@@ -15,6 +13,7 @@ from dispatch.hub.runtime import VIEWS_PER_TURN, Hub
 from dispatch.hub.store import DB_NAME, Store
 from tests.agent_helpers import top_spec
 from tests.hub_helpers import dirs
+from tests.loop_turns import counting_turns
 
 pytestmark = pytest.mark.anyio
 
@@ -40,21 +39,10 @@ async def test_a_long_history_is_listed_whole_and_in_order_while_the_loop_turns(
     root, data = dirs(tmp_path)
     data.mkdir()
     ids = await _store_finished_agents(data, STORED)
-    turns = 0
-
-    async def another_task() -> None:
-        nonlocal turns
-        while True:
-            turns += 1
-            await anyio.lowlevel.checkpoint()
-
-    async with Hub.open(root, data) as hub, anyio.create_task_group() as group:
-        group.start_soon(another_task)
-        await anyio.lowlevel.checkpoint()
-        before = turns
+    async with Hub.open(root, data) as hub, counting_turns() as turns:
+        before = turns.count
         views = await hub.agents()
-        during = turns - before
-        group.cancel_scope.cancel()
+        during = turns.count - before
     assert [v.id for v in views] == ids
     assert [v.report for v in views[:2]] == ["report 0", "report 1"] and {v.state for v in views} == {"done"}
     slices = -(-STORED // VIEWS_PER_TURN)

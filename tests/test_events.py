@@ -8,33 +8,22 @@ import anyio.lowlevel
 import pytest
 
 from dispatch.hub.events import Event, EventBus, each_queued
+from tests.loop_turns import counting_turns
 
 
 @pytest.mark.anyio
 async def test_a_queued_burst_is_handed_on_in_order_and_in_one_go() -> None:
     bus = EventBus()
-    turns = 0
-    stop = anyio.Event()
-
-    async def another_task() -> None:
-        nonlocal turns
-        while not stop.is_set():
-            turns += 1
-            await anyio.lowlevel.checkpoint()
-
     received: list[Event] = []
-    async with bus.subscribe() as stream, anyio.create_task_group() as group:
-        group.start_soon(another_task)
-        await anyio.lowlevel.checkpoint()
+    async with bus.subscribe() as stream, counting_turns() as turns:
         for n in range(1000):
             bus.publish("agent.state", f"agent-{n}", state="running")
-        turns_before = turns
+        turns_before = turns.count
         async for event in each_queued(stream):
             received.append(event)
             if len(received) == 1000:
                 break
-        turns_during = turns - turns_before
-        stop.set()
+        turns_during = turns.count - turns_before
     assert [e.agent_id for e in received] == [f"agent-{n}" for n in range(1000)]
     assert [e.seq for e in received] == list(range(1, 1001))
     assert turns_during <= 2, f"the other task ran {turns_during} times while 1000 queued events were read"

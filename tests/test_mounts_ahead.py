@@ -17,6 +17,7 @@ import pytest
 from dispatch.hub.grants import Grants
 from dispatch.hub.mounts import MountPlan, Mounts, open_mounts
 from dispatch.servers.hublink import AccessDecision, HubLink, InboxMessage, MessageKind
+from tests.loop_turns import LoopTurns, counting_turns
 
 pytestmark = pytest.mark.anyio
 
@@ -53,31 +54,16 @@ class _Mailbox:
             self._arrived = anyio.Event()
 
 
-class _Turns:
-    """Counts the turns of the event loop, as a task that yields on every one."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    async def run(self) -> None:
-        while True:
-            self.count += 1
-            await anyio.lowlevel.checkpoint()
-
-
 @asynccontextmanager
-async def _mounted(root: Path, mailbox: _Mailbox) -> AsyncIterator[tuple[Mounts, _Turns]]:
-    turns = _Turns()
+async def _mounted(root: Path, mailbox: _Mailbox) -> AsyncIterator[tuple[Mounts, LoopTurns]]:
     async with (
         open_mounts(MountPlan(root, Grants()), cast(HubLink, mailbox)) as mounts,
-        anyio.create_task_group() as group,
+        counting_turns() as turns,
     ):
-        group.start_soon(turns.run)
         yield mounts, turns
-        group.cancel_scope.cancel()
 
 
-async def _turns_of_check_messages(mounts: Mounts, turns: _Turns) -> tuple[int, str]:
+async def _turns_of_check_messages(mounts: Mounts, turns: LoopTurns) -> tuple[int, str]:
     before = turns.count
     outcome = await mounts.call("check_messages", "{}")
     assert not outcome.is_error, outcome.text
