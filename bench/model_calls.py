@@ -26,10 +26,10 @@ from pathlib import Path
 import anyio
 
 from bench._common import free_port, report, report_value, stop_process, wait_healthy
-from dispatch.hub.llm.client import JsonDict
 from dispatch.hub.llm.model_process import ModelProcess
 from dispatch.hub.llm.model_worker import CallRequest
-from dispatch.hub.mounts import openai_tool
+from dispatch.hub.llm.types import JsonDict
+from dispatch.hub.mounts.toolset import openai_tool
 from dispatch.servers import fs
 
 RESULT = "".join(f"    line {n}: value = compute(inputs[{n}], factor={n % 7})  # a file line\n" for n in range(24))

@@ -26,13 +26,13 @@ import anyio
 from mcp import Client, StdioServerParameters
 
 from bench._common import report
-from dispatch.hub.agent import AgentSpec
-from dispatch.hub.grants import Grants
+from dispatch.hub.agents.spec import AgentSpec
+from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.ids import new_id
-from dispatch.hub.llm.client import Completion, JsonDict, ToolCallRequest, Usage
-from dispatch.hub.tree import AgentTree
+from dispatch.hub.llm.types import Completion, JsonDict, ToolCallRequest, Usage
+from dispatch.hub.policy.grants import Grants
 from dispatch.servers import fs
-from dispatch.servers.fs_scope import FsScope
+from dispatch.servers.fs.scope import FsScope
 
 
 class FirstCallClock:

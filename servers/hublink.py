@@ -2,7 +2,7 @@
 
 The ``inbox`` and ``summon`` servers are built for one agent and hold a :class:`HubLink` bound to
 that agent: identity comes from construction, never from anything the model says. The hub
-implements the protocol (``dispatch.hub.tree``); tests may implement it with a double. The data
+implements the protocol (``dispatch.hub.agents.tree``); tests may implement it with a double. The data
 shapes here are the ones that cross that line.
 """
 

@@ -9,11 +9,12 @@ from typing import Any
 
 import anyio
 
-from dispatch.hub.agent import Agent, AgentSpec, AgentState
-from dispatch.hub.grants import Grants
+from dispatch.hub.agents.loop import Agent
+from dispatch.hub.agents.spec import AgentSpec, AgentState
+from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.ids import new_id
 from dispatch.hub.llm.client import LiteLLMClient
-from dispatch.hub.tree import AgentTree
+from dispatch.hub.policy.grants import Grants
 from tests.fakes.scripted_llm import ToolCall
 
 MODEL = "openai/scripted"

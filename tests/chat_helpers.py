@@ -11,17 +11,18 @@ from pathlib import Path
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from dispatch.hub.agent import Agent, AgentHooks, AgentSpec, AgentState
-from dispatch.hub.approvals import Approvals
-from dispatch.hub.catalog import Catalog
-from dispatch.hub.chats import ChatService
+from dispatch.hub.agents.catalog import Catalog
+from dispatch.hub.agents.loop import Agent, AgentHooks
+from dispatch.hub.agents.spec import AgentSpec, AgentState
+from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.events import Event
-from dispatch.hub.grants import Grants
 from dispatch.hub.ids import new_id
 from dispatch.hub.llm.client import LiteLLMClient
-from dispatch.hub.service import ApprovalView
-from dispatch.hub.store import Store
-from dispatch.hub.tree import AgentTree
+from dispatch.hub.policy.grants import Grants
+from dispatch.hub.service.approvals import Approvals
+from dispatch.hub.service.chats import ChatService
+from dispatch.hub.store.db import Store
+from dispatch.hub.views import ApprovalView
 from tests.agent_helpers import MODEL
 
 

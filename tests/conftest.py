@@ -46,14 +46,6 @@ REMOVED = (
 )
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # litellm 1.106's response types use a ReadOnly TypedDict item; pydantic warns once, on the first
-    # response any test builds, so the ignore must be suite-wide (a per-module one depends on order).
-    config.addinivalue_line(
-        "filterwarnings", r"ignore:Item 'summary' on TypedDict class 'ChatCompletionReasoningItem':UserWarning"
-    )
-
-
 @pytest.fixture(autouse=True)
 def _no_real_providers_or_user_files(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Fake keys and closed-port base URLs for every provider; HOME and DISPATCH_HOME in temp dirs."""

@@ -1,8 +1,8 @@
 """A hub in its own process, for the lifecycle tests (signals, crashes, the data-directory lock).
 
 ``python -m tests.hub_process --root R --data D --task T --model M [--deadline S] [--address A]
-[--message MATCH=TEXT]`` opens a :class:`~dispatch.hub.runtime.Hub`, starts a top agent on ``T``
-and runs until signalled (:func:`~dispatch.hub.lifecycle.serve_until_signalled`, as ``dispatch
+[--message MATCH=TEXT]`` opens a :class:`~dispatch.hub.service.hub.Hub`, starts a top agent on ``T``
+and runs until signalled (:func:`~dispatch.hub.service.lifecycle.serve_until_signalled`, as ``dispatch
 serve`` does). On stdout, one JSON object a line, flushed: ``{"ready": TOP_ID, "pid": PID}``, then
 every event as the hub announces it (so it is committed) ``{"seq", "type", "agent", "data"}``, and
 ``{"ack": MESSAGE_ID, "agent": ID}`` once a message it sent (``--message``: to the first agent
@@ -20,8 +20,8 @@ from typing import Any
 
 import anyio
 
-from dispatch.hub.lifecycle import serve_until_signalled
-from dispatch.hub.runtime import Hub
+from dispatch.hub.service.hub import Hub
+from dispatch.hub.service.lifecycle import serve_until_signalled
 from dispatch.servers.hublink import MessageKind
 
 

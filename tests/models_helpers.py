@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dispatch.hub.agent import AgentSpec
-from dispatch.hub.grants import Grants
+from dispatch.hub.agents.spec import AgentSpec
+from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.ids import new_id
 from dispatch.hub.llm.clock import ManualClock
 from dispatch.hub.llm.models_config import ModelsConfig, load_models_section
 from dispatch.hub.llm.router import Router
-from dispatch.hub.store import Store
-from dispatch.hub.tree import AgentTree
+from dispatch.hub.policy.grants import Grants
+from dispatch.hub.store.db import Store
 from tests.fakes.scripted_llm import ScriptedLLM
 
 PRICE = 1000.0

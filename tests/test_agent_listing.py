@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.hub.persistence import Records, insert_agent
-from dispatch.hub.runtime import VIEWS_PER_TURN, Hub
-from dispatch.hub.store import DB_NAME, Store
+from dispatch.hub.service.hub import VIEWS_PER_TURN, Hub
+from dispatch.hub.store.db import DB_NAME, Store
+from dispatch.hub.store.records import Records, insert_agent
 from tests.agent_helpers import top_spec
 from tests.hub_helpers import dirs
 from tests.loop_turns import counting_turns

@@ -8,8 +8,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from dispatch.hub.agent import AgentState
-from dispatch.hub.grants import Grants
+from dispatch.hub.agents.spec import AgentState
+from dispatch.hub.policy.grants import Grants
 from dispatch.servers.hublink import MessageKind
 from tests.agent_helpers import assert_done, call, last_tool_json, make_tree, tool_messages, top_spec, until
 from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM

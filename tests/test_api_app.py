@@ -15,10 +15,10 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
-from dispatch.hub import api
-from dispatch.hub.api import create_app
-from dispatch.hub.auth import LOOPBACK_HOSTS
-from dispatch.hub.service import ApprovalView, ArtifactView
+from dispatch.hub.api import app as api
+from dispatch.hub.api.app import create_app
+from dispatch.hub.api.auth import LOOPBACK_HOSTS
+from dispatch.hub.views import ApprovalView, ArtifactView
 from tests.fakes.memory_hub import MemoryHub
 
 TOKEN = "test-token"

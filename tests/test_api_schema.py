@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode, checks
 
-from dispatch.hub.api import create_app
-from dispatch.hub.auth import LOOPBACK_HOSTS
+from dispatch.hub.api.app import create_app
+from dispatch.hub.api.auth import LOOPBACK_HOSTS
 from tests.api_helpers import ServedHub, start_hub
 from tests.fakes.memory_hub import MemoryHub
 

@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from dispatch.hub.serve import _listen  # pyright: ignore[reportPrivateUsage]
+from dispatch.hub.cli.serve import _listen  # pyright: ignore[reportPrivateUsage]
 from tests.agent_helpers import call
 from tests.api_helpers import DISPATCH, MODEL, ServedHub, start_hub
 from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM

@@ -10,11 +10,11 @@ import anyio
 import pytest
 import yaml
 
-from dispatch.hub.agent import AgentState
-from dispatch.hub.catalog import Catalog
-from dispatch.hub.config import load_config
+from dispatch.hub.agents.catalog import Catalog
+from dispatch.hub.agents.link import TreeLink
+from dispatch.hub.agents.spec import AgentState
+from dispatch.hub.config.project import load_config
 from dispatch.hub.errors import NotFoundError, UserError
-from dispatch.hub.tree_link import TreeLink
 from dispatch.servers.hublink import AccessDecision, MessageKind, Operation
 from tests.agent_helpers import assert_done, call, last_tool_json, tool_messages, top_spec
 from tests.chat_helpers import Parts, idle_agent, pending, running_hub

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.hub.chats import ChatService
 from dispatch.hub.errors import NotFoundError, UserError
-from dispatch.hub.service import ChatDetail
+from dispatch.hub.service.chats import ChatService
+from dispatch.hub.views import ChatDetail
 from tests.agent_helpers import call
 from tests.chat_helpers import Parts, eventually, running_hub
 from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.hub.catalog import Catalog
-from dispatch.hub.checkpoints import MANY_FILES, CheckpointMode, ToolCheckpoints, destructive_command
+from dispatch.hub.agents.catalog import Catalog
 from dispatch.hub.errors import ConfigError
+from dispatch.hub.policy.checkpoints import MANY_FILES, CheckpointMode, ToolCheckpoints, destructive_command
 
 
 def test_changing_many_existing_files_is_destructive(tmp_path: Path) -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.hub.config import global_dir, load_config
-from dispatch.hub.config_files import Source
+from dispatch.hub.config.files import Source
+from dispatch.hub.config.project import global_dir, load_config
 from dispatch.hub.errors import ConfigError
-from dispatch.hub.lsp.settings import LanguageOverride
+from dispatch.servers.lsp.settings import LanguageOverride
 from tests.fakes.scripted_llm import ScriptedLLM
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.hub.agent import Agent, AgentState
+from dispatch.hub.agents.loop import Agent
+from dispatch.hub.agents.spec import AgentState
 from dispatch.hub.errors import NotFoundError, UserError
-from dispatch.hub.threads import ThreadDetail
+from dispatch.hub.service.threads import ThreadDetail
 from tests.agent_helpers import assert_done, call, tool_messages, top_spec, until
 from tests.chat_helpers import Parts, eventually, running_hub
 from tests.fakes.scripted_llm import Reply, ScriptedLLM

@@ -10,7 +10,7 @@ import sys
 PROBE = """
 import gc, json
 from dispatch.hub.heap import YOUNG_GENERATION_THRESHOLD, settle_heap
-import dispatch.hub.runtime  # what a hub imports before it serves
+import dispatch.hub.service.hub  # what a hub imports before it serves
 before = {"frozen": gc.get_freeze_count(), "threshold": gc.get_threshold()}
 settle_heap()
 kept = [object() for _ in range(3)]

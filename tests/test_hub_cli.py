@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from dispatch.hub.auth import load_or_create_token
-from dispatch.hub.lifecycle import LOG_FILE, HubLock
-from dispatch.hub.llm.client import Completion, JsonDict
-from dispatch.hub.runtime import Hub
+from dispatch.hub.api.auth import load_or_create_token
+from dispatch.hub.llm.types import Completion, JsonDict
+from dispatch.hub.service.hub import Hub
+from dispatch.hub.service.lifecycle import LOG_FILE, HubLock
 from tests.agent_helpers import call, until
 from tests.fakes.scripted_llm import Reply, ScriptedLLM
 from tests.hub_helpers import MODEL, dirs

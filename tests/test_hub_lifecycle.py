@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from dispatch.hub.lifecycle import HubRunning, running_hub
-from dispatch.hub.runtime import Hub
-from dispatch.hub.store import DB_NAME, Store
+from dispatch.hub.service.hub import Hub
+from dispatch.hub.service.lifecycle import HubRunning, running_hub
+from dispatch.hub.store.db import DB_NAME, Store
 from tests.agent_helpers import call, last_tool_json, until
 from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM
 from tests.hub_helpers import HubProcess, dirs, start_hub_process

@@ -12,8 +12,8 @@ import pytest
 
 from dispatch.hub.errors import NotFoundError, UnknownAgentError, UserError
 from dispatch.hub.events import Event
-from dispatch.hub.runtime import Hub
-from dispatch.hub.store import DB_NAME, Store
+from dispatch.hub.service.hub import Hub
+from dispatch.hub.store.db import DB_NAME, Store
 from dispatch.servers.hublink import MessageKind
 from tests.agent_helpers import call, tool_messages, until
 from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM

@@ -10,9 +10,9 @@ import anyio
 import pytest
 from sqlite_utils import Database
 
-from dispatch.hub.journal import Journal
-from dispatch.hub.persistence import Records
-from dispatch.hub.store import DB_NAME, Store
+from dispatch.hub.store.db import DB_NAME, Store
+from dispatch.hub.store.journal import Journal
+from dispatch.hub.store.records import Records
 
 NORMAL, FULL = 1, 2  # PRAGMA synchronous values
 

@@ -10,12 +10,13 @@ import anyio
 import httpx
 import pytest
 
-from dispatch.hub.agent import AgentState
-from dispatch.hub.catalog import Catalog
+from dispatch.hub.agents.catalog import Catalog
+from dispatch.hub.agents.limits import Limits
+from dispatch.hub.agents.spec import AgentState
+from dispatch.hub.agents.tree import AgentTree
+from dispatch.hub.config.project import LimitsConfig
 from dispatch.hub.events import Event, EventBus
-from dispatch.hub.limits import Limits, LimitsConfig
 from dispatch.hub.llm.client import LiteLLMClient
-from dispatch.hub.tree import AgentTree
 from tests.agent_helpers import assert_done, call, top_spec, until
 from tests.api_helpers import ServedHub
 from tests.chat_helpers import pending, running_hub

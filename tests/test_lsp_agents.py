@@ -10,10 +10,10 @@ from pathlib import Path
 import anyio
 import pytest
 
-from dispatch.hub.grants import Grants
+from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.llm.client import LiteLLMClient
-from dispatch.hub.lsp.manager import LspManager
-from dispatch.hub.tree import AgentTree
+from dispatch.hub.policy.grants import Grants
+from dispatch.servers.lsp.manager import LspManager
 from tests.agent_helpers import assert_done, call, last_tool_json, tool_messages, top_spec
 from tests.fakes.scripted_llm import Reply, ScriptedLLM
 

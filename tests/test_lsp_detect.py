@@ -11,10 +11,10 @@ import pytest
 from lsprotocol import types
 from pydantic import ValidationError
 
-from dispatch.hub.doctor import run_doctor
-from dispatch.hub.lsp.client import lsp_converter
-from dispatch.hub.lsp.languages import detect, plan_servers
-from dispatch.hub.lsp.settings import LanguageOverride, LspSettings
+from dispatch.hub.cli.doctor import run_doctor
+from dispatch.servers.lsp.client import lsp_converter
+from dispatch.servers.lsp.languages import detect, plan_servers
+from dispatch.servers.lsp.settings import LanguageOverride, LspSettings
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from dispatch.hub.lsp.manager import LspManager
-from dispatch.hub.lsp.settings import LanguageOverride, LspSettings
-from dispatch.servers.lsp import LspError
+from dispatch.servers.lsp.manager import LspManager
+from dispatch.servers.lsp.settings import LanguageOverride, LspSettings
+from dispatch.servers.lsp.tools import LspError
 from tests.agent_helpers import until
 
 pytestmark = pytest.mark.anyio

@@ -14,8 +14,8 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp_types import TextContent
 
-from dispatch.hub.lsp.manager import LspManager
-from dispatch.servers.lsp import build_server
+from dispatch.servers.lsp.manager import LspManager
+from dispatch.servers.lsp.tools import build_server
 
 pytestmark = pytest.mark.anyio
 

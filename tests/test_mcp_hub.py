@@ -10,8 +10,8 @@ import pytest
 from mcp import Client
 from mcp_types import TextContent
 
-from dispatch.hub import mcp_hub
-from dispatch.hub.runtime import Hub
+from dispatch.hub.mcp import tools as mcp_hub
+from dispatch.hub.service.hub import Hub
 from tests.agent_helpers import call
 from tests.fakes.scripted_llm import Reply, ScriptedLLM
 

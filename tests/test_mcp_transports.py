@@ -14,7 +14,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp_types import TextContent
 
-from dispatch.hub.mcp_proxy import hub_client
+from dispatch.hub.mcp.proxy import hub_client
 from tests.agent_helpers import call
 from tests.api_helpers import MODEL, ServedHub
 from tests.fakes.scripted_llm import Reply, ScriptedLLM

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.hub.agent import AgentState
-from dispatch.hub.budgets import subtree_ids
+from dispatch.hub.agents.budgets import subtree_ids
+from dispatch.hub.agents.spec import AgentState
 from tests.agent_helpers import assert_done, call, tool_messages
 from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM
 from tests.models_helpers import Rig, config, cost, key, model, spec

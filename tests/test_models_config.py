@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from dispatch.hub.config import load_config
+from dispatch.hub.config.project import load_config
 from dispatch.hub.errors import ConfigError
 from dispatch.hub.llm.models_config import Budget, ModelsConfig, load_models_section
 from dispatch.hub.llm.providers import known_providers

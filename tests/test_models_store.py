@@ -12,8 +12,8 @@ import anyio
 import pytest
 from sqlite_utils import Database
 
-from dispatch.hub.schema import MIGRATIONS
-from dispatch.hub.store import DB_NAME, Store, UsageRow, data_dir
+from dispatch.hub.store.db import DB_NAME, Store, UsageRow, data_dir
+from dispatch.hub.store.schema import MIGRATIONS
 
 DAY = 86_400.0
 REGISTERED = [m.name for m in MIGRATIONS.pending(Database(memory=True))]

@@ -9,9 +9,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from dispatch.hub.agent import AgentState
+from dispatch.hub.agents.spec import AgentState
 from dispatch.hub.events import Event
-from dispatch.hub.grants import Grants
+from dispatch.hub.policy.grants import Grants
 from tests.agent_helpers import assert_done, call, until
 from tests.fakes.scripted_llm import Fail, Reply, ScriptedLLM
 from tests.models_helpers import Rig, config, key, model, spec

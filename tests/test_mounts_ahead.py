@@ -14,8 +14,10 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from dispatch.hub.grants import Grants
-from dispatch.hub.mounts import MountPlan, Mounts, open_mounts
+from dispatch.hub.mounts.connection import open_mounts
+from dispatch.hub.mounts.plan import MountPlan
+from dispatch.hub.mounts.toolset import Mounts
+from dispatch.hub.policy.grants import Grants
 from dispatch.servers.hublink import AccessDecision, HubLink, InboxMessage, MessageKind
 from tests.loop_turns import LoopTurns, counting_turns
 

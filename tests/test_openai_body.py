@@ -14,7 +14,7 @@ from openai.types.chat import completion_create_params, completion_update_params
 from pydantic import BaseModel
 
 from dispatch.hub.llm.openai_body import plain_body, send_chat_bodies_as_given
-from dispatch.hub.mounts import openai_tool
+from dispatch.hub.mounts.toolset import openai_tool
 from dispatch.servers import fs, inbox
 
 pytestmark = pytest.mark.anyio

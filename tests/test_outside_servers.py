@@ -19,14 +19,14 @@ import uvicorn
 import yaml
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from dispatch.hub.approvals import Approvals
-from dispatch.hub.catalog import Catalog
+from dispatch.hub.agents.catalog import Catalog
+from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.errors import ConfigError
-from dispatch.hub.grants import Grants
 from dispatch.hub.llm.client import LiteLLMClient
-from dispatch.hub.store import Store
-from dispatch.hub.tool_pins import ToolPins
-from dispatch.hub.tree import AgentTree
+from dispatch.hub.mounts.pins import ToolPins
+from dispatch.hub.policy.grants import Grants
+from dispatch.hub.service.approvals import Approvals
+from dispatch.hub.store.db import Store
 from dispatch.servers.hublink import GrantRequest
 from tests.agent_helpers import assert_done, call, tool_messages, top_spec
 from tests.fakes import probe_mcp

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.hub.agent import Agent, AgentHooks
+from dispatch.hub.agents.inbox import InboxClosed
+from dispatch.hub.agents.loop import Agent, AgentHooks
+from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.errors import UserError
-from dispatch.hub.inbox import InboxClosed
-from dispatch.hub.llm.client import Completion, JsonDict, Usage
-from dispatch.hub.mounts import Mounts
-from dispatch.hub.tree import AgentTree
+from dispatch.hub.llm.types import Completion, JsonDict, Usage
+from dispatch.hub.mounts.toolset import Mounts
 from dispatch.servers.hublink import InboxMessage, MessageKind
 from tests.agent_helpers import top_spec
 

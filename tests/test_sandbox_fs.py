@@ -14,7 +14,7 @@ import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from dispatch.servers.fs_io import MAX_SCAN_BYTES
+from dispatch.servers.fs.io import MAX_SCAN_BYTES
 from tests.sandbox_helpers import Approvals, absent, fs_server, snapshot, tool
 
 pytestmark = pytest.mark.anyio

@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.hub.access import GrantStore, gate_request
-from dispatch.hub.agent import Agent, AgentHooks, AgentSpec
-from dispatch.hub.catalog import Catalog
-from dispatch.hub.config import DispatchConfig, Permissions
-from dispatch.hub.doctor import check_sandbox, run_doctor
-from dispatch.hub.grants import Grants
+from dispatch.hub.agents.access import GrantStore, gate_request
+from dispatch.hub.agents.catalog import Catalog
+from dispatch.hub.agents.loop import Agent, AgentHooks
+from dispatch.hub.agents.spec import AgentSpec
+from dispatch.hub.agents.tree import AgentTree
+from dispatch.hub.cli.doctor import check_sandbox, run_doctor
+from dispatch.hub.config.project import DispatchConfig, Permissions
 from dispatch.hub.llm.client import LiteLLMClient
-from dispatch.hub.tree import AgentTree
+from dispatch.hub.policy.grants import Grants
 from dispatch.servers.hublink import AccessDecision, Operation
 from dispatch.servers.sandbox import SandboxProbe
 from dispatch.servers.sandbox.denials import Need, find_needs

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dispatch.hub.catalog import Catalog
+from dispatch.hub.agents.catalog import Catalog
+from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.cli import app
+from dispatch.hub.config.skills import SkillIndex
 from dispatch.hub.errors import ConfigError, UserError
 from dispatch.hub.llm.client import LiteLLMClient
-from dispatch.hub.skills import SkillIndex
-from dispatch.hub.tree import AgentTree
 from tests.agent_helpers import MODEL, assert_done, call, tool_messages
 from tests.fakes.scripted_llm import Reply, ScriptedLLM
 

@@ -14,17 +14,17 @@ import pytest
 from mcp import Client
 from typer.testing import CliRunner
 
-from dispatch.hub.catalog import Catalog
-from dispatch.hub.checkpoints import CheckpointMode
+from dispatch.hub.agents.catalog import Catalog
+from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.cli import app
-from dispatch.hub.config import global_dir
+from dispatch.hub.config.project import global_dir
+from dispatch.hub.config.templates import KNOWN_TOOLS
 from dispatch.hub.errors import ConfigError
-from dispatch.hub.grants import Grants
 from dispatch.hub.llm.client import LiteLLMClient
-from dispatch.hub.templates import KNOWN_TOOLS
-from dispatch.hub.tree import AgentTree
+from dispatch.hub.policy.checkpoints import CheckpointMode
+from dispatch.hub.policy.grants import Grants
 from dispatch.servers import fs, shell, summon, web
-from dispatch.servers.web_policy import WebPolicy
+from dispatch.servers.web.policy import WebPolicy
 from tests.agent_helpers import MODEL, assert_done, call, make_tree, tool_messages, top_spec
 from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM
 

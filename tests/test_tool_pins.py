@@ -10,10 +10,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from dispatch.hub.api_routes_misc import misc_router
-from dispatch.hub.grants import Grants
-from dispatch.hub.runtime import Hub
-from dispatch.hub.tool_pins import tool_entries, tools_diff, tools_hash
+from dispatch.hub.api.routes.hub import misc_router
+from dispatch.hub.mounts.pins import tool_entries, tools_diff, tools_hash
+from dispatch.hub.policy.grants import Grants
+from dispatch.hub.service.hub import Hub
 from tests.agent_helpers import assert_done, call, tool_messages, top_spec
 from tests.fakes.scripted_llm import Reply, ScriptedLLM
 from tests.test_outside_servers import PROBE_TOOLS, hub_tree, stdio_probe, write_config
@@ -114,9 +114,9 @@ def test_the_hash_covers_names_descriptions_and_schemas() -> None:
 def test_doctor_lists_each_server_its_state_and_its_tools(tmp_path: Path) -> None:
     import sys
 
-    from dispatch.hub.doctor import run_doctor
-    from dispatch.hub.doctor_servers import check_tool_servers
-    from dispatch.hub.outside_config import McpServerConfig
+    from dispatch.hub.cli.doctor import run_doctor
+    from dispatch.hub.cli.doctor_servers import check_tool_servers
+    from dispatch.hub.config.outside import McpServerConfig
     from tests.test_outside_servers import PROBE
 
     servers = {

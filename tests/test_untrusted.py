@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from dispatch.hub.untrusted import mark_untrusted, strip_terminal_controls
+from dispatch.hub.mounts.untrusted import mark_untrusted, strip_terminal_controls
 
 
 def test_strips_csi_osc_other_escapes_and_controls_but_keeps_newline_and_tab() -> None:

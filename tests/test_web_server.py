@@ -20,15 +20,15 @@ from mcp import Client, StdioServerParameters
 from mcp_types import CallToolResult, TextContent
 from pydantic import SecretStr
 
-from dispatch.hub.catalog import Catalog
-from dispatch.hub.config import DispatchConfig
-from dispatch.hub.grants import Grants
+from dispatch.hub.agents.catalog import Catalog
+from dispatch.hub.agents.tree import AgentTree
+from dispatch.hub.config.project import DispatchConfig
 from dispatch.hub.llm.client import LiteLLMClient
-from dispatch.hub.tree import AgentTree
+from dispatch.hub.policy.grants import Grants
 from dispatch.servers import web
-from dispatch.servers.web_fetch import MAX_REDIRECTS
-from dispatch.servers.web_policy import WebPolicy
-from dispatch.servers.web_search import SearchConfig, WebConfig
+from dispatch.servers.web.fetch import MAX_REDIRECTS
+from dispatch.servers.web.policy import WebPolicy
+from dispatch.servers.web.search import SearchConfig, WebConfig
 from tests.agent_helpers import assert_done, call, tool_messages, top_spec
 from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM
 

@@ -11,74 +11,10 @@ never loads in the hub's process, :mod:`dispatch.hub.llm.litellm_call`). The pla
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, cast
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from dispatch.hub.llm.model_loop import model_loop
-
-JsonDict = dict[str, Any]
-
-
-class ToolCallRequest(BaseModel):
-    """One tool call the model asked for."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str
-    name: str
-    arguments: str = Field(description="the JSON text of the arguments, as the model wrote it")
-
-
-class Usage(BaseModel):
-    """Tokens and cost of model calls."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    calls: int = 0
-
-    def add(self, other: Usage) -> None:
-        self.prompt_tokens += other.prompt_tokens
-        self.completion_tokens += other.completion_tokens
-        self.cost_usd += other.cost_usd
-        self.calls += other.calls
-
-
-class Completion(BaseModel):
-    """The model's answer to one request."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    text: str | None
-    tool_calls: list[ToolCallRequest]
-    usage: Usage
-    model: str
-    latency_s: float
-
-    def assistant_message(self) -> JsonDict:
-        """The answer as an OpenAI-format assistant message for the transcript."""
-        message: JsonDict = {"role": "assistant", "content": self.text}
-        if self.tool_calls:
-            message["tool_calls"] = [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                for c in self.tool_calls
-            ]
-        return message
-
-
-class ModelClient(Protocol):
-    """Anything that can answer a transcript with tools."""
-
-    async def complete(
-        self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict], *, agent_id: str | None = None
-    ) -> Completion:
-        """One model call for ``agent_id`` (who the usage ledger charges). ``model`` is a tag or a
-        model name. Raises :class:`ModelCallError` (or :class:`UserError` for a bad model), or
-        :class:`~dispatch.hub.errors.KeysExhausted` when every key the model may use is exhausted."""
-        ...
+from dispatch.hub.llm.model_process import CallRequest, RemoteCallError, model_process
+from dispatch.hub.llm.types import Completion, JsonDict
 
 
 async def call_litellm(
@@ -94,8 +30,6 @@ async def call_litellm(
     """One ``litellm.acompletion`` call with litellm's retries off, made by the model worker
     process (:mod:`dispatch.hub.llm.model_process`); a failure raises its
     :class:`~dispatch.hub.llm.model_process.RemoteCallError`, classified there."""
-    from dispatch.hub.llm.model_process import CallRequest, model_process  # here: it imports this module
-
     request = CallRequest(
         id=0,
         model=model,
@@ -106,8 +40,7 @@ async def call_litellm(
         api_base=api_base,
         extra=extra,
     )
-    completion = await model_loop().run(lambda: model_process().call(request))
-    return cast(Completion, completion)  # the same class, reached through the lazy import above
+    return await model_loop().run(lambda: model_process().call(request))
 
 
 class LiteLLMClient:
@@ -121,8 +54,6 @@ class LiteLLMClient:
     async def complete(
         self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict], *, agent_id: str | None = None
     ) -> Completion:
-        from dispatch.hub.llm.model_process import RemoteCallError  # here: it imports this module
-
         try:
             return await call_litellm(model, messages, tools, timeout_s=self._timeout_s, extra=self._extra)
         except RemoteCallError as error:  # every litellm failure becomes one of ours, with its cause kept

@@ -3,7 +3,7 @@
 
 litellm is imported on first use (:func:`load_litellm`, seconds and some 170 MiB); :func:`acompletion`
 makes one ``litellm.acompletion`` call with litellm's retries off and reads the answer into a
-:class:`~dispatch.hub.llm.client.Completion`; :func:`model_error` turns litellm's exceptions into
+:class:`~dispatch.hub.llm.types.Completion`; :func:`model_error` turns litellm's exceptions into
 Dispatch's, and the predicates here tell :mod:`dispatch.hub.llm.failures` what kind they are.
 """
 
@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any, cast
 
 from dispatch.hub.errors import ModelCallError, UserError
-from dispatch.hub.llm.client import Completion, JsonDict, ToolCallRequest, Usage
+from dispatch.hub.llm.types import Completion, JsonDict, ToolCallRequest, Usage
 
 
 @cache

@@ -18,9 +18,9 @@ import sys
 from functools import cache
 
 from dispatch.hub.errors import ModelCallError, UserError
-from dispatch.hub.llm.client import Completion
 from dispatch.hub.llm.failures import Failure, FailureKind, reset_from_headers
 from dispatch.hub.llm.model_worker import LINE_LIMIT, CallAnswer, CallFailed, CallRequest
+from dispatch.hub.llm.types import Completion
 
 __all__ = ["CallRequest", "ModelProcess", "RemoteCallError", "model_process"]
 

@@ -26,10 +26,10 @@ from pydantic import BaseModel, ConfigDict
 
 from dispatch.hub.errors import UserError
 from dispatch.hub.heap import settle_heap
-from dispatch.hub.llm.client import Completion, JsonDict
 from dispatch.hub.llm.failures import classify, headers_of
 from dispatch.hub.llm.litellm_call import acompletion, load_litellm, model_error
 from dispatch.hub.llm.openai_body import send_chat_bodies_as_given
+from dispatch.hub.llm.types import Completion, JsonDict
 
 LINE_LIMIT = 256 * 1024 * 1024
 """The longest line either side reads: a request carries the whole transcript."""

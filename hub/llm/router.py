@@ -1,4 +1,4 @@
-"""The key router: a :class:`~dispatch.hub.llm.client.ModelClient` over many keys and providers.
+"""The key router: a :class:`~dispatch.hub.llm.types.ModelClient` over many keys and providers.
 
 For each model call it resolves the tag or model name to candidates (:mod:`.resolve`), skips the
 keys that are unavailable (:mod:`.keys`: provider marks, budgets from the usage ledger), and calls
@@ -29,14 +29,15 @@ from datetime import datetime
 import anyio
 
 from dispatch.hub.errors import KeysExhausted, ModelCallError
-from dispatch.hub.llm.client import Completion, JsonDict, call_litellm
+from dispatch.hub.llm.client import call_litellm
 from dispatch.hub.llm.clock import Clock, SystemClock
 from dispatch.hub.llm.failures import Failure, FailureKind
 from dispatch.hub.llm.keys import Blocked, KeyStates, budget_block, describe_wait, window_bounds
 from dispatch.hub.llm.model_process import RemoteCallError
 from dispatch.hub.llm.models_config import ModelsConfig
 from dispatch.hub.llm.resolve import Candidate, resolve
-from dispatch.hub.store import Store, UsageRow
+from dispatch.hub.llm.types import Completion, JsonDict
+from dispatch.hub.store.db import Store, UsageRow
 
 log = logging.getLogger(__name__)
 

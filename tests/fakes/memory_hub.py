@@ -1,4 +1,4 @@
-"""An in-memory :class:`~dispatch.hub.service.HubService` for the API's tests: every method of the
+"""An in-memory :class:`~dispatch.hub.service.contract.HubService` for the API's tests: every method of the
 contract, honest about its errors (unknown ids raise ``NotFoundError``, bad input ``UserError``),
 with events that have monotonic ``seq`` numbers and ``follow_events(since)`` replay.
 
@@ -19,10 +19,11 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
+from dispatch.hub.agents.limits import Limits
 from dispatch.hub.errors import NotFoundError, UnknownAgentError, UserError
 from dispatch.hub.events import Event
-from dispatch.hub.limits import Limits, LimitsView
-from dispatch.hub.service import (
+from dispatch.hub.service.threads import ThreadDetail, ThreadMessageView, ThreadView
+from dispatch.hub.views import (
     AgentDetail,
     AgentView,
     ApprovalView,
@@ -31,11 +32,11 @@ from dispatch.hub.service import (
     ChatMessageView,
     ChatView,
     Decision,
+    LimitsView,
     Remember,
     ToolServerView,
     UsageView,
 )
-from dispatch.hub.threads import ThreadDetail, ThreadMessageView, ThreadView
 from dispatch.servers.hublink import USER_KINDS, MessageKind
 
 TERMINAL = ("done", "failed", "cancelled")

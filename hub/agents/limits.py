@@ -1,0 +1,132 @@
+"""Hub-wide limits that protect the machine: how many agents take steps at once, and how many
+model calls are in flight at once. Beyond either, work queues, and the queue shows in the API.
+
+An agent holds a *running* slot while it works: from its start until it reports, except while it
+waits on something other than itself (its children, the user, a spent key), when it gives the
+slot back and takes one again before going on. So a tree of orchestrators waiting on their
+children can never fill every slot and stall: slot holders are always agents that can go on.
+A *model call* slot is held for one call to the model (retries on other keys included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import asynccontextmanager
+
+import anyio
+
+from dispatch.hub.config.project import LimitsConfig
+from dispatch.hub.llm.types import Completion, JsonDict, ModelClient
+from dispatch.hub.views import LimitsView
+
+
+class _Slots:
+    """A counted semaphore that knows how many wait for it (any task may release)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._semaphore = anyio.Semaphore(limit)
+        self.waiting = 0
+
+    @property
+    def taken(self) -> int:
+        return self.limit - self._semaphore.value
+
+    def free(self) -> bool:
+        return self._semaphore.value > 0
+
+    async def acquire(self) -> None:
+        self.waiting += 1
+        try:
+            await self._semaphore.acquire()
+        finally:
+            self.waiting -= 1
+
+    def release(self) -> None:
+        self._semaphore.release()
+
+
+class RunningSlot:
+    """One agent's running slot: held while it works, given back while it waits on others."""
+
+    def __init__(self, slots: _Slots, on_queued: Callable[[str], None]) -> None:
+        self._slots = slots
+        self._on_queued = on_queued
+        self._held = False
+        self._idle = 0  # the agent's tool calls run side by side: two may wait at once
+
+    async def take(self) -> None:
+        if not self._slots.free():
+            self._on_queued(f"queued: all {self._slots.limit} running slots are taken (limits.running_agents)")
+        await self._slots.acquire()
+        self._held = True
+
+    def give_back(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
+
+    @asynccontextmanager
+    async def idle(self) -> AsyncGenerator[None]:
+        """Give the slot back for the body (a wait on others), and take one again after it (after
+        the last of several overlapping waits). When the body raises (the agent is stopping), the
+        slot stays given back."""
+        self._idle += 1
+        if self._idle == 1:
+            self.give_back()
+        try:
+            yield
+        finally:
+            self._idle -= 1
+        if self._idle == 0 and not self._held:
+            await self.take()
+
+
+class Limits:
+    """The hub's two limits; one per hub, handed to its tree."""
+
+    def __init__(self, config: LimitsConfig | None = None) -> None:
+        config = config or LimitsConfig()
+        self._agents = _Slots(config.running_agents)
+        self._calls = _Slots(config.model_calls)
+
+    def view(self) -> LimitsView:
+        return LimitsView(
+            running_agents=self._agents.taken,
+            running_agents_limit=self._agents.limit,
+            queued_agents=self._agents.waiting,
+            model_calls=self._calls.taken,
+            model_calls_limit=self._calls.limit,
+            queued_model_calls=self._calls.waiting,
+        )
+
+    @asynccontextmanager
+    async def running(self, on_queued: Callable[[str], None]) -> AsyncGenerator[RunningSlot]:
+        """Hold a running slot for the body; ``on_queued(reason)`` first when none is free."""
+        slot = RunningSlot(self._agents, on_queued)
+        await slot.take()
+        try:
+            yield slot
+        finally:
+            slot.give_back()
+
+    def capped(self, model: ModelClient) -> ModelClient:
+        """``model`` with every call holding a model-call slot."""
+        return _CappedModel(model, self._calls)
+
+
+class _CappedModel:
+    """A ModelClient whose calls wait for a slot of the hub's model-call limit."""
+
+    def __init__(self, inner: ModelClient, slots: _Slots) -> None:
+        self._inner = inner
+        self._slots = slots
+
+    async def complete(
+        self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict], *, agent_id: str | None = None
+    ) -> Completion:
+        await self._slots.acquire()
+        try:
+            return await self._inner.complete(model, messages, tools, agent_id=agent_id)
+        finally:
+            self._slots.release()

@@ -1,0 +1,272 @@
+"""The hub side of one agent's ``HubLink``: what its inbox and summon servers may ask of the tree.
+
+Every request is checked against the identity the link was built with: a summon is refused when
+it (or the template it names, see :mod:`dispatch.hub.agents.catalog`) asks for more than the agent's own
+grants, or a write scope that overlaps a running sibling's;
+``message_child``, ``cancel_child`` and ``wait`` only reach the agent's own children.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+
+from dispatch.hub.agents.access import GrantStore, gate_request
+from dispatch.hub.agents.budgets import child_budget_refusal
+from dispatch.hub.agents.catalog import Catalog
+from dispatch.hub.agents.loop import Agent
+from dispatch.hub.agents.spec import AgentSpec, AgentState
+from dispatch.hub.config.skills import LoadedSkill
+from dispatch.hub.errors import UserError
+from dispatch.hub.events import EventBus
+from dispatch.hub.policy.grants import normalize_path, overlaps
+from dispatch.servers.hublink import (
+    AccessDecision,
+    ArtifactInfo,
+    ChildInfo,
+    InboxMessage,
+    LinkRefusal,
+    MessageKind,
+    Operation,
+    SkillInfo,
+    SummonRequest,
+    TemplateInfo,
+    WaitOutcome,
+)
+
+
+class AccessBroker(Protocol):
+    """Whoever answers an agent's request for a path outside its grants (the hub's approvals)."""
+
+    async def request_access(self, agent: Agent, path: str, operation: Operation, why: str) -> AccessDecision: ...
+
+
+class CheckpointGate(Protocol):
+    """Whoever holds an agent at its checkpoints (the hub's approvals, :mod:`dispatch.hub.service.approvals`)."""
+
+    async def before_report(self, agent: Agent, report: str) -> None:
+        """Return to let the report through; raise ``CheckpointDenied`` to stop the agent."""
+        ...
+
+    async def before_tool(self, agent: Agent, kind: str, name: str, arguments: dict[str, Any]) -> str | None:
+        """Return None to run the tool call, or the refusal the model reads instead of its result."""
+        ...
+
+
+class ArtifactShelf(Protocol):
+    """Where agents' artifacts are kept and searched (the hub's store); the tree holds no SQL."""
+
+    async def save(self, agent_id: str, kind: str, title: str, content: str) -> ArtifactInfo: ...
+    async def find(self, query: str | None, kind: str | None, limit: int) -> list[ArtifactInfo]: ...
+    async def get(self, artifact_id: str) -> ArtifactInfo | None: ...
+
+
+class TreeOps(Protocol):
+    """What a link needs of the tree (``dispatch.hub.agents.tree.AgentTree`` provides it)."""
+
+    events: EventBus
+    root: Path
+    agents: dict[str, Agent]
+    catalog: Catalog
+    access: AccessBroker | None
+    grant_store: GrantStore
+    artifacts: ArtifactShelf | None
+
+    def children_of(self, agent_id: str) -> list[Agent]: ...
+    def live_children(self, agent_id: str) -> list[Agent]: ...
+    def start(self, spec: AgentSpec) -> Agent: ...
+    def put_message(self, agent_id: str, kind: MessageKind, text: str, *, sender: str = "user") -> str: ...
+    def cancel(self, agent_id: str) -> Agent: ...
+
+
+def child_info(agent: Agent) -> ChildInfo:
+    return ChildInfo(
+        id=agent.id,
+        name=agent.spec.name,
+        state=agent.state.value,
+        task=agent.spec.task,
+        scope=list(agent.spec.scope),
+        report=agent.report if agent.state is AgentState.done else agent.error,
+    )
+
+
+class TreeLink:
+    """A ``HubLink`` bound to one agent of a tree."""
+
+    def __init__(self, tree: TreeOps, agent: Agent) -> None:
+        self._tree = tree
+        self._agent = agent
+
+    @property
+    def agent_id(self) -> str:
+        return self._agent.id
+
+    # ---- inbox ---------------------------------------------------------------------------------
+
+    def take_messages(self) -> list[InboxMessage]:
+        taken = self._agent.inbox.take()
+        for message in taken:
+            self._tree.events.publish(
+                "message.delivered", self._agent.id, message_id=message.id, step=self._agent.steps_taken
+            )
+        return taken
+
+    async def wait_for_message(self) -> None:
+        await self._agent.inbox.not_empty()
+
+    async def report_progress(self, text: str) -> None:
+        self._agent.progress.append(text)
+        self._tree.events.publish("agent.progress", self._agent.id, text=text)
+
+    async def ask_user(self, question: str) -> list[InboxMessage]:
+        self._tree.events.publish("agent.question", self._agent.id, question=question)
+        self._agent.set_state(AgentState.waiting_user, f"waiting for you: {question}")
+        try:
+            async with self._agent.hooks.idle():
+                await self._agent.inbox.not_empty()
+        finally:
+            self._agent.set_state(AgentState.running)
+        return self.take_messages()
+
+    async def request_access(self, path: str, operation: Operation, why: str) -> AccessDecision:
+        # by this link's agent, never a name from the model: always-denied, scope, grants, then the user
+        return await gate_request(self._tree, self._agent, path, operation, why)
+
+    # ---- children ------------------------------------------------------------------------------
+
+    def _own_child(self, child_id: str) -> Agent:
+        if child_id not in {c.id for c in self._tree.children_of(self._agent.id)}:
+            raise LinkRefusal(f"{child_id!r} is not one of your children")
+        return self._tree.agents[child_id]
+
+    def _check_scope(self, scope: list[str]) -> list[str]:
+        try:
+            paths = [normalize_path(p) for p in scope]
+        except ValueError as error:
+            raise LinkRefusal(f"scope: {error}") from None
+        for sibling in self._tree.live_children(self._agent.id):
+            for mine in paths:
+                for theirs in sibling.spec.scope:
+                    if overlaps(mine, theirs):
+                        raise LinkRefusal(
+                            f"write scope {mine!r} overlaps the scope {theirs!r} of running sibling "
+                            f"{sibling.id} ({sibling.spec.name}); give children that run at the same "
+                            f"time disjoint scopes"
+                        )
+        return paths
+
+    async def summon(self, request: SummonRequest) -> str:
+        parent = self._agent.spec
+        scope = tuple(self._check_scope(request.scope))
+        number = len(self._tree.children_of(parent.id)) + 1
+        spec = self._tree.catalog.child_spec(parent, request, scope, number)
+        spec = spec.model_copy(update=self._child_budget(request))
+        try:
+            return self._tree.start(spec).id
+        except UserError as error:
+            raise LinkRefusal(str(error)) from None
+
+    def _child_budget(self, request: SummonRequest) -> dict[str, float | int | None]:
+        """The child's caps, refused when not positive or more than this agent has left."""
+        usd, tokens = request.budget_usd, request.max_tokens
+        if (usd is not None and usd <= 0) or (tokens is not None and tokens <= 0):
+            raise LinkRefusal("budget_usd and max_tokens must be positive when given")
+        refusal = child_budget_refusal(self._tree, self._agent, usd, tokens)
+        if refusal is not None:
+            raise LinkRefusal(refusal)
+        return {"budget_usd": usd, "max_tokens": tokens}
+
+    async def wait_children(self, ids: list[str], timeout_s: float | None) -> WaitOutcome:
+        kids = [self._own_child(i) for i in ids] if ids else self._tree.children_of(self._agent.id)
+        awaited = {k.id for k in kids}
+        inbox = self._agent.inbox
+
+        def interrupting(message: InboxMessage) -> bool:
+            return not (message.kind is MessageKind.report and message.sender in awaited)
+
+        interrupted = False
+        async with self._agent.hooks.idle():  # waiting on others: its running slot goes back meanwhile
+            with anyio.move_on_after(timeout_s if timeout_s is not None else float("inf")) as deadline:
+                while live := [k for k in kids if not k.state.terminal]:
+                    if any(interrupting(m) for m in inbox.peek()):
+                        interrupted = True
+                        break
+                    self._agent.set_state(AgentState.waiting_children, f"waiting for {len(live)} children")
+                    await inbox.next_arrival()
+        self._agent.set_state(AgentState.running)
+        finished = [k for k in kids if k.state.terminal]
+        done_ids = {k.id for k in finished}
+        for report in inbox.take(lambda m: m.kind is MessageKind.report and m.sender in done_ids):
+            step = self._agent.steps_taken  # read through this wait's result
+            self._tree.events.publish("message.delivered", self._agent.id, message_id=report.id, step=step)
+        return WaitOutcome(
+            finished=[child_info(k) for k in finished],
+            pending=[child_info(k) for k in kids if not k.state.terminal],
+            timed_out=deadline.cancelled_caught,
+            interrupted=interrupted,
+        )
+
+    async def message_child(self, child_id: str, text: str, kind: MessageKind) -> str:
+        child = self._own_child(child_id)
+        if not child.reads_messages:
+            raise LinkRefusal(f"child {child_id} has finished ({child.state.value}) or is giving its report")
+        return self._tree.put_message(child_id, kind, text, sender="parent")
+
+    async def cancel_child(self, child_id: str) -> ChildInfo:
+        child = self._own_child(child_id)
+        self._tree.cancel(child_id)
+        await child.finished.wait()
+        return child_info(child)
+
+    def children(self) -> list[ChildInfo]:
+        return [child_info(c) for c in self._tree.children_of(self._agent.id)]
+
+    def templates(self) -> list[TemplateInfo]:
+        return [
+            TemplateInfo(name=t.name, description=t.description, tools=t.tools_summary(), detached=t.detached)
+            for t in self._tree.catalog.summonable(self._agent.spec)
+        ]
+
+    # ---- skills --------------------------------------------------------------------------------
+
+    def skills(self) -> list[SkillInfo]:
+        loaded = {s.skill for s in self._agent.loaded_skills}
+        return [
+            SkillInfo(name=s.ref, summary=s.summary(), loaded=s in loaded)
+            for s in self._tree.catalog.skills.on_demand()
+        ]
+
+    def load_skill(self, name: str) -> SkillInfo:
+        try:
+            skill = self._tree.catalog.skills.resolve(name)
+        except UserError as error:
+            raise LinkRefusal(str(error)) from None
+        info = SkillInfo(name=skill.ref, summary=skill.summary(), loaded=True)
+        if skill in {s.skill for s in self._agent.loaded_skills}:
+            return info
+        self._agent.loaded_skills.append(LoadedSkill(skill, "loaded on demand"))
+        self._tree.events.publish("agent.skill", self._agent.id, skill=skill.ref)
+        return info.model_copy(update={"text": skill.read()})
+
+    # ---- artifacts -----------------------------------------------------------------------------
+
+    def _shelf(self) -> ArtifactShelf:
+        if self._tree.artifacts is None:
+            raise LinkRefusal("this run keeps no artifacts (they are kept when the agent runs under the hub)")
+        return self._tree.artifacts
+
+    async def save_artifact(self, kind: str, title: str, content: str) -> ArtifactInfo:
+        saved = await self._shelf().save(self._agent.id, kind, title, content)
+        self._tree.events.publish("artifact.saved", self._agent.id, artifact_id=saved.id, kind=kind, title=title)
+        return saved
+
+    async def find_artifacts(self, query: str | None, kind: str | None, limit: int) -> list[ArtifactInfo]:
+        return await self._shelf().find(query, kind, limit)
+
+    async def read_artifact(self, artifact_id: str) -> ArtifactInfo:
+        found = await self._shelf().get(artifact_id)
+        if found is None:
+            raise LinkRefusal(f"no artifact has the id {artifact_id!r}; find_artifacts lists them")
+        return found

@@ -1,0 +1,373 @@
+"""The tree of live agents: spawning, parent/child links, strict-hierarchy routing, cancellation.
+
+The tree runs every agent in its own task group, so children run concurrently (each parent's
+``max_children`` at once; more wait as ``pending``). A child's report goes to its parent's inbox
+and nowhere else. The user may message any agent; the message waits in its inbox for the next
+tool boundary. :class:`TreeLink` is the hub side of each agent's ``HubLink``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from dispatch.hub.agents.access import GrantStore
+from dispatch.hub.agents.budgets import capped_ancestry, rolled_up
+from dispatch.hub.agents.catalog import Catalog
+from dispatch.hub.agents.limits import Limits, RunningSlot
+from dispatch.hub.agents.link import AccessBroker, ArtifactShelf, CheckpointGate, TreeLink
+from dispatch.hub.agents.loop import Agent, AgentHooks, ToolRun
+from dispatch.hub.agents.spec import AgentSpec, AgentState
+from dispatch.hub.errors import BudgetExceeded, DispatchError, UnknownAgentError, UserError, unwrap
+from dispatch.hub.events import EventBus
+from dispatch.hub.ids import new_id
+from dispatch.hub.llm.types import ModelClient, ToolCallRequest, Usage
+from dispatch.hub.mounts.connection import open_mounts
+from dispatch.hub.mounts.outside import OutsideServers
+from dispatch.hub.mounts.plan import MountPlan
+from dispatch.hub.mounts.toolset import ToolGate
+from dispatch.servers.hublink import InboxMessage, MessageKind
+from dispatch.servers.lsp.tools import LspBackend
+
+log = logging.getLogger(__name__)
+
+
+class AgentTree:
+    """Every agent of one hub, alive or finished, and the task group they run in."""
+
+    def __init__(
+        self,
+        root: Path,
+        model: ModelClient,
+        events: EventBus | None = None,
+        catalog: Catalog | None = None,
+        lsp: LspBackend | None = None,
+        access: AccessBroker | None = None,
+        artifacts: ArtifactShelf | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.root = root.resolve()
+        self.access = access
+        """Who answers requests for paths outside an agent's grants; None: they are denied, saying so."""
+        self.grant_store = GrantStore()
+        """Outside paths, the network and commands the user granted this session, per agent."""
+        self.checkpoints: CheckpointGate | None = None
+        """Who holds agents at their checkpoints (the hub's approvals install themselves); None: none hold."""
+        self.artifacts = artifacts
+        """Where ``save_artifact`` / ``find_artifacts`` keep and search; None: those tools refuse."""
+        self.lsp = lsp
+        """The hub's language servers (an entered ``LspManager``), shared by every agent; None: no lsp mounts."""
+        self.events = events or EventBus()
+        self.catalog = catalog or Catalog.builtin()
+        """Templates and skills (``Catalog.load(root)`` for a project's; the built-ins by default)."""
+        self.limits = limits or Limits(self.catalog.config.limits)
+        """Agents taking steps and model calls in flight at once, hub-wide (the config's ``limits``)."""
+        self.model = self.limits.capped(model)
+        self.outside = OutsideServers(self.catalog.config.mcp_servers)
+        """The config's outside MCP servers, opened and closed with the tree; the hub sets its ``pins``."""
+        self.agents: dict[str, Agent] = {}
+        self._children: dict[str, list[str]] = {}
+        self._limiters: dict[str, anyio.CapacityLimiter] = {}
+        self._scopes: dict[str, anyio.CancelScope] = {}
+        self._slots: dict[str, RunningSlot] = {}
+        self._budget_stops: dict[str, str] = {}
+        self._interrupts: set[str] = set()
+        self.draining = False
+        """Set by :meth:`drain`: each agent stops (``interrupted``) at its next step boundary."""
+        self._group: TaskGroup | None = None
+
+    async def __aenter__(self) -> AgentTree:
+        await self.outside.__aenter__()
+        self._group = await anyio.create_task_group().__aenter__()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        assert self._group is not None
+        self._group.cancel_scope.cancel()
+        try:
+            return await self._group.__aexit__(kind, error, tb)
+        finally:
+            await self.outside.__aexit__(None, None, None)  # after every agent: their shared servers stop
+
+    # ---- looking things up -------------------------------------------------------------------
+
+    def get(self, agent_id: str) -> Agent:
+        try:
+            return self.agents[agent_id]
+        except KeyError:
+            raise UnknownAgentError(f"no agent has the id {agent_id!r}") from None
+
+    def children_of(self, agent_id: str) -> list[Agent]:
+        return [self.agents[c] for c in self._children.get(agent_id, [])]
+
+    def live_children(self, agent_id: str) -> list[Agent]:
+        return [c for c in self.children_of(agent_id) if not c.state.terminal]
+
+    def descendants(self, agent_id: str) -> Iterator[Agent]:
+        for child in self.children_of(agent_id):
+            yield child
+            yield from self.descendants(child.id)
+
+    # ---- spawning and running ----------------------------------------------------------------
+
+    def start(self, spec: AgentSpec, *, restore: Callable[[Agent], None] | None = None, run: bool = True) -> Agent:
+        """Register the agent and start running it in the tree's task group.
+
+        ``restore`` rebuilds an agent from the store first (transcript, usage, steps, inbox); it
+        then continues from its last persisted step (``agent.resumed``, not ``agent.spawned``).
+        With ``run=False`` it is only registered, as restored, so that links to it hold (a finished
+        child, or a paused parent, of a resumed agent); an ``interrupted`` one may be started later.
+        """
+        if self._group is None:
+            raise RuntimeError("the tree is not running; use 'async with AgentTree(...)'")
+        old = self.agents.get(spec.id)
+        paused = old is not None and old.state is AgentState.interrupted and old.finished.is_set()
+        if old is not None and not (restore is not None and paused):
+            raise UserError(f"an agent with the id {spec.id!r} exists already")
+        skills = self.catalog.skills_for(spec) if restore is None else []
+        hooks = AgentHooks(
+            live_children=lambda: len(self.live_children(spec.id)),
+            on_state=self._announce_state,
+            on_tool_call=self._announce_tool_call,
+            on_tool_result=self._announce_tool_result,
+            before_report=self._before_report,
+            idle=lambda: self._idle(spec.id),
+        )
+        agent = Agent(spec=spec, hooks=hooks, loaded_skills=skills)
+        if restore is not None:
+            restore(agent)
+        self.agents[spec.id] = agent
+        if spec.parent_id is not None and old is None:
+            self._children.setdefault(spec.parent_id, []).append(spec.id)
+        self._limiters.setdefault(spec.id, anyio.CapacityLimiter(spec.max_children))
+        if not run:
+            agent.finished.set()
+            return agent
+        self.events.publish(
+            "agent.resumed" if restore else "agent.spawned",
+            spec.id,
+            parent_id=spec.parent_id,
+            name=spec.name,
+            template=spec.template,
+            model=spec.model,
+            task=spec.task,
+            scope=list(spec.scope),
+            detached=spec.detached,
+            skills=[s.skill.ref for s in skills],
+        )
+        self._group.start_soon(self._run, agent, name=f"agent {spec.id}")
+        return agent
+
+    async def run(self, spec: AgentSpec) -> Agent:
+        """Start an agent and return it once it has finished."""
+        agent = self.start(spec)
+        await agent.finished.wait()
+        return agent
+
+    async def _run(self, agent: Agent) -> None:
+        parent_id = agent.spec.parent_id
+        limiter = self._limiters.get(parent_id) if parent_id else None
+        with anyio.CancelScope() as scope:
+            self._scopes[agent.id] = scope
+            try:
+                if limiter is not None:
+                    async with limiter:
+                        await self._run_in_slot(agent)
+                else:
+                    await self._run_in_slot(agent)
+            except Exception as raised:  # whatever went wrong fails this agent, never the hub
+                error = unwrap(raised)
+                if isinstance(error, DispatchError):
+                    agent.error = str(error)
+                else:
+                    log.error("agent %s failed", agent.id, exc_info=error)
+                    agent.error = f"{type(error).__name__}: {error}"
+                agent.set_state(AgentState.failed, "budget" if isinstance(error, BudgetExceeded) else agent.error)
+        if scope.cancel_called and not agent.state.terminal and agent.state is not AgentState.interrupted:
+            if agent.id in self._interrupts:
+                agent.set_state(AgentState.interrupted, "the hub stopped; resume it to continue from its last step")
+            elif agent.id in self._budget_stops:
+                agent.error = self._budget_stops.pop(agent.id)
+                agent.set_state(AgentState.failed, "budget")
+            else:
+                agent.set_state(AgentState.cancelled, "cancelled")
+        self._scopes.pop(agent.id, None)
+        self._interrupts.discard(agent.id)
+        if agent.state is not AgentState.interrupted:  # an interrupted agent's children stop on their own
+            for child in self.live_children(agent.id):
+                self.cancel(child.id)
+            self._report_to_parent(agent)
+        agent.finished.set()
+
+    async def _run_in_slot(self, agent: Agent) -> None:
+        """Run the agent holding one of the hub's running slots (pending, queued, until one is free)."""
+        async with self.limits.running(lambda reason: agent.set_state(AgentState.pending, reason)) as slot:
+            self._slots[agent.id] = slot
+            try:
+                await self._loop(agent)
+            finally:
+                del self._slots[agent.id]
+
+    def _idle(self, agent_id: str) -> AbstractAsyncContextManager[None]:
+        slot = self._slots.get(agent_id)
+        return slot.idle() if slot is not None else nullcontext()
+
+    async def _loop(self, agent: Agent) -> None:
+        if self.draining:  # summoned (or freed from its parent's limit) while the hub stops
+            agent.set_state(AgentState.interrupted, "the hub stopped before it ran; resume it to start")
+            return
+        agent.set_state(AgentState.running)
+        plan = MountPlan(
+            self.root,
+            agent.spec.grants,
+            agent.spec.detached,
+            agent.spec.isolated,
+            self.lsp,
+            sandbox=self.catalog.config.sandbox,
+            web_search=self.catalog.config.web.search,
+            outside=self.outside,
+            agent_id=agent.id,
+        )
+        async with (
+            open_mounts(plan, TreeLink(self, agent), self._gate(agent)) as mounts,
+            aclosing(agent.steps(mounts, self.model)) as steps,
+        ):
+            async for step in steps:
+                self.events.publish(
+                    "agent.step",
+                    agent.id,
+                    index=step.index,
+                    text=step.completion.text,
+                    tool_calls=[c.name for c in step.completion.tool_calls],
+                    tokens_in=step.completion.usage.prompt_tokens,
+                    tokens_out=step.completion.usage.completion_tokens,
+                    cost_usd=step.completion.usage.cost_usd,
+                )
+                for message in step.delivered:
+                    self.events.publish("message.delivered", agent.id, message_id=message.id, step=step.index)
+                if step.report is not None:
+                    agent.report = step.report
+                self._enforce_budgets(agent, finishing=step.report is not None)
+                if self.draining and step.report is None:
+                    agent.set_state(AgentState.interrupted, f"the hub stopped after step {step.index}; resume it")
+                    return
+        agent.set_state(AgentState.done)
+        self.events.publish("agent.report", agent.id, report=agent.report)
+
+    def _enforce_budgets(self, agent: Agent, *, finishing: bool) -> None:
+        """Stop every agent on the path to the root whose subtree reached its cap: the agent itself
+        by raising (unless it is reporting anyway), an ancestor and its subtree by cancelling."""
+        own: str | None = None
+        for capped, message in capped_ancestry(self, agent):
+            if capped is agent:
+                own = message
+            elif not capped.state.terminal:
+                self._budget_stops[capped.id] = message
+                for below in [capped, *self.descendants(capped.id)]:  # at once: none makes another call
+                    self.cancel(below.id)
+        if own is not None and not finishing:
+            raise BudgetExceeded(own)
+
+    def spend(self, agent_id: str) -> Usage:
+        """What the agent and its descendants have used so far, rolled up live."""
+        return rolled_up(self, agent_id)
+
+    def _report_to_parent(self, agent: Agent) -> None:
+        parent_id = agent.spec.parent_id
+        if parent_id is None or parent_id not in self.agents or not self.agents[parent_id].reads_messages:
+            return  # the report stays in the child's own record
+        if agent.state is AgentState.done:
+            text = agent.report or "(the child reported nothing)"
+        elif agent.state is AgentState.failed:
+            text = f"(the child failed: {agent.error})"
+        else:
+            text = "(the child was cancelled before it reported)"
+        self.put_message(parent_id, MessageKind.report, text, sender=agent.id)
+
+    # ---- messages, cancellation, model switch ------------------------------------------------
+
+    def put_message(self, agent_id: str, kind: MessageKind, text: str, *, sender: str = "user") -> str:
+        """Put a message in an agent's inbox; it reads it at its next tool boundary."""
+        agent = self.get(agent_id)
+        if agent.state.terminal:
+            raise UserError(f"agent {agent_id} has finished ({agent.state.value}); it reads no more messages")
+        if agent.inbox.closed:
+            raise UserError(f"agent {agent_id} is giving its report; it reads no more messages")
+        message = InboxMessage(id=new_id("m"), kind=kind, text=text, sender=sender, sent_at=datetime.now(UTC))
+        agent.inbox.put(message)
+        self.events.publish("message.sent", agent_id, message_id=message.id, kind=kind.value, sender=sender, text=text)
+        return message.id
+
+    def cancel(self, agent_id: str) -> Agent:
+        """Cancel an agent and, through it, all its descendants."""
+        agent = self.get(agent_id)
+        scope = self._scopes.get(agent_id)
+        if scope is not None:
+            scope.cancel()
+        elif not agent.state.terminal:
+            agent.set_state(AgentState.cancelled, "cancelled")
+        return agent
+
+    def drain(self) -> None:
+        """Stop taking new steps: every agent stops, ``interrupted``, when its current step ends."""
+        self.draining = True
+
+    def interrupt(self, agent_id: str) -> None:
+        """Stop the agent now, ``interrupted`` (resumable from its last step), not cancelled."""
+        agent = self.get(agent_id)
+        if agent.state.terminal or agent.state is AgentState.interrupted:
+            return
+        scope = self._scopes.get(agent_id)
+        if scope is None:
+            agent.set_state(AgentState.interrupted, "the hub stopped before it ran; resume it to start")
+            return
+        self._interrupts.add(agent_id)
+        scope.cancel()
+
+    def switch_model(self, agent_id: str, model: str) -> None:
+        agent = self.get(agent_id)
+        agent.switch_model(model)
+        self.events.publish("agent.model", agent_id, model=model)
+
+    # ---- announcements -----------------------------------------------------------------------
+
+    def _announce_state(self, agent: Agent) -> None:
+        extra = {"until": agent.waiting_until.isoformat()} if agent.waiting_until is not None else {}
+        self.events.publish("agent.state", agent.id, state=agent.state.value, reason=agent.reason, **extra)
+
+    def _announce_tool_call(self, agent: Agent, call: ToolCallRequest) -> None:
+        self.events.publish("tool.call", agent.id, call_id=call.id, name=call.name, arguments=call.arguments)
+
+    def _announce_tool_result(self, agent: Agent, run: ToolRun) -> None:
+        self.events.publish(
+            "tool.result",
+            agent.id,
+            call_id=run.call.id,
+            name=run.call.name,
+            is_error=run.outcome.is_error,
+            text=run.outcome.text[:2000],
+            seconds=run.seconds,
+        )
+
+    # ---- checkpoints -------------------------------------------------------------------------
+
+    async def _before_report(self, agent: Agent, report: str) -> None:
+        if self.checkpoints is not None:
+            await self.checkpoints.before_report(agent, report)
+
+    def _gate(self, agent: Agent) -> ToolGate:
+        async def gate(kind: str, name: str, arguments: dict[str, Any]) -> str | None:
+            checkpoints = self.checkpoints
+            return None if checkpoints is None else await checkpoints.before_tool(agent, kind, name, arguments)
+
+        return gate

@@ -1,0 +1,44 @@
+"""What the API's route modules share: the base of request bodies, the field types they check, and
+the shape of every error answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dispatch.hub.views import View
+
+
+class Body(BaseModel):
+    """A request body: unknown fields are refused, so a typo is an error, not silence; values must have
+    their JSON type (``"detached": 0`` is refused, not read as false)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+Text = Annotated[str, Field(pattern=r"\S", description="not empty or blank")]
+"""Free text that must say something: at least one character that is not white space."""
+
+
+class FieldError(View):
+    loc: list[str | int] = Field(description="where: 'body', 'query' or 'path', then the field")
+    msg: str
+    type: str
+
+
+class Problem(View):
+    """Every error the API answers: ``detail`` says what is wrong."""
+
+    detail: str
+    errors: list[FieldError] | None = Field(default=None, description="for 422: each field that is wrong")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "The request cannot be done as asked (the detail says why)"},
+    401: {"model": Problem, "description": "No valid token"},
+    403: {"model": Problem, "description": "Host or Origin not allowed"},
+    404: {"model": Problem, "description": "No such chat, agent, message, approval or artifact"},
+    422: {"model": Problem, "description": "The body, query or path is malformed (the detail says where)"},
+}
+"""The error answers every route may give, for the OpenAPI schema."""

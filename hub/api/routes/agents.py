@@ -1,0 +1,83 @@
+"""``/api/agents``: the tree of agents, each one's transcript, and what the user may do to an agent
+(message it, switch its model, cancel it, resume it) or start one."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path
+from pydantic import Field
+
+from dispatch.hub.api.common import Body, Text
+from dispatch.hub.service.contract import HubService
+from dispatch.hub.views import AgentDetail, AgentView, View
+from dispatch.servers.hublink import MessageKind
+
+AgentId = Annotated[str, Path(description="the agent's id, as GET /api/agents lists it")]
+UserKind = Literal["instruction", "correction", "context", "data"]
+
+
+class StartRequest(Body):
+    task: Text = Field(description="what the new top agent should do")
+    template: str | None = Field(default=None, description="its template; the default one when left out")
+    model: str | None = Field(default=None, description="a model tag or litellm name; the template's when left out")
+    detached: bool = Field(default=False, description="give it a user thread of its own (it may ask the user)")
+
+
+class MessageRequest(Body):
+    text: Text = Field(description="the message; the agent reads it after its next tool result")
+    kind: UserKind = Field(default="instruction", description="how the agent should take it")
+
+
+class MessageAccepted(View):
+    message_id: str = Field(description="a message.delivered event with this id follows once the agent reads it")
+
+
+class ModelRequest(Body):
+    model: Text = Field(description="a model tag or litellm name; applies from its next model call")
+
+
+def _summary(detail: AgentDetail) -> AgentView:
+    return AgentView.model_validate(detail.model_dump(exclude={"transcript", "progress"}))
+
+
+def agents_router(service: HubService) -> APIRouter:
+    router = APIRouter(prefix="/api/agents", tags=["agents"])
+
+    @router.get("")
+    async def list_agents() -> list[AgentView]:
+        """Every agent of the hub, parents before their children (``parent_id`` links the tree)."""
+        return await service.agents()
+
+    @router.post("", status_code=201)
+    async def start_agent(body: StartRequest) -> AgentView:
+        """Start a top agent on a task."""
+        return await service.start(body.task, template=body.template, model=body.model, detached=body.detached)
+
+    @router.get("/{agent_id}")
+    async def get_agent(agent_id: AgentId) -> AgentDetail:
+        """One agent with its transcript (OpenAI-format messages) and progress notes."""
+        return await service.agent(agent_id)
+
+    @router.post("/{agent_id}/messages", status_code=202)
+    async def message_agent(agent_id: AgentId, body: MessageRequest) -> MessageAccepted:
+        """Queue a message for the agent; it is delivered at its next tool boundary."""
+        return MessageAccepted(message_id=await service.send(agent_id, body.text, MessageKind(body.kind)))
+
+    @router.post("/{agent_id}/model")
+    async def switch_model(agent_id: AgentId, body: ModelRequest) -> AgentView:
+        """Switch the agent's model from its next model call on, its transcript intact."""
+        await service.switch_model(agent_id, body.model)
+        return _summary(await service.agent(agent_id))
+
+    @router.post("/{agent_id}/cancel")
+    async def cancel_agent(agent_id: AgentId) -> AgentView:
+        """Cancel the agent and, through it, its descendants."""
+        return await service.cancel(agent_id)
+
+    @router.post("/{agent_id}/resume")
+    async def resume_agent(agent_id: AgentId) -> AgentView:
+        """Continue an interrupted agent from its last persisted step (its unfinished children too)."""
+        return await service.resume(agent_id)
+
+    return router

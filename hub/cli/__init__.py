@@ -1,0 +1,190 @@
+"""The ``dispatch`` command: run a task from the terminal, serve the hub, and more.
+
+Heavy modules (the tree, litellm) are imported inside the commands, so ``dispatch --help`` stays
+quick. User errors print one clear line and exit non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from dispatch.hub.agents.catalog import Catalog
+
+app = typer.Typer(
+    name="dispatch",
+    help="Dispatch: a harness for fleets of AI coding agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Dispatch: a harness for fleets of AI coding agents."""
+
+
+@app.command()
+def run(
+    task: Annotated[str, typer.Argument(help="what the top agent should do")],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="litellm model name, e.g. openai/gpt-4o-mini")
+    ] = None,
+    root: Annotated[Path, typer.Option("--root", help="the project root the agents work in")] = Path("."),
+    json_output: Annotated[bool, typer.Option("--json", help="print one JSON object instead")] = False,
+    isolated: Annotated[bool, typer.Option("--isolated", help="fs and shell as stdio subprocesses")] = False,
+    template: Annotated[str, typer.Option("--template", "-t", help="the top agent's template")] = "dispatch",
+    skill: Annotated[list[str] | None, typer.Option("--skill", help="a skill to load too (repeatable)")] = None,
+) -> None:
+    """Run a top agent (which may summon children) on TASK to completion and print its report."""
+    from dispatch.hub.cli.run import run_task
+
+    _check_root(root)
+    code = run_task(
+        task, model=model, root=root, json_output=json_output, isolated=isolated, template=template, skills=skill or []
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="the address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="the port (0: any free one)", min=0, max=65535)] = 8421,
+    root: Annotated[Path, typer.Option("--root", help="the project root the agents work in")] = Path("."),
+    allow_remote: Annotated[
+        bool, typer.Option("--allow-remote", help="allow a --host that is not loopback (plain HTTP: trusted networks)")
+    ] = False,
+    deadline: Annotated[
+        float, typer.Option("--deadline", help="seconds running steps may finish in after SIGINT/SIGTERM", min=0)
+    ] = 30.0,
+) -> None:
+    """Serve the hub (HTTP API, WebSocket events, web UI) until SIGINT/SIGTERM; prints the URL with
+    the token. A second signal exits at once."""
+    from dispatch.hub.cli.serve import serve as serve_hub
+
+    _check_root(root)
+    raise typer.Exit(serve_hub(root, host=host, port=port, allow_remote=allow_remote, deadline_s=deadline))
+
+
+def _check_root(root: Path) -> None:
+    if not root.is_dir():
+        typer.echo(f"error: --root {root}: not a directory", err=True)
+        raise typer.Exit(2)
+
+
+def _catalog(root: Path) -> Catalog:
+    """The project's catalog, or exit 2 with the config error (no traceback)."""
+    from dispatch.hub.agents.catalog import Catalog
+    from dispatch.hub.errors import UserError
+
+    _check_root(root)
+    try:
+        return Catalog.load(root)
+    except UserError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def templates(
+    root: Annotated[Path, typer.Option("--root", help="the project whose templates to list")] = Path("."),
+) -> None:
+    """List the templates (built-in, yours, the project's) with the file each comes from."""
+    from dispatch.hub.cli.catalog_view import templates_text
+
+    typer.echo(templates_text(_catalog(root)))
+
+
+@app.command()
+def skills(
+    agent: Annotated[str | None, typer.Option("--agent", help="an agent (template) name")] = None,
+    root: Annotated[Path, typer.Option("--root", help="the project whose skills to read")] = Path("."),
+    orchestrator: Annotated[
+        bool | None,
+        typer.Option("--orchestrator/--subagent", help="which mapping (.o.txt or .txt); default: its template"),
+    ] = None,
+) -> None:
+    """Show the skills an agent of that name would load, in order, with their scopes."""
+    from dispatch.hub.cli.catalog_view import skills_text
+    from dispatch.hub.errors import UserError
+
+    catalog = _catalog(root)
+    try:
+        typer.echo(skills_text(catalog, agent, orchestrator))
+    except UserError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def doctor(
+    root: Annotated[Path, typer.Option("--root", help="the project to check")] = Path("."),
+) -> None:
+    """Check what Dispatch needs: the project's languages and their language servers (found, or
+    how to install them), the sandbox for the shell, and the outside MCP servers of the config
+    (started to list their tools, compared with the pinned lists). Exits 1 when something is missing."""
+    from dispatch.hub.cli.doctor import check_sandbox, run_doctor
+    from dispatch.hub.cli.doctor_servers import check_tool_servers
+    from dispatch.hub.store.db import DB_NAME
+
+    config = _catalog(root).config
+    servers = check_tool_servers(config.mcp_servers, _data_dir(None) / DB_NAME) if config.mcp_servers else None
+    text, code = run_doctor(root, config.lsp, sandbox=check_sandbox(setting=config.sandbox), tool_servers=servers)
+    typer.echo(text)
+    raise typer.Exit(code)
+
+
+def _data_dir(data_dir: Path | None) -> Path:
+    from dispatch.hub.store.db import data_dir as default_data_dir
+
+    return (data_dir or default_data_dir()).expanduser()
+
+
+@app.command()
+def logs(
+    agent: Annotated[str | None, typer.Argument(help="an agent's id or name; all agents when omitted")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new events")] = False,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="the hub's data directory")] = None,
+) -> None:
+    """The activity log of the hub's agents (from the stored events); errors name the agent chain,
+    the tool and its arguments. Tracebacks are in hub.log in the data directory."""
+    from dispatch.hub.cli.logs import logs_command
+
+    raise typer.Exit(logs_command(agent, follow=follow, home=_data_dir(data_dir)))
+
+
+@app.command()
+def resume(
+    agent: Annotated[str, typer.Argument(help="the id of an interrupted agent")],
+    root: Annotated[Path | None, typer.Option("--root", help="the project root (default: the agent's)")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="the hub's data directory")] = None,
+) -> None:
+    """Continue an interrupted agent (and its interrupted children) from its last step: through the
+    running hub when there is one, else here until it finishes."""
+    from dispatch.hub.cli.resume import resume_command
+
+    if root is not None:
+        _check_root(root)
+    raise typer.Exit(resume_command(agent, root=root, home=_data_dir(data_dir)))
+
+
+@app.command()
+def mcp(
+    root: Annotated[Path, typer.Option("--root", help="the project root (when no hub runs)")] = Path("."),
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="top agents' model or tag (when no hub runs)")
+    ] = None,
+) -> None:
+    """The hub's MCP tools over stdio: attaches to a running hub, or runs one in this process."""
+    from dispatch.hub.cli.mcp import run_mcp
+
+    _check_root(root)
+    raise typer.Exit(run_mcp(root, model))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,69 @@
+"""What ``dispatch templates`` and ``dispatch skills`` print: the catalog as plain text."""
+
+from __future__ import annotations
+
+from dispatch.hub.agents.catalog import Catalog
+from dispatch.hub.config.skills import Skill
+from dispatch.hub.config.templates import Template
+from dispatch.hub.errors import UserError
+
+
+def _table(rows: list[tuple[str, ...]], indent: str = "") -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))] if rows else []
+    return [indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def templates_text(catalog: Catalog) -> str:
+    """Each template: name, what it is, its tools, and the file it came from (and what it replaced)."""
+    lines: list[str] = []
+    for name in sorted(catalog.templates):
+        entry = catalog.templates[name]
+        template = entry.template
+        lines.append(f"{name}{' (detached)' if template.detached else ''}")
+        rows = [("description", template.description or "-"), ("tools", template.tools_summary())]
+        optional = (
+            ("model", template.model or ""),
+            ("children", "none" if template.children == [] else ", ".join(template.child_names())),
+            ("max children", str(template.max_children or "")),
+            ("skills", ", ".join(template.skills)),
+            ("checkpoints", ", ".join(f"{name} ({mode})" for name, mode in template.checkpoints.items())),
+        )
+        rows += [(label, value) for label, value in optional if value]
+        rows.append(("file", entry.source.path))
+        rows += [("replaces", path) for path in entry.replaced]
+        lines += _table(rows, "  ")
+    return "\n".join(lines)
+
+
+def _skill_row(skill: Skill, origin: str) -> tuple[str, str, str]:
+    return (skill.ref, origin, skill.shown)
+
+
+def skills_text(catalog: Catalog, agent: str | None, orchestrator: bool | None = None) -> str:
+    """The skills an agent of this name would load, in order, with scopes, and those on demand.
+
+    Whether it is an orchestrator (``<name>.o.txt``) comes from its template (summon) unless given.
+    """
+    template: Template | None = None
+    if agent is not None and agent in catalog.templates:
+        template = catalog.template(agent)
+    if orchestrator is None:
+        orchestrator = bool(template and template.tools and template.tools.allowed("summon") != ())
+    try:
+        plan = catalog.skills.plan(
+            agent or "",
+            orchestrator=orchestrator,
+            template=template.name if template else None,
+            template_skills=template.skills if template else (),
+        )
+    except UserError as error:
+        raise UserError(f"template {agent!r}: {error}") from None
+    kind = "orchestrator" if orchestrator else "subagent"
+    head = f"Agent {agent!r} ({kind}{', template ' + template.name if template else ''})" if agent else "Every agent"
+    lines = [f"{head} loads, in this order:"]
+    lines += _table([_skill_row(s.skill, s.origin) for s in plan], "  ") if plan else ["  (no skills)"]
+    loaded = {s.skill for s in plan}
+    extra = [s for s in catalog.skills.on_demand() if s not in loaded]
+    lines.append("On demand (the agent lists them with `skills` and loads one with `load_skill`):")
+    lines += _table([(s.ref, s.summary(), s.shown) for s in extra], "  ") if extra else ["  (none)"]
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""The terminal's picture of a run: the agent tree with states, and the latest tool calls.
+
+Drawn with rich from the tree's events: a live-updating tree on a terminal, one plain line per
+event otherwise (so logs and pipes stay readable).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from rich.console import Console, Group, RenderableType
+from rich.text import Text
+from rich.tree import Tree
+
+from dispatch.hub.agents.loop import Agent
+from dispatch.hub.agents.spec import AgentState
+from dispatch.hub.agents.tree import AgentTree
+from dispatch.hub.events import Event
+
+STATE_STYLE: dict[AgentState, str] = {
+    AgentState.pending: "dim",
+    AgentState.running: "cyan",
+    AgentState.waiting_key: "yellow",
+    AgentState.waiting_user: "magenta",
+    AgentState.waiting_children: "blue",
+    AgentState.done: "green",
+    AgentState.failed: "red",
+    AgentState.cancelled: "dim red",
+    AgentState.interrupted: "yellow",
+}
+
+
+def agent_label(agent: Agent) -> Text:
+    label = Text()
+    label.append(f"{agent.spec.name} ", style="bold")
+    label.append(f"[{agent.id}] ", style="dim")
+    label.append(agent.state.value, style=STATE_STYLE[agent.state])
+    if agent.reason and agent.state not in (AgentState.done, AgentState.running):
+        label.append(f" ({agent.reason[:80]})", style="dim")
+    label.append(f"  {agent.model}  {agent.usage.prompt_tokens}+{agent.usage.completion_tokens} tok", style="dim")
+    if agent.spec.scope:
+        label.append(f"  writes {', '.join(agent.spec.scope)}", style="dim")
+    return label
+
+
+def describe(event: Event) -> str | None:
+    """One line for the events worth a line; None for the rest."""
+    data = event.data
+    if event.type == "agent.spawned":
+        return f"{event.agent_id} spawned ({data['name']}, parent {data['parent_id'] or '-'}): {data['task'][:80]}"
+    if event.type == "agent.state":
+        reason = f" ({data['reason']})" if data["reason"] else ""
+        return f"{event.agent_id} {data['state']}{reason}"
+    if event.type == "tool.call":
+        return f"{event.agent_id} → {data['name']} {data['arguments'][:100]}"
+    if event.type == "tool.result":
+        flag = "error" if data["is_error"] else "ok"
+        first = (data["text"].splitlines() or [""])[0][:100]
+        return f"{event.agent_id} ← {data['name']} {flag}: {first}"
+    if event.type == "agent.progress":
+        return f"{event.agent_id} progress: {data['text']}"
+    return None
+
+
+class LiveView:
+    """Keeps the recent tool activity and draws the tree."""
+
+    def __init__(self, tree: AgentTree, recent: int = 8) -> None:
+        self._tree = tree
+        self._recent: deque[str] = deque(maxlen=recent)
+
+    def feed(self, event: Event) -> None:
+        if event.type in ("tool.call", "tool.result", "agent.progress"):
+            line = describe(event)
+            if line is not None:
+                self._recent.append(line)
+
+    def _branch(self, node: Tree, agent: Agent) -> None:
+        for child in self._tree.children_of(agent.id):
+            self._branch(node.add(agent_label(child)), child)
+
+    def render(self) -> RenderableType:
+        roots = [a for a in self._tree.agents.values() if a.spec.parent_id is None]
+        parts: list[RenderableType] = []
+        for agent in roots:
+            node = Tree(agent_label(agent))
+            self._branch(node, agent)
+            parts.append(node)
+        if self._recent:
+            parts.append(Text("\n".join(self._recent), style="dim"))
+        return Group(*parts)
+
+
+def print_line(console: Console, event: Event) -> None:
+    line = describe(event)
+    if line is not None:
+        console.print(line, markup=False, highlight=False)

@@ -1,0 +1,137 @@
+"""The config files: global ``~/.config/dispatch/config.yaml`` and the project's
+``<root>/.dispatch/config.yaml``, merged field by field (the project wins), ``${ENV}`` interpolated,
+validated with pydantic. Every error names the file, the line, the field path and the expectation.
+
+Sections: ``permissions`` (here), ``models`` (owned by ``dispatch.hub.llm``), ``lsp`` (owned by
+``dispatch.servers.lsp``) and ``web`` (owned by ``dispatch.servers.web.search``); each section's owner
+defines its model. Templates live in their own files
+(:mod:`dispatch.hub.config.templates`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dispatch.hub.config.files import Loc, Source, interpolate, merge, validate
+from dispatch.hub.config.outside import McpServers
+from dispatch.hub.llm.models_config import ModelsConfig
+from dispatch.servers.lsp.settings import LspSettings
+from dispatch.servers.web.search import WebConfig
+
+CONFIG_NAME = "config.yaml"
+UNION_FIELDS: frozenset[Loc] = frozenset({("permissions", "auto_allow")})
+"""Lists that both files add to, rather than the project's replacing the global one's."""
+
+
+def global_dir() -> Path:
+    """``~/.config/dispatch``: the global config file and the user's templates."""
+    return Path.home() / ".config" / "dispatch"
+
+
+def project_dir(root: Path) -> Path:
+    """``<root>/.dispatch``: the project's config file and templates."""
+    return root / ".dispatch"
+
+
+class LimitsConfig(BaseModel):
+    """The config's ``limits`` section."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    running_agents: int = Field(
+        default=256,
+        ge=1,
+        description="agents taking steps at once (waiting on children, the user or a key does not count); "
+        "more wait as pending",
+    )
+    model_calls: int = Field(default=64, ge=1, description="model calls in flight at once, across every key; more wait")
+
+
+class Permissions(BaseModel):
+    """Paths outside the project root that agents may use without asking the user."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    auto_allow: list[str] = Field(
+        default_factory=list[str],
+        description="directories pre-approved for read, write and execute (e.g. /tmp, ~/.config/dispatch); "
+        "the global and project lists add up",
+    )
+
+
+class DispatchConfig(BaseModel):
+    """One Dispatch config file, or the merge of the global and the project one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    permissions: Permissions = Field(
+        default_factory=Permissions, description="paths outside the project root agents may use without asking"
+    )
+    models: ModelsConfig = Field(
+        default_factory=ModelsConfig,
+        description="API keys, their budgets and models with tags, and the fallback order "
+        "(dispatch.hub.llm.models_config owns this section)",
+    )
+    lsp: LspSettings = Field(
+        default_factory=LspSettings,
+        description="language servers per language: true (detect), false (off), or a command, "
+        "initialization options and settings that override detection",
+    )
+    sandbox: Literal["auto", "off"] = Field(
+        default="auto",
+        description="auto: shell commands run in the OS sandbox (bubblewrap and/or Landlock), and the shell is "
+        "disabled where there is neither; off: no sandbox, and the user approves every command first",
+    )
+    limits: LimitsConfig = Field(
+        default_factory=LimitsConfig,
+        description="hub-wide caps: agents taking steps at once (running_agents) and model calls in flight "
+        "(model_calls); more wait, visible in GET /api/limits",
+    )
+    web: WebConfig = Field(
+        default_factory=WebConfig,
+        description="the web server: search provider (web.search) and private addresses for the top agent "
+        "(web.allow_private)",
+    )
+
+    mcp_servers: McpServers = Field(
+        default_factory=McpServers,
+        description="outside MCP servers agents may be granted, by name: a stdio command (command, args, env, cwd) "
+        "or a streamable HTTP url (headers); per_agent: true for one process per agent "
+        "(dispatch.hub.config.outside owns this section)",
+    )
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """The merged config and the files it came from (missing files are not listed)."""
+
+    config: DispatchConfig
+    files: tuple[str, ...]
+
+
+def config_paths(root: Path) -> list[Path]:
+    """The config files in the order they are applied: global, then project."""
+    return [global_dir() / CONFIG_NAME, project_dir(root) / CONFIG_NAME]
+
+
+def load_config(root: Path) -> LoadedConfig:
+    """Read, interpolate, validate and merge the config files that exist (either may be absent).
+
+    The merge is validated as a whole (so a project file may override part of a section), and
+    each problem is blamed on the file its field came from.
+    """
+    sources: list[Source] = []
+    layers: list[dict[str, Any]] = []
+    for path in config_paths(root):
+        if not path.is_file():
+            continue
+        source = Source.read(path)
+        layers.append(interpolate(source.data, source))
+        sources.append(source)
+    merged, owners = merge(layers, UNION_FIELDS)
+    config = validate(DispatchConfig, merged, sources or [Source("(defaults)", {})], owners)
+    return LoadedConfig(config, tuple(s.path for s in sources))

@@ -1,0 +1,79 @@
+"""One model call: the seam every agent's LLM request goes through.
+
+Agents hold a :class:`ModelClient`. :func:`call_litellm` makes one ``litellm.acompletion`` call
+(retries off) in the model worker process (:mod:`dispatch.hub.llm.model_process`; litellm itself
+never loads in the hub's process, :mod:`dispatch.hub.llm.litellm_call`). The plain
+:class:`LiteLLMClient` calls with the agent's litellm model name, so litellm's usual environment
+(``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ...) is honoured; the key router
+(:mod:`dispatch.hub.llm.router`) adds tags, keys, budgets, fallback and the usage ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JsonDict = dict[str, Any]
+
+
+class ToolCallRequest(BaseModel):
+    """One tool call the model asked for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    name: str
+    arguments: str = Field(description="the JSON text of the arguments, as the model wrote it")
+
+
+class Usage(BaseModel):
+    """Tokens and cost of model calls."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    calls: int = 0
+
+    def add(self, other: Usage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cost_usd += other.cost_usd
+        self.calls += other.calls
+
+
+class Completion(BaseModel):
+    """The model's answer to one request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None
+    tool_calls: list[ToolCallRequest]
+    usage: Usage
+    model: str
+    latency_s: float
+
+    def assistant_message(self) -> JsonDict:
+        """The answer as an OpenAI-format assistant message for the transcript."""
+        message: JsonDict = {"role": "assistant", "content": self.text}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in self.tool_calls
+            ]
+        return message
+
+
+class ModelClient(Protocol):
+    """Anything that can answer a transcript with tools."""
+
+    async def complete(
+        self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict], *, agent_id: str | None = None
+    ) -> Completion:
+        """One model call for ``agent_id`` (who the usage ledger charges). ``model`` is a tag or a
+        model name. Raises :class:`ModelCallError` (or :class:`UserError` for a bad model), or
+        :class:`~dispatch.hub.errors.KeysExhausted` when every key the model may use is exhausted."""
+        ...

@@ -1,0 +1,206 @@
+"""The hub as an MCP server: how Claude Desktop or any MCP client drives Dispatch.
+
+Built on :class:`~dispatch.hub.service.contract.HubService` only, so the same tools serve a hub in this
+process (``dispatch mcp`` with none running, and ``/mcp`` on ``dispatch serve``) and a running hub
+reached over its HTTP API (``dispatch mcp`` attaching to it). Ids are checked for their form
+before any lookup; the service's user errors come back as tool errors that say what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+from dispatch.hub.errors import UserError
+from dispatch.hub.service.contract import HubService
+from dispatch.hub.views import AgentView, Decision, Remember
+from dispatch.servers.hublink import USER_KINDS, MessageKind
+
+T = TypeVar("T")
+AGENT_ID = re.compile(r"^a-[0-9a-f]{8}$")
+PLAIN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+TERMINAL = ("done", "failed", "cancelled", "interrupted")
+MAX_WAIT_S = 3600.0
+PROGRESS_TAIL = 5
+
+
+def check_agent_id(agent_id: str) -> str:
+    if not AGENT_ID.match(agent_id):
+        raise ToolError(f"agent id {agent_id!r} is not of the form 'a-' and eight hex digits (see agents())")
+    return agent_id
+
+
+def check_plain_id(what: str, value: str) -> str:
+    if not PLAIN_ID.match(value):
+        raise ToolError(f"{what} {value!r} is not a valid id")
+    return value
+
+
+async def _service_call(call: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await call()
+    except UserError as error:
+        raise ToolError(str(error)) from error
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, indent=1, default=str)
+
+
+def _brief(agent: AgentView) -> dict[str, Any]:
+    return {
+        "id": agent.id,
+        "parent_id": agent.parent_id,
+        "name": agent.name,
+        "template": agent.template,
+        "state": agent.state,
+        "reason": agent.reason,
+        "model": agent.model,
+        "tokens": agent.tokens_in + agent.tokens_out,
+        "cost_usd": round(agent.cost_usd, 6),
+    }
+
+
+class HubTools:
+    """The hub's MCP tools, each a method over one service."""
+
+    def __init__(self, service: HubService) -> None:
+        self._service = service
+
+    async def start(
+        self, task: str, template: str | None = None, model: str | None = None, detached: bool = False
+    ) -> str:
+        """Start a top agent on `task` (optionally as a template, with a model name or tag). Returns
+        its id at once; the work runs in the background."""
+        if not task.strip():
+            raise ToolError("task is empty")
+        agent = await _service_call(
+            lambda: self._service.start(task, template=template, model=model, detached=detached)
+        )
+        return _dump({"agent_id": agent.id, "state": agent.state})
+
+    async def agents(self) -> str:
+        """Every agent: id, parent, name, template, state and reason, model, tokens and cost."""
+        return _dump([_brief(a) for a in (await self._service.agents())])
+
+    async def status(self, agent_id: str) -> str:
+        """One agent's state and reason, its latest progress notes, what it waits on, and usage."""
+        detail = await _service_call(lambda: self._service.agent(check_agent_id(agent_id)))
+        body = _brief(detail) | {
+            "steps": detail.steps,
+            "progress": detail.progress[-PROGRESS_TAIL:],
+            "question": detail.question,
+            "waiting_until": detail.waiting_until,
+            "error": detail.error,
+        }
+        return _dump(body)
+
+    async def wait(self, agent_id: str, timeout_s: float = 60.0, ctx: Context | None = None) -> str:
+        """Wait until the agent finishes and return its report, or `timed_out: true` after
+        timeout_s while it keeps running. Sends progress notifications meanwhile."""
+        check_agent_id(agent_id)
+        if not 0 < timeout_s <= MAX_WAIT_S:
+            raise ToolError(f"timeout_s must be between 0 and {MAX_WAIT_S:.0f}")
+        detail = await _service_call(lambda: self._service.agent(agent_id))
+        seen = 0
+        with anyio.move_on_after(timeout_s):
+            async with self._service.follow_events() as events:
+                detail = await _service_call(lambda: self._service.agent(agent_id))
+                while detail.state not in TERMINAL:
+                    async for event in events:
+                        if event.agent_id != agent_id:
+                            continue
+                        seen += 1
+                        if ctx is not None:
+                            await ctx.report_progress(seen, None, f"{event.type} {_progress_text(event.data)}")
+                        if event.type == "agent.state" and event.data.get("state") in TERMINAL:
+                            break
+                    detail = await _service_call(lambda: self._service.agent(agent_id))
+        if detail.state not in TERMINAL:
+            return _dump({"agent_id": agent_id, "timed_out": True, "state": detail.state, "reason": detail.reason})
+        return _dump({"agent_id": agent_id, "state": detail.state, "report": detail.report, "error": detail.error})
+
+    async def result(self, agent_id: str, max_chars: int = 20000) -> str:
+        """The agent's report (or why it has none), cut to max_chars with `truncated: true`."""
+        if max_chars < 1:
+            raise ToolError("max_chars must be at least 1")
+        detail = await _service_call(lambda: self._service.agent(check_agent_id(agent_id)))
+        report = detail.report or ""
+        body: dict[str, Any] = {"agent_id": agent_id, "state": detail.state, "report": report[:max_chars]}
+        if len(report) > max_chars:
+            body |= {"truncated": True, "full_chars": len(report)}
+        if detail.report is None:
+            body["note"] = detail.error or f"no report yet ({detail.state})"
+        return _dump(body)
+
+    async def send(self, agent_id: str, text: str, kind: str = "instruction", wait_for_delivery_s: float = 0.0) -> str:
+        """Message a running agent (kind: instruction, correction, context or data). It reads it
+        right after its next tool result. With wait_for_delivery_s, also waits for the receipt."""
+        check_agent_id(agent_id)
+        kinds = [k.value for k in USER_KINDS]
+        if kind not in kinds:
+            raise ToolError(f"kind {kind!r} is not one of {', '.join(kinds)}")
+        if not text.strip():
+            raise ToolError("text is empty")
+        if not 0 <= wait_for_delivery_s <= MAX_WAIT_S:
+            raise ToolError(f"wait_for_delivery_s must be between 0 and {MAX_WAIT_S:.0f}")
+        async with self._service.follow_events() as events:
+            message_id = await _service_call(lambda: self._service.send(agent_id, text, MessageKind(kind)))
+            body: dict[str, Any] = {"message_id": message_id, "delivered": False}
+            with anyio.move_on_after(wait_for_delivery_s):
+                if wait_for_delivery_s > 0:
+                    async for event in events:
+                        if event.type == "message.delivered" and event.data.get("message_id") == message_id:
+                            body |= {"delivered": True, "step": event.data.get("step")}
+                            break
+        return _dump(body)
+
+    async def cancel(self, agent_id: str) -> str:
+        """Cancel an agent and everything it started."""
+        agent = await _service_call(lambda: self._service.cancel(check_agent_id(agent_id)))
+        return _dump(_brief(agent))
+
+    async def approvals(self) -> str:
+        """Pending approvals: path permissions and checkpoints, with the asking agent's chain."""
+        pending = await _service_call(lambda: self._service.approvals("pending"))
+        return _dump([a.model_dump() for a in pending])
+
+    async def approve(self, approval_id: str, decision: Decision, remember: Remember = "once") -> str:
+        """Answer an approval: approve or deny; remember once, for the session, or always."""
+        check_plain_id("approval id", approval_id)
+        answered = await _service_call(lambda: self._service.answer_approval(approval_id, decision, remember))
+        return _dump(answered.model_dump())
+
+    async def chats(self, query: str | None = None) -> str:
+        """Saved dispatch conversations, newest first; `query` searches titles and content."""
+        found = await _service_call(lambda: self._service.chats(query))
+        return _dump([c.model_dump() for c in found])
+
+
+def build_server(service: HubService) -> MCPServer:
+    """The hub's MCP tools over ``service``."""
+    server = MCPServer(
+        "dispatch",
+        instructions=(
+            "Dispatch runs AI coding agents. start() a task, then wait() for its result or follow it "
+            "with status(); send() a running agent a message at any time; answer its approvals."
+        ),
+        log_level="WARNING",
+    )
+    tools = HubTools(service)
+    for name in ("start", "agents", "status", "wait", "result", "send", "cancel", "approvals", "approve", "chats"):
+        server.add_tool(getattr(tools, name), structured_output=False)
+    return server
+
+
+def _progress_text(data: dict[str, Any]) -> str:
+    for key in ("state", "name", "text", "message_id"):
+        if data.get(key):
+            return str(data[key])[:200]
+    return ""

@@ -1,0 +1,169 @@
+"""Mounts: the tool servers one agent gets, built from its grants and connected as MCP clients.
+
+Which servers: ``inbox`` and ``fs`` always (``fs`` read-only unless the agent has a write scope),
+``shell`` with the shell grant, ``summon`` with the summon grant and depth left, ``lsp`` with the
+lsp grant when the hub runs language servers (always in-process: they are shared), ``web`` with the
+web grant (its hosts and ``web_private`` make its policy; the config's ``web.search`` its search
+provider); the grants'
+per-server allow-lists narrow each to some of its tools (an empty list: not mounted). How: in-process
+(``mcp.Client(server)`` on a server built for this agent's scope, no subprocess) by default, or
+over stdio when the spec asks for process isolation; both run the same server code. ``inbox`` and
+``summon`` are the agent's link to the hub, so they always run in-process.
+
+When: an in-process server is mounted as its plan (:class:`~dispatch.servers._base.ServerPlan`:
+its tools, bound to this agent, listed without building anything); the server is built and its MCP
+session opened on the agent's first call to one of them (most agents never call most of their
+servers, and a spawn must stay cheap: about a millisecond for all of them). A stdio server is started at once, all of
+them concurrently, since its tools are known only from the server. One session is opened ahead of
+its first call: the ``inbox``'s, as soon as a message waits for the agent (it reads the message
+through ``check_messages``, which then waits for nothing; an agent nobody writes to never opens it).
+
+Outside MCP servers (the config's ``mcp_servers``, granted by name) come from the hub's pool
+(:mod:`dispatch.hub.mounts.outside`): their results reach the model marked untrusted, and one
+whose tool list changed since the user pinned it is left out, with a prompt note saying why. Tool
+names are unique across an agent's mounts: a clash is refused, naming both servers (grant one of
+them narrowed, e.g. ``github: [get_issue]``, to resolve it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+from mcp import Client
+from mcp_types import CallToolResult, Tool
+from mcp_types.version import LATEST_MODERN_VERSION
+
+from dispatch.hub.errors import ToolServerError, unwrap
+from dispatch.hub.llm.types import JsonDict
+from dispatch.hub.mounts.outside import list_tools, open_outside
+from dispatch.hub.mounts.plan import MountPlan, ServerTarget, build_targets, prompt_notes
+from dispatch.hub.mounts.toolset import UNTRUSTED_KINDS, Mounts, ToolGate
+from dispatch.servers._base import ServerPlan
+from dispatch.servers.hublink import HubLink
+
+
+class Connection:
+    """One mounted server's MCP session, held open by a task of the mounts' task group (so any of
+    the agent's tasks may open it) from :meth:`open` until :meth:`close`."""
+
+    def __init__(self, kind: str, target: ServerTarget, group: TaskGroup) -> None:
+        self.kind = kind
+        self._target = target
+        self._group = group
+        self._lock = anyio.Lock()
+        self._client: Client | None = None
+        self._broken: BaseException | None = None
+        self._closed = anyio.Event()
+
+    async def open(self) -> Client:
+        """The session, opened on the first call; a server that cannot start is a ToolServerError."""
+        if self._client is not None and self._broken is None:
+            return self._client  # open: no lock to take (taking one is a turn of the loop)
+        async with self._lock:
+            if self._broken is not None:
+                raise ToolServerError(f"the {self.kind} tool server stopped: {self._broken}")
+            client = self._client
+            if client is None:
+                try:
+                    client = self._client = await self._group.start(self._hold)
+                except Exception as error:  # the server's own failure, named for the agent
+                    raise ToolServerError(f"the {self.kind} tool server failed to start: {error}") from error
+            return client
+
+    async def call_tool(self, name: str, arguments: JsonDict) -> CallToolResult:
+        return await (await self.open()).call_tool(name, arguments)
+
+    async def list_tools(self) -> list[Tool]:
+        return await list_tools(await self.open())
+
+    def close(self) -> None:
+        self._closed.set()
+
+    async def open_ahead(self) -> None:
+        """Open the session ahead of a call, and have it learn the tools (it checks each result
+        against their list, which the first call would otherwise ask for); a failure is left for
+        that call to report."""
+        with contextlib.suppress(Exception):
+            await (await self.open()).list_tools()
+
+    async def _hold(self, *, task_status: TaskStatus[Client]) -> None:
+        started = False
+        try:
+            if isinstance(self._target, ServerPlan):
+                # Dispatch's own server, in this process: it speaks the SDK's newest protocol, so the
+                # session adopts it at once rather than probing for it (a round trip on a busy loop).
+                client = Client(self._target.build(), mode=LATEST_MODERN_VERSION)
+            else:
+                client = Client(self._target)
+            async with client:
+                task_status.started(client)
+                started = True
+                await self._closed.wait()
+        except Exception as error:
+            if not started:
+                raise
+            self._broken = error  # a later call reports it; the agent's other work goes on
+
+
+async def _open_on_mail(link: HubLink, inbox: Connection, watching: anyio.CancelScope) -> None:
+    """Open the inbox's session once a message waits (at once if one already does)."""
+    with watching:
+        await link.wait_for_message()
+        await inbox.open_ahead()
+
+
+async def _listed(kind: str, target: ServerTarget, connection: Connection) -> list[Tool]:
+    """A server's tools: read from the server itself in-process, over its session otherwise."""
+    if isinstance(target, ServerPlan):
+        return target.listed()
+    try:
+        return await connection.list_tools()
+    except ToolServerError:
+        raise
+    except Exception as error:
+        raise ToolServerError(f"the {kind} tool server failed to list its tools: {error}") from error
+
+
+@asynccontextmanager
+async def open_mounts(plan: MountPlan, link: HubLink, gate: ToolGate | None = None) -> AsyncGenerator[Mounts]:
+    """Mount every server of ``plan`` (in-process ones connect on first use); disconnect (and stop
+    stdio servers) on exit."""
+    targets = build_targets(plan, link)
+    body_error: BaseException | None = None  # raised after the group, so the group does not wrap it
+    async with anyio.create_task_group() as group:
+        connections = {kind: Connection(kind, target, group) for kind, target in targets.items()}
+        watching = anyio.CancelScope()
+        if isinstance(targets.get("inbox"), ServerPlan):
+            group.start_soon(_open_on_mail, link, connections["inbox"], watching)
+        try:
+            tools: dict[str, list[Tool]] = {}
+
+            async def list_one(kind: str) -> None:
+                tools[kind] = await _listed(kind, targets[kind], connections[kind])
+
+            try:
+                async with anyio.create_task_group() as listing:
+                    for kind in targets:
+                        listing.start_soon(list_one, kind)
+            except BaseExceptionGroup as group_error:
+                raise unwrap(group_error) from None
+            ordered = {kind: tools[kind] for kind in targets}
+            callers = {kind: connection.call_tool for kind, connection in connections.items()}
+            async with open_outside(plan.outside, plan.grants, plan.agent_id) as outside:  # outside data: untrusted
+                untrusted = UNTRUSTED_KINDS | outside.kinds
+                mounts = Mounts(callers | outside.callers, ordered | outside.tools, plan.grants.tools, gate, untrusted)
+                mounts.notes = prompt_notes(plan) + outside.notes
+                try:
+                    yield mounts
+                except BaseException as error:  # re-raised below, once the sessions are closed
+                    body_error = error
+        finally:
+            watching.cancel()
+            for connection in connections.values():
+                connection.close()
+    if body_error is not None:
+        raise body_error

@@ -1,0 +1,168 @@
+"""Mounts: the tool servers one agent gets, built from its grants and connected as MCP clients.
+
+Which servers: ``inbox`` and ``fs`` always (``fs`` read-only unless the agent has a write scope),
+``shell`` with the shell grant, ``summon`` with the summon grant and depth left, ``lsp`` with the
+lsp grant when the hub runs language servers (always in-process: they are shared), ``web`` with the
+web grant (its hosts and ``web_private`` make its policy; the config's ``web.search`` its search
+provider); the grants'
+per-server allow-lists narrow each to some of its tools (an empty list: not mounted). How: in-process
+(``mcp.Client(server)`` on a server built for this agent's scope, no subprocess) by default, or
+over stdio when the spec asks for process isolation; both run the same server code. ``inbox`` and
+``summon`` are the agent's link to the hub, so they always run in-process.
+
+When: an in-process server is mounted as its plan (:class:`~dispatch.servers._base.ServerPlan`:
+its tools, bound to this agent, listed without building anything); the server is built and its MCP
+session opened on the agent's first call to one of them (most agents never call most of their
+servers, and a spawn must stay cheap: about a millisecond for all of them). A stdio server is started at once, all of
+them concurrently, since its tools are known only from the server. One session is opened ahead of
+its first call: the ``inbox``'s, as soon as a message waits for the agent (it reads the message
+through ``check_messages``, which then waits for nothing; an agent nobody writes to never opens it).
+
+Outside MCP servers (the config's ``mcp_servers``, granted by name) come from the hub's pool
+(:mod:`dispatch.hub.mounts.outside`): their results reach the model marked untrusted, and one
+whose tool list changed since the user pinned it is left out, with a prompt note saying why. Tool
+names are unique across an agent's mounts: a clash is refused, naming both servers (grant one of
+them narrowed, e.g. ``github: [get_issue]``, to resolve it).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mcp import StdioServerParameters
+
+from dispatch.hub.mounts.outside import OutsideServers
+from dispatch.hub.policy.grants import ROOT, Grants
+from dispatch.servers import fs, inbox, lsp, shell, summon, web
+from dispatch.servers._base import ServerPlan
+from dispatch.servers.hublink import HubLink
+from dispatch.servers.lsp.tools import LspBackend
+from dispatch.servers.sandbox import SandboxSetting, ShellMode, choose_shell_mode
+from dispatch.servers.web.policy import WebPolicy
+from dispatch.servers.web.search import SearchConfig
+
+JsonDict = dict[str, Any]
+
+
+ServerTarget = ServerPlan | StdioServerParameters
+"""An in-process server, built on its first call, or the command that starts a stdio one."""
+
+
+@dataclass(frozen=True)
+class MountPlan:
+    """What to mount for one agent: the grants, where, and how."""
+
+    root: Path
+    grants: Grants
+    detached: bool = False
+    isolated: bool = False
+    lsp: LspBackend | None = None
+    """The hub's language servers; None: no ``lsp`` mount, whatever the grants say."""
+    sandbox: SandboxSetting = "auto"
+    """The config's ``sandbox``: how the shell runs (see :func:`shell_mode`)."""
+    web_search: SearchConfig | None = None
+    """The config's ``web.search``: the provider of the web server's ``search`` tool; None: not configured."""
+    outside: OutsideServers | None = None
+    """The hub's outside MCP servers (config ``mcp_servers``, :mod:`dispatch.hub.mounts.outside`); None: none."""
+    agent_id: str = ""
+    """Whose mounts these are (an outside server's changed tool list is asked about in its name)."""
+
+    def kinds(self) -> list[str]:
+        kinds = [kind for kind in ("inbox", "fs", "shell") if self.grants.serves(kind)]
+        if self.grants.serves("summon") and self.grants.max_depth != 0:
+            kinds.append("summon")
+        if self.grants.serves("lsp") and self.lsp is not None:
+            kinds.append("lsp")
+        if self.grants.serves("web"):
+            kinds.append("web")
+        return kinds
+
+    def write_paths(self) -> list[Path]:
+        return [self.root if p == ROOT else self.root / p for p in self.grants.write]
+
+
+def _module_params(module: str, args: list[str]) -> StdioServerParameters:
+    env = shell.clean_environment(os.environ)
+    return StdioServerParameters(command=sys.executable, args=["-m", module, *args], env=env)
+
+
+def _fs_target(plan: MountPlan, link: HubLink) -> ServerTarget:
+    if not plan.isolated:
+        return fs.plan_server(plan.root, plan.write_paths(), ask=link.request_access)
+    args = ["--root", str(plan.root)]
+    if not plan.grants.write:
+        args.append("--read-only")
+    elif ROOT not in plan.grants.write:
+        for path in plan.grants.write:
+            args += ["--write", path]
+    return _module_params("dispatch.servers.fs", args)
+
+
+def shell_mode(plan: MountPlan) -> ShellMode:
+    """How this agent's shell runs: sandboxed to its scope, disabled, or approved command by command."""
+    return choose_shell_mode(plan.root, plan.write_paths(), plan.sandbox)
+
+
+def _shell_target(plan: MountPlan, link: HubLink) -> ServerTarget:
+    if not plan.isolated:
+        mode = shell_mode(plan)
+        return shell.plan_server(
+            plan.root,
+            launcher=mode.sandbox,
+            ask=link.request_access,
+            confirm_each=mode.confirm_each,
+            refusal=mode.refusal,
+        )
+    args = ["--root", str(plan.root), "--sandbox", plan.sandbox]
+    if not plan.grants.write:
+        args.append("--read-only")
+    elif ROOT not in plan.grants.write:
+        args += ["--write", *plan.grants.write]
+    return _module_params("dispatch.servers.shell", args)
+
+
+def _web_target(plan: MountPlan) -> ServerTarget:
+    policy = WebPolicy.from_grants(plan.grants.web, plan.grants.web_private)
+    if not plan.isolated:
+        return web.plan_server(policy, plan.web_search)
+    args = [arg for host in policy.hosts or () for arg in ("--host", host)]
+    if policy.private is True:
+        args.append("--allow-private")
+    else:
+        args += [arg for net in policy.private or () for arg in ("--private", net)]
+    search = plan.web_search
+    if search is None:
+        return _module_params("dispatch.servers.web", args)
+    args += ["--search-provider", search.provider, "--search-max-results", str(search.max_results)]
+    args += ["--search-base-url", search.base_url] if search.base_url else []
+    params = _module_params("dispatch.servers.web", args)
+    key = {web.SEARCH_KEY_ENV: search.api_key.get_secret_value()}  # not on the command line, where ps shows it
+    return params.model_copy(update={"env": {**(params.env or {}), **key}})
+
+
+def prompt_notes(plan: MountPlan) -> tuple[str, ...]:
+    """What the agent's system prompt says about its mounts (the shell's sandbox, or its absence)."""
+    return (shell_mode(plan).note,) if "shell" in plan.kinds() else ()
+
+
+def build_targets(plan: MountPlan, link: HubLink) -> dict[str, ServerTarget]:
+    """The server (or the command that starts it) for each mount of the plan."""
+    targets: dict[str, ServerTarget] = {}
+    for kind in plan.kinds():
+        if kind == "inbox":
+            targets[kind] = inbox.plan_server(link, detached=plan.detached)
+        elif kind == "summon":
+            targets[kind] = summon.plan_server(link)
+        elif kind == "fs":
+            targets[kind] = _fs_target(plan, link)
+        elif kind == "shell":
+            targets[kind] = _shell_target(plan, link)
+        elif kind == "lsp" and plan.lsp is not None:
+            targets[kind] = lsp.plan_server(plan.root, plan.lsp)
+        elif kind == "web":
+            targets[kind] = _web_target(plan)
+    return targets

@@ -1,0 +1,12 @@
+"""The hub behind its interfaces: what the HTTP API, the web UI, the MCP face and the CLI ask.
+
+contract.py     HubService: everything an interface may do
+hub.py          Hub: the service over the store, the journal, the tree, approvals and chats
+delegation.py   the service calls Hub passes on to chats, approvals and records
+agent_views.py  agents as views, live or stored
+chats.py        ChatService: dispatch chats and their agents
+threads.py      AgentThreads: detached agents' questions and the user's answers
+approvals.py    Approvals: path prompts, checkpoints and tool changes put to the user
+resume.py       Restorer: interrupted agents brought back from the store
+lifecycle.py    the data directory, the hub's lock, its log, and serving until a signal
+"""

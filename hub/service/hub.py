@@ -1,0 +1,320 @@
+"""The hub at run time: the store, the event journal, the tree of agents, the chats and the
+approvals of one data directory, behind :class:`~dispatch.hub.service.contract.HubService`.
+
+Open it with :meth:`Hub.open` (the HTTP API, ``dispatch serve`` and the CLI all do)::
+
+    async with Hub.open(root, data_dir) as hub:    # data_dir: $DISPATCH_HOME when None
+        hub.advertise("http://127.0.0.1:8421")    # once serving: written to the lock file
+        code = await serve_until_signalled(hub, serve=server.serve, stop_serving=stop)
+
+:meth:`Hub.open` refuses a data directory another hub holds (``HubRunning``, naming its pid and
+address) and a broken config (``ConfigError``). On open, agents a dead hub left unfinished are
+marked ``interrupted``; :meth:`Hub.resume` continues one. :meth:`Hub.stop` (and leaving the
+context) stops taking new work, lets running steps finish up to a deadline, marks what is left
+``interrupted`` and commits everything. Every change is committed to the store before it is
+announced (:mod:`dispatch.hub.store.journal`); a call that returns has had its write committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.lowlevel
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from dispatch.hub.agents.catalog import DEFAULT_TEMPLATE, Catalog
+from dispatch.hub.agents.loop import Agent
+from dispatch.hub.agents.spec import AgentState
+from dispatch.hub.agents.tree import AgentTree
+from dispatch.hub.errors import UnknownAgentError, UserError
+from dispatch.hub.events import Event, each_queued
+from dispatch.hub.ids import new_id
+from dispatch.hub.llm.router import Router
+from dispatch.hub.llm.types import ModelClient
+from dispatch.hub.mounts.pins import ToolPins
+from dispatch.hub.service.agent_views import live_view, stored_view
+from dispatch.hub.service.approvals import Approvals
+from dispatch.hub.service.chats import ChatService
+from dispatch.hub.service.contract import HubService
+from dispatch.hub.service.delegation import Delegation
+from dispatch.hub.service.lifecycle import DEFAULT_DEADLINE_S, HubLock, drain, hub_logging, prepare_data_dir, resolved
+from dispatch.hub.service.resume import Restorer, mark_interrupted, paused
+from dispatch.hub.store.db import DB_NAME, Store
+from dispatch.hub.store.journal import JournaledBus, Recorder
+from dispatch.hub.store.records import AgentRow, Records
+from dispatch.hub.views import AgentDetail, AgentView, LimitsView, ToolServerView
+from dispatch.servers.hublink import USER_KINDS, MessageKind
+from dispatch.servers.lsp.manager import LspManager
+
+VIEWS_PER_TURN = 250
+"""How many agents' views :meth:`Hub.agents` builds before it lets the event loop turn (about two
+milliseconds' work; fewer made the list itself slow under load: a turn per slice)."""
+
+
+class Hub(Delegation):
+    """One hub: implements ``HubService``. Build it with :meth:`Hub.open`, never directly."""
+
+    def __init__(
+        self, *, root: Path, data_dir: Path, lock: HubLock, store: Store, bus: JournaledBus, tree: AgentTree
+    ) -> None:
+        self.root = root
+        self.data_dir = data_dir
+        self.lock = lock
+        self.store = store
+        self.tree = tree
+        self._bus = bus
+        self._records = Records(store)
+        self._recorder = bus.recorder
+        self._restorer = Restorer(tree, self._records, bus.recorder)
+        self._rows: dict[str, AgentRow] = {}
+        self.stopping = False
+        self._stopped = anyio.Event()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        root: Path,
+        data_dir: Path | None = None,
+        *,
+        default_model: str | None = None,
+        address: str | None = None,
+        model: ModelClient | None = None,
+    ) -> AsyncGenerator[Hub]:
+        """The hub of project ``root`` on ``data_dir``, running until the context exits.
+        ``default_model``: the tag or model name of top agents (chats' and :meth:`start`'s) whose
+        template names none; ``address``: where it serves, for the lock file (or call
+        :meth:`advertise` later); ``model``: the model client (the config's key router by default)."""
+        root, home = resolved(root), prepare_data_dir(data_dir)
+        async with AsyncExitStack() as stack:
+            lock = HubLock.acquire(home, address)
+            stack.callback(lock.release)
+            stack.enter_context(hub_logging(home))
+            catalog = Catalog.load(root)
+            store = await stack.enter_async_context(Store.open(home / DB_NAME))
+            records = Records(store)
+            bus = JournaledBus(records, Recorder(root), await records.last_event_id())
+            writer = await stack.enter_async_context(anyio.create_task_group())
+            writer.start_soon(bus.journal.run, name="journal writer")
+            stack.push_async_callback(bus.journal.close)
+            interrupted = await mark_interrupted(records, bus)
+            lsp = await stack.enter_async_context(LspManager(catalog.config.lsp))
+            client = model or Router(catalog.config.models, store)
+            tree = AgentTree(root, client, bus, catalog, lsp=lsp, artifacts=records)
+            bus.recorder.lookup = tree.agents.get
+            approvals = Approvals(store, tree)
+            tree.outside.pins = ToolPins(store, approvals)  # changed tool lists are asked about here
+            await stack.enter_async_context(tree)
+            chats = await stack.enter_async_context(ChatService(store, tree, model=default_model))
+            bus.recorder.chat_lookup = chats.chat_of
+            hub = cls(root=root, data_dir=home, lock=lock, store=store, bus=bus, tree=tree)
+            hub.attach(chats, approvals, default_model=default_model, interrupted=interrupted)
+            stack.push_async_callback(hub.stop, 0.0)
+            await approvals.close_stale()
+            await bus.journal.flush()
+            hub._rows = {row.id: row for row in await records.agent_rows()}
+            yield hub
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    def advertise(self, address: str) -> None:
+        """Record where this hub serves (``http://HOST:PORT``) in the lock file, for other commands."""
+        self.lock.advertise(address)
+
+    @property
+    def last_event_id(self) -> int:
+        return self._bus.last_seq
+
+    def _refuse_new_work(self) -> None:
+        if self.stopping:
+            raise UserError("the hub is stopping; it takes no new work")
+
+    async def stop(self, deadline_s: float = DEFAULT_DEADLINE_S) -> None:
+        """Stop gracefully: no new work; running steps may finish for ``deadline_s``; then every
+        agent still going is interrupted; everything is committed; event followers end."""
+        if self.stopping:
+            await self._stopped.wait()
+            return
+        self.stopping = True
+        with anyio.CancelScope(shield=True):
+            await drain(self.tree, deadline_s)
+            await self._bus.journal.flush()
+            self._bus.close_subscribers()
+        self._stopped.set()
+
+    def limits(self) -> LimitsView:
+        """The hub-wide limits and their queues now."""
+        return self.tree.limits.view()
+
+    async def tool_servers(self) -> list[ToolServerView]:
+        """The config's outside MCP servers: transport, state, tools and any pending approval."""
+        return await self.tree.outside.views()
+
+    async def wait_finished(self, agent_id: str) -> AgentView:
+        """Wait until the (live) agent has stopped running: finished or interrupted."""
+        await self._live(agent_id).finished.wait()
+        return self._view(self._live(agent_id))
+
+    # ---- agents --------------------------------------------------------------------------------
+
+    def _live(self, agent_id: str) -> Agent:
+        agent = self.tree.agents.get(agent_id)
+        if agent is None:
+            raise UnknownAgentError(f"no agent has the id {agent_id!r} in this hub run")
+        return agent
+
+    def _view(self, agent: Agent) -> AgentView:
+        chat = self._recorder.chat(agent.id)
+        return live_view(agent, chat_id=chat, question=self._recorder.questions.get(agent.id))
+
+    def _row(self, agent_id: str) -> AgentRow:
+        row = self._rows.get(agent_id)
+        if row is None:
+            raise UnknownAgentError(f"no agent has the id {agent_id!r}")
+        return row
+
+    async def _refresh(self, *agent_ids: str) -> None:
+        await self._bus.journal.flush()
+        for agent_id in agent_ids:
+            row = await self._records.agent_row(agent_id)
+            if row is not None:
+                self._rows[agent_id] = row
+
+    async def agents(self) -> list[AgentView]:
+        """Every agent: of earlier runs (as stored) and of this one (live), oldest first. Built
+        :data:`VIEWS_PER_TURN` at a time, the loop turning in between: with hundreds of agents the
+        whole list takes milliseconds, which a message or an event on its way would wait out."""
+        live = self.tree.agents
+        ids = [*self._rows, *(i for i in live if i not in self._rows)]
+        views: list[AgentView] = []
+        for start in range(0, len(ids), VIEWS_PER_TURN):
+            if start:
+                await anyio.lowlevel.checkpoint()
+            for agent_id in ids[start : start + VIEWS_PER_TURN]:
+                agent = live.get(agent_id)
+                views.append(self._view(agent) if agent is not None else stored_view(self._rows[agent_id]))
+        return views
+
+    def view(self, agent_id: str) -> AgentView:
+        agent = self.tree.agents.get(agent_id)
+        return self._view(agent) if agent is not None else stored_view(self._row(agent_id))
+
+    async def agent(self, agent_id: str) -> AgentDetail:
+        agent = self.tree.agents.get(agent_id)
+        if agent is not None:
+            transcript, progress = list(agent.transcript), list(agent.progress)
+        else:
+            transcript, progress = await self._records.transcript(agent_id), self._row(agent_id).progress
+        return AgentDetail(**self.view(agent_id).model_dump(), transcript=transcript, progress=progress)
+
+    async def start(
+        self, task: str, *, template: str | None = None, model: str | None = None, detached: bool = False
+    ) -> AgentView:
+        """Start a top agent (not in a chat) on ``task``; returns at once, once it is recorded."""
+        self._refuse_new_work()
+        if not task.strip():
+            raise UserError("task: give the agent something to do")
+        name = template or DEFAULT_TEMPLATE
+        chosen = model or self.tree.catalog.template(name).model or self.default_model
+        spec = self.tree.catalog.top_spec(task.strip(), model=chosen, template=name)
+        if detached:
+            spec = spec.model_copy(update={"detached": True})
+        agent = self.tree.start(spec)
+        await self._bus.journal.flush()
+        return self._view(agent)
+
+    async def send(self, agent_id: str, text: str, kind: MessageKind) -> str:
+        """Put a message in the agent's inbox (an interrupted one reads it when resumed); returns
+        its id once committed. A ``message.delivered`` event follows when the agent reads it."""
+        self._refuse_new_work()
+        if kind not in USER_KINDS:
+            raise UserError(f"kind: expected one of {', '.join(k.value for k in USER_KINDS)}, got {kind.value!r}")
+        if not text.strip():
+            raise UserError("text: a message needs some text")
+        if agent_id in self.tree.agents:
+            message_id = self.tree.put_message(agent_id, kind, text)
+        else:
+            row = self._row(agent_id)
+            if row.state != AgentState.interrupted.value:
+                raise UserError(f"agent {agent_id} has finished ({row.state}); it reads no more messages")
+            message_id = new_id("m")
+            self._bus.publish(
+                "message.sent", agent_id, message_id=message_id, kind=kind.value, sender="user", text=text
+            )
+        await self._bus.journal.flush()
+        return message_id
+
+    async def switch_model(self, agent_id: str, model: str) -> None:
+        """Use ``model`` (a tag or a model name) from the agent's next model call on."""
+        if not model.strip():
+            raise UserError("model: give a tag (heavy, coding, ...) or a model name")
+        agent = self.tree.agents.get(agent_id)
+        if agent is not None and not agent.state.terminal:
+            self.tree.switch_model(agent_id, model.strip())
+        elif agent is not None or self._row(agent_id).state != AgentState.interrupted.value:
+            raise UserError(f"agent {agent_id} has finished ({self.view(agent_id).state}); it makes no more calls")
+        else:
+            self._bus.publish("agent.model", agent_id, model=model.strip())
+        await self._refresh(agent_id)
+
+    async def cancel(self, agent_id: str) -> AgentView:
+        """Cancel the agent and its descendants (an interrupted one too: it will not resume)."""
+        agent = self.tree.agents.get(agent_id)
+        if agent is not None and not paused(agent):
+            self.tree.cancel(agent_id)
+            with anyio.move_on_after(30):
+                await agent.finished.wait()
+            await self._bus.journal.flush()
+            return self._view(agent)
+        if agent is None and self._row(agent_id).state != AgentState.interrupted.value:
+            raise UserError(f"agent {agent_id} has finished ({self._row(agent_id).state}); nothing to cancel")
+        await self._bus.journal.flush()
+        await self._refresh(*await self._restorer.cancel(agent_id))
+        return self.view(agent_id)
+
+    async def resume(self, agent_id: str) -> AgentView:
+        """Continue an interrupted agent from its last persisted step; its interrupted
+        descendants continue from theirs. Returns at once."""
+        self._refuse_new_work()
+        await self._bus.journal.flush()
+        agent, started = await self._restorer.resume(agent_id)
+        for one in started:
+            chat = self._recorder.chat(one.id)
+            if chat is not None and one.spec.parent_id is None:
+                self.chat_service.watch(chat, one)  # its report becomes the chat's answer
+        await self._bus.journal.flush()
+        return self._view(agent)
+
+    # ---- events --------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def follow_events(self, since: int | None = None) -> AsyncGenerator[AsyncIterator[Event]]:
+        """Events with ids above ``since`` from the store, then live ones, without gap or
+        duplicate (live events are committed before they are delivered, and each is passed on
+        once, by id); ``since=None``: from now on. Ends when the hub stops."""
+        async with self._bus.subscribe() as live:
+            start = self._bus.last_seq if since is None else max(0, since)  # taken now, not when first read
+            yield self._replay_then_live(live, start, replay=since is not None)
+
+    async def _replay_then_live(
+        self, live: MemoryObjectReceiveStream[Event], last: int, *, replay: bool
+    ) -> AsyncGenerator[Event]:
+        if replay:
+            while page := await self._records.events_after(last, limit=500):
+                for event in page:
+                    yield event
+                    last = event.seq
+        if self._stopped.is_set():
+            return  # a stopped hub announces nothing more
+        async for event in each_queued(live):
+            if event.seq > last:
+                yield event
+                last = event.seq
+
+
+if TYPE_CHECKING:
+    _CONTRACT: type[HubService] = Hub  # pyright checks that Hub has every HubService method as declared

@@ -1,0 +1,252 @@
+"""The hub's lifecycle: one hub per data directory, its log file, and a graceful stop on signals.
+
+* :class:`HubLock`: ``hub.lock`` in the data directory, held (``flock``) while the hub runs and
+  holding ``{"pid", "address", "started_at"}``; a second hub on the same directory gets
+  :class:`HubRunning`, naming the running one's pid and address. :func:`running_hub` tells other
+  commands (``dispatch resume``, ``dispatch logs``) whether one runs and where. The OS releases the
+  lock when the process dies, so a crash leaves no stale lock.
+* :func:`hub_logging`: the hub's log, ``hub.log`` (0600) in the data directory. Tracebacks go
+  there and nowhere else (the ``dispatch`` loggers stop propagating to the terminal meanwhile).
+* :func:`drain`: stop the agents gracefully (each stops at the end of its current step), and after
+  a deadline interrupt what still runs. Every stopped agent is ``interrupted``, resumable.
+* :func:`serve_until_signalled`: what ``dispatch serve`` runs: serve until SIGINT or SIGTERM, then
+  stop the hub gracefully and return 0; a second signal exits the process at once (whatever was
+  acknowledged is committed already, so nothing acknowledged is lost).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Generator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from io import TextIOWrapper
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+from typing import Protocol
+
+import anyio
+
+from dispatch.hub.agents.spec import AgentState
+from dispatch.hub.agents.tree import AgentTree
+from dispatch.hub.errors import UserError
+from dispatch.hub.store.db import data_dir as default_data_dir
+
+LOCK_FILE = "hub.lock"
+LOG_FILE = "hub.log"
+DEFAULT_DEADLINE_S = 30.0
+"""How long a graceful stop lets running steps finish before interrupting them."""
+
+
+@dataclass(frozen=True)
+class HubInfo:
+    """What the lock file says about the hub holding it."""
+
+    pid: int | None
+    address: str | None
+    started_at: str | None
+
+    def describe(self) -> str:
+        return f"pid {self.pid or 'unknown'}, address {self.address or 'none (not serving HTTP)'}"
+
+
+def prepare_data_dir(data_dir: Path | None) -> Path:
+    """The data directory (``$DISPATCH_HOME`` by default), created 0700 when missing."""
+    home = resolved((data_dir or default_data_dir()).expanduser())
+    if not home.exists():
+        home.mkdir(parents=True, mode=0o700)
+        home.chmod(0o700)  # mkdir's mode is masked by the umask
+    return home
+
+
+def resolved(path: Path) -> Path:
+    """``path`` made absolute, symlinks resolved (a sync helper: async code may not touch the disk)."""
+    return path.resolve()
+
+
+class HubRunning(UserError):
+    """Another hub holds the data directory."""
+
+    def __init__(self, data_dir: Path, info: HubInfo) -> None:
+        super().__init__(
+            f"a hub is already running on the data directory {data_dir} ({info.describe()}); "
+            "stop it first, or give this one another data directory (DISPATCH_HOME)"
+        )
+        self.info = info
+
+
+def _read_info(path: Path) -> HubInfo:
+    for _ in range(20):  # the holder writes its details right after taking the lock
+        with suppress(OSError, ValueError):
+            raw = json.loads(path.read_text() or "null")
+            if isinstance(raw, dict):
+                return HubInfo(raw.get("pid"), raw.get("address"), raw.get("started_at"))  # pyright: ignore[reportUnknownArgumentType, reportUnknownMemberType]
+        time.sleep(0.05)
+    return HubInfo(None, None, None)
+
+
+class HubLock:
+    """The data directory's lock, held by this process until :meth:`release`."""
+
+    def __init__(self, path: Path, descriptor: int) -> None:
+        self.path = path
+        self._descriptor = descriptor
+        self._started_at = datetime.now(UTC).isoformat(timespec="seconds")
+
+    @classmethod
+    def acquire(cls, data_dir: Path, address: str | None = None) -> HubLock:
+        """Take the lock, or raise :class:`HubRunning` naming the hub that has it."""
+        path = data_dir / LOCK_FILE
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise HubRunning(data_dir, _read_info(path)) from None
+        lock = cls(path, descriptor)
+        lock.advertise(address)
+        return lock
+
+    def advertise(self, address: str | None) -> None:
+        """Write this hub's pid and address (e.g. ``http://127.0.0.1:8421``) into the lock file."""
+        body = {"pid": os.getpid(), "address": address, "started_at": self._started_at}
+        data = json.dumps(body).encode()
+        os.ftruncate(self._descriptor, 0)
+        os.pwrite(self._descriptor, data, 0)
+        os.fsync(self._descriptor)
+
+    def release(self) -> None:
+        if self._descriptor < 0:
+            return
+        with suppress(OSError):
+            os.ftruncate(self._descriptor, 0)
+        fcntl.flock(self._descriptor, fcntl.LOCK_UN)
+        os.close(self._descriptor)
+        self._descriptor = -1
+
+
+def running_hub(data_dir: Path) -> HubInfo | None:
+    """The hub holding ``data_dir``, or None when none runs there."""
+    path = data_dir / LOCK_FILE
+    if not path.exists():
+        return None
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_info(path)
+    finally:
+        os.close(descriptor)  # closing drops a lock taken just now
+    return None
+
+
+class _PrivateLog(RotatingFileHandler):
+    """A rotating log whose files are created 0600."""
+
+    def _open(self) -> TextIOWrapper:
+        descriptor = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return os.fdopen(descriptor, "a", encoding=self.encoding or "utf-8")
+
+
+@contextmanager
+def hub_logging(data_dir: Path) -> Generator[Path]:
+    """Log the ``dispatch`` loggers (INFO and up, tracebacks included) to ``hub.log`` only."""
+    path = data_dir / LOG_FILE
+    handler = _PrivateLog(path, maxBytes=5_000_000, backupCount=3, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("dispatch")
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield path
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+async def drain(tree: AgentTree, deadline_s: float) -> None:
+    """Let each running step finish (up to ``deadline_s``), then interrupt every agent still
+    going; returns once none runs. Agents blocked waiting (children, the user, a key) do not
+    hold the stop up: they are interrupted as soon as no agent is in the middle of a step."""
+    tree.drain()
+    async with tree.events.subscribe() as changes:
+        with anyio.move_on_after(deadline_s):
+            while any(a.state is AgentState.running for a in tree.agents.values()):
+                await changes.receive()  # every state change is an event
+    for agent in list(tree.agents.values()):
+        tree.interrupt(agent.id)
+    with anyio.move_on_after(max(deadline_s, 5.0)):
+        for agent in list(tree.agents.values()):
+            await agent.finished.wait()
+
+
+class Stoppable(Protocol):
+    async def stop(self, deadline_s: float = DEFAULT_DEADLINE_S) -> None: ...
+
+
+def _say(text: str) -> None:
+    print(f"dispatch: {text}", file=sys.stderr, flush=True)
+
+
+async def serve_until_signalled(
+    hub: Stoppable,
+    *,
+    serve: Callable[[], Awaitable[None]] | None = None,
+    stop_serving: Callable[[], None] | None = None,
+    deadline_s: float = DEFAULT_DEADLINE_S,
+) -> int:
+    """Run ``serve()`` (or just wait) until SIGINT or SIGTERM, then: stop taking new work, let
+    running steps finish up to ``deadline_s``, persist everything, mark what is left
+    ``interrupted`` (:meth:`Hub.stop`), call ``stop_serving()`` and wait for ``serve()`` to return;
+    returns 0, the exit code. A second signal meanwhile exits the process at once (128 + signal).
+    When ``serve()`` returns by itself the hub is stopped the same way.
+
+    ``dispatch serve`` passes uvicorn's ``server.serve`` and ``lambda: setattr(server,
+    "should_exit", True)``, with uvicorn's own signal handling off (``Server.capture_signals``
+    replaced by a no-op context manager), so that these handlers see the signals."""
+    finished = anyio.Event()
+    stop = anyio.Event()
+
+    async def serving() -> None:
+        try:
+            if serve is not None:
+                await serve()
+            else:
+                await anyio.sleep_forever()
+        finally:
+            finished.set()
+            stop.set()
+
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+
+        async def watch() -> None:
+            async for number in signals:
+                if not stop.is_set():
+                    _say(f"{signal.Signals(number).name}: stopping; running steps may finish for {deadline_s:g} s")
+                    stop.set()
+                else:
+                    _say(f"{signal.Signals(number).name} again: exiting now")
+                    os._exit(128 + number)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch)
+            group.start_soon(serving)
+            await stop.wait()
+            await hub.stop(deadline_s)
+            if stop_serving is not None:
+                stop_serving()
+            with anyio.move_on_after(max(deadline_s, 5.0)):
+                await finished.wait()
+            group.cancel_scope.cancel()
+    return 0

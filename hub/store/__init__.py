@@ -1,0 +1,8 @@
+"""The only SQL: one SQLite database per data directory.
+
+db.py            Store: the connection, durability and locking; chats, approvals, threads, pins, usage rows
+schema.py        the tables and their migrations
+records.py       Records: agents' rows, their steps and events
+journal.py       Recorder, JournaledBus: the tree's events written as they happen
+group_commit.py  GroupCommit: many writes, one transaction
+"""

@@ -1,0 +1,227 @@
+"""The database's schema: numbered migration functions (``m001_usage``, ``m002_...``) registered
+on :data:`MIGRATIONS` and recorded in the ``_migrations`` table as they are applied, each in its own
+transaction (sqlite-utils' ``Migrations``, as simonw/llm does it). :meth:`Store.open
+<dispatch.hub.store.db.Store.open>` applies them. To add tables: write the next ``mNNN_`` function
+below, decorated with ``@MIGRATIONS()``, and give the store (or :mod:`dispatch.hub.store.records`)
+the methods that read and write them. Never edit an applied migration; add the next.
+
+Tables (m001): ``usage``, the ledger of model calls: ``at`` (POSIX seconds), ``agent_id``, ``key``
+(the config's key name, or ``env:PROVIDER`` for litellm's environment), ``provider``, ``model``
+(the litellm model called), ``requested`` (the tag or name the agent asked for), ``tokens_in``,
+``tokens_out``, ``cost_usd``, ``latency_s``, ``outcome`` (``ok``, or the failure kind) and ``error``.
+
+Tables of the hub's runs (m002-m006; their reads and writes are in
+:mod:`dispatch.hub.store.records`): ``agents`` (one row per agent: its spec as JSON, state, reason,
+usage, steps persisted, report, error, progress notes), ``transcripts`` (every message of every
+agent, ``(agent_id, idx)``, with the step that added it), ``messages`` (everything put in an
+agent's inbox, and the step that read it), ``events`` (the event log; ``id`` is the event's
+``seq``, monotonic across restarts) and ``artifacts`` (plans and findings agents saved;
+``artifacts_fts`` indexes title and content, kept current by triggers).
+
+Tables of chats, approvals and detached agents' user threads (m100-m102): ``chats`` (``head_id``,
+its last message; ``forked_from`` ``CHAT:MESSAGE``; ``agent_id``, its latest dispatch agent;
+``chats_fts`` indexes the title), ``chat_messages`` (``parent_id`` links each to the one before, so
+a fork shares its history; ``chat_messages_fts`` indexes the text), ``approvals`` (path prompts and
+checkpoints: ``chain`` a JSON list of names, ``state`` pending / approved / denied, ``decided_by``
+"the user" / "auto_approve" / "the hub", ``remember``), ``agent_threads`` and ``agent_thread_messages`` (a
+detached agent's questions, role ``agent``, and the user's answers, role ``user``).
+
+Table of outside MCP servers (m103): ``tool_pins``, one row per server name: the ``hash`` of the
+tool list the user trusts, that list itself (``tools``, JSON: name, description, input schema),
+``pinned_at``, and ``approval_id`` (the approval of a change; null when pinned on first use).
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+
+class _Migrations(Migrations):
+    migrations_table = "_migrations"
+
+
+MIGRATIONS = _Migrations("dispatch")
+"""Every schema change, in order. Never edit an applied one; add the next."""
+
+
+@MIGRATIONS()
+def m001_usage(db: Database) -> None:
+    db.table("usage").create(
+        {
+            "id": int,
+            "at": float,
+            "agent_id": str,
+            "key": str,
+            "provider": str,
+            "model": str,
+            "requested": str,
+            "tokens_in": int,
+            "tokens_out": int,
+            "cost_usd": float,
+            "latency_s": float,
+            "outcome": str,
+            "error": str,
+        },
+        pk="id",
+        not_null={"at", "key", "model", "tokens_in", "tokens_out", "cost_usd", "outcome"},
+        defaults={"tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0, "outcome": "ok"},
+    )
+    db.table("usage").create_index(["key", "at"])
+    db.table("usage").create_index(["agent_id"])
+    db.table("usage").create_index(["at"])
+
+
+@MIGRATIONS()
+def m002_agents(db: Database) -> None:
+    db.table("agents").create(
+        {
+            "id": str,
+            "parent_id": str,
+            "chat_id": str,
+            "root": str,
+            "name": str,
+            "template": str,
+            "task": str,
+            "model": str,
+            "spec": str,
+            "state": str,
+            "reason": str,
+            "waiting_until": str,
+            "question": str,
+            "report": str,
+            "error": str,
+            "tokens_in": int,
+            "tokens_out": int,
+            "cost_usd": float,
+            "steps": int,
+            "progress": str,
+            "created_at": float,
+            "updated_at": float,
+        },
+        pk="id",
+        not_null={"name", "task", "model", "spec", "state", "created_at"},
+        defaults={"reason": "", "tokens_in": 0, "tokens_out": 0, "cost_usd": 0.0, "steps": 0, "progress": "[]"},
+    )
+    db.table("agents").create_index(["parent_id"])
+    db.table("agents").create_index(["state"])
+
+
+@MIGRATIONS()
+def m003_transcripts(db: Database) -> None:
+    db.table("transcripts").create(
+        {"agent_id": str, "idx": int, "step": int, "message": str},
+        pk=("agent_id", "idx"),
+        not_null={"message"},
+    )
+
+
+@MIGRATIONS()
+def m004_messages(db: Database) -> None:
+    db.table("messages").create(
+        {"id": str, "agent_id": str, "kind": str, "sender": str, "text": str, "sent_at": str, "delivered_step": int},
+        pk="id",
+        not_null={"agent_id", "kind", "sender", "text", "sent_at"},
+    )
+    db.table("messages").create_index(["agent_id"])
+
+
+@MIGRATIONS()
+def m005_events(db: Database) -> None:
+    db.table("events").create(
+        {"id": int, "at": float, "type": str, "agent_id": str, "data": str},
+        pk="id",
+        not_null={"at", "type", "data"},
+    )
+    db.table("events").create_index(["agent_id", "id"])
+
+
+@MIGRATIONS()
+def m006_artifacts(db: Database) -> None:
+    db.table("artifacts").create(
+        {"id": str, "kind": str, "title": str, "content": str, "agent_id": str, "created_at": str},
+        pk="id",
+        not_null={"kind", "title", "content", "created_at"},
+    )
+    db.table("artifacts").create_index(["kind", "created_at"])
+    db.table("artifacts").enable_fts(["title", "content"], create_triggers=True)
+
+
+@MIGRATIONS()
+def m100_chats(db: Database) -> None:
+    db.table("chats").create(
+        {
+            "id": str,
+            "title": str,
+            "created_at": str,
+            "updated_at": str,
+            "forked_from": str,
+            "head_id": str,
+            "agent_id": str,
+        },
+        pk="id",
+        not_null={"title", "created_at", "updated_at"},
+        defaults={"title": ""},
+    )
+    db.table("chats").create_index(["updated_at"])
+    db.table("chats").enable_fts(["title"], create_triggers=True)
+    db.table("chat_messages").create(
+        {"id": str, "chat_id": str, "parent_id": str, "role": str, "text": str, "agent_id": str, "created_at": str},
+        pk="id",
+        not_null={"chat_id", "role", "text", "created_at"},
+    )
+    db.table("chat_messages").create_index(["parent_id"])
+    db.table("chat_messages").create_index(["chat_id"])
+    db.table("chat_messages").enable_fts(["text"], create_triggers=True)
+
+
+@MIGRATIONS()
+def m101_approvals(db: Database) -> None:
+    db.table("approvals").create(
+        {
+            "id": str,
+            "kind": str,
+            "agent_id": str,
+            "chain": str,
+            "path": str,
+            "operation": str,
+            "checkpoint": str,
+            "content": str,
+            "created_at": str,
+            "auto_approve_at": str,
+            "state": str,
+            "decided_at": str,
+            "decided_by": str,
+            "remember": str,
+            "reason": str,
+        },
+        pk="id",
+        not_null={"kind", "agent_id", "chain", "created_at", "state"},
+        defaults={"state": "pending"},
+    )
+    db.table("approvals").create_index(["state", "created_at"])
+
+
+@MIGRATIONS()
+def m102_agent_threads(db: Database) -> None:
+    db.table("agent_threads").create(
+        {"agent_id": str, "name": str, "parent_id": str, "task": str, "created_at": str},
+        pk="agent_id",
+        not_null={"name", "task", "created_at"},
+    )
+    db.table("agent_thread_messages").create(
+        {"id": str, "agent_id": str, "role": str, "text": str, "message_id": str, "created_at": str},
+        pk="id",
+        not_null={"agent_id", "role", "text", "created_at"},
+    )
+    db.table("agent_thread_messages").create_index(["agent_id", "created_at"])
+
+
+@MIGRATIONS()
+def m103_tool_pins(db: Database) -> None:
+    db.table("tool_pins").create(
+        {"server": str, "hash": str, "tools": str, "pinned_at": str, "approval_id": str},
+        pk="server",
+        not_null={"hash", "tools", "pinned_at"},
+    )
+    db.table("approvals").add_column("server", str)  # a tool_change approval's server

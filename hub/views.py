@@ -1,0 +1,172 @@
+"""The hub's face toward its interfaces: what the HTTP API, the web UI and the MCP server may ask.
+
+:class:`HubService` is the contract; ``dispatch.hub.service.hub.Hub`` implements it over the store,
+the event bus and the tree. The views are the JSON shapes the API returns. Interfaces depend on
+this module only, never on the tree's internals.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # defined beside the threads (which import View from here)
+    pass
+
+
+Decision = Literal["approve", "deny"]
+
+
+Remember = Literal["once", "session", "always"]
+
+
+class View(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentView(View):
+    """One agent in the tree."""
+
+    id: str
+    parent_id: str | None
+    chat_id: str | None = Field(default=None, description="the chat whose dispatch agent this is (or descends from)")
+    name: str
+    template: str | None
+    task: str
+    state: str
+    reason: str
+    waiting_until: str | None = Field(default=None, description="ISO time a waiting_key agent expects a key back")
+    model: str
+    scope: list[str]
+    detached: bool
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    steps: int
+    report: str | None
+    error: str | None
+    question: str | None = Field(default=None, description="what a waiting_user agent asked")
+
+
+class AgentDetail(AgentView):
+    """An agent with its transcript (OpenAI-format messages) and progress notes."""
+
+    transcript: list[dict[str, Any]]
+    progress: list[str]
+
+
+class ChatMessageView(View):
+    id: str
+    chat_id: str
+    parent_id: str | None = Field(description="the message before it; forks share their history through it")
+    role: Literal["user", "assistant", "system"]
+    text: str
+    agent_id: str | None = Field(description="the dispatch agent that answered, for assistant messages")
+    created_at: str
+
+
+class ChatView(View):
+    id: str
+    title: str
+    created_at: str
+    updated_at: str
+    forked_from: str | None = Field(description="'CHAT_ID:MESSAGE_ID' this chat was forked at")
+    agent_id: str | None = Field(description="its dispatch agent while one runs")
+
+
+class ChatDetail(ChatView):
+    messages: list[ChatMessageView]
+
+
+class ApprovalView(View):
+    id: str
+    kind: Literal["path", "checkpoint", "tool_change"]
+    agent_id: str
+    chain: list[str] = Field(description="names from the top agent down to the asking agent")
+    path: str | None
+    operation: Literal["read", "write", "execute"] | None
+    checkpoint: str | None
+    server: str | None = Field(default=None, description="tool_change: the outside MCP server whose tools changed")
+    content: str | None = Field(description="what the checkpoint shows, e.g. the plan; tool_change: the diff")
+    created_at: str
+    auto_approve_at: str | None
+    state: Literal["pending", "approved", "denied"]
+
+
+class ArtifactView(View):
+    id: str
+    kind: str
+    title: str
+    agent_id: str | None
+    created_at: str
+    content: str | None = Field(default=None, description="left out of listings")
+
+
+class UsageView(View):
+    total: dict[str, float]
+    by_agent: dict[str, dict[str, float]]
+    by_key: dict[str, dict[str, float]]
+    by_model: dict[str, dict[str, float]]
+    by_day: dict[str, dict[str, float]]
+
+
+class ToolInfo(View):
+    name: str
+    description: str
+
+
+class ToolServerView(View):
+    """An outside MCP server of the config (``mcp_servers``) and what the hub knows of it."""
+
+    name: str
+    transport: Literal["stdio", "http"]
+    state: Literal["pinned", "changed", "unpinned", "failed"] = Field(
+        description="pinned: its tool list is the one the user trusts; changed: it differs and agents do not get "
+        "it until the change is approved; unpinned: not started yet with this data directory; failed: it did not "
+        "start at its last use in this run (the agent that used it was told why)"
+    )
+    tools: list[ToolInfo] = Field(
+        description="the tools it offered when last started (the pinned list while it has not started in this run)"
+    )
+    approval_id: str | None = Field(description="the pending approval of a changed tool list, or null")
+
+
+class ThreadMessageView(View):
+    """One entry of a thread: a question of the agent, or an answer of the user."""
+
+    id: str
+    agent_id: str
+    role: Literal["agent", "user"]
+    text: str
+    message_id: str | None = Field(default=None, description="the inbox message that carried the user's answer")
+    created_at: str
+
+
+class ThreadView(View):
+    """A detached agent's conversation with the user."""
+
+    agent_id: str
+    name: str
+    parent_id: str | None
+    task: str
+    created_at: str
+    state: str | None = Field(default=None, description="the agent's state in this hub run; None: not in it")
+    question: str | None = Field(default=None, description="the question it waits on an answer to, if any")
+
+
+class ThreadDetail(ThreadView):
+    messages: list[ThreadMessageView]
+
+
+class LimitsView(BaseModel):
+    """The limits and their queues, as ``GET /api/limits`` shows them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    running_agents: int = Field(description="agents holding a running slot now")
+    running_agents_limit: int
+    queued_agents: int = Field(description="agents waiting for a running slot")
+    model_calls: int = Field(description="model calls in flight now")
+    model_calls_limit: int
+    queued_model_calls: int = Field(description="model calls waiting for a slot")

@@ -1,0 +1,5 @@
+"""``python -m dispatch.servers.fs``: the ``fs`` tool server over stdio."""
+
+from dispatch.servers.fs import main
+
+main()

@@ -1,0 +1,192 @@
+"""The ``fs`` server's file work on descriptors :class:`~dispatch.servers.fs.scope.FsScope`
+opened: size-capped reads, writes through a temporary file renamed into place, grep over a tree.
+
+Nothing here takes a path to resolve: only open descriptors, and names inside an open directory,
+never followed through a symlink.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import secrets
+import stat
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+from .._base import ToolError
+from ..sandbox.openat2 import openat2
+from .scope import Opened, Slot, type_name
+
+__all__ = ["grep_tree", "read_lines", "read_text", "write_atomic"]
+
+MAX_READ_BYTES = 256 * 1024
+"""What one read_file call returns at most."""
+MAX_SCAN_BYTES = 64 * 1024 * 1024
+"""What one call reads of a file at most: read_file counts lines that far, edit_file and grep
+refuse or skip a larger file."""
+MAX_GREP = 500
+GREP_LINE_CHARS = 300
+SNIFF_BYTES = 8192  # a NUL byte in the first 8 KiB marks a file as binary, as git does
+SKIP_DIRS = frozenset({".git"})
+
+
+def is_binary(head: bytes) -> bool:
+    return b"\0" in head[:SNIFF_BYTES]
+
+
+def _file(opened: Opened) -> BinaryIO:
+    return os.fdopen(os.dup(opened.fd), "rb")
+
+
+def read_text(opened: Opened, path: str) -> str:
+    """A whole text file as a string, exactly (line endings kept), or a ToolError."""
+    if os.fstat(opened.fd).st_size > MAX_SCAN_BYTES:
+        raise ToolError(f"{path!r} is larger than {MAX_SCAN_BYTES // 2**20} MiB; edit it with the shell")
+    with _file(opened) as f:
+        data = f.read(MAX_SCAN_BYTES + 1)
+    if is_binary(data):
+        raise ToolError(f"{path!r} is a binary file (it contains NUL bytes)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ToolError(f"{path!r} is not UTF-8 text ({e.reason} at byte {e.start})") from e
+
+
+def read_lines(opened: Opened, path: str, offset: int, limit: int) -> str:
+    """Lines ``offset..offset+limit-1`` of a text file, with a footer unless it is the whole file."""
+    chunks: list[bytes] = []
+    size = total = scanned = 0
+    last = offset - 1
+    cut = stopped = False
+    with _file(opened) as f:
+        if is_binary(f.read(SNIFF_BYTES)):
+            raise ToolError(f"{path!r} is a binary file (it contains NUL bytes); read_file reads text only")
+        f.seek(0)
+        for total, line in enumerate(f, start=1):  # total ends as the line count
+            scanned += len(line)
+            if offset <= total < offset + limit and not cut:
+                size += len(line)
+                cut = size > MAX_READ_BYTES
+                if not cut or not chunks:  # a first line longer than the cap still shows its head
+                    chunks.append(line[:MAX_READ_BYTES])
+                    last = total
+            if scanned > MAX_SCAN_BYTES and (cut or total >= offset + limit):
+                stopped = True
+                break
+    if total == 0:
+        return "[empty file]"
+    if offset > total:
+        raise ToolError(f"offset {offset} is past the end: {path!r} has {total} lines")
+    text = b"".join(chunks).decode("utf-8", errors="replace")
+    if offset == 1 and last == total and not cut and not stopped:
+        return text
+    count = f"at least {total}" if stopped else str(total)
+    note = f"lines {offset}-{last} of {count}"
+    if cut:
+        note += f", stopped at the {MAX_READ_BYTES // 1024} KiB cap"
+    note += f"; pass offset={last + 1} to read on" if last < total or stopped else "; end of file"
+    return f"{text.rstrip(chr(10))}\n[{note}]"
+
+
+def existing_mode(slot: Slot) -> int | None:
+    """The permission bits of the regular file in the slot, None when there is none yet."""
+    try:
+        st = os.stat(slot.name, dir_fd=slot.dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", slot.name)
+    if not stat.S_ISREG(st.st_mode) and not stat.S_ISLNK(st.st_mode):
+        raise ToolError(f"refused: '{slot.real}' is {type_name(st.st_mode)}; only regular files are written")
+    return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else None
+
+
+def open_existing(slot: Slot) -> Opened:
+    """The regular file now in the slot, opened for reading (never through a symlink)."""
+    fd = openat2(slot.dir_fd, slot.name, os.O_PATH | os.O_NOFOLLOW)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ToolError(f"refused: '{slot.real}' is {type_name(mode)}; only regular files are edited")
+        reopened = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(fd)
+    return Opened(reopened, slot.real, False, slot.dir_fd, slot.name)
+
+
+def write_atomic(slot: Slot, data: bytes) -> None:
+    """Write through a temporary file in the slot's directory, then rename it over the name."""
+    old_mode = existing_mode(slot)
+    tmp = f".{slot.name}.{secrets.token_hex(4)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o666, dir_fd=slot.dir_fd)  # the umask applies, as for any new file
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            if old_mode is not None:
+                os.fchmod(f.fileno(), old_mode)
+            os.fsync(f.fileno())
+        os.rename(tmp, slot.name, src_dir_fd=slot.dir_fd, dst_dir_fd=slot.dir_fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=slot.dir_fd)
+        raise
+
+
+def _grep_fd(fd: int, shown: str, regex: re.Pattern[str], out: list[str]) -> None:
+    with os.fdopen(fd, "rb") as f:
+        if os.fstat(f.fileno()).st_size > MAX_SCAN_BYTES or is_binary(f.read(SNIFF_BYTES)):
+            return
+        f.seek(0)
+        for number, raw in enumerate(f, start=1):
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            if regex.search(line):
+                out.append(f"{shown}:{number}: {line[:GREP_LINE_CHARS]}")
+                if len(out) >= MAX_GREP:
+                    return
+
+
+def _files(opened: Opened) -> Iterator[str]:
+    """Paths (relative to the opened directory) of the entries to grep, sorted, .git/ skipped,
+    symlinked directories not entered."""
+    for dirpath, dirnames, filenames, _ in os.fwalk(".", dir_fd=opened.fd, follow_symlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        for name in sorted(filenames):
+            yield os.path.normpath(os.path.join(dirpath, name))
+
+
+def _open_regular(base_fd: int, rel: str, allowed: Callable[[int], bool]) -> int | None:
+    """``rel`` beneath ``base_fd`` opened for reading if it is an allowed regular file, else None."""
+    try:
+        path_fd = openat2(base_fd, rel, os.O_PATH)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(path_fd).st_mode) or not allowed(path_fd):
+            return None
+        return os.open(f"/proc/self/fd/{path_fd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    finally:
+        os.close(path_fd)
+
+
+def grep_tree(opened: Opened, shown: str, regex: re.Pattern[str], allowed: Callable[[int], bool]) -> list[str]:
+    """``path:line: text`` for each matching line, at most MAX_GREP; ``allowed(fd)`` says whether a
+    file (opened beneath the same base as ``opened``) may be read."""
+    out: list[str] = []
+    entries = _files(opened) if opened.is_dir else iter([""])
+    for entry in entries:
+        rel = os.path.join(opened.rel, entry) if entry else opened.rel
+        fd = _open_regular(opened.base_fd, rel, allowed)
+        if fd is None:
+            continue  # leads out of the base, vanished, unreadable, not a regular file: no match
+        _grep_fd(fd, os.path.join(shown, entry) if entry else shown, regex, out)
+        if len(out) >= MAX_GREP:
+            out.append(f"[stopped at {MAX_GREP} matches; narrow the pattern or the path]")
+            break
+    return out
