@@ -23,7 +23,10 @@ from dispatch.servers.hublink import AccessDecision, Operation
 from dispatch.servers.sandbox import SandboxLauncher, SandboxProbe, probe_sandbox
 
 PROBE = probe_sandbox()
-needs_bwrap = pytest.mark.skipif(not PROBE.has_bwrap, reason=f"bubblewrap unusable here: {PROBE.bwrap_problem}")
+needs_bwrap = pytest.mark.skipif(
+    not PROBE.has_bwrap,
+    reason=f"needs bubblewrap: {PROBE.bwrap_problem or 'not installed (apt-get install bubblewrap)'}",
+)
 needs_landlock = pytest.mark.skipif(not PROBE.landlock_abi, reason="the kernel offers no Landlock")
 needs_process_limit = pytest.mark.skipif(
     PROBE.pids_cgroup is None and os.geteuid() == 0, reason="no process limit holds for root without a pids cgroup"

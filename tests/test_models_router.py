@@ -9,7 +9,7 @@ import pytest
 
 from dispatch.hub.errors import KeysExhausted, ModelCallError, UserError
 from dispatch.hub.llm.failures import reset_from_headers
-from dispatch.hub.store.db import UsageRow
+from dispatch.hub.llm.ledger import UsageRow
 from tests.fakes.scripted_llm import Fail, Reply, ScriptedLLM
 from tests.models_helpers import Rig, ask, config, cost, key, model
 

@@ -12,7 +12,8 @@ import anyio
 import pytest
 from sqlite_utils import Database
 
-from dispatch.hub.store.db import DB_NAME, Store, UsageRow, data_dir
+from dispatch.hub.llm.ledger import UsageRow
+from dispatch.hub.store.db import DB_NAME, Store, data_dir
 from dispatch.hub.store.schema import MIGRATIONS
 
 DAY = 86_400.0

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from tests.api_helpers import MODEL, ServedHub
@@ -29,7 +30,8 @@ PHONE = (390, 844)
 @contextmanager
 def chromium() -> Generator[Browser]:
     executable = shutil.which("chromium")
-    assert executable, "chromium is not installed (apt-get install chromium; see .ci/apt-packages)"
+    if executable is None:
+        pytest.skip("needs chromium (apt-get install chromium)")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
         try:

@@ -19,9 +19,10 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from dispatch.hub.policy.servers import BUILTIN_KINDS
+
 __all__ = ["BUILTIN_KINDS", "McpServerConfig", "McpServers", "check_server_name"]
 
-BUILTIN_KINDS = ("inbox", "fs", "shell", "summon", "lsp", "web")
 """The built-in mount kinds: an outside server may not take one of these names."""
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
 

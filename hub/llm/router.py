@@ -33,11 +33,11 @@ from dispatch.hub.llm.client import call_litellm
 from dispatch.hub.llm.clock import Clock, SystemClock
 from dispatch.hub.llm.failures import Failure, FailureKind
 from dispatch.hub.llm.keys import Blocked, KeyStates, budget_block, describe_wait, window_bounds
+from dispatch.hub.llm.ledger import Ledger, UsageRow
 from dispatch.hub.llm.model_process import RemoteCallError
 from dispatch.hub.llm.models_config import ModelsConfig
 from dispatch.hub.llm.resolve import Candidate, resolve
 from dispatch.hub.llm.types import Completion, JsonDict
-from dispatch.hub.store.db import Store, UsageRow
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,9 @@ def _classified(error: Exception, model: str, now: float) -> tuple[Failure, Exce
 class Router:
     """Answers ``complete(tag_or_model, ...)`` from the configured keys, in fallback order."""
 
-    def __init__(self, config: ModelsConfig, store: Store, *, clock: Clock | None = None) -> None:
+    def __init__(self, config: ModelsConfig, store: Ledger, *, clock: Clock | None = None) -> None:
         self._config = config
-        self._store = store
+        self._ledger = store
         self._clock: Clock = clock or SystemClock()
         self._states = KeyStates(self._clock, config.probe_interval)
         self._unpriced: set[str] = set()
@@ -97,7 +97,7 @@ class Router:
             return None
         now = self._clock.now()
         start, _ = window_bounds(key.budget.window, now)
-        spent = await self._store.spend(key.name, start)
+        spent = await self._ledger.spend(key.name, start)
         return budget_block(key.name, str(key.budget), key.budget.window, key.budget.amount_usd, spent, now)
 
     async def complete(
@@ -212,4 +212,4 @@ class Router:
             )
         else:
             row = replace(row, outcome=outcome.kind.value, error=outcome.detail[:500])
-        await self._store.record_usage(row)
+        await self._ledger.record_usage(row)

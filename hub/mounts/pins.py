@@ -27,8 +27,6 @@ from typing import Any, Literal, Protocol
 import anyio
 from mcp_types import Tool
 
-from dispatch.hub.store.db import Store
-
 __all__ = ["PinVerdict", "ToolPins", "tool_entries", "tools_diff", "tools_hash"]
 
 JsonDict = dict[str, Any]
@@ -79,6 +77,15 @@ def _entry(entries: Sequence[JsonDict], name: str) -> JsonDict | None:
     return next((e for e in entries if e["name"] == name), None)
 
 
+class PinStore(Protocol):
+    """Where pins are kept (the hub's :class:`~dispatch.hub.store.db.Store`): one row per server,
+    ``{server, hash, tools (JSON), pinned_at, approval_id}``."""
+
+    async def tool_pin(self, server: str) -> dict[str, Any] | None: ...
+
+    async def set_tool_pin(self, row: dict[str, Any]) -> None: ...
+
+
 class ApprovalDesk(Protocol):
     """Where a change is put to the user (the hub's :class:`~dispatch.hub.service.approvals.Approvals`)."""
 
@@ -108,7 +115,7 @@ class _Change:
 class ToolPins:
     """The pins of one data directory (its store) and the changes waiting on the user in this run."""
 
-    def __init__(self, store: Store, approvals: ApprovalDesk | None = None) -> None:
+    def __init__(self, store: PinStore, approvals: ApprovalDesk | None = None) -> None:
         self._store = store
         self._approvals = approvals
         self._changes: dict[str, _Change] = {}

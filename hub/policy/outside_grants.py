@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from dispatch.hub.config.outside import BUILTIN_KINDS
+from dispatch.hub.policy.servers import BUILTIN_KINDS
 from dispatch.servers.hublink import GrantRequest
 
 __all__ = [

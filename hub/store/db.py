@@ -32,13 +32,14 @@ import os
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import anyio
 from sqlite_utils import Database
 
+from dispatch.hub.llm.ledger import UsageRow
 from dispatch.hub.llm.types import Usage
 from dispatch.hub.store.group_commit import GroupCommit
 from dispatch.hub.store.schema import MIGRATIONS
@@ -59,24 +60,6 @@ def data_dir() -> Path:
     """``$DISPATCH_HOME``, or ``~/.local/share/dispatch``."""
     configured = os.environ.get("DISPATCH_HOME")
     return Path(configured).expanduser() if configured else Path.home() / ".local" / "share" / "dispatch"
-
-
-@dataclass(frozen=True)
-class UsageRow:
-    """One model call (or failed attempt) for the ledger."""
-
-    at: float
-    agent_id: str | None
-    key: str
-    provider: str
-    model: str
-    requested: str
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = 0.0
-    latency_s: float = 0.0
-    outcome: str = "ok"
-    error: str | None = None
 
 
 def _usage(row: dict[str, Any]) -> Usage:

@@ -1,0 +1,40 @@
+"""The usage ledger as the model path sees it: one row per model call, and what a key has cost.
+
+The key router writes and reads it through :class:`Ledger`; the hub's store
+(:class:`~dispatch.hub.store.db.Store`) implements it, so this room never imports the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """One model call (or failed attempt) for the ledger."""
+
+    at: float
+    agent_id: str | None
+    key: str
+    provider: str
+    model: str
+    requested: str
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    outcome: str = "ok"
+    error: str | None = None
+
+
+class Ledger(Protocol):
+    """Where model calls are recorded and spending is read."""
+
+    async def record_usage(self, row: UsageRow) -> int:
+        """Append one call; returns its id once committed."""
+        ...
+
+    async def spend(self, key: str, since: float = 0.0) -> float:
+        """What ``key`` has cost since ``since`` (POSIX seconds)."""
+        ...
