@@ -23,7 +23,9 @@ from dispatch.hub.errors import ConfigError
 from dispatch.hub.llm.client import LiteLLMClient
 from dispatch.hub.policy.checkpoints import CheckpointMode
 from dispatch.hub.policy.grants import Grants
-from dispatch.servers import fs, shell, summon, web
+from dispatch.servers import shell, summon
+from dispatch.servers.fs import server as fs
+from dispatch.servers.web import server as web
 from dispatch.servers.web.policy import WebPolicy
 from tests.agent_helpers import MODEL, assert_done, call, make_tree, tool_messages, top_spec
 from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM

@@ -35,7 +35,7 @@ from dispatch.hub.mounts.outside import OutsideServers
 from dispatch.hub.mounts.plan import MountPlan
 from dispatch.hub.mounts.toolset import ToolGate
 from dispatch.servers.hublink import InboxMessage, MessageKind
-from dispatch.servers.lsp.tools import LspBackend
+from dispatch.servers.lsp.server import LspBackend
 
 log = logging.getLogger(__name__)
 

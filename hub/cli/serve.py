@@ -89,8 +89,8 @@ def _say(text: str) -> None:
     print(f"dispatch: {text}", file=sys.stderr, flush=True)
 
 
-async def _serve(root: Path, host: str, port: int, deadline_s: float, remote: bool) -> int:
-    async with Hub.open(root) as hub:
+async def _serve(root: Path, host: str, port: int, deadline_s: float, remote: bool, model: str | None) -> int:
+    async with Hub.open(root, default_model=model) as hub:
         token = load_or_create_token(hub.data_dir)
         try:
             sock = _listen(host, port)
@@ -142,13 +142,15 @@ def serve(
     port: int = DEFAULT_PORT,
     allow_remote: bool = False,
     deadline_s: float = DEFAULT_DEADLINE_S,
+    model: str | None = None,
 ) -> int:
-    """Serve the hub of ``root`` until a signal; the exit code (0 after a graceful stop)."""
+    """Serve the hub of ``root`` until a signal; the exit code (0 after a graceful stop). ``model``:
+    the tag or model name of new chats (the config's default when None)."""
     if not is_loopback(host) and not allow_remote:
         _say(f"error: --host {host} is not a loopback address; add --allow-remote to serve beyond this machine")
         return EXIT_USAGE
     try:
-        return anyio.run(_serve, root, host, port, deadline_s, not is_loopback(host))
+        return anyio.run(_serve, root, host, port, deadline_s, not is_loopback(host), model)
     except Exception as raised:
         error = unwrap(raised)
         if isinstance(error, UserError):
