@@ -31,10 +31,16 @@ from dispatch.hub.errors import UserError, unwrap
 from dispatch.hub.heap import settle_heap
 from dispatch.hub.mcp.tools import build_server as mcp_endpoint
 from dispatch.hub.service.hub import Hub
-from dispatch.hub.service.lifecycle import DEFAULT_DEADLINE_S, serve_until_signalled
+from dispatch.hub.service.lifecycle import (
+    DEFAULT_DEADLINE_S,
+    prepare_data_dir,
+    resolved,
+    running_hub,
+    serve_until_signalled,
+)
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8421
-EXIT_USAGE, EXIT_FAILED = 2, 1
+EXIT_USAGE = 2
 WILDCARDS = ("0.0.0.0", "::", "")
 
 
@@ -90,13 +96,23 @@ def _say(text: str) -> None:
 
 
 async def _serve(root: Path, host: str, port: int, deadline_s: float, remote: bool, model: str | None) -> int:
+    try:  # before the hub opens: a port in use changes nothing in the data directory
+        sock = _listen(host, port)
+    except OSError as error:
+        _say(
+            f"error: cannot listen on {host}:{port}: {error.strerror or error}; "
+            "choose another port with --port (--port 0: any free one)"
+        )
+        return EXIT_USAGE
+    with sock:
+        return await _serve_on(sock, root, host, deadline_s, remote, model)
+
+
+async def _serve_on(
+    sock: socket.socket, root: Path, host: str, deadline_s: float, remote: bool, model: str | None
+) -> int:
     async with Hub.open(root, default_model=model) as hub:
         token = load_or_create_token(hub.data_dir)
-        try:
-            sock = _listen(host, port)
-        except OSError as error:
-            _say(f"error: cannot listen on {host}:{port}: {error.strerror or error}")
-            return EXIT_FAILED
         address = _address(host, sock.getsockname()[1])
         hub.advertise(address)
         mcp = mcp_endpoint(hub)
@@ -135,6 +151,24 @@ async def _serve(root: Path, host: str, port: int, deadline_s: float, remote: bo
         return await serve_until_signalled(hub, serve=serve, stop_serving=stop_serving, deadline_s=deadline_s)
 
 
+def _already_serving(root: Path) -> int | None:
+    """When a hub already serves on this data directory: print its URL (with the token) and return
+    the exit code, 0 when it serves ``root``; None when no hub serves here."""
+    home = prepare_data_dir(None)
+    info = running_hub(home)
+    if info is None or info.address is None:
+        return None
+    print(f"{info.address}/?token={load_or_create_token(home)}", flush=True)
+    if info.root is not None and Path(info.root) != resolved(root):
+        _say(
+            f"error: the hub above (pid {info.pid}) serves the project {info.root}, not {resolved(root)}; "
+            "one hub runs per data directory: stop it first, or give this one another (DISPATCH_HOME)"
+        )
+        return EXIT_USAGE
+    _say(f"a hub already serves here (pid {info.pid}); its address is above")
+    return 0
+
+
 def serve(
     root: Path,
     *,
@@ -149,6 +183,9 @@ def serve(
     if not is_loopback(host) and not allow_remote:
         _say(f"error: --host {host} is not a loopback address; add --allow-remote to serve beyond this machine")
         return EXIT_USAGE
+    already = _already_serving(root)
+    if already is not None:
+        return already
     try:
         return anyio.run(_serve, root, host, port, deadline_s, not is_loopback(host), model)
     except Exception as raised:

@@ -91,7 +91,7 @@ class Hub(Delegation):
         :meth:`advertise` later); ``model``: the model client (the config's key router by default)."""
         root, home = resolved(root), prepare_data_dir(data_dir)
         async with AsyncExitStack() as stack:
-            lock = HubLock.acquire(home, address)
+            lock = HubLock.acquire(home, address, root)
             stack.callback(lock.release)
             stack.enter_context(hub_logging(home))
             catalog = Catalog.load(root)
