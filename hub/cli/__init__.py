@@ -85,6 +85,20 @@ def serve(
     raise typer.Exit(serve_hub(root, host=host, port=port, allow_remote=allow_remote, deadline_s=deadline, model=model))
 
 
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option("--port", help="the port (0: any free one)", min=0, max=65535)] = 8421,
+    root: Annotated[
+        Path | None, typer.Option("--root", help="a new or empty folder for the sample project (default: a temp one)")
+    ] = None,
+) -> None:
+    """Serve the hub on a sample project, with a scripted model playing a short multi-agent session:
+    no key, no config, nothing leaves this machine. Prints the URL to open; Ctrl-C stops it."""
+    from dispatch.hub.cli.demo import demo as serve_demo
+
+    raise typer.Exit(serve_demo(root, port=port))
+
+
 def _preflight(catalog: Catalog, model: str | None, template: str) -> None:
     """Refuse at once, before the tree and the model worker load, a run that cannot call its model:
     no model at all, or one whose provider's key is not set (exit 2, one line)."""
