@@ -30,7 +30,7 @@ from dispatch.hub.errors import UserError, unwrap
 from dispatch.hub.heap import settle_heap
 from dispatch.hub.llm.types import Usage
 from dispatch.hub.service.hub import Hub
-from dispatch.hub.service.lifecycle import serve_until_signalled
+from dispatch.hub.service.lifecycle import HubRunning, serve_until_signalled
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -87,7 +87,12 @@ async def _run(spec: AgentSpec, root: Path, json_output: bool, yes: bool) -> Out
         settle_heap()
         top = await hub.launch(spec)
         say = f"run {top.id} is kept in {hub.data_dir}: `dispatch logs {top.id}` shows it"
-        console.print(f"dispatch: {say}; if it stops, `dispatch resume {top.id}` continues it", markup=False)
+        console.print(
+            f"dispatch: {say}; if it stops, `dispatch resume {top.id}` continues it",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         with Screen(hub.tree, console, mode) as screen:
             desk = TerminalApprovals(hub, _policy(yes, interactive), console, screen.paused, terminal=interactive)
 
@@ -138,7 +143,10 @@ def run_task(
         error = unwrap(raised)
         if not isinstance(error, UserError):
             raise
-        print(f"error: {error}", file=sys.stderr)
+        hint = ""
+        if isinstance(error, HubRunning):  # one hub per data directory: a run is a hub
+            hint = "; or give the task to the running hub (its web UI, or `dispatch mcp`)"
+        print(f"error: {error}{hint}", file=sys.stderr)
         return EXIT_USAGE
     if json_output:
         print(json.dumps(outcome.summary, indent=2))

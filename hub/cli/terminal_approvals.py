@@ -123,7 +123,9 @@ class TerminalApprovals:
             lines.append(f"  (approved by itself at {data['auto_approve_at']} unless you answer)")
         self._console.print("\n".join(lines), markup=False, highlight=False)
         while True:
-            self._console.print("approve? [y] once  [s] for the session  [n] deny: ", end="", markup=False)
+            self._console.print(
+                "approve? [y] once  [s] for the session  [n] deny: ", end="", markup=False, highlight=False
+            )
             line = await self._read_line()
             if line is None:
                 return None
@@ -138,4 +140,4 @@ class TerminalApprovals:
         return raw.decode(errors="replace") if raw else None
 
     def _say(self, text: str) -> None:
-        self._console.print(f"dispatch: {text}", markup=False, highlight=False)
+        self._console.print(f"dispatch: {text}", markup=False, highlight=False, soft_wrap=True)
