@@ -16,7 +16,7 @@ import pytest
 
 from dispatch.hub.service.lifecycle import HubLock
 from dispatch.hub.store.db import DB_NAME, Store
-from tests.agent_helpers import call, until
+from tests.agent_helpers import call
 from tests.fakes.scripted_llm import Reply, ScriptedLLM
 from tests.test_cli_run import DISPATCH, dispatch
 
@@ -65,8 +65,7 @@ async def test_a_run_appears_in_logs_and_its_usage_in_the_ledger(scripted_llm: S
     assert (usage.calls, usage.prompt_tokens, usage.completion_tokens) == (2, 110, 11)
 
 
-@pytest.mark.anyio
-async def test_a_run_killed_mid_task_is_resumed_by_dispatch_resume(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
+def test_a_run_killed_mid_task_is_resumed_by_dispatch_resume(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
     scripted_llm.script(
         "[killed]",
         [
@@ -85,7 +84,10 @@ async def test_a_run_killed_mid_task_is_resumed_by_dispatch_resume(scripted_llm:
     said: list[str] = []
     assert run.stderr is not None
     threading.Thread(target=lambda: said.extend(run.stderr or []), daemon=True).start()
-    await until(lambda: len(scripted_llm.requests_for("[killed]")) == 2, timeout_s=60)
+    deadline = time.monotonic() + 60
+    while len(scripted_llm.requests_for("[killed]")) < 2:  # the second step is in flight: kill the run now
+        assert time.monotonic() < deadline and run.poll() is None, "".join(said)
+        time.sleep(0.05)
     run.send_signal(signal.SIGKILL)
     assert run.wait(timeout=30) == -signal.SIGKILL
     time.sleep(0.2)
