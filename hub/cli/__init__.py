@@ -51,13 +51,25 @@ def run(
     isolated: Annotated[bool, typer.Option("--isolated", help="fs and shell as stdio subprocesses")] = False,
     template: Annotated[str, typer.Option("--template", "-t", help="the top agent's template")] = "dispatch",
     skill: Annotated[list[str] | None, typer.Option("--skill", help="a skill to load too (repeatable)")] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="approve every checkpoint and outside-path request without asking")
+    ] = False,
 ) -> None:
-    """Run a top agent (which may summon children) on TASK to completion and print its report."""
+    """Run a top agent (which may summon children) on TASK to completion and print its report. The
+    run is journaled in the data directory (dispatch logs, dispatch resume); checkpoints and requests
+    for paths outside the project are asked in the terminal (refused when there is none)."""
     _preflight(_catalog(root), model, template)
     from dispatch.hub.cli.run import run_task
 
     code = run_task(
-        task, model=model, root=root, json_output=json_output, isolated=isolated, template=template, skills=skill or []
+        task,
+        model=model,
+        root=root,
+        json_output=json_output,
+        isolated=isolated,
+        template=template,
+        skills=skill or [],
+        yes=yes,
     )
     raise typer.Exit(code)
 
