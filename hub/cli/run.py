@@ -5,7 +5,7 @@ directory's lock, store, journal, approvals, pins, limits), without an HTTP serv
 journaled (``dispatch logs`` shows them, ``dispatch resume`` continues one a kill left
 ``interrupted``, their usage is in the ledger), and its approvals are answered in the terminal
 (:mod:`dispatch.hub.cli.terminal_approvals`). SIGINT or SIGTERM stops it as it stops a served hub:
-running steps finish, what is left is ``interrupted``, resumable.
+the run stops at once (a model call in flight is dropped), what is left is ``interrupted``, resumable.
 """
 
 from __future__ import annotations
@@ -108,7 +108,8 @@ async def _run(spec: AgentSpec, root: Path, json_output: bool, yes: bool) -> Out
                     await top.finished.wait()
                     group.cancel_scope.cancel()
 
-            await serve_until_signalled(hub, serve=until_done)
+            # Ctrl-C stops a run at once: its steps so far are kept, the rest resumes from them.
+            await serve_until_signalled(hub, serve=until_done, deadline_s=0.0)
         done = top.state is AgentState.done
         text = (top.report or "") if done else (top.error or top.reason or top.state.value)
         return Outcome(top.id, top.state, text, summary(hub.tree, top))

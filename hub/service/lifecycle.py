@@ -237,7 +237,8 @@ async def serve_until_signalled(
         async def watch() -> None:
             async for number in signals:
                 if not stop.is_set():
-                    _say(f"{signal.Signals(number).name}: stopping; running steps may finish for {deadline_s:g} s")
+                    grace = f"; running steps may finish for {deadline_s:g} s" if deadline_s > 0 else ""
+                    _say(f"{signal.Signals(number).name}: stopping{grace}")
                     stop.set()
                 else:
                     _say(f"{signal.Signals(number).name} again: exiting now")
