@@ -21,7 +21,7 @@ from dispatch.hub.agents.spec import AgentSpec, AgentState
 from dispatch.hub.config.skills import LoadedSkill
 from dispatch.hub.errors import UserError
 from dispatch.hub.events import EventBus
-from dispatch.hub.policy.grants import normalize_path, overlaps
+from dispatch.hub.policy.paths import normalize_path, overlaps
 from dispatch.servers.hublink import (
     AccessDecision,
     ArtifactInfo,
