@@ -30,7 +30,7 @@ from dispatch.hub.llm.model_process import ModelProcess
 from dispatch.hub.llm.model_worker import CallRequest
 from dispatch.hub.llm.types import JsonDict
 from dispatch.hub.mounts.toolset import openai_tool
-from dispatch.servers import fs
+from dispatch.servers.fs import server as fs
 
 RESULT = "".join(f"    line {n}: value = compute(inputs[{n}], factor={n % 7})  # a file line\n" for n in range(24))
 

@@ -31,7 +31,7 @@ from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.ids import new_id
 from dispatch.hub.llm.types import Completion, JsonDict, ToolCallRequest, Usage
 from dispatch.hub.policy.grants import Grants
-from dispatch.servers import fs
+from dispatch.servers.fs import server as fs
 from dispatch.servers.fs.scope import FsScope
 
 

@@ -3,7 +3,11 @@ temp dir:
 
 - ``dispatch --help``: the wall time from launch to exit;
 - ``dispatch serve --port 0``: the wall time from launch until ``GET /api/health`` answers 200
-  (the URL it prints on stdout tells the port), then it is stopped with SIGTERM.
+  (the URL it prints on stdout tells the port), then it is stopped with SIGTERM;
+- ``dispatch run``: the wall time from launch until its first model request reaches an
+  OpenAI-compatible endpoint (a bare listener here, which records the moment and hangs up), then
+  it is killed: the config, the hub, the tree, the model worker and litellm all load first;
+- ``dispatch demo --port 0``: from launch until ``GET /api/health`` answers 200.
 
 ``python -m bench.start_time [--samples N] [--quick]``
 """
@@ -15,9 +19,11 @@ import os
 import re
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -48,10 +54,10 @@ def _url(process: subprocess.Popen[str]) -> str:
     return found[1]
 
 
-def serve_time(root: Path, env: dict[str, str]) -> float:
+def serve_time(root: Path, env: dict[str, str], command: str = "serve") -> float:
     started = time.perf_counter()
     process = subprocess.Popen(
-        [*DISPATCH, "serve", "--port", "0", "--root", str(root)],
+        [*DISPATCH, command, "--port", "0", *(["--root", str(root)] if command == "serve" else [])],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -82,6 +88,55 @@ def serve_time(root: Path, env: dict[str, str]) -> float:
             process.stdout.close()
 
 
+class FirstRequest:
+    """A listener that notes when the first HTTP request's headers arrive, then hangs up."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.at: float | None = None
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        connection, _ = self.sock.accept()
+        with connection:
+            received = b""
+            while b"\r\n\r\n" not in received:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+            self.at = time.perf_counter()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def run_time(root: Path, env: dict[str, str]) -> float:
+    listener = FirstRequest()
+    base = f"http://127.0.0.1:{listener.port}/v1"
+    run_env = {**env, "OPENAI_BASE_URL": base, "OPENAI_API_BASE": base, "OPENAI_API_KEY": "bench"}
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [*DISPATCH, "run", "say hello", "--model", "openai/bench", "--root", str(root)],
+        env=run_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = started + TIMEOUT_S
+        while listener.at is None:
+            if process.poll() is not None or time.perf_counter() > deadline:
+                raise RuntimeError("dispatch run made no model request")
+            time.sleep(0.005)
+        return listener.at - started
+    finally:
+        process.kill()
+        process.wait()
+        listener.close()
+
+
 def main(samples: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
@@ -92,6 +147,8 @@ def main(samples: int) -> None:
         env = {**os.environ, "DISPATCH_HOME": str(home)}
         report("start, dispatch --help", [help_time(env) for _ in range(samples)])
         report("start, serve to /api/health", [serve_time(root, env) for _ in range(samples)])
+        report("start, run to its first request", [run_time(root, env) for _ in range(samples)])
+        report("start, demo to /api/health", [serve_time(root, env, "demo") for _ in range(samples)])
 
 
 if __name__ == "__main__":

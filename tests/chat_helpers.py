@@ -15,12 +15,13 @@ from dispatch.hub.agents.catalog import Catalog
 from dispatch.hub.agents.loop import Agent, AgentHooks
 from dispatch.hub.agents.spec import AgentSpec, AgentState
 from dispatch.hub.agents.tree import AgentTree
-from dispatch.hub.events import Event
+from dispatch.hub.events import Event, EventBus
 from dispatch.hub.ids import new_id
 from dispatch.hub.llm.client import LiteLLMClient
 from dispatch.hub.policy.grants import Grants
 from dispatch.hub.service.approvals import Approvals
 from dispatch.hub.service.chats import ChatService
+from dispatch.hub.service.hub import gated_tree
 from dispatch.hub.store.db import Store
 from dispatch.hub.views import ApprovalView
 from tests.agent_helpers import MODEL
@@ -46,8 +47,7 @@ async def running_hub(root: Path, db: Path, catalog: Catalog | None = None) -> A
             seen.append(event)
 
     async with Store.open(db) as store:
-        tree = AgentTree(root, LiteLLMClient(), catalog=catalog)
-        approvals = Approvals(store, tree)
+        tree, approvals = gated_tree(root, LiteLLMClient(), EventBus(), catalog or Catalog.builtin(), store)
         async with (
             tree,
             ChatService(store, tree, model=MODEL) as chats,

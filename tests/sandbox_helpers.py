@@ -17,8 +17,9 @@ import pytest
 from mcp import Client
 from mcp_types import TextContent
 
-from dispatch.servers import fs, shell
+from dispatch.servers import shell
 from dispatch.servers._base import MCPServer
+from dispatch.servers.fs import server as fs
 from dispatch.servers.hublink import AccessDecision, Operation
 from dispatch.servers.sandbox import SandboxLauncher, SandboxProbe, probe_sandbox
 

@@ -188,18 +188,26 @@ async def test_reconnecting_with_since_replays_what_was_missed(scripted_llm: Scr
 # -- lifecycle -------------------------------------------------------------------------------------
 
 
-def test_a_second_hub_on_the_same_data_directory_is_refused(served: ServedHub, project: Path) -> None:
-    second = subprocess.run(
-        [*DISPATCH, "serve", "--port", "0", "--root", str(project)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=dict(os.environ),
-        check=False,
-    )
-    assert second.returncode == 2
-    assert f"pid {served.process.pid}" in second.stderr and served.base_url in second.stderr
-    assert "Traceback" not in second.stderr
+def test_a_second_serve_prints_the_running_hubs_url_or_refuses_another_project(
+    served: ServedHub, project: Path, tmp_path: Path
+) -> None:
+    def serve(root: Path) -> subprocess.CompletedProcess[str]:
+        command = [*DISPATCH, "serve", "--port", "0", "--root", str(root)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, env=dict(os.environ), check=False)
+
+    same = serve(project)
+    other_root = tmp_path / "other"
+    other_root.mkdir()
+    other = serve(other_root)
+
+    url = f"{served.base_url}/?token={served.token}"
+    assert same.returncode == 0, same.stderr
+    assert same.stdout.strip() == url
+    assert f"pid {served.process.pid}" in same.stderr
+    assert other.returncode == 2
+    assert other.stdout.strip() == url
+    assert f"serves the project {project.resolve()}, not {other_root.resolve()}" in other.stderr
+    assert "Traceback" not in same.stderr + other.stderr
 
 
 def test_a_host_beyond_loopback_needs_the_opt_in(project: Path) -> None:

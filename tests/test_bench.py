@@ -26,7 +26,12 @@ BENCHMARKS = {
         "agent step, read_file",
         "agent step, check_messages",
     ),
-    "start_time": ("start, dispatch --help", "start, serve to /api/health"),
+    "start_time": (
+        "start, dispatch --help",
+        "start, serve to /api/health",
+        "start, run to its first request",
+        "start, demo to /api/health",
+    ),
     "fanout": (
         "fanout, agents",
         "fanout, completion",

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dispatch.hub.errors import NotFoundError, UserError
+from dispatch.hub.llm.defaults import KEY_VARIABLES
 from dispatch.hub.service.chats import ChatService
 from dispatch.hub.views import ChatDetail
 from tests.agent_helpers import call
@@ -162,7 +163,11 @@ async def test_a_later_hub_loads_the_history_only_and_continues_it(scripted_llm:
     ]
 
 
-async def test_unknown_ids_empty_text_and_a_missing_model_are_refused(tmp_path: Path) -> None:
+async def test_unknown_ids_empty_text_and_a_missing_model_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in KEY_VARIABLES.values():  # no key anywhere: no model to fall back on
+        monkeypatch.delenv(variable, raising=False)
     async with running_hub(tmp_path / "project", tmp_path / "dispatch.db") as parts:
         chat = await parts.chats.create_chat("t")
         with pytest.raises(NotFoundError, match="no chat has the id 'c-nope'"):
@@ -172,6 +177,6 @@ async def test_unknown_ids_empty_text_and_a_missing_model_are_refused(tmp_path: 
         with pytest.raises(UserError, match="needs some text"):
             await parts.chats.post_chat_message(chat.id, "   ")
         async with ChatService(parts.store, parts.tree) as modelless:
-            with pytest.raises(UserError, match="names no model"):
+            with pytest.raises(UserError, match="no model for template 'dispatch': set a provider's key"):
                 await modelless.post_chat_message(chat.id, "hello")
         assert (await parts.chats.chat(chat.id)).messages == [], "a refused message was kept"

@@ -12,9 +12,9 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import TextContent
 
-from dispatch.servers import fs
 from dispatch.servers._base import MCPServer
-from dispatch.servers.fs import MAX_GREP, MAX_READ_BYTES, build_server
+from dispatch.servers.fs import server as fs
+from dispatch.servers.fs.server import MAX_GREP, MAX_READ_BYTES, build_server
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import anyio
 import pytest
 
 from dispatch.servers.lsp.manager import LspManager
+from dispatch.servers.lsp.server import LspError
 from dispatch.servers.lsp.settings import LanguageOverride, LspSettings
-from dispatch.servers.lsp.tools import LspError
 from tests.agent_helpers import until
 
 pytestmark = pytest.mark.anyio

@@ -15,7 +15,7 @@ from mcp import Client, StdioServerParameters
 from mcp_types import TextContent
 
 from dispatch.servers.lsp.manager import LspManager
-from dispatch.servers.lsp.tools import build_server
+from dispatch.servers.lsp.server import build_server
 
 pytestmark = pytest.mark.anyio
 

@@ -15,7 +15,8 @@ from pydantic import BaseModel
 
 from dispatch.hub.llm.openai_body import plain_body, send_chat_bodies_as_given
 from dispatch.hub.mounts.toolset import openai_tool
-from dispatch.servers import fs, inbox
+from dispatch.servers import inbox
+from dispatch.servers.fs import server as fs
 
 pytestmark = pytest.mark.anyio
 

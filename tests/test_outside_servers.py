@@ -22,10 +22,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from dispatch.hub.agents.catalog import Catalog
 from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.errors import ConfigError
+from dispatch.hub.events import EventBus
 from dispatch.hub.llm.client import LiteLLMClient
-from dispatch.hub.mounts.pins import ToolPins
 from dispatch.hub.policy.grants import Grants
 from dispatch.hub.service.approvals import Approvals
+from dispatch.hub.service.hub import gated_tree
 from dispatch.hub.store.db import Store
 from dispatch.servers.hublink import GrantRequest
 from tests.agent_helpers import assert_done, call, tool_messages, top_spec
@@ -59,9 +60,7 @@ async def hub_tree(root: Path) -> AsyncIterator[tuple[AgentTree, Approvals]]:
     """A tree on ``root``'s config with the store, approvals and tool pins, as the hub composes them."""
     catalog = Catalog.load(root)
     async with Store.open(root.parent / "dispatch.db") as store:
-        tree = AgentTree(root, LiteLLMClient(), catalog=catalog)
-        approvals = Approvals(store, tree)
-        tree.outside.pins = ToolPins(store, approvals)
+        tree, approvals = gated_tree(root, LiteLLMClient(), EventBus(), catalog, store)
         async with tree:
             yield tree, approvals
 

@@ -23,7 +23,9 @@ from dispatch.hub.llm.client import LiteLLMClient
 from dispatch.hub.policy.checkpoints import CheckpointMode
 from dispatch.hub.policy.grants import Grants
 from dispatch.hub.policy.servers import BUILTIN_SERVERS, FS
-from dispatch.servers import fs, shell, summon, web
+from dispatch.servers import shell, summon
+from dispatch.servers.fs import server as fs
+from dispatch.servers.web import server as web
 from dispatch.servers.web.policy import WebPolicy
 from tests.agent_helpers import MODEL, assert_done, call, make_tree, tool_messages, top_spec
 from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM
@@ -100,7 +102,28 @@ def test_later_directories_win_and_the_cli_lists_sources(tmp_path: Path) -> None
     assert listed.exit_code == 0, listed.output
     section = ("\n" + listed.output).split("\ncoder\n")[1].split("\ndispatch\n")[0]
     assert f"file         {mine}" in section
-    assert "replaces     ~/.config/dispatch/templates/coder.yaml" in section
+    assert "overrides    ~/.config/dispatch/templates/coder.yaml" in section
+
+
+def test_a_project_template_with_a_built_in_name_overrides_it_field_by_field(tmp_path: Path) -> None:
+    builtin = Catalog.builtin().templates["dispatch"].template
+    project_template(tmp_path, "dispatch", "model: light\ntools: {shell: false}\n")
+
+    mine = Catalog.load(tmp_path).templates["dispatch"].template
+
+    assert mine.model == "light"
+    assert mine.instructions == builtin.instructions, "the built-in instructions stay"
+    assert mine.description == builtin.description
+    assert mine.tools is not None and builtin.tools is not None
+    assert mine.tools.allowed("shell") == (), "the project turned shell off"
+    assert mine.tools.allowed("summon") == builtin.tools.allowed("summon"), "the other tools stay as built in"
+
+
+def test_a_bad_field_in_an_override_names_the_overriding_file(tmp_path: Path) -> None:
+    mine = project_template(tmp_path, "dispatch", "max_children: 0\n")
+    with pytest.raises(ConfigError) as refused:
+        Catalog.load(tmp_path)
+    assert str(refused.value).startswith(f"{mine} line 1: max_children:"), str(refused.value)
 
 
 def test_a_malformed_template_names_file_line_field_and_expectation(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.config.project import DispatchConfig
 from dispatch.hub.llm.client import LiteLLMClient
 from dispatch.hub.policy.grants import Grants
-from dispatch.servers import web
+from dispatch.servers.web import server as web
 from dispatch.servers.web.fetch import MAX_REDIRECTS
 from dispatch.servers.web.policy import WebPolicy
 from dispatch.servers.web.search import SearchConfig, WebConfig

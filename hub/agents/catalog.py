@@ -24,6 +24,7 @@ from dispatch.hub.config.skills import LoadedSkill, SkillIndex
 from dispatch.hub.config.templates import Template, TemplateEntry, builtin_dir, load_templates, narrow, template_dirs
 from dispatch.hub.errors import ConfigError, UserError
 from dispatch.hub.ids import new_id
+from dispatch.hub.llm.defaults import default_model, no_model_hint
 from dispatch.hub.policy.grants import Grants
 from dispatch.hub.policy.paths import ROOT
 from dispatch.hub.policy.servers import TEMPLATE_KINDS
@@ -165,9 +166,10 @@ class Catalog:
         """The top agent of a run, from a template. Raises UserError (an unknown template or
         skill, no model)."""
         chosen = self.template(template)
-        model = model or chosen.model
+        fallback = default_model(self.config.models)
+        model = model or chosen.model or (fallback.model if fallback else None)
         if not model:
-            raise UserError(f"template {chosen.name!r} names no model; give one with --model")
+            raise UserError(f"no model for template {chosen.name!r}: {no_model_hint()}")
         private = self.config.web.allow_private  # the top agent's web_private grant
         if chosen.tools is None:
             web_private = private if isinstance(private, bool) else tuple(private)

@@ -32,10 +32,11 @@ from dispatch.hub.ids import new_id
 from dispatch.hub.llm.types import ModelClient, ToolCallRequest, Usage
 from dispatch.hub.mounts.connection import open_mounts
 from dispatch.hub.mounts.outside import OutsideServers
+from dispatch.hub.mounts.pins import ToolPins
 from dispatch.hub.mounts.plan import MountPlan
 from dispatch.hub.mounts.toolset import ToolGate
 from dispatch.servers.hublink import InboxMessage, MessageKind
-from dispatch.servers.lsp.tools import LspBackend
+from dispatch.servers.lsp.server import LspBackend
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +54,18 @@ class AgentTree:
         access: AccessBroker | None = None,
         artifacts: ArtifactShelf | None = None,
         limits: Limits | None = None,
+        *,
+        checkpoints: CheckpointGate | None = None,
+        pins: ToolPins | None = None,
+        agents: dict[str, Agent] | None = None,
     ) -> None:
         self.root = root.resolve()
         self.access = access
         """Who answers requests for paths outside an agent's grants; None: they are denied, saying so."""
         self.session_answers = SessionAnswers()
         """The user's answers about outside paths, the network and commands, kept for this session."""
-        self.checkpoints: CheckpointGate | None = None
-        """Who holds agents at their checkpoints (the hub's approvals install themselves); None: none hold."""
+        self.checkpoints = checkpoints
+        """Who holds agents at their checkpoints (the hub's approvals); None: none hold."""
         self.artifacts = artifacts
         """Where ``save_artifact`` / ``find_artifacts`` keep and search; None: those tools refuse."""
         self.lsp = lsp
@@ -71,9 +76,11 @@ class AgentTree:
         self.limits = limits or Limits(self.catalog.config.limits)
         """Agents taking steps and model calls in flight at once, hub-wide (the config's ``limits``)."""
         self.model = self.limits.capped(model)
-        self.outside = OutsideServers(self.catalog.config.mcp_servers)
-        """The config's outside MCP servers, opened and closed with the tree; the hub sets its ``pins``."""
-        self.agents: dict[str, Agent] = {}
+        self.outside = OutsideServers(self.catalog.config.mcp_servers, pins)
+        """The config's outside MCP servers, opened and closed with the tree, their tool lists checked
+        against ``pins`` (the hub's; None: not pinned)."""
+        self.agents: dict[str, Agent] = {} if agents is None else agents
+        """Every agent by id; ``agents`` shares the dict with whoever else reads it (the hub's approvals)."""
         self._children: dict[str, list[str]] = {}
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
         self._scopes: dict[str, anyio.CancelScope] = {}

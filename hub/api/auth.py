@@ -25,6 +25,21 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 TOKEN_FILE = "token"
 
 
+SIGN_IN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Dispatch: sign in</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}
+code{background:#f2f2f2;padding:.1rem .3rem;border-radius:3px}</style></head>
+<body><h1>This Dispatch hub needs its token</h1>
+<p>Open the address that <code>dispatch serve</code> printed: it ends in <code>?token=...</code>.</p>
+<p>Lost it? Run <code>dispatch serve</code> again in a terminal: while the hub runs, it prints the
+running hub's address with its token. The token is also kept in the file <code>token</code> of
+Dispatch's data directory (<code>$DISPATCH_HOME</code>, by default <code>~/.local/share/dispatch</code>).</p>
+</body></html>
+"""
+"""What a browser gets at the UI's address without the token (status 401)."""
+
+
 def load_or_create_token(data_dir: Path) -> str:
     """The hub's token, made (0600) on first use."""
     path = data_dir / TOKEN_FILE
@@ -91,6 +106,12 @@ class HubGuard:
             return 401, "a valid token is required (Authorization: Bearer TOKEN or ?token=TOKEN)"
         return None
 
+    def _wants_page(self, scope: Scope) -> bool:
+        """A browser opening the UI without the token (not an API client): it gets a page saying how
+        to get in instead of JSON."""
+        accept = self._headers(scope).get("accept", "")
+        return scope.get("method") == "GET" and scope.get("path") in ("/", "/index.html") and "text/html" in accept
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self._app(scope, receive, send)
@@ -102,6 +123,9 @@ class HubGuard:
         status, detail = problem
         body = json.dumps({"detail": detail}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if status == 401 and scope["type"] == "http" and self._wants_page(scope):
+            body = SIGN_IN_PAGE.encode()
+            headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", str(len(body)).encode())]
         if scope["type"] == "websocket":
             if "websocket.http.response" not in scope.get("extensions", {}):
                 await send({"type": "websocket.close", "code": 4000 + status, "reason": detail})

@@ -23,8 +23,20 @@ app = typer.Typer(
 )
 
 
+def _version(shown: bool) -> None:
+    if shown:
+        from importlib.metadata import version
+
+        typer.echo(f"dispatch {version('dispatch-harness')}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", help="print the version and exit", callback=_version, is_eager=True)
+    ] = False,
+) -> None:
     """Dispatch: a harness for fleets of AI coding agents."""
 
 
@@ -39,13 +51,25 @@ def run(
     isolated: Annotated[bool, typer.Option("--isolated", help="fs and shell as stdio subprocesses")] = False,
     template: Annotated[str, typer.Option("--template", "-t", help="the top agent's template")] = "dispatch",
     skill: Annotated[list[str] | None, typer.Option("--skill", help="a skill to load too (repeatable)")] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="approve every checkpoint and outside-path request without asking")
+    ] = False,
 ) -> None:
-    """Run a top agent (which may summon children) on TASK to completion and print its report."""
+    """Run a top agent (which may summon children) on TASK to completion and print its report. The
+    run is journaled in the data directory (dispatch logs, dispatch resume); checkpoints and requests
+    for paths outside the project are asked in the terminal (refused when there is none)."""
+    _preflight(_catalog(root), model, template)
     from dispatch.hub.cli.run import run_task
 
-    _check_root(root)
     code = run_task(
-        task, model=model, root=root, json_output=json_output, isolated=isolated, template=template, skills=skill or []
+        task,
+        model=model,
+        root=root,
+        json_output=json_output,
+        isolated=isolated,
+        template=template,
+        skills=skill or [],
+        yes=yes,
     )
     raise typer.Exit(code)
 
@@ -61,13 +85,46 @@ def serve(
     deadline: Annotated[
         float, typer.Option("--deadline", help="seconds running steps may finish in after SIGINT/SIGTERM", min=0)
     ] = 30.0,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="the model or tag of new chats (default: the config's)")
+    ] = None,
 ) -> None:
     """Serve the hub (HTTP API, WebSocket events, web UI) until SIGINT/SIGTERM; prints the URL with
     the token. A second signal exits at once."""
     from dispatch.hub.cli.serve import serve as serve_hub
 
     _check_root(root)
-    raise typer.Exit(serve_hub(root, host=host, port=port, allow_remote=allow_remote, deadline_s=deadline))
+    raise typer.Exit(serve_hub(root, host=host, port=port, allow_remote=allow_remote, deadline_s=deadline, model=model))
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option("--port", help="the port (0: any free one)", min=0, max=65535)] = 8421,
+    root: Annotated[
+        Path | None, typer.Option("--root", help="a new or empty folder for the sample project (default: a temp one)")
+    ] = None,
+) -> None:
+    """Serve the hub on a sample project, with a scripted model playing a short multi-agent session:
+    no key, no config, nothing leaves this machine. Prints the URL to open; Ctrl-C stops it."""
+    from dispatch.hub.cli.demo import demo as serve_demo
+
+    raise typer.Exit(serve_demo(root, port=port))
+
+
+def _preflight(catalog: Catalog, model: str | None, template: str) -> None:
+    """Refuse at once, before the tree and the model worker load, a run that cannot call its model:
+    no model at all, or one whose provider's key is not set (exit 2, one line)."""
+    from dispatch.hub.errors import UserError
+    from dispatch.hub.llm.defaults import unkeyed
+
+    try:
+        chosen = catalog.top_spec("preflight", model=model, template=template).model
+        problem = unkeyed(catalog.config.models, chosen)
+    except UserError as error:
+        problem = str(error)
+    if problem is not None:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
 
 
 def _check_root(root: Path) -> None:
@@ -124,16 +181,19 @@ def skills(
 def doctor(
     root: Annotated[Path, typer.Option("--root", help="the project to check")] = Path("."),
 ) -> None:
-    """Check what Dispatch needs: the project's languages and their language servers (found, or
-    how to install them), the sandbox for the shell, and the outside MCP servers of the config
-    (started to list their tools, compared with the pinned lists). Exits 1 when something is missing."""
-    from dispatch.hub.cli.doctor import check_sandbox, run_doctor
+    """Check what Dispatch needs: the model new chats use and the keys, the project's languages and
+    their language servers (found, or how to install them), the sandbox for the shell, and the
+    outside MCP servers of the config (started to list their tools, compared with the pinned lists).
+    Exits 1 when something is missing."""
+    from dispatch.hub.cli.doctor import check_models, check_sandbox, run_doctor
     from dispatch.hub.cli.doctor_servers import check_tool_servers
     from dispatch.hub.store.db import DB_NAME
 
     config = _catalog(root).config
     servers = check_tool_servers(config.mcp_servers, _data_dir(None) / DB_NAME) if config.mcp_servers else None
-    text, code = run_doctor(root, config.lsp, sandbox=check_sandbox(setting=config.sandbox), tool_servers=servers)
+    sandbox = check_sandbox(setting=config.sandbox)
+    models = check_models(config.models)
+    text, code = run_doctor(root, config.lsp, sandbox=sandbox, tool_servers=servers, models=models)
     typer.echo(text)
     raise typer.Exit(code)
 

@@ -14,7 +14,7 @@ def _table(rows: list[tuple[str, ...]], indent: str = "") -> list[str]:
 
 
 def templates_text(catalog: Catalog) -> str:
-    """Each template: name, what it is, its tools, and the file it came from (and what it replaced)."""
+    """Each template: name, what it is, its tools, and the file it came from (and what it overrides)."""
     lines: list[str] = []
     for name in sorted(catalog.templates):
         entry = catalog.templates[name]
@@ -30,7 +30,7 @@ def templates_text(catalog: Catalog) -> str:
         )
         rows += [(label, value) for label, value in optional if value]
         rows.append(("file", entry.source.path))
-        rows += [("replaces", path) for path in entry.replaced]
+        rows += [("overrides", path) for path in entry.replaced]
         lines += _table(rows, "  ")
     return "\n".join(lines)
 

@@ -3,21 +3,26 @@
 Its room: checks that only look (nothing is started or installed) and their report as text. It
 checks the language servers (the languages detected in the project root, the server found for
 each or why none, and how to install a missing one) and the sandbox (which layers work here, and
-so how the shell runs). Each check is a function returning
+so how the shell runs), and the models (which model a new chat uses, what each tag resolves to,
+which keys are there). Each check is a function returning
 :class:`Finding` s, so later checks (keys, sandbox) add a function, not a branch.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from dispatch.hub.llm.defaults import KEY_VARIABLES, PROVIDER_DEFAULTS, default_model, no_model_hint
+from dispatch.hub.llm.models_config import ModelsConfig
 from dispatch.servers.lsp.languages import LANGUAGES, plan_servers
 from dispatch.servers.lsp.settings import LspSettings
 from dispatch.servers.sandbox import SandboxProbe, SandboxSetting, probe_sandbox
 
-__all__ = ["Finding", "check_language_servers", "check_sandbox", "run_doctor"]
+__all__ = ["Finding", "check_language_servers", "check_models", "check_sandbox", "run_doctor"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,45 @@ def check_language_servers(root: Path, settings: LspSettings, search_path: str |
         origin = " (from the config)" if plan.from_config else ""
         command = " ".join(plan.command or ())
         findings.append(Finding(plan.language.key, f"{why}; server {plan.server}{origin}: {command}"))
+    return findings
+
+
+def check_models(config: ModelsConfig, environ: Mapping[str, str] | None = None) -> list[Finding]:
+    """Which model a new chat or run uses and why, what each tag resolves to, and whether each key
+    is there (configured, or its provider's variable set). Looks only: no call is made."""
+    env = os.environ if environ is None else environ
+    chosen = default_model(config, env)
+    findings = [
+        Finding("default", f"new chats and runs use {chosen.model} ({chosen.source})")
+        if chosen is not None
+        else Finding("default", f"no model: {no_model_hint()}", "missing")
+    ]
+    tags = dict.fromkeys(tag for key in config.keys for entry in key.models.values() for tag in entry.tags)
+    for tag in tags:
+        serving = [
+            f"{name} on {key.name}"
+            for key in config.ordered_keys()
+            for name, entry in key.models.items()
+            if tag in entry.tags
+        ]
+        findings.append(Finding(f"tag {tag}", ", then ".join(serving)))
+    for key in config.keys:
+        if key.key is not None:
+            findings.append(Finding(f"key {key.name}", f"{key.provider}: {key.key_ref or 'given in the config'}"))
+            continue
+        variable = KEY_VARIABLES.get(key.provider)
+        if variable is None:
+            findings.append(Finding(f"key {key.name}", f"{key.provider}: litellm's own environment for it"))
+        elif env.get(variable, "").strip():
+            findings.append(Finding(f"key {key.name}", f"{key.provider}: {variable} is set"))
+        else:
+            findings.append(
+                Finding(f"key {key.name}", f"{key.provider}: set {variable} or key: in the config", "missing")
+            )
+    if not config.keys:
+        found = [variable for _, variable, _ in PROVIDER_DEFAULTS if env.get(variable, "").strip()]
+        text = f"from the environment: {', '.join(found)}" if found else "none configured and none in the environment"
+        findings.append(Finding("keys", text, "ok" if found else "missing"))
     return findings
 
 
@@ -76,13 +120,20 @@ def run_doctor(
     search_path: str | None = None,
     sandbox: list[Finding] | None = None,
     tool_servers: list[Finding] | None = None,
+    models: list[Finding] | None = None,
 ) -> tuple[str, int]:
     """The report as text, and the exit code: 0 when nothing is missing, 1 otherwise.
-    ``sandbox``: the sandbox findings (:func:`check_sandbox`); None leaves the section out."""
+    ``sandbox``, ``models``: those findings (:func:`check_sandbox`, :func:`check_models`); None
+    leaves the section out."""
     root = root.resolve()
-    findings = check_language_servers(root, settings or LspSettings(), search_path)
+    languages = check_language_servers(root, settings or LspSettings(), search_path)
     lines = [f"Dispatch doctor: {root}"]
-    lines += _section("Language servers (for the lsp tools):", findings)
+    findings: list[Finding] = []
+    if models is not None:
+        lines += _section("Models and keys (config models, or the environment):", models)
+        findings += models
+    lines += _section("Language servers (for the lsp tools):", languages)
+    findings += languages
     if sandbox is not None:
         lines += _section("Sandbox (for the shell and fs tools):", sandbox)
         findings = findings + sandbox

@@ -1,14 +1,21 @@
 """The terminal's picture of a run: the agent tree with states, and the latest tool calls.
 
 Drawn with rich from the tree's events: a live-updating tree on a terminal, one plain line per
-event otherwise (so logs and pipes stay readable).
+event otherwise (so logs and pipes stay readable). :class:`Screen` is the one a run shows; it is
+paused while the user is asked something (:mod:`dispatch.hub.cli.terminal_approvals`), so the
+question is never drawn over.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Generator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Literal
 
 from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.text import Text
 from rich.tree import Tree
 
@@ -59,6 +66,8 @@ def describe(event: Event) -> str | None:
         return f"{event.agent_id} ← {data['name']} {flag}: {first}"
     if event.type == "agent.progress":
         return f"{event.agent_id} progress: {data['text']}"
+    if event.type == "approval.resolved":
+        return f"{event.agent_id} approval {data['approval_id']} {data['state']} by {data['decided_by']}"
     return None
 
 
@@ -95,3 +104,52 @@ def print_line(console: Console, event: Event) -> None:
     line = describe(event)
     if line is not None:
         console.print(line, markup=False, highlight=False)
+
+
+class Screen:
+    """Where a run is shown: ``live``, the tree redrawn in place (a terminal); ``lines``, one line
+    per event; ``quiet``, nothing (``--json``). Enter it to start drawing."""
+
+    def __init__(self, tree: AgentTree, console: Console, mode: Literal["live", "lines", "quiet"]) -> None:
+        self._view = LiveView(tree)
+        self._console = console
+        self._mode = mode
+        self._live = self._drawing() if mode == "live" else None
+        self._paused = False
+
+    def _drawing(self) -> Live:
+        return Live(self._view.render(), console=self._console, refresh_per_second=8)
+
+    def __enter__(self) -> Screen:
+        if self._live is not None:
+            self._live.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        if self._live is not None:
+            self._live.update(self._view.render())
+            self._live.stop()
+
+    def feed(self, event: Event) -> None:
+        if self._mode == "lines":
+            print_line(self._console, event)
+        elif self._live is not None:
+            self._view.feed(event)
+            if not self._paused:
+                self._live.update(self._view.render())
+
+    @contextmanager
+    def paused(self) -> Generator[None]:
+        """Stop redrawing (what is drawn stays) while the terminal is the user's, then draw anew
+        below (a new ``Live``: a restarted one would move up over the question to redraw)."""
+        if self._live is None or self._paused:
+            yield
+            return
+        self._paused = True
+        self._live.stop()
+        try:
+            yield
+        finally:
+            self._paused = False
+            self._live = self._drawing()
+            self._live.start()

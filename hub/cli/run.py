@@ -1,30 +1,36 @@
-"""``dispatch run``: one top agent on one task, shown live in the terminal, to completion."""
+"""``dispatch run``: one top agent on one task, shown live in the terminal, to completion.
+
+The run is a hub of its own, opened as every command opens one (:meth:`Hub.open`: the data
+directory's lock, store, journal, approvals, pins, limits), without an HTTP server: its agents are
+journaled (``dispatch logs`` shows them, ``dispatch resume`` continues one a kill left
+``interrupted``, their usage is in the ledger), and its approvals are answered in the terminal
+(:mod:`dispatch.hub.cli.terminal_approvals`). SIGINT or SIGTERM stops it as it stops a served hub:
+running steps finish, what is left is ``interrupted``, resumable.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 from rich.console import Console
-from rich.live import Live
 
 from dispatch.hub.agents.catalog import DEFAULT_TEMPLATE, Catalog
 from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.spec import AgentSpec, AgentState
 from dispatch.hub.agents.tree import AgentTree
-from dispatch.hub.cli.live_view import LiveView, print_line
-from dispatch.hub.errors import UserError
-from dispatch.hub.events import EventBus
+from dispatch.hub.cli.live_view import Screen
+from dispatch.hub.cli.terminal_approvals import Policy, TerminalApprovals
+from dispatch.hub.errors import UserError, unwrap
 from dispatch.hub.heap import settle_heap
-from dispatch.hub.llm.router import Router
 from dispatch.hub.llm.types import Usage
-from dispatch.hub.mounts.pins import ToolPins
-from dispatch.hub.store.db import Store
-from dispatch.servers.lsp.manager import LspManager
+from dispatch.hub.service.hub import Hub
+from dispatch.hub.service.lifecycle import HubRunning, serve_until_signalled
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -58,45 +64,54 @@ def summary(tree: AgentTree, top: Agent) -> dict[str, Any]:
     }
 
 
-async def _run(spec: AgentSpec, catalog: Catalog, root: Path, json_output: bool) -> tuple[AgentTree, Agent]:
+@dataclass(frozen=True)
+class Outcome:
+    """How the run ended, taken before the hub closes."""
+
+    top_id: str
+    state: AgentState
+    text: str
+    summary: dict[str, Any]
+
+
+def _policy(yes: bool, interactive: bool) -> Policy:
+    return "yes" if yes else "ask" if interactive else "refuse"
+
+
+async def _run(spec: AgentSpec, root: Path, json_output: bool, yes: bool) -> Outcome:
     console = Console(stderr=True)
-    events = EventBus()
-    async with (
-        LspManager(catalog.config.lsp) as lsp,
-        Store.open() as store,
-        AgentTree(root, Router(catalog.config.models, store), events, catalog, lsp=lsp) as tree,
-        events.subscribe() as stream,
-    ):
-        tree.outside.pins = ToolPins(store)  # no approvals here: a changed tool list is left out, saying why
+    terminal = sys.stdin.isatty()
+    interactive = terminal and not json_output
+    mode = "quiet" if json_output else "live" if console.is_terminal else "lines"
+    async with Hub.open(root) as hub, hub.follow_events() as shown, hub.follow_events() as asked:
         settle_heap()
-        top = tree.start(spec)
-        view = LiveView(tree)
-        if json_output:
-            await top.finished.wait()
-        elif console.is_terminal:
-            with Live(view.render(), console=console, refresh_per_second=8) as live:
+        top = await hub.launch(spec)
+        say = f"run {top.id} is kept in {hub.data_dir}: `dispatch logs {top.id}` shows it"
+        console.print(
+            f"dispatch: {say}; if it stops, `dispatch resume {top.id}` continues it",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        with Screen(hub.tree, console, mode) as screen:
+            desk = TerminalApprovals(hub, _policy(yes, interactive), console, screen.paused, terminal=interactive)
+
+            async def until_done() -> None:
                 async with anyio.create_task_group() as group:
 
-                    async def follow() -> None:
-                        async for event in stream:
-                            view.feed(event)
-                            live.update(view.render())
+                    async def show() -> None:
+                        async for event in shown:
+                            screen.feed(event)
 
-                    group.start_soon(follow)
+                    group.start_soon(show)
+                    group.start_soon(desk.follow, asked)
                     await top.finished.wait()
                     group.cancel_scope.cancel()
-                live.update(view.render())
-        else:
-            async with anyio.create_task_group() as group:
 
-                async def log_lines() -> None:
-                    async for event in stream:
-                        print_line(console, event)
-
-                group.start_soon(log_lines)
-                await top.finished.wait()
-                group.cancel_scope.cancel()
-        return tree, top
+            await serve_until_signalled(hub, serve=until_done)
+        done = top.state is AgentState.done
+        text = (top.report or "") if done else (top.error or top.reason or top.state.value)
+        return Outcome(top.id, top.state, text, summary(hub.tree, top))
 
 
 def run_task(
@@ -108,11 +123,13 @@ def run_task(
     isolated: bool,
     template: str = DEFAULT_TEMPLATE,
     skills: Sequence[str] = (),
+    yes: bool = False,
 ) -> int:
     """Run the task; print the report (or the JSON summary); return the exit code.
 
     The config, templates and skills are loaded and checked first: a mistake in them prints its
-    error and returns ``EXIT_USAGE`` before any agent starts.
+    error and returns ``EXIT_USAGE`` before any agent starts; so does a data directory another
+    hub holds (``dispatch serve``), naming it.
     """
     try:
         catalog = Catalog.load(root)
@@ -120,13 +137,28 @@ def run_task(
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    tree, top = anyio.run(_run, spec, catalog, root, json_output)
+    try:
+        outcome = anyio.run(_run, spec, root, json_output, yes)
+    except Exception as raised:
+        error = unwrap(raised)
+        if not isinstance(error, UserError):
+            raise
+        hint = ""
+        if isinstance(error, HubRunning):  # one hub per data directory: a run is a hub
+            hint = "; or give the task to the running hub (its web UI, or `dispatch mcp`)"
+        print(f"error: {error}{hint}", file=sys.stderr)
+        return EXIT_USAGE
     if json_output:
-        print(json.dumps(summary(tree, top), indent=2))
-    elif top.state is AgentState.done:
-        print(top.report or "")
+        print(json.dumps(outcome.summary, indent=2))
+    elif outcome.state is AgentState.done:
+        print(outcome.text)
+    elif outcome.state is AgentState.interrupted:
+        print(
+            f"stopped: {outcome.top_id} is interrupted; `dispatch resume {outcome.top_id}` continues it",
+            file=sys.stderr,
+        )
     else:
-        print(f"error: {top.error or top.reason or top.state.value}", file=sys.stderr)
-    if top.state is AgentState.done:
+        print(f"error: {outcome.text}", file=sys.stderr)
+    if outcome.state is AgentState.done:
         return EXIT_OK
-    return EXIT_CANCELLED if top.state is AgentState.cancelled else EXIT_FAILED
+    return EXIT_CANCELLED if outcome.state in (AgentState.cancelled, AgentState.interrupted) else EXIT_FAILED

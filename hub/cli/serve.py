@@ -18,7 +18,8 @@ import contextlib
 import ipaddress
 import socket
 import sys
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -29,12 +30,19 @@ from dispatch.hub.api.app import create_app
 from dispatch.hub.api.auth import LOOPBACK_HOSTS, load_or_create_token
 from dispatch.hub.errors import UserError, unwrap
 from dispatch.hub.heap import settle_heap
+from dispatch.hub.llm.types import ModelClient
 from dispatch.hub.mcp.tools import build_server as mcp_endpoint
 from dispatch.hub.service.hub import Hub
-from dispatch.hub.service.lifecycle import DEFAULT_DEADLINE_S, serve_until_signalled
+from dispatch.hub.service.lifecycle import (
+    DEFAULT_DEADLINE_S,
+    prepare_data_dir,
+    resolved,
+    running_hub,
+    serve_until_signalled,
+)
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8421
-EXIT_USAGE, EXIT_FAILED = 2, 1
+EXIT_USAGE = 2
 WILDCARDS = ("0.0.0.0", "::", "")
 
 
@@ -89,14 +97,45 @@ def _say(text: str) -> None:
     print(f"dispatch: {text}", file=sys.stderr, flush=True)
 
 
-async def _serve(root: Path, host: str, port: int, deadline_s: float, remote: bool) -> int:
-    async with Hub.open(root) as hub:
+@dataclass(frozen=True)
+class Serving:
+    """What one ``serve`` serves, and how."""
+
+    root: Path
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    deadline_s: float = DEFAULT_DEADLINE_S
+    model: str | None = None
+    """The tag or model name of new chats (the config's default when None)."""
+    data_dir: Path | None = None
+    """The hub's data directory (``$DISPATCH_HOME`` or its default when None)."""
+    client: ModelClient | None = None
+    """The model client (the config's key router when None; the demo's scripted model)."""
+    alongside: Callable[[Hub], Awaitable[None]] | None = None
+    """Run with the server once it listens (the demo's session)."""
+
+    @property
+    def remote(self) -> bool:
+        return not is_loopback(self.host)
+
+
+async def _serve(serving: Serving) -> int:
+    try:  # before the hub opens: a port in use changes nothing in the data directory
+        sock = _listen(serving.host, serving.port)
+    except OSError as error:
+        _say(
+            f"error: cannot listen on {serving.host}:{serving.port}: {error.strerror or error}; "
+            "choose another port with --port (--port 0: any free one)"
+        )
+        return EXIT_USAGE
+    with sock:
+        return await _serve_on(sock, serving)
+
+
+async def _serve_on(sock: socket.socket, serving: Serving) -> int:
+    host, remote = serving.host, serving.remote
+    async with Hub.open(serving.root, serving.data_dir, default_model=serving.model, model=serving.client) as hub:
         token = load_or_create_token(hub.data_dir)
-        try:
-            sock = _listen(host, port)
-        except OSError as error:
-            _say(f"error: cannot listen on {host}:{port}: {error.strerror or error}")
-            return EXIT_FAILED
         address = _address(host, sock.getsockname()[1])
         hub.advertise(address)
         mcp = mcp_endpoint(hub)
@@ -129,10 +168,31 @@ async def _serve(root: Path, host: str, port: int, deadline_s: float, remote: bo
             server.should_exit = True
 
         async def serve() -> None:
-            async with mcp.session_manager.run():
+            async with mcp.session_manager.run(), anyio.create_task_group() as alongside:
+                if serving.alongside is not None:
+                    alongside.start_soon(serving.alongside, hub)
                 await server.serve(sockets=[sock])
+                alongside.cancel_scope.cancel()
 
-        return await serve_until_signalled(hub, serve=serve, stop_serving=stop_serving, deadline_s=deadline_s)
+        return await serve_until_signalled(hub, serve=serve, stop_serving=stop_serving, deadline_s=serving.deadline_s)
+
+
+def _already_serving(root: Path) -> int | None:
+    """When a hub already serves on this data directory: print its URL (with the token) and return
+    the exit code, 0 when it serves ``root``; None when no hub serves here."""
+    home = prepare_data_dir(None)
+    info = running_hub(home)
+    if info is None or info.address is None:
+        return None
+    print(f"{info.address}/?token={load_or_create_token(home)}", flush=True)
+    if info.root is not None and Path(info.root) != resolved(root):
+        _say(
+            f"error: the hub above (pid {info.pid}) serves the project {info.root}, not {resolved(root)}; "
+            "one hub runs per data directory: stop it first, or give this one another (DISPATCH_HOME)"
+        )
+        return EXIT_USAGE
+    _say(f"a hub already serves here (pid {info.pid}); its address is above")
+    return 0
 
 
 def serve(
@@ -142,13 +202,23 @@ def serve(
     port: int = DEFAULT_PORT,
     allow_remote: bool = False,
     deadline_s: float = DEFAULT_DEADLINE_S,
+    model: str | None = None,
 ) -> int:
-    """Serve the hub of ``root`` until a signal; the exit code (0 after a graceful stop)."""
+    """Serve the hub of ``root`` until a signal; the exit code (0 after a graceful stop). ``model``:
+    the tag or model name of new chats (the config's default when None)."""
     if not is_loopback(host) and not allow_remote:
         _say(f"error: --host {host} is not a loopback address; add --allow-remote to serve beyond this machine")
         return EXIT_USAGE
+    already = _already_serving(root)
+    if already is not None:
+        return already
+    return serve_with(Serving(root, host, port, deadline_s, model))
+
+
+def serve_with(serving: Serving) -> int:
+    """Serve until a signal: the exit code (0 after a graceful stop, 2 for what the user must fix)."""
     try:
-        return anyio.run(_serve, root, host, port, deadline_s, not is_loopback(host))
+        return anyio.run(_serve, serving)
     except Exception as raised:
         error = unwrap(raised)
         if isinstance(error, UserError):

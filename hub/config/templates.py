@@ -20,7 +20,7 @@ from typing import Annotated, Any, cast
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator
 
-from dispatch.hub.config.files import Source, validate
+from dispatch.hub.config.files import Source, merge, validate
 from dispatch.hub.config.project import global_dir, project_dir
 from dispatch.hub.errors import ConfigError
 from dispatch.hub.policy.checkpoints import CheckpointMode, Checkpoints
@@ -147,7 +147,7 @@ class TemplateEntry:
     template: Template
     source: Source
     replaced: tuple[str, ...] = ()
-    """Files of the same name it replaced (earlier in the search order)."""
+    """Files of the same name it overrides field by field (earlier in the search order)."""
 
 
 def builtin_dir() -> Traversable:
@@ -167,21 +167,29 @@ def _files(folder: Traversable) -> Iterator[Traversable]:
 
 
 def load_templates(dirs: Sequence[Traversable]) -> dict[str, TemplateEntry]:
-    """Every template in ``dirs``; raises ConfigError naming file, line, field and expectation."""
+    """Every template in ``dirs``; raises ConfigError naming file, line, field and expectation.
+
+    A template of a name an earlier folder defined too (a project's ``dispatch.yaml`` over the
+    built-in one) overrides it field by field, as config files do: mappings (``tools``) merge key by
+    key, and any other field the later file gives replaces the earlier one's."""
     found: dict[str, TemplateEntry] = {}
+    layers: dict[str, list[Source]] = {}
     for folder in dirs:
         here: dict[str, str] = {}
         for file in _files(folder):
             source = Source.read(str(file), file.read_text(encoding="utf-8"))
-            data = dict(source.data)
-            data.setdefault("name", file.name.rsplit(".", 1)[0])
-            template = validate(Template, data, [source])
-            if template.name in here:
-                raise ConfigError(f"{source.path}: template {template.name!r} is defined in {here[template.name]} too")
-            here[template.name] = source.path
-            earlier = found.get(template.name)
+            name = str(source.data.get("name") or file.name.rsplit(".", 1)[0])
+            if name in here:
+                raise ConfigError(f"{source.path}: template {name!r} is defined in {here[name]} too")
+            here[name] = source.path
+            sources = [*layers.get(name, []), source]
+            data, owners = merge([s.data for s in sources])
+            data.setdefault("name", name)
+            template = validate(Template, data, sources, owners)
+            earlier = found.get(name)
             replaced = (*earlier.replaced, earlier.source.path) if earlier else ()
-            found[template.name] = TemplateEntry(template, source, replaced)
+            layers[name] = sources
+            found[name] = TemplateEntry(template, source, replaced)
     for entry in found.values():
         for index, name in enumerate(entry.template.children or ()):
             if isinstance(name, str) and name not in found:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from typing import IO, Any, cast
@@ -148,6 +149,9 @@ class _Worker:
 
 
 def main() -> None:
+    # Ctrl-C in a terminal reaches the whole foreground process group: the worker leaves stopping
+    # to the process that started it, and ends when that one closes its stdin (or dies).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The protocol gets the real stdout; anything a library prints goes to stderr instead.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)

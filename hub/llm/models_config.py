@@ -12,6 +12,7 @@
             my-local-model:  {tags: [light], input_usd_per_mtok: 0.1, output_usd_per_mtok: 0.4}
       fallback_order: [anthropic-main, openai-main]   # key names or ${VAR} references
       probe_interval: 60                              # seconds (or "90s", "5m"); at least 1
+      default: heavy                                  # the model of chats and runs that name none
 
 :class:`ModelsConfig` is the pydantic model; :func:`load_models_section` validates a parsed
 mapping and turns every mistake into a :class:`~dispatch.hub.errors.ConfigError` naming the file
@@ -148,6 +149,12 @@ class ModelsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    default: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the tag or model name of top agents (chats, runs) that name none; unset: the tag heavy, "
+        "else the first configured model, else the provider whose key is in the environment",
+    )
     keys: list[KeyConfig] = Field(default_factory=list[KeyConfig], description="API keys, each with its models")
     fallback_order: list[str] = Field(
         default_factory=list[str],

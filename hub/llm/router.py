@@ -28,9 +28,10 @@ from datetime import datetime
 
 import anyio
 
-from dispatch.hub.errors import KeysExhausted, ModelCallError
+from dispatch.hub.errors import ConfigError, KeysExhausted, ModelCallError
 from dispatch.hub.llm.client import call_litellm
 from dispatch.hub.llm.clock import Clock, SystemClock
+from dispatch.hub.llm.defaults import missing_key, no_key_problem
 from dispatch.hub.llm.failures import Failure, FailureKind
 from dispatch.hub.llm.keys import Blocked, KeyStates, budget_block, describe_wait, window_bounds
 from dispatch.hub.llm.ledger import Ledger, UsageRow
@@ -106,6 +107,10 @@ class Router:
         blocked: list[Blocked] = []
         failed: Exception | None = None
         for candidate in self.candidates(model):
+            unset = missing_key(candidate.litellm_model) if candidate.key is None else None
+            if unset is not None:  # found before the worker loads litellm: one line, at once
+                failed = ConfigError(no_key_problem(candidate.litellm_model, candidate.provider, unset))
+                continue
             why = await self.blocked(candidate)
             if why is not None:
                 blocked.append(why)

@@ -10,8 +10,8 @@ through the hub's approvals (kind ``tool_change``, its content a readable diff o
 Approving pins the new list, and agents started after that get it; denying leaves the old pin (the
 change is asked again when the hub next starts the server).
 
-Without approvals (``dispatch run``, which has nobody to ask) a change is refused the same way and
-the note says to approve it through ``dispatch serve``.
+Without approvals (a tree built without a hub) a change is refused the same way and the note says
+to approve it through the hub.
 """
 
 from __future__ import annotations
@@ -89,9 +89,11 @@ class PinStore(Protocol):
 class ApprovalDesk(Protocol):
     """Where a change is put to the user (the hub's :class:`~dispatch.hub.service.approvals.Approvals`)."""
 
-    on_answer: dict[str, Callable[[str, bool], Awaitable[None]]]
-
-    async def notify(self, agent_id: str, kind: str, **asked: Any) -> str: ...
+    async def notify(
+        self, agent_id: str, kind: str, on_answer: Callable[[str, bool], Awaitable[None]], **asked: Any
+    ) -> str:
+        """Put a notice to the user; ``on_answer(approval_id, approved)`` once they answer it."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,6 @@ class ToolPins:
         self._approvals = approvals
         self._changes: dict[str, _Change] = {}
         self._lock = anyio.Lock()
-        if approvals is not None:
-            approvals.on_answer[KIND] = self.answered
 
     async def pinned(self, server: str) -> list[JsonDict] | None:
         """The pinned entries of ``server``; None when it was never pinned."""
@@ -158,7 +158,7 @@ class ToolPins:
         approval_id = None
         if self._approvals is not None:
             diff = tools_diff(server, old, entries)
-            approval_id = await self._approvals.notify(agent_id, KIND, server=server, content=diff)
+            approval_id = await self._approvals.notify(agent_id, KIND, self.answered, server=server, content=diff)
         change = self._changes[server] = _Change(approval_id, digest, entries)
         return change
 

@@ -41,11 +41,14 @@ from dispatch.hub.mounts.outside import OutsideServers
 from dispatch.hub.policy.grants import Grants
 from dispatch.hub.policy.paths import ROOT
 from dispatch.hub.policy.servers import BUILTIN_SERVERS, SHELL
-from dispatch.servers import fs, inbox, lsp, shell, summon, web
+from dispatch.servers import inbox, shell, summon
 from dispatch.servers._base import ServerPlan
+from dispatch.servers.fs import server as fs
 from dispatch.servers.hublink import HubLink
-from dispatch.servers.lsp.tools import LspBackend
+from dispatch.servers.lsp import server as lsp
+from dispatch.servers.lsp.server import LspBackend
 from dispatch.servers.sandbox import SandboxSetting, ShellMode, choose_shell_mode
+from dispatch.servers.web import server as web
 from dispatch.servers.web.policy import WebPolicy
 from dispatch.servers.web.search import SearchConfig
 

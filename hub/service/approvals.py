@@ -23,7 +23,7 @@ What an answer's ``remember`` means:
 A **notice** (:meth:`Approvals.notify`) is a third kind that holds no agent: the hub asks the user
 about something agents go on without meanwhile (``tool_change``: an outside MCP server's tool list
 changed since it was pinned, see :mod:`dispatch.hub.mounts.pins`); what an answer does is the
-callback its owner put in :attr:`Approvals.on_answer` for that kind.
+callback its owner gave :meth:`Approvals.notify` with it.
 
 While it waits the agent is ``waiting_user`` with a reason; a checkpoint set to ``auto_approve``
 is approved by the hub when its time runs out. Every approval is kept in the store and announced
@@ -34,18 +34,19 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, get_args
 
 import anyio
 
 from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.spec import AgentState
-from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.config.permissions import add_auto_allow
 from dispatch.hub.errors import CheckpointDenied, NotFoundError, UserError
+from dispatch.hub.events import EventBus
 from dispatch.hub.ids import new_id
 from dispatch.hub.policy.checkpoints import CheckpointName, ToolCheckpoints
 from dispatch.hub.store.db import Row, Store
@@ -84,31 +85,33 @@ class Answer:
 class Approvals:
     """The approvals of one hub.
 
-    ``Approvals(store, tree)`` installs itself on ``tree`` as its access broker (``tree.access``)
-    and checkpoint gate (``tree.checkpoints``); construct it before the tree starts agents.
+    Build it before the tree and give it to the tree as its access broker and checkpoint gate
+    (``AgentTree(..., access=approvals, checkpoints=approvals, agents=agents)``): ``agents`` is
+    the tree's live agents by id (the dict the tree is given), read for the asking agent's chain;
+    ``events`` the tree's bus, where requests and answers are announced.
     """
 
-    def __init__(self, store: Store, tree: AgentTree) -> None:
+    def __init__(self, store: Store, events: EventBus, *, root: Path, agents: Mapping[str, Agent]) -> None:
         self._store = store
-        self._tree = tree
+        self._events = events
+        self._root = root
+        self._agents = agents
         self._remembered: dict[tuple[str, str], bool] = {}
         self._waiters: dict[str, _Waiter] = {}
         self._waiting: dict[str, int] = {}
-        self._tools = ToolCheckpoints(tree.root)
-        self.on_answer: dict[str, Callable[[str, bool], Awaitable[None]]] = {}
-        """What answering a notice of a kind does: ``callback(approval_id, approved)``, after it is stored."""
-        tree.access = self
-        tree.checkpoints = self
+        self._tools = ToolCheckpoints(root)
+        self._on_answer: dict[str, Callable[[str, bool], Awaitable[None]]] = {}
+        """What answering each notice does (given to :meth:`notify`), by approval id."""
 
     # ---- the agents' side ------------------------------------------------------------------------
 
     def chain(self, agent_id: str) -> list[Agent]:
         """The agents from the top one down to ``agent_id`` (those this hub run knows)."""
         found: list[Agent] = []
-        agent = self._tree.agents.get(agent_id)
+        agent = self._agents.get(agent_id)
         while agent is not None:
             found.insert(0, agent)
-            agent = self._tree.agents.get(agent.spec.parent_id) if agent.spec.parent_id else None
+            agent = self._agents.get(agent.spec.parent_id) if agent.spec.parent_id else None
         return found
 
     async def request_access(self, agent: Agent, path: str, operation: Operation, why: str) -> AccessDecision:
@@ -159,15 +162,18 @@ class Approvals:
             f"(approval {answer.approval_id}); it did not run. Do not retry it; report what you could not do."
         )
 
-    async def notify(self, agent_id: str, kind: str, **asked: Any) -> str:
+    async def notify(
+        self, agent_id: str, kind: str, on_answer: Callable[[str, bool], Awaitable[None]], **asked: Any
+    ) -> str:
         """Record a pending approval that holds no agent (the asking agent goes on meanwhile) and
-        announce it; returns its id. Answering it calls ``on_answer[kind]``."""
+        announce it; returns its id. Answering it calls ``on_answer(approval_id, approved)``."""
         chain = [a.spec.name for a in self.chain(agent_id)] or [agent_id]
         row: Row = {"id": new_id("ap"), "agent_id": agent_id, "chain": json.dumps(chain), "kind": kind,
                     "created_at": _iso(datetime.now(UTC)), "state": "pending", **asked}  # fmt: skip
         await self._store.add_approval(row)
+        self._on_answer[row["id"]] = on_answer
         view = self._view(row).model_dump(exclude={"id", "agent_id", "state"})
-        self._tree.events.publish("approval.requested", agent_id, approval_id=row["id"], **view)
+        self._events.publish("approval.requested", agent_id, approval_id=row["id"], **view)
         return row["id"]
 
     async def _ask(self, agent: Agent, reason: str, *, after_s: float | None = None, **asked: Any) -> Answer:
@@ -184,7 +190,7 @@ class Approvals:
         await self._store.add_approval(row)
         waiter = self._waiters[row["id"]] = _Waiter(agent.id)
         view = self._view(row).model_dump(exclude={"id", "agent_id", "state"})
-        self._tree.events.publish("approval.requested", agent.id, approval_id=row["id"], **view)
+        self._events.publish("approval.requested", agent.id, approval_id=row["id"], **view)
         self._hold(agent, +1, reason)
         try:
             async with agent.hooks.idle():  # waiting on the user: the agent's running slot goes back meanwhile
@@ -214,7 +220,7 @@ class Approvals:
         state = "approved" if approved else "denied"
         fields: Row = {"state": state, "decided_at": _iso(datetime.now(UTC)), "decided_by": by, "remember": remember}
         await self._store.update_approval(approval_id, {**fields, "reason": why})
-        self._tree.events.publish(
+        self._events.publish(
             "approval.resolved", waiter.agent_id, approval_id=approval_id, state=state, decided_by=by, remember=remember
         )
         waiter.done.set()
@@ -231,8 +237,11 @@ class Approvals:
             raise UserError(f"state: expected one of {', '.join(STATES)} (or none for all), got {state!r}")
         return [self._view(row) for row in await self._store.approval_rows(state)]
 
-    async def answer_approval(self, approval_id: str, decision: Decision, remember: Remember) -> ApprovalView:
-        """Approve or deny a pending approval, remembering the answer as ``remember`` says."""
+    async def answer_approval(
+        self, approval_id: str, decision: Decision, remember: Remember, *, by: str = "the user"
+    ) -> ApprovalView:
+        """Approve or deny a pending approval, remembering the answer as ``remember`` says; ``by``
+        is who answered, as the asking agent reads it (``denied by ...``)."""
         if decision not in get_args(Decision) or remember not in get_args(Remember):
             raise UserError(f"expected decision approve|deny and remember once|session|always, got {decision!r}, "
                             f"{remember!r}")  # fmt: skip
@@ -245,8 +254,8 @@ class Approvals:
         approved = decision == "approve"
         self._remember(row, approved, remember)
         waiter = waiter or _Waiter(row["agent_id"])
-        await self._resolve(approval_id, waiter, approved, "the user", remember, f"{decision} ({remember})")
-        callback = self.on_answer.get(row["kind"])
+        await self._resolve(approval_id, waiter, approved, by, remember, f"{decision} ({remember})")
+        callback = self._on_answer.pop(approval_id, None)
         if callback is not None:
             await callback(approval_id, approved)
         return self._view({**row, "state": "approved" if approved else "denied"})
@@ -260,7 +269,7 @@ class Approvals:
         if row["kind"] == "checkpoint":
             self._remembered[(row["agent_id"], row["checkpoint"])] = approved
         elif row["kind"] == "path" and approved and remember == "always" and not is_pseudo_target(row["path"]):
-            add_auto_allow(self._tree.root, row["path"])
+            add_auto_allow(self._root, row["path"])
 
     async def close_stale(self) -> int:
         """Deny the approvals still pending from an earlier hub run (nobody waits on them any more);

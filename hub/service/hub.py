@@ -1,7 +1,9 @@
 """The hub at run time: the store, the event journal, the tree of agents, the chats and the
 approvals of one data directory, behind :class:`~dispatch.hub.service.contract.HubService`.
 
-Open it with :meth:`Hub.open` (the HTTP API, ``dispatch serve`` and the CLI all do)::
+Every command builds it the same way, with :meth:`Hub.open` (``dispatch serve``, ``run``, ``mcp``
+and ``resume``): the same store, journal, approvals, pins and limits, wired as they are built.
+What differs is around it: ``serve`` answers approvals through the API, ``run`` in the terminal::
 
     async with Hub.open(root, data_dir) as hub:    # data_dir: $DISPATCH_HOME when None
         hub.advertise("http://127.0.0.1:8421")    # once serving: written to the lock file
@@ -27,11 +29,12 @@ import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from dispatch.hub.agents.catalog import DEFAULT_TEMPLATE, Catalog
+from dispatch.hub.agents.link import ArtifactShelf
 from dispatch.hub.agents.loop import Agent
-from dispatch.hub.agents.spec import AgentState
+from dispatch.hub.agents.spec import AgentSpec, AgentState
 from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.errors import UnknownAgentError, UserError
-from dispatch.hub.events import Event, each_queued
+from dispatch.hub.events import Event, EventBus, each_queued
 from dispatch.hub.ids import new_id
 from dispatch.hub.llm.router import Router
 from dispatch.hub.llm.types import ModelClient
@@ -49,10 +52,33 @@ from dispatch.hub.store.records import AgentRow, Records
 from dispatch.hub.views import AgentDetail, AgentView, LimitsView, ToolServerView
 from dispatch.servers.hublink import USER_KINDS, MessageKind
 from dispatch.servers.lsp.manager import LspManager
+from dispatch.servers.lsp.tools import LspBackend
 
 VIEWS_PER_TURN = 250
 """How many agents' views :meth:`Hub.agents` builds before it lets the event loop turn (about two
 milliseconds' work; fewer made the list itself slow under load: a turn per slice)."""
+
+
+def gated_tree(
+    root: Path,
+    model: ModelClient,
+    events: EventBus,
+    catalog: Catalog,
+    store: Store,
+    *,
+    lsp: LspBackend | None = None,
+    artifacts: ArtifactShelf | None = None,
+) -> tuple[AgentTree, Approvals]:
+    """The hub's tree (not yet entered) and its approvals, wired to each other as they are built:
+    the approvals answer the tree's access requests and hold its checkpoints, the pins in ``store``
+    put changed tool lists to them."""
+    agents: dict[str, Agent] = {}  # the tree's live agents; the approvals read the asking agent's chain in it
+    approvals = Approvals(store, events, root=root.resolve(), agents=agents)
+    tree = AgentTree(
+        root, model, events, catalog, lsp=lsp, access=approvals, artifacts=artifacts,
+        checkpoints=approvals, pins=ToolPins(store, approvals), agents=agents,
+    )  # fmt: skip
+    return tree, approvals
 
 
 class Hub(Delegation):
@@ -91,7 +117,7 @@ class Hub(Delegation):
         :meth:`advertise` later); ``model``: the model client (the config's key router by default)."""
         root, home = resolved(root), prepare_data_dir(data_dir)
         async with AsyncExitStack() as stack:
-            lock = HubLock.acquire(home, address)
+            lock = HubLock.acquire(home, address, root)
             stack.callback(lock.release)
             stack.enter_context(hub_logging(home))
             catalog = Catalog.load(root)
@@ -104,10 +130,8 @@ class Hub(Delegation):
             interrupted = await mark_interrupted(records, bus)
             lsp = await stack.enter_async_context(LspManager(catalog.config.lsp))
             client = model or Router(catalog.config.models, store)
-            tree = AgentTree(root, client, bus, catalog, lsp=lsp, artifacts=records)
+            tree, approvals = gated_tree(root, client, bus, catalog, store, lsp=lsp, artifacts=records)
             bus.recorder.lookup = tree.agents.get
-            approvals = Approvals(store, tree)
-            tree.outside.pins = ToolPins(store, approvals)  # changed tool lists are asked about here
             await stack.enter_async_context(tree)
             chats = await stack.enter_async_context(ChatService(store, tree, model=default_model))
             bus.recorder.chat_lookup = chats.chat_of
@@ -223,9 +247,15 @@ class Hub(Delegation):
         spec = self.tree.catalog.top_spec(task.strip(), model=chosen, template=name)
         if detached:
             spec = spec.model_copy(update={"detached": True})
+        return self._view(await self.launch(spec))
+
+    async def launch(self, spec: AgentSpec) -> Agent:
+        """Start a top agent from a spec the caller built (``dispatch run``: its skills, ``--isolated``);
+        returns it once it is recorded."""
+        self._refuse_new_work()
         agent = self.tree.start(spec)
         await self._bus.journal.flush()
-        return self._view(agent)
+        return agent
 
     async def send(self, agent_id: str, text: str, kind: MessageKind) -> str:
         """Put a message in the agent's inbox (an interrupted one reads it when resumed); returns

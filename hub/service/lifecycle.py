@@ -52,6 +52,8 @@ class HubInfo:
     pid: int | None
     address: str | None
     started_at: str | None
+    root: str | None = None
+    """The project the hub serves."""
 
     def describe(self) -> str:
         return f"pid {self.pid or 'unknown'}, address {self.address or 'none (not serving HTTP)'}"
@@ -87,7 +89,7 @@ def _read_info(path: Path) -> HubInfo:
         with suppress(OSError, ValueError):
             raw = json.loads(path.read_text() or "null")
             if isinstance(raw, dict):
-                return HubInfo(raw.get("pid"), raw.get("address"), raw.get("started_at"))  # pyright: ignore[reportUnknownArgumentType, reportUnknownMemberType]
+                return HubInfo(raw.get("pid"), raw.get("address"), raw.get("started_at"), raw.get("root"))  # pyright: ignore[reportUnknownArgumentType, reportUnknownMemberType]
         time.sleep(0.05)
     return HubInfo(None, None, None)
 
@@ -95,14 +97,16 @@ def _read_info(path: Path) -> HubInfo:
 class HubLock:
     """The data directory's lock, held by this process until :meth:`release`."""
 
-    def __init__(self, path: Path, descriptor: int) -> None:
+    def __init__(self, path: Path, descriptor: int, root: Path | None = None) -> None:
         self.path = path
         self._descriptor = descriptor
+        self._root = None if root is None else str(root)
         self._started_at = datetime.now(UTC).isoformat(timespec="seconds")
 
     @classmethod
-    def acquire(cls, data_dir: Path, address: str | None = None) -> HubLock:
-        """Take the lock, or raise :class:`HubRunning` naming the hub that has it."""
+    def acquire(cls, data_dir: Path, address: str | None = None, root: Path | None = None) -> HubLock:
+        """Take the lock, or raise :class:`HubRunning` naming the hub that has it. ``root``: the
+        project this hub serves, written beside its pid for other commands."""
         path = data_dir / LOCK_FILE
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -110,13 +114,13 @@ class HubLock:
         except BlockingIOError:
             os.close(descriptor)
             raise HubRunning(data_dir, _read_info(path)) from None
-        lock = cls(path, descriptor)
+        lock = cls(path, descriptor, root)
         lock.advertise(address)
         return lock
 
     def advertise(self, address: str | None) -> None:
         """Write this hub's pid and address (e.g. ``http://127.0.0.1:8421``) into the lock file."""
-        body = {"pid": os.getpid(), "address": address, "started_at": self._started_at}
+        body = {"pid": os.getpid(), "address": address, "started_at": self._started_at, "root": self._root}
         data = json.dumps(body).encode()
         os.ftruncate(self._descriptor, 0)
         os.pwrite(self._descriptor, data, 0)

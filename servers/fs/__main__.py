@@ -1,5 +1,5 @@
 """``python -m dispatch.servers.fs``: the ``fs`` tool server over stdio."""
 
-from dispatch.servers.fs import main
+from dispatch.servers.fs.server import main
 
 main()

@@ -3,7 +3,7 @@ language, with the machinery that runs those servers.
 
     shapes.py     Diagnostic, DiagnosticsReport, LanguageInfo, LspBackend, LspError: what crosses
                   between the tools and the backend (pydantic only)
-    tools.py      the MCP face: plan_server / build_server for one project root and a backend
+    server.py     the MCP face: plan_server / build_server for one project root and a backend
     settings.py   LspSettings, LanguageOverride: the config's ``lsp`` section (no pygls import)
     languages.py  known languages, detection, which server to run (LaunchPlan)
     client.py     one server process and the pygls client that talks to it
@@ -11,12 +11,11 @@ language, with the machinery that runs those servers.
     manager.py    LspManager: the processes, their restarts, fresh diagnostics
     __main__.py   ``python -m dispatch.servers.lsp --root DIR``: the tools over stdio with a manager of their own
 
-The hub builds one server per agent with :func:`build_server` over its shared manager. This
-package's names are the face and the shapes; the manager (pygls) loads only when imported.
+The hub builds one server per agent with ``server.build_server`` over its shared manager. This
+package offers the shapes; the face (the MCP SDK) and the manager (pygls) load only when imported.
 """
 
 from .shapes import Diagnostic, DiagnosticsReport, LanguageInfo, LanguagesReport, LspBackend, LspError, Severity
-from .tools import build_server, plan_server
 
 __all__ = [
     "Diagnostic",
@@ -26,6 +25,4 @@ __all__ = [
     "LspBackend",
     "LspError",
     "Severity",
-    "build_server",
-    "plan_server",
 ]

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 
 from dispatch.servers._base import existing_root, root_argument
 from dispatch.servers.lsp.manager import LspManager
+from dispatch.servers.lsp.server import build_server
 from dispatch.servers.lsp.settings import LspSettings
-from dispatch.servers.lsp.tools import build_server
 
 
 async def _serve(root: Path, settings: LspSettings, timeout_s: float) -> None:

@@ -1,5 +1,5 @@
 """``python -m dispatch.servers.web``: the ``web`` tool server over stdio."""
 
-from dispatch.servers.web import main
+from dispatch.servers.web.server import main
 
 main()
