@@ -18,9 +18,10 @@ import contextlib
 import ipaddress
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import uvicorn
@@ -111,7 +112,7 @@ class Serving:
     """The hub's data directory (``$DISPATCH_HOME`` or its default when None)."""
     client: ModelClient | None = None
     """The model client (the config's key router when None; the demo's scripted model)."""
-    alongside: Callable[[Hub], Awaitable[None]] | None = None
+    alongside: Callable[[Hub], Coroutine[Any, Any, None]] | None = None
     """Run with the server once it listens (the demo's session)."""
 
     @property

@@ -51,8 +51,8 @@ from dispatch.hub.store.journal import JournaledBus, Recorder
 from dispatch.hub.store.records import AgentRow, Records
 from dispatch.hub.views import AgentDetail, AgentView, LimitsView, ToolServerView
 from dispatch.servers.hublink import USER_KINDS, MessageKind
+from dispatch.servers.lsp import LspBackend
 from dispatch.servers.lsp.manager import LspManager
-from dispatch.servers.lsp.tools import LspBackend
 
 VIEWS_PER_TURN = 250
 """How many agents' views :meth:`Hub.agents` builds before it lets the event loop turn (about two
