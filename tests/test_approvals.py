@@ -100,6 +100,33 @@ async def test_a_session_grant_is_not_asked_again_in_the_same_agent_tree(tmp_pat
     assert len(everything) == 3 and sorted(a.chain[-1] for a in everything[1:]) == ["another-top", "grandchild"]
 
 
+async def test_a_session_write_grant_covers_reading_and_a_denial_only_its_own_operation(tmp_path: Path) -> None:
+    shared, private = tmp_path / "shared", tmp_path / "private"
+    async with running_hub(tmp_path / "project", tmp_path / "dispatch.db") as parts:
+        top = idle_agent(parts.tree, "top")
+        child = idle_agent(parts.tree, "child", parent=top)
+        async with anyio.create_task_group() as group:
+            group.start_soon(_request, parts, top.id, shared, "write")
+            group.start_soon(_request, parts, top.id, private, "read")
+            for approval in await pending(parts, 2):
+                decision = "approve" if approval.path == str(shared) else "deny"
+                await parts.approvals.answer_approval(approval.id, decision, "session")
+        reading = await _request(parts, child.id, shared / "notes.txt")
+        denied = await _request(parts, child.id, private / "keys.txt")
+        async with anyio.create_task_group() as group:  # writing where reading was denied: asked
+            group.start_soon(_request, parts, child.id, private, "write")
+            [asked] = await pending(parts)
+            await parts.approvals.answer_approval(asked.id, "deny", "once")
+
+    assert reading.granted and reading.remember == "session"
+    assert reading.reason == f"granted this session by the user (write on {shared}, asked for {top.id})"
+    assert (
+        not denied.granted
+        and denied.reason == f"denied this session by the user (read on {private}, asked for {top.id})"
+    )
+    assert (asked.path, asked.operation, asked.chain) == (str(private), "write", ["top", "child"])
+
+
 async def test_always_lands_in_the_project_config_and_is_not_asked_again(tmp_path: Path) -> None:
     root, outside = tmp_path / "project", tmp_path / "datasets"
     config = root / ".dispatch" / "config.yaml"
@@ -118,7 +145,8 @@ async def test_always_lands_in_the_project_config_and_is_not_asked_again(tmp_pat
     assert text.startswith("# my settings\nlsp:\n  rust: false  # no rust here\n")
     assert yaml.safe_load(text)["permissions"]["auto_allow"] == [str(outside)]
     assert load_config(root).config.permissions.auto_allow == [str(outside)]
-    assert decisions[0].granted and other.granted and "permissions.auto_allow" in other.reason
+    assert decisions[0].granted and other.granted and other.remember == "always"
+    assert other.reason == f"permissions.auto_allow: {outside}"  # the config's list and this run's answers: one rule
     async with running_hub(root, tmp_path / "dispatch.db", Catalog.load(root)) as parts:  # a later hub
         later = await _request(parts, idle_agent(parts.tree, "top").id, outside / "y.txt")
         assert later.granted and await parts.approvals.approvals("pending") == []

@@ -331,7 +331,7 @@ def test_a_template_naming_an_unknown_server_is_refused_at_load(tmp_path: Path) 
         Catalog.load(tmp_path)
 
     assert str(raised.value) == (
-        f"{bad} line 3: tools.githb: unknown tool server 'githb'; expected a built-in one (fs, shell, lsp, summon, "
+        f"{bad} line 3: tools.githb: unknown tool server 'githb'; expected a built-in one (fs, shell, summon, lsp, "
         "web) or one of the config's mcp_servers (probe)"
     )
     write_template(tmp_path, "scout", "tools:\n  probe: 3\n")

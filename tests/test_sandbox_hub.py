@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.hub.agents.access import GrantStore, gate_request
+from dispatch.hub.agents.access import SessionAnswers, gate_request
 from dispatch.hub.agents.catalog import Catalog
 from dispatch.hub.agents.loop import Agent, AgentHooks
 from dispatch.hub.agents.spec import AgentSpec
@@ -53,7 +53,7 @@ class GateTree:
     access: Broker | None
     catalog: Catalog = field(default_factory=Catalog.builtin)
     agents: dict[str, Agent] = field(default_factory=dict[str, Agent])
-    grant_store: GrantStore = field(default_factory=GrantStore)
+    session_answers: SessionAnswers = field(default_factory=SessionAnswers)
 
     def add(self, agent_id: str, parent: str | None = None, **grants: object) -> Agent:
         spec = AgentSpec(id=agent_id, parent_id=parent, name=agent_id, task="t", model=MODEL, grants=Grants(**grants))

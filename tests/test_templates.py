@@ -18,11 +18,11 @@ from dispatch.hub.agents.catalog import Catalog
 from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.cli import app
 from dispatch.hub.config.project import global_dir
-from dispatch.hub.config.templates import KNOWN_TOOLS
 from dispatch.hub.errors import ConfigError
 from dispatch.hub.llm.client import LiteLLMClient
 from dispatch.hub.policy.checkpoints import CheckpointMode
 from dispatch.hub.policy.grants import Grants
+from dispatch.hub.policy.servers import BUILTIN_SERVERS, FS
 from dispatch.servers import shell, summon
 from dispatch.servers.fs import server as fs
 from dispatch.servers.web import server as web
@@ -70,17 +70,19 @@ def test_builtin_templates_load_and_name_real_skills() -> None:
 
 
 @pytest.mark.anyio
-async def test_known_tools_match_the_servers(tmp_path: Path) -> None:
+async def test_the_tables_tool_lists_match_the_servers(tmp_path: Path) -> None:
     servers: dict[str, Any] = {
         "fs": fs.build_server(tmp_path, [tmp_path]),
         "shell": shell.build_server(tmp_path),
         "summon": summon.build_server(object()),  # type: ignore[arg-type]  # listing never touches the link
         "web": web.build_server(WebPolicy()),
     }
+    listed = {s.name: s.tools for s in BUILTIN_SERVERS if s.tools is not None}
+    assert set(listed) == set(servers)
     for kind, server in servers.items():
         async with Client(server) as client:
             names = {t.name for t in (await client.list_tools()).tools}
-        assert set(KNOWN_TOOLS[kind]) == names, kind
+        assert set(listed[kind] or ()) == names, kind
 
 
 def test_later_directories_win_and_the_cli_lists_sources(tmp_path: Path) -> None:
@@ -318,7 +320,7 @@ async def test_narrowing_a_template_in_the_request_is_allowed(scripted_llm: Scri
         "fetch",
         "search",
     }
-    assert set(scripted_llm.requests_for("[c]")[0].tool_names) == INBOX_TOOLS | set(KNOWN_TOOLS["fs"])
+    assert set(scripted_llm.requests_for("[c]")[0].tool_names) == INBOX_TOOLS | set(FS.tools or ())
 
 
 def test_excess_over_compares_tool_lists() -> None:

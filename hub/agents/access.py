@@ -8,71 +8,100 @@ Order of the checks:
 2. always denied (:class:`~dispatch.servers.sandbox.policy.DeniedPaths`): refused, nobody asked;
 3. inside the project root: the agent's own grants decide (its read paths, its write scope), the
    user is not asked: a scope is what keeps siblings apart;
-4. granted earlier this session to the agent or an ancestor (:class:`GrantStore`): granted;
-5. covered by ``permissions.auto_allow``: granted;
-6. otherwise the broker asks the user, naming the agent chain; a ``session`` or ``always`` answer is
-   recorded for the agent *and each of its ancestors*, so that a child never holds a grant its
-   parent lacks (the prompt says so by naming the chain).
+4. covered by ``permissions.auto_allow``, or by a path answered ``always`` earlier in this run:
+   granted;
+5. answered ``session`` earlier in its agent tree (:class:`SessionAnswers`): granted or denied as
+   then;
+6. otherwise the broker asks the user, naming the agent chain, and the answer is kept as its
+   ``remember`` says (:meth:`SessionAnswers.keep`).
+
+An answer of this session holds for the asking agent's whole agent tree (its top agent and every
+descendant): the chain of a child always includes its ancestors, so a child never holds a grant
+its parent lacks, and the prompt says so by naming the chain.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from dispatch.hub.agents.catalog import Catalog
 from dispatch.hub.agents.loop import Agent
-from dispatch.hub.policy.grants import covered_by_any
+from dispatch.hub.config.permissions import covering_entry
+from dispatch.hub.policy.paths import ROOT, covered_by_any
+from dispatch.servers import paths
 from dispatch.servers.hublink import AccessDecision, Operation
 from dispatch.servers.sandbox.policy import DeniedPaths, is_pseudo_target
 
-__all__ = ["Broker", "GateTree", "GrantStore", "StoredGrant", "chain_of", "gate_request"]
+__all__ = ["AccessBroker", "GateTree", "SessionAnswer", "SessionAnswers", "chain_of", "gate_request"]
 
 
 @dataclass(frozen=True)
-class StoredGrant:
+class SessionAnswer:
+    """One answer of the user kept for the rest of the session."""
+
     target: str
     """An absolute resolved path, or a pseudo target (``network``, ``$ command``)."""
     operation: Operation
-    granted_to: str
+    granted: bool
+    asked_by: str
     """The id of the agent whose request the user answered."""
 
     def covers(self, target: str, operation: Operation) -> bool:
-        if operation != self.operation and not (self.operation == "write" and operation == "read"):
+        """Whether this answer decides ``operation`` on ``target``: the same target or one beneath
+        it (a pseudo target: only itself), the same operation; a write grant covers reading too,
+        a denial only its own operation."""
+        wider = self.granted and self.operation == "write" and operation == "read"
+        if operation != self.operation and not wider:
             return False
         if is_pseudo_target(self.target) or is_pseudo_target(target):
             return target == self.target
-        return target == self.target or Path(target).is_relative_to(self.target)
+        return paths.covers(Path(self.target), Path(target))
+
+    def reason(self) -> str:
+        """Why a later request is decided by this answer, in words."""
+        verb = "granted" if self.granted else "denied"
+        return f"{verb} this session by the user ({self.operation} on {self.target}, asked for {self.asked_by})"
 
 
-class GrantStore:
-    """Grants the user gave this session, per agent id. Lives in the hub, never in a server."""
+class SessionAnswers:
+    """What the user answered this session, kept in the hub (never in a server): answers per agent
+    tree (by its top agent's id), and the paths answered ``always``, which hold for every agent."""
 
     def __init__(self) -> None:
-        self._by_agent: dict[str, list[StoredGrant]] = {}
+        self._by_tree: dict[str, list[SessionAnswer]] = {}
+        self.always: list[str] = []
+        """Paths answered ``always`` in this run, on top of the config's ``permissions.auto_allow``
+        (the approvals add them to the project config file, for later runs)."""
 
-    def add(self, agent_ids: Iterable[str], grant: StoredGrant) -> None:
-        for agent_id in agent_ids:
-            held = self._by_agent.setdefault(agent_id, [])
-            if grant not in held:
-                held.append(grant)
+    def keep(self, tree_id: str, answer: SessionAnswer, remember: str | None) -> None:
+        """Keep ``answer`` as ``remember`` says: ``once`` (or None), not at all; ``always`` for a granted
+        path, for every agent tree; otherwise (``session``, or ``always`` for a denial or a pseudo
+        target) for this agent tree. A denial of a pseudo target is not kept: it is asked again."""
+        pseudo = is_pseudo_target(answer.target)
+        if remember in (None, "once") or (pseudo and not answer.granted):
+            return
+        if answer.granted and remember == "always" and not pseudo:
+            if answer.target not in self.always:
+                self.always.append(answer.target)
+            return
+        kept = self._by_tree.setdefault(tree_id, [])
+        if answer not in kept:
+            kept.append(answer)
 
-    def held_by(self, agent_id: str) -> list[StoredGrant]:
-        return list(self._by_agent.get(agent_id, []))
-
-    def covering(self, agent_ids: Iterable[str], target: str, operation: Operation) -> StoredGrant | None:
-        for agent_id in agent_ids:
-            for grant in self._by_agent.get(agent_id, []):
-                if grant.covers(target, operation):
-                    return grant
-        return None
+    def recall(self, tree_id: str, target: str, operation: Operation) -> SessionAnswer | None:
+        """The answer that decides ``operation`` on ``target`` in this agent tree (a grant before
+        a denial), or None when the user must be asked."""
+        covering = [a for a in self._by_tree.get(tree_id, ()) if a.covers(target, operation)]
+        return next((a for a in covering if a.granted), None) or next(iter(covering), None)
 
 
-class Broker(Protocol):
-    """The approvals broker (``dispatch.hub.agents.link.AccessBroker``): asks the user."""
+class AccessBroker(Protocol):
+    """Whoever answers an agent's request for a path outside its grants (the hub's approvals,
+    :mod:`dispatch.hub.service.approvals`): asks the user."""
 
     async def request_access(self, agent: Agent, path: str, operation: Operation, why: str) -> AccessDecision: ...
 
@@ -85,11 +114,11 @@ class GateTree(Protocol):
     @property
     def agents(self) -> dict[str, Agent]: ...
     @property
-    def access(self) -> Broker | None: ...
+    def access(self) -> AccessBroker | None: ...
     @property
     def catalog(self) -> Catalog: ...
     @property
-    def grant_store(self) -> GrantStore: ...
+    def session_answers(self) -> SessionAnswers: ...
 
 
 def chain_of(agents: Mapping[str, Agent], agent: Agent) -> list[Agent]:
@@ -100,22 +129,13 @@ def chain_of(agents: Mapping[str, Agent], agent: Agent) -> list[Agent]:
     return chain
 
 
-def _auto_allowed(target: Path, entries: Sequence[str], root: Path) -> str | None:
-    for entry in entries:
-        expanded = Path(os.path.expanduser(entry))
-        base = Path(os.path.realpath(expanded if expanded.is_absolute() else root / expanded))
-        if target == base or target.is_relative_to(base):
-            return entry
-    return None
-
-
 def _inside_root(agent: Agent, real: Path, root: Path, operation: Operation) -> AccessDecision:
-    rel = real.relative_to(root).as_posix() if real != root else "."
+    rel = real.relative_to(root).as_posix() if real != root else ROOT
     grants = agent.spec.grants
-    paths, what = (grants.write, "write scope") if operation == "write" else (grants.read, "read paths")
-    if covered_by_any(rel or ".", paths):
+    allowed, what = (grants.write, "write scope") if operation == "write" else (grants.read, "read paths")
+    if covered_by_any(rel, allowed):
         return AccessDecision(granted=True, reason=f"inside the agent's {what}")
-    listed = ", ".join(repr(p) for p in paths) or "none"
+    listed = ", ".join(repr(p) for p in allowed) or "none"
     return AccessDecision(
         granted=False,
         reason=f"'{rel}' is inside the project but outside this agent's {what} ({listed}); "
@@ -132,9 +152,10 @@ def _by_rule(tree: GateTree, agent: Agent, path: str, operation: Operation) -> A
     refused = DeniedPaths.current(tree.root).reason(real)
     if refused is not None:
         return AccessDecision(granted=False, reason=refused)
-    if real == tree.root or real.is_relative_to(tree.root):
+    if paths.covers(tree.root, real):
         return _inside_root(agent, real, tree.root, operation)
-    entry = _auto_allowed(real, tree.catalog.config.permissions.auto_allow, tree.root)
+    entries = [*tree.catalog.config.permissions.auto_allow, *tree.session_answers.always]
+    entry = covering_entry(str(real), entries, tree.root)
     if entry is not None:
         return AccessDecision(granted=True, remember="always", reason=f"permissions.auto_allow: {entry}")
     return str(real)
@@ -150,9 +171,10 @@ async def gate_request(tree: GateTree, agent: Agent, path: str, operation: Opera
             return settled
         target = settled
     chain = chain_of(tree.agents, agent)
-    earlier = tree.grant_store.covering([a.id for a in chain], target, operation)
+    tree_id = chain[-1].id
+    earlier = tree.session_answers.recall(tree_id, target, operation)
     if earlier is not None:
-        return AccessDecision(granted=True, remember="session", reason=f"granted this session to {earlier.granted_to}")
+        return AccessDecision(granted=earlier.granted, remember="session", reason=earlier.reason())
     broker = tree.access
     if broker is None:
         return AccessDecision(
@@ -162,6 +184,6 @@ async def gate_request(tree: GateTree, agent: Agent, path: str, operation: Opera
         )
     names = " › ".join(a.spec.name for a in reversed(chain))
     decision = await broker.request_access(agent, target, operation, f"{why} [asked by {names}]")
-    if decision.granted and decision.remember in ("session", "always"):
-        tree.grant_store.add([a.id for a in chain], StoredGrant(target, operation, agent.id))
+    answer = SessionAnswer(target, operation, decision.granted, agent.id)
+    tree.session_answers.keep(tree_id, answer, decision.remember)
     return decision

@@ -25,7 +25,9 @@ from dispatch.hub.config.templates import Template, TemplateEntry, builtin_dir, 
 from dispatch.hub.errors import ConfigError, UserError
 from dispatch.hub.ids import new_id
 from dispatch.hub.llm.defaults import default_model, no_model_hint
-from dispatch.hub.policy.grants import ROOT, Grants
+from dispatch.hub.policy.grants import Grants
+from dispatch.hub.policy.paths import ROOT
+from dispatch.hub.policy.servers import TEMPLATE_KINDS
 from dispatch.servers.hublink import GrantRequest, LinkRefusal, SummonRequest
 
 DEFAULT_TEMPLATE = "dispatch"
@@ -73,7 +75,7 @@ class Catalog:
                 known = ", ".join(self.config.mcp_servers) or "none are configured"
                 raise ConfigError(
                     f"{entry.source.where(here)}: {field_path(here)}: unknown tool server {name!r}; expected a "
-                    f"built-in one (fs, shell, lsp, summon, web) or one of the config's mcp_servers ({known})"
+                    f"built-in one ({', '.join(TEMPLATE_KINDS)}) or one of the config's mcp_servers ({known})"
                 )
         for index, child in enumerate(template.children or ()):
             if isinstance(child, Template):
@@ -144,7 +146,7 @@ class Catalog:
         agent_type = spec.template.rsplit("/", 1)[-1] if spec.template else spec.name
         return self.skills.plan(
             agent_type,
-            orchestrator=spec.grants.serves("summon") and spec.grants.max_depth != 0,
+            orchestrator=spec.grants.mounts("summon"),
             template=spec.template,
             template_skills=template.skills if template else (),
             requested=spec.skills,

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import anyio
 
-from dispatch.hub.agents.access import GrantStore, gate_request
+from dispatch.hub.agents.access import AccessBroker, SessionAnswers, gate_request
 from dispatch.hub.agents.budgets import child_budget_refusal
 from dispatch.hub.agents.catalog import Catalog
 from dispatch.hub.agents.loop import Agent
@@ -21,7 +21,7 @@ from dispatch.hub.agents.spec import AgentSpec, AgentState
 from dispatch.hub.config.skills import LoadedSkill
 from dispatch.hub.errors import UserError
 from dispatch.hub.events import EventBus
-from dispatch.hub.policy.grants import normalize_path, overlaps
+from dispatch.hub.policy.paths import normalize_path, overlaps
 from dispatch.servers.hublink import (
     AccessDecision,
     ArtifactInfo,
@@ -35,12 +35,6 @@ from dispatch.servers.hublink import (
     TemplateInfo,
     WaitOutcome,
 )
-
-
-class AccessBroker(Protocol):
-    """Whoever answers an agent's request for a path outside its grants (the hub's approvals)."""
-
-    async def request_access(self, agent: Agent, path: str, operation: Operation, why: str) -> AccessDecision: ...
 
 
 class CheckpointGate(Protocol):
@@ -71,7 +65,7 @@ class TreeOps(Protocol):
     agents: dict[str, Agent]
     catalog: Catalog
     access: AccessBroker | None
-    grant_store: GrantStore
+    session_answers: SessionAnswers
     artifacts: ArtifactShelf | None
 
     def children_of(self, agent_id: str) -> list[Agent]: ...

@@ -19,11 +19,11 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from dispatch.hub.agents.access import GrantStore
+from dispatch.hub.agents.access import AccessBroker, SessionAnswers
 from dispatch.hub.agents.budgets import capped_ancestry, rolled_up
 from dispatch.hub.agents.catalog import Catalog
 from dispatch.hub.agents.limits import Limits, RunningSlot
-from dispatch.hub.agents.link import AccessBroker, ArtifactShelf, CheckpointGate, TreeLink
+from dispatch.hub.agents.link import ArtifactShelf, CheckpointGate, TreeLink
 from dispatch.hub.agents.loop import Agent, AgentHooks, ToolRun
 from dispatch.hub.agents.spec import AgentSpec, AgentState
 from dispatch.hub.errors import BudgetExceeded, DispatchError, UnknownAgentError, UserError, unwrap
@@ -62,8 +62,8 @@ class AgentTree:
         self.root = root.resolve()
         self.access = access
         """Who answers requests for paths outside an agent's grants; None: they are denied, saying so."""
-        self.grant_store = GrantStore()
-        """Outside paths, the network and commands the user granted this session, per agent."""
+        self.session_answers = SessionAnswers()
+        """The user's answers about outside paths, the network and commands, kept for this session."""
         self.checkpoints = checkpoints
         """Who holds agents at their checkpoints (the hub's approvals); None: none hold."""
         self.artifacts = artifacts

@@ -10,7 +10,7 @@ agent its own process or connection instead of the hub-wide one.
 
 A server's name is how templates (``tools: {github: true}``) and ``summon``
 (``grants: {mcp_servers: {github: [get_issue]}}``) grant it, and the mount kind its tools come
-from; it must not be a built-in server's name (:data:`BUILTIN_KINDS`).
+from; it must not be a built-in server's name (:data:`dispatch.hub.policy.servers.BUILTIN_KINDS`).
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from dispatch.hub.policy.servers import BUILTIN_KINDS
 
-__all__ = ["BUILTIN_KINDS", "McpServerConfig", "McpServers", "check_server_name"]
+__all__ = ["McpServerConfig", "McpServers", "check_server_name"]
 
-"""The built-in mount kinds: an outside server may not take one of these names."""
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
 
 

@@ -22,23 +22,19 @@ import yaml
 from dispatch.hub.config.files import Source
 from dispatch.hub.config.project import CONFIG_NAME, project_dir
 from dispatch.hub.errors import ConfigError
+from dispatch.servers.paths import covers
 
 
-def resolved(path: str, root: Path) -> Path:
+def _resolve_against(path: str, root: Path) -> Path:
     """``path`` absolute and resolved: ``~`` expanded, relative to ``root`` when relative."""
     expanded = Path(os.path.expanduser(path))
     return (expanded if expanded.is_absolute() else root / expanded).resolve()
 
 
-def covers(entry: Path, path: Path) -> bool:
-    """Whether ``path`` is ``entry`` or lies beneath it (both resolved)."""
-    return path == entry or entry in path.parents
-
-
 def covering_entry(path: str, entries: Iterable[str], root: Path) -> str | None:
     """The first entry of an auto-allow list that covers ``path``, or None."""
-    target = resolved(path, root)
-    return next((entry for entry in entries if covers(resolved(entry, root), target)), None)
+    target = _resolve_against(path, root)
+    return next((entry for entry in entries if covers(_resolve_against(entry, root), target)), None)
 
 
 def project_config_file(root: Path) -> Path:

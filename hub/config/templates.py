@@ -24,19 +24,11 @@ from dispatch.hub.config.files import Source, merge, validate
 from dispatch.hub.config.project import global_dir, project_dir
 from dispatch.hub.errors import ConfigError
 from dispatch.hub.policy.checkpoints import CheckpointMode, Checkpoints
-from dispatch.hub.policy.grants import SERVER_FLAGS, Grants
+from dispatch.hub.policy.grants import Grants
 from dispatch.hub.policy.outside_grants import template_outside
+from dispatch.hub.policy.servers import FS, GRANTED_SERVERS, LSP, SHELL, SUMMON, TEMPLATE_KINDS, WEB, builtin_server
 from dispatch.servers.hublink import GrantRequest
 
-KNOWN_TOOLS: dict[str, tuple[str, ...]] = {
-    "fs": ("read_file", "write_file", "edit_file", "list_dir", "glob", "grep"),
-    "shell": ("run",),
-    "summon": ("summon", "wait", "message_child", "cancel_child", "children", "templates"),
-    "web": ("fetch", "search"),
-}
-"""Tools of each server, to check template lists at load time (a test keeps this true). Servers
-missing here (``lsp``) are checked when they are mounted."""
-FS_WRITE_TOOLS = ("write_file", "edit_file")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
@@ -44,19 +36,18 @@ class ToolSet(BaseModel):
     """Which tool servers a template's agents get, and which tools of each: ``true`` (all its
     tools), ``false`` or absent (the server is not mounted), or a list of tool names. Outside MCP
     servers of the config (``mcp_servers``) are named the same way (``github: [get_issue]``); their
-    names are checked against the config when the catalog loads (:mod:`dispatch.hub.policy.outside_grants`)."""
+    names are checked against the config when the catalog loads (:mod:`dispatch.hub.policy.outside_grants`).
+    Its fields are the built-in servers a template names (:data:`TEMPLATE_KINDS`, a test keeps them
+    in step), each described by its row of the table."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     __pydantic_extra__: dict[str, bool | list[str]] = Field(init=False)  # pyright: ignore[reportIncompatibleVariableOverride]  # outside servers
 
-    fs: bool | list[str] = Field(default=False, description="files: read, list, glob, grep; write within scope")
-    shell: bool | list[str] = Field(default=False, description="shell commands in the project root")
-    lsp: bool | list[str] = Field(default=False, description="language-server diagnostics")
-    summon: bool | list[str] = Field(default=False, description="child agents: summon, wait, message, cancel")
-    web: bool | list[str] = Field(
-        default=False,
-        description="web fetch and search, only when the parent grants web in summon too (with its hosts)",
-    )
+    fs: bool | list[str] = Field(default=False, description=FS.summary)
+    shell: bool | list[str] = Field(default=False, description=SHELL.summary)
+    lsp: bool | list[str] = Field(default=False, description=LSP.summary)
+    summon: bool | list[str] = Field(default=False, description=SUMMON.summary)
+    web: bool | list[str] = Field(default=False, description=WEB.summary)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -67,7 +58,8 @@ class ToolSet(BaseModel):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in cast(list[Any], value)):
             raise ValueError(f"expected true, false or a list of {kind} tool names, got {value!r}")
         names = cast(list[str], value)
-        known = KNOWN_TOOLS.get(kind)
+        server = builtin_server(kind)
+        known = server.tools if server is not None else None
         unknown = [n for n in names if known is not None and n not in known]
         if unknown:
             raise ValueError(f"unknown {kind} tool {unknown[0]!r}; expected some of: {', '.join(known or ())}")
@@ -144,8 +136,8 @@ class Template(BaseModel):
         """Whether its agents can write files (fs with a write tool)."""
         if self.tools is None:
             return True
-        allowed = self.tools.allowed("fs")
-        return allowed is None or any(t in allowed for t in FS_WRITE_TOOLS)
+        allowed = self.tools.allowed(FS.name)
+        return allowed is None or any(t in allowed for t in FS.write_tools)
 
 
 @dataclass(frozen=True)
@@ -220,16 +212,18 @@ def narrow(parent: Grants, template: Template, request: GrantRequest, scope: tup
     if tools is None:
         return parent.for_child(request, scope)
     flags: dict[str, bool] = {}
-    for kind in ("shell", "lsp", "summon", "web"):
+    for server in GRANTED_SERVERS:
+        kind = server.name
         asked: bool | list[str] | None = getattr(request, kind)
         if asked and tools.allowed(kind) == ():
             raise ValueError(f"template {template.name!r} has no {kind}; summon it without {kind}: true")
-        if kind != "web":  # web and its hosts come from the request alone (parent.for_child)
+        if server.grant == "flag":  # web and its hosts come from the request alone (parent.for_child)
             flags[kind] = tools.allowed(kind) != () and asked is not False
     if scope and not template.writes():
         raise ValueError(f"template {template.name!r} cannot write files; summon it without a scope")
-    lists = {k: tools.allowed(k) for k in ("fs", "shell", "lsp", "summon", "web")}
-    allow = {k: a for k, a in lists.items() if a is not None and (a or k not in SERVER_FLAGS)}
+    lists = {k: tools.allowed(k) for k in TEMPLATE_KINDS}
+    granted = {s.name for s in GRANTED_SERVERS}  # off by its flag: no empty allow-list needed
+    allow = {k: a for k, a in lists.items() if a is not None and (a or k not in granted)}
     base = parent.for_child(request, scope)
     outside = template_outside(template.name, tools.outside(), request, base.mcp_servers, base.tools)
     return base.model_copy(update={**flags, "tools": {**allow, **outside.tools}, "mcp_servers": outside.servers})

@@ -41,7 +41,8 @@ from dispatch.hub.errors import ToolServerError, unwrap
 from dispatch.hub.llm.types import JsonDict
 from dispatch.hub.mounts.outside import list_tools, open_outside
 from dispatch.hub.mounts.plan import MountPlan, ServerTarget, build_targets, prompt_notes
-from dispatch.hub.mounts.toolset import UNTRUSTED_KINDS, Mounts, ToolGate
+from dispatch.hub.mounts.toolset import Mounts, ToolGate
+from dispatch.hub.policy.servers import UNTRUSTED_KINDS
 from dispatch.servers._base import ServerPlan
 from dispatch.servers.hublink import HubLink
 

@@ -1,6 +1,7 @@
 """Mounts: the tool servers one agent gets, built from its grants and connected as MCP clients.
 
-Which servers: ``inbox`` and ``fs`` always (``fs`` read-only unless the agent has a write scope),
+Which servers: the built-in ones the grants mount (the table in :mod:`dispatch.hub.policy.servers`,
+each built here by its name): ``inbox`` and ``fs`` always (``fs`` read-only unless the agent has a write scope),
 ``shell`` with the shell grant, ``summon`` with the summon grant and depth left, ``lsp`` with the
 lsp grant when the hub runs language servers (always in-process: they are shared), ``web`` with the
 web grant (its hosts and ``web_private`` make its policy; the config's ``web.search`` its search
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,9 @@ from typing import Any
 from mcp import StdioServerParameters
 
 from dispatch.hub.mounts.outside import OutsideServers
-from dispatch.hub.policy.grants import ROOT, Grants
+from dispatch.hub.policy.grants import Grants
+from dispatch.hub.policy.paths import ROOT
+from dispatch.hub.policy.servers import BUILTIN_SERVERS, SHELL
 from dispatch.servers import inbox, shell, summon
 from dispatch.servers._base import ServerPlan
 from dispatch.servers.fs import server as fs
@@ -75,14 +79,8 @@ class MountPlan:
     """Whose mounts these are (an outside server's changed tool list is asked about in its name)."""
 
     def kinds(self) -> list[str]:
-        kinds = [kind for kind in ("inbox", "fs", "shell") if self.grants.serves(kind)]
-        if self.grants.serves("summon") and self.grants.max_depth != 0:
-            kinds.append("summon")
-        if self.grants.serves("lsp") and self.lsp is not None:
-            kinds.append("lsp")
-        if self.grants.serves("web"):
-            kinds.append("web")
-        return kinds
+        """The built-in servers to mount, in the table's order: those the grants mount and the hub can build."""
+        return [s.name for s in BUILTIN_SERVERS if self.grants.mounts(s.name) and _MOUNTS[s.name].available(self)]
 
     def write_paths(self) -> list[Path]:
         return [self.root if p == ROOT else self.root / p for p in self.grants.write]
@@ -149,23 +147,37 @@ def _web_target(plan: MountPlan) -> ServerTarget:
 
 def prompt_notes(plan: MountPlan) -> tuple[str, ...]:
     """What the agent's system prompt says about its mounts (the shell's sandbox, or its absence)."""
-    return (shell_mode(plan).note,) if "shell" in plan.kinds() else ()
+    return (shell_mode(plan).note,) if SHELL.name in plan.kinds() else ()
+
+
+def _lsp_target(plan: MountPlan, link: HubLink) -> ServerTarget:
+    assert plan.lsp is not None  # kinds() mounts lsp only when the hub runs language servers
+    return lsp.plan_server(plan.root, plan.lsp)
+
+
+def _always(plan: MountPlan) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class _Builder:
+    """How the hub builds one built-in server for a plan, and whether it can."""
+
+    target: Callable[[MountPlan, HubLink], ServerTarget]
+    available: Callable[[MountPlan], bool] = _always
+
+
+_MOUNTS: dict[str, _Builder] = {
+    "inbox": _Builder(lambda plan, link: inbox.plan_server(link, detached=plan.detached)),
+    "fs": _Builder(_fs_target),
+    "shell": _Builder(_shell_target),
+    "summon": _Builder(lambda plan, link: summon.plan_server(link)),
+    "lsp": _Builder(_lsp_target, available=lambda plan: plan.lsp is not None),
+    "web": _Builder(lambda plan, link: _web_target(plan)),
+}
+"""The builder of each server of :data:`~dispatch.hub.policy.servers.BUILTIN_SERVERS`, by its name."""
 
 
 def build_targets(plan: MountPlan, link: HubLink) -> dict[str, ServerTarget]:
     """The server (or the command that starts it) for each mount of the plan."""
-    targets: dict[str, ServerTarget] = {}
-    for kind in plan.kinds():
-        if kind == "inbox":
-            targets[kind] = inbox.plan_server(link, detached=plan.detached)
-        elif kind == "summon":
-            targets[kind] = summon.plan_server(link)
-        elif kind == "fs":
-            targets[kind] = _fs_target(plan, link)
-        elif kind == "shell":
-            targets[kind] = _shell_target(plan, link)
-        elif kind == "lsp" and plan.lsp is not None:
-            targets[kind] = lsp.plan_server(plan.root, plan.lsp)
-        elif kind == "web":
-            targets[kind] = _web_target(plan)
-    return targets
+    return {kind: _MOUNTS[kind].target(plan, link) for kind in plan.kinds()}

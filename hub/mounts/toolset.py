@@ -37,15 +37,11 @@ from mcp_types import CallToolResult, TextContent, Tool
 from dispatch.hub.errors import ToolServerError
 from dispatch.hub.llm.types import JsonDict
 from dispatch.hub.mounts.untrusted import mark_untrusted
+from dispatch.hub.policy.servers import UNTRUSTED_KINDS
 
 ToolGate = Callable[[str, str, JsonDict], Awaitable[str | None]]
 """``gate(kind, name, arguments)`` before a tool call: None to run it, or the refusal the model reads
 instead (the hub's checkpoints, :mod:`dispatch.hub.service.approvals`); it may wait for the user."""
-
-
-UNTRUSTED_KINDS: frozenset[str] = frozenset({"web"})
-"""Servers whose results are outside data: :class:`Mounts` marks them with
-:func:`~dispatch.hub.mounts.untrusted.mark_untrusted` before the model reads them."""
 
 
 ToolCaller = Callable[[str, JsonDict], Awaitable[CallToolResult]]

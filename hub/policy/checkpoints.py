@@ -29,6 +29,8 @@ from typing import Annotated, Any, Literal, cast
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from dispatch.hub.policy.servers import FS, SHELL
+
 CheckpointName = Literal["before_report", "before_write", "before_destructive"]
 ALIASES: dict[str, CheckpointName] = {
     "before_report": "before_report",
@@ -221,13 +223,13 @@ class ToolCheckpoints:
         self, agent_id: str, enabled: Set[str], kind: str, name: str, arguments: Mapping[str, Any]
     ) -> tuple[CheckpointName, str] | None:
         """``(checkpoint, what it shows)`` among the ``enabled`` checkpoints, or None."""
-        if kind == "shell" and name == "run":
+        if kind == SHELL.name and name == "run":
             command = str(arguments.get("command", ""))
             why = destructive_command(command)
             if why is not None and "before_destructive" in enabled:
                 return "before_destructive", f"run: {command}\n({why})"
             return None
-        if kind != "fs" or name not in ("write_file", "edit_file"):
+        if kind != FS.name or name not in FS.write_tools:
             return None
         shown = _change(name, arguments)
         if "before_destructive" in enabled and self._many(agent_id, str(arguments.get("path", ""))):

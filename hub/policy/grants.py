@@ -8,55 +8,23 @@ Paths outside the root come through approvals in a later stage, not through gran
 hosts must be covered by its parent's (``true`` covers any list). ``web_private`` lets the web server
 reach loopback, private and link-local addresses: ``true`` for all, or a list of addresses and
 networks, likewise covered by the parent's (:mod:`dispatch.servers.web.policy` holds both rules).
+
+Which fields turn which built-in server on, and what a child inherits of them, is the table in
+:mod:`dispatch.hub.policy.servers`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from pathlib import PurePosixPath
 from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dispatch.hub.policy.outside_grants import McpGrant, asked_servers, asked_tools, has_server, mcp_excess
+from dispatch.hub.policy.paths import ROOT, covered_by_any, normalize_path
+from dispatch.hub.policy.servers import GRANTED_SERVERS, builtin_server
 from dispatch.servers.hublink import GrantRequest
 from dispatch.servers.web.policy import host_covers, network_covers, normalize_host, normalize_network
-
-ROOT = "."
-SERVER_FLAGS = ("shell", "summon", "lsp", "web")
-"""Servers mounted only with their grant flag; ``inbox`` and ``fs`` are always mounted."""
-
-
-def normalize_path(path: str) -> str:
-    """A root-relative path in canonical form (``"."``, ``"src"``, ``"src/app.py"``).
-
-    Raises ValueError for absolute paths and paths that climb out with ``..``.
-    """
-    raw = path.strip()
-    if not raw:
-        raise ValueError("an empty path is not a scope; use '.' for the whole project root")
-    pure = PurePosixPath(raw.replace("\\", "/"))
-    if pure.is_absolute():
-        raise ValueError(f"path {path!r} is absolute; grants take paths relative to the project root")
-    parts = [p for p in pure.parts if p not in (".", "")]
-    if ".." in parts:
-        raise ValueError(f"path {path!r} climbs out of the project root with '..'")
-    return "/".join(parts) or ROOT
-
-
-def covers(container: str, path: str) -> bool:
-    """Whether ``container`` includes ``path`` (both normalized)."""
-    return container == ROOT or path == container or path.startswith(container + "/")
-
-
-def overlaps(a: str, b: str) -> bool:
-    """Whether two normalized paths share any file."""
-    return covers(a, b) or covers(b, a)
-
-
-def covered_by_any(path: str, containers: Iterable[str]) -> bool:
-    return any(covers(c, path) for c in containers)
-
 
 AnyOrList = bool | tuple[str, ...]
 """A grant that is off, on for everything (``True``), or on for some entries only."""
@@ -138,23 +106,33 @@ class Grants(BaseModel):
     def everything(cls) -> Grants:
         """The top agent's grants: every server, the whole root, unlimited depth; no private
         network addresses (``web_private`` comes from the config's ``web.allow_private``)."""
-        return cls(shell=True, summon=True, lsp=True, web=True, read=(ROOT,), write=(ROOT,), mcp_servers="all")
+        servers = {server.name: True for server in GRANTED_SERVERS}
+        return cls.model_validate({**servers, "read": (ROOT,), "write": (ROOT,), "mcp_servers": "all"})
 
     def serves(self, kind: str) -> bool:
         """Whether these grants give any tool of the server ``kind`` (inbox, fs, shell, ...)."""
         if self.tools.get(kind) == ():
             return False
-        if kind in SERVER_FLAGS:
-            return bool(getattr(self, kind))
-        return kind in ("inbox", "fs") or has_server(self.mcp_servers, kind)  # else an outside server
+        server = builtin_server(kind)
+        if server is None:  # an outside server
+            return has_server(self.mcp_servers, kind)
+        return server.grant == "always" or bool(getattr(self, kind))
+
+    def mounts(self, kind: str) -> bool:
+        """Whether an agent with these grants gets the server ``kind``: it serves it, and one that
+        starts children (summon) only while ``max_depth`` leaves a level below."""
+        server = builtin_server(kind)
+        return self.serves(kind) and not (server is not None and server.needs_depth and self.max_depth == 0)
 
     def excess_over(self, parent: Grants) -> list[str]:
         """Each way these grants exceed ``parent``'s, in words; empty when they are a subset."""
         excess: list[str] = []
-        for flag in SERVER_FLAGS:
-            if flag != "web" and getattr(self, flag) and not getattr(parent, flag):
-                excess.append(f"{flag}: the parent has no {flag} grant")
-        excess += _list_excess("web", self.web, parent.web, host_covers)
+        for server in GRANTED_SERVERS:
+            mine_on, theirs_on = getattr(self, server.name), getattr(parent, server.name)
+            if server.grant == "hosts":
+                excess += _list_excess(server.name, mine_on, theirs_on, host_covers)
+            elif mine_on and not theirs_on:
+                excess.append(f"{server.name}: the parent has no {server.name} grant")
         excess += _list_excess("web_private", self.web_private, parent.web_private, network_covers)
         excess += mcp_excess(self.mcp_servers, parent.mcp_servers)
         for kind, theirs in parent.tools.items():
@@ -175,24 +153,28 @@ class Grants(BaseModel):
         return excess
 
     def for_child(self, request: GrantRequest, scope: Iterable[str]) -> Grants:
-        """The grants a child asks for: unset fields inherit, except summon, web and web_private
-        (off unless asked; ``true`` asks for as much as the parent has); per-server tool lists are
-        inherited.
+        """The grants a child asks for: unset fields inherit, except the servers the table does
+        not let a child inherit (summon, web) and web_private: those are off unless asked (``true``
+        asks for as much as the parent has); per-server tool lists are inherited.
 
         The result is not checked here; call :meth:`excess_over` with these grants as parent.
         """
         depth = request.max_depth
         if depth is None and self.max_depth is not None:
             depth = max(self.max_depth - 1, 0)
-        return Grants(
-            shell=self.shell if request.shell is None else request.shell,
-            summon=bool(request.summon),
-            lsp=self.lsp if request.lsp is None else request.lsp,
-            web=_inherit(request.web, self.web),
-            web_private=_inherit(request.web_private, self.web_private) if request.web else False,
-            read=self.read if request.read is None else tuple(request.read),
-            write=tuple(scope),
-            max_depth=depth,
-            tools={**self.tools, **asked_tools(request)},
-            mcp_servers=asked_servers(request, self.mcp_servers),
+        servers: dict[str, AnyOrList] = {}
+        for server in GRANTED_SERVERS:
+            asked: bool | list[str] | None = getattr(request, server.name)
+            parents: AnyOrList = getattr(self, server.name)
+            servers[server.name] = parents if asked is None and server.inherited else _inherit(asked, parents)
+        return Grants.model_validate(
+            {
+                **servers,
+                "web_private": _inherit(request.web_private, self.web_private) if request.web else False,
+                "read": self.read if request.read is None else tuple(request.read),
+                "write": tuple(scope),
+                "max_depth": depth,
+                "tools": {**self.tools, **asked_tools(request)},
+                "mcp_servers": asked_servers(request, self.mcp_servers),
+            }
         )

@@ -2,23 +2,23 @@
 
 Two kinds. A **path** approval: an agent asks (``request_access`` through its ``TreeLink``) to
 read, write or execute a path outside its grants. The hub's access gate (:mod:`dispatch.hub.agents.access`)
-decides first (always-denied paths, the project root, the config's auto-allow list, grants of this
-session); what it passes on is granted here without asking when it is under ``permissions.auto_allow``
-as extended by ``always`` answers of this run, or when an answer of this session covers it (denials
-too); otherwise the user is asked. A **checkpoint**: ``before_report``,
+decides first (always-denied paths, the project root, ``permissions.auto_allow`` and the ``always``
+answers of this run, the answers of this session, which it keeps); what it passes on is asked of
+the user here. A **checkpoint**: ``before_report``,
 ``before_write`` or ``before_destructive`` as the agent's spec sets it (:mod:`dispatch.hub.policy.checkpoints`),
 held by the agent loop (its final answer) and by ``Mounts.call`` (the tool call) through the tree.
 
 What an answer's ``remember`` means:
 
 - ``once``: this request only.
-- ``session``: for a path, the same operation on that path or anything beneath it, asked by any
-  agent of the same agent tree (the asking agent's top agent and all its descendants), until this
-  hub process stops; for a checkpoint, the same checkpoint of the same agent, for the rest of its
-  run. A denial is remembered the same way: later requests are denied without asking.
+- ``session``: for a path, the same operation on that path or anything beneath it (a granted
+  write covers reading too), asked by any agent of the same agent tree (the asking agent's top
+  agent and all its descendants), until this hub process stops; for a checkpoint, the same
+  checkpoint of the same agent, for the rest of its run. A denial of a path is remembered the
+  same way: later requests are denied without asking (a denied network or command is asked again).
 - ``always``: an approved path is appended to ``permissions.auto_allow`` in the project config
   file ``<root>/.dispatch/config.yaml`` (any operation, any agent, later runs too); for a
-  checkpoint, or a denial, it means ``session``.
+  checkpoint, a denial, or the network or a command, it means ``session``.
 
 A **notice** (:meth:`Approvals.notify`) is a third kind that holds no agent: the hub asks the user
 about something agents go on without meanwhile (``tool_change``: an outside MCP server's tool list
@@ -34,8 +34,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,7 +44,7 @@ import anyio
 
 from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.spec import AgentState
-from dispatch.hub.config.permissions import add_auto_allow, covering_entry, resolved
+from dispatch.hub.config.permissions import add_auto_allow
 from dispatch.hub.errors import CheckpointDenied, NotFoundError, UserError
 from dispatch.hub.events import EventBus
 from dispatch.hub.ids import new_id
@@ -53,13 +52,9 @@ from dispatch.hub.policy.checkpoints import CheckpointName, ToolCheckpoints
 from dispatch.hub.store.db import Row, Store
 from dispatch.hub.views import ApprovalView, Decision, Remember
 from dispatch.servers.hublink import AccessDecision, Operation
+from dispatch.servers.sandbox.policy import is_pseudo_target
 
 STATES = ("pending", "approved", "denied")
-
-
-def _is_path(target: str) -> bool:
-    """An absolute path, not a pseudo target of the access gate (``network``, ``$ command``)."""
-    return Path(os.path.expanduser(target)).is_absolute()
 
 
 def _iso(moment: datetime) -> str:
@@ -96,16 +91,11 @@ class Approvals:
     ``events`` the tree's bus, where requests and answers are announced.
     """
 
-    def __init__(
-        self, store: Store, events: EventBus, *, root: Path, auto_allow: Sequence[str], agents: Mapping[str, Agent]
-    ) -> None:
+    def __init__(self, store: Store, events: EventBus, *, root: Path, agents: Mapping[str, Agent]) -> None:
         self._store = store
         self._events = events
         self._root = root
         self._agents = agents
-        self.auto_allow: list[str] = list(auto_allow)
-        """The config's auto-allow list, plus the paths answered ``always`` in this run."""
-        self._paths: dict[str, list[tuple[Path, Operation, bool]]] = {}
         self._remembered: dict[tuple[str, str], bool] = {}
         self._waiters: dict[str, _Waiter] = {}
         self._waiting: dict[str, int] = {}
@@ -124,17 +114,9 @@ class Approvals:
             agent = self._agents.get(agent.spec.parent_id) if agent.spec.parent_id else None
         return found
 
-    def _top(self, agent_id: str) -> str:
-        chain = self.chain(agent_id)
-        return chain[0].id if chain else agent_id
-
     async def request_access(self, agent: Agent, path: str, operation: Operation, why: str) -> AccessDecision:
-        """Grant or deny ``operation`` on ``path`` (outside the agent's grants), asking the user
-        unless the auto-allow list or an answer of this session decides."""
-        if _is_path(path):
-            decided = self._decided(agent, path, operation)
-            if decided is not None:
-                return decided
+        """Ask the user to grant or deny ``operation`` on ``path`` (outside the agent's grants; the
+        access gate asks only what no rule or earlier answer decides)."""
         answer = await self._ask(
             agent, f"waiting for your approval: {operation} {path}", kind="path", path=path, operation=operation,
             content=why.strip() or None,
@@ -142,20 +124,6 @@ class Approvals:
         verb = "granted" if answer.approved else "denied"
         reason = f"{verb} by {answer.by} (approval {answer.approval_id})"
         return AccessDecision(granted=answer.approved, remember=answer.remember, reason=reason)
-
-    def _decided(self, agent: Agent, path: str, operation: Operation) -> AccessDecision | None:
-        """What the auto-allow list (as ``always`` answers extend it) or this session's answers
-        decide, without asking; None when they leave it open."""
-        entry = covering_entry(path, self.auto_allow, self._root)
-        if entry is not None:
-            return AccessDecision(granted=True, reason=f"{path} is under {entry} in permissions.auto_allow")
-        target = resolved(path, self._root)
-        for where, done, granted in self._paths.get(self._top(agent.id), []):
-            if done == operation and (target == where or where in target.parents):
-                verb = "granted" if granted else "denied"
-                reason = f"{operation} on {where} was {verb} by the user for this session"
-                return AccessDecision(granted=granted, remember="session", reason=reason)
-        return None
 
     async def checkpoint(self, agent: Agent, name: CheckpointName, content: str) -> Answer | None:
         """Hold the agent at a checkpoint until it is approved or denied; None when it is off."""
@@ -293,18 +261,15 @@ class Approvals:
         return self._view({**row, "state": "approved" if approved else "denied"})
 
     def _remember(self, row: Row, approved: bool, remember: Remember) -> None:
-        if remember == "once" or row["kind"] not in ("path", "checkpoint"):
-            return  # a notice: its owner's on_answer callback acts on the answer
+        """Keep a checkpoint's answer, and save an ``always`` path in the project config for later
+        runs (the access gate keeps the answers about paths for this one); a notice's answer is
+        its owner's ``on_answer`` callback's to act on."""
+        if remember == "once":
+            return
         if row["kind"] == "checkpoint":
             self._remembered[(row["agent_id"], row["checkpoint"])] = approved
-        elif not _is_path(row["path"]):  # a pseudo target ("network", "$ command"): this session only
-            return  # the access gate keeps session grants; a denial of one is asked again
-        elif approved and remember == "always":
+        elif row["kind"] == "path" and approved and remember == "always" and not is_pseudo_target(row["path"]):
             add_auto_allow(self._root, row["path"])
-            self.auto_allow.append(row["path"])
-        else:
-            target = resolved(row["path"], self._root)
-            self._paths.setdefault(self._top(row["agent_id"]), []).append((target, row["operation"], approved))
 
     async def close_stale(self) -> int:
         """Deny the approvals still pending from an earlier hub run (nobody waits on them any more);

@@ -73,8 +73,7 @@ def gated_tree(
     the approvals answer the tree's access requests and hold its checkpoints, the pins in ``store``
     put changed tool lists to them."""
     agents: dict[str, Agent] = {}  # the tree's live agents; the approvals read the asking agent's chain in it
-    auto_allow = catalog.config.permissions.auto_allow
-    approvals = Approvals(store, events, root=root.resolve(), auto_allow=auto_allow, agents=agents)
+    approvals = Approvals(store, events, root=root.resolve(), agents=agents)
     tree = AgentTree(
         root, model, events, catalog, lsp=lsp, access=approvals, artifacts=artifacts,
         checkpoints=approvals, pins=ToolPins(store, approvals), agents=agents,

@@ -24,10 +24,12 @@ import atexit
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+
+from dispatch.servers.paths import covered_by_any
 
 from .policy import DeniedPaths
 
@@ -57,10 +59,6 @@ def private_areas(home: Path) -> list[Path]:
     areas = [Path("/tmp"), Path("/var/tmp"), Path("/run"), Path("/home"), Path("/root"), home]
     found = {p for p in areas if p.is_dir()} | {home}
     return sorted(found, key=lambda p: (len(p.parts), str(p)))
-
-
-def _under(path: Path, tops: Iterable[Path]) -> bool:
-    return any(path == top or path.is_relative_to(top) for top in tops)
 
 
 def _root_secrets() -> list[Path]:
@@ -114,11 +112,11 @@ class BwrapLayout:
             if path.exists():
                 args += ["--bind", str(path), str(path)]
         git = self.root / ".git"
-        if git.is_dir() and not git.is_symlink() and _under(git, self.write):
+        if git.is_dir() and not git.is_symlink() and covered_by_any(git, self.write):
             args += ["--bind", str(git), str(git)]
         bound = (*self.read, *self.write)
         for path in self._hidden():
-            if _under(path, bound) or not _under(path, areas):
+            if covered_by_any(path, bound) or not covered_by_any(path, areas):
                 args += self._hide(path)
         return args
 

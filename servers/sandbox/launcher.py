@@ -25,6 +25,7 @@ from functools import cache
 from pathlib import Path
 
 from dispatch.servers.hublink import Operation
+from dispatch.servers.paths import covered_by_any
 
 from . import landlock
 from .bwrap import BwrapLayout, private_areas
@@ -56,10 +57,6 @@ def _helper_code() -> str:
 
 def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
-
-
-def _under(path: Path, tops: Iterable[Path]) -> bool:
-    return any(path == top or path.is_relative_to(top) for top in tops)
 
 
 @dataclass(frozen=True)
@@ -103,15 +100,15 @@ class SandboxLauncher:
     def writable(self, path: Path) -> bool:
         """Whether a command may already write ``path`` on the host (so widening cannot help);
         a private tmpfs does not count: what is written there is gone after the command."""
-        return _under(path, self.write_paths())
+        return covered_by_any(path, self.write_paths())
 
     def visible(self, path: Path) -> bool:
         """Whether a command can already see ``path`` as it is on the host (the private areas are
         a tmpfs under bubblewrap, unreadable under Landlock alone)."""
-        return _under(path, (*self.read_paths(), *self.write_paths())) or not self.in_private_area(path)
+        return covered_by_any(path, (*self.read_paths(), *self.write_paths())) or not self.in_private_area(path)
 
     def in_private_area(self, path: Path) -> bool:
-        return _under(path, private_areas(self.denied.home))
+        return covered_by_any(path, private_areas(self.denied.home))
 
     def widened(self, grants: Iterable[Grant]) -> SandboxLauncher:
         """A launcher that also allows ``grants`` (and shares this one's bookkeeping)."""
@@ -157,7 +154,7 @@ class SandboxLauncher:
         else:  # Landlock alone: hide the private areas by not granting them, and give a scratch dir
             write.append(_scratch())
             hidden = private_areas(self.denied.home)
-            read = [Path("/", name) for name in sorted(os.listdir("/")) if not _under(Path("/", name), hidden)]
+            read = [Path("/", name) for name in sorted(os.listdir("/")) if not covered_by_any(Path("/", name), hidden)]
             read += [*self.read_paths(), *self.write_paths(), Path(sys.base_prefix)]
         options = [arg for path in write for arg in ("--rw", str(path))]
         options += [arg for path in read for arg in ("--ro", str(path))]

@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dispatch.servers.paths import covers
+
 __all__ = [
     "HOME_DENIED",
     "NETWORK",
@@ -121,7 +123,7 @@ class DeniedPaths:
     def reason(self, path: Path) -> str | None:
         """Why ``path`` (absolute and resolved) is always denied, or None when it is not."""
         for denied, why in self.absolute:
-            if path == denied or path.is_relative_to(denied):
+            if covers(denied, path):
                 return f"'{path}' is always denied ({why}: {denied})"
         parts = path.parts
         for pattern, why in PROJECT_DENIED:
@@ -132,7 +134,7 @@ class DeniedPaths:
         return None
 
     def _in_project(self, path: Path) -> bool:
-        return self.root is None or path.is_relative_to(self.root)
+        return self.root is None or covers(self.root, path)
 
     def in_root(self) -> list[Path]:
         """The project's own always-denied paths (at its top level), whether they exist or not."""
