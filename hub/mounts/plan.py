@@ -42,6 +42,7 @@ from dispatch.servers._base import ServerPlan
 from dispatch.servers.hublink import HubLink
 from dispatch.servers.lsp.tools import LspBackend
 from dispatch.servers.sandbox import SandboxSetting, ShellMode, choose_shell_mode
+from dispatch.servers.sandbox.policy import scrub_environment
 from dispatch.servers.web.policy import WebPolicy
 from dispatch.servers.web.search import SearchConfig
 
@@ -86,7 +87,8 @@ class MountPlan:
 
 
 def _module_params(module: str, args: list[str]) -> StdioServerParameters:
-    env = shell.clean_environment(os.environ)
+    # DISPATCH_HOME is no credential: the server's always-denied set includes the data directory.
+    env = scrub_environment(os.environ, keep=("DISPATCH_HOME",))
     return StdioServerParameters(command=sys.executable, args=["-m", module, *args], env=env)
 
 
