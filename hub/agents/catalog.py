@@ -18,11 +18,11 @@ from functools import cache
 from pathlib import Path
 
 from dispatch.hub.agents.spec import AgentSpec
-from dispatch.hub.config.files import Loc, field_path
+from dispatch.hub.config.files import Loc
 from dispatch.hub.config.project import DispatchConfig, load_config
 from dispatch.hub.config.skills import LoadedSkill, SkillIndex
 from dispatch.hub.config.templates import Template, TemplateEntry, builtin_dir, load_templates, narrow, template_dirs
-from dispatch.hub.errors import ConfigError, UserError
+from dispatch.hub.errors import ConfigError, UserError, field_path
 from dispatch.hub.ids import new_id
 from dispatch.hub.policy.grants import ROOT, Grants
 from dispatch.servers.hublink import GrantRequest, LinkRefusal, SummonRequest
