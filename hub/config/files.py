@@ -21,10 +21,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from dispatch.hub.errors import ConfigError, field_path
+from dispatch.hub.llm.types import JsonDict
 
 Loc = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
-JsonDict = dict[str, Any]
 
 UNION_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "template-name", "inline-template"})
 """Segments pydantic puts in an error's location for union members: not fields, left out of paths."""

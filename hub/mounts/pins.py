@@ -27,9 +27,10 @@ from typing import Any, Literal, Protocol
 import anyio
 from mcp_types import Tool
 
+from dispatch.hub.llm.types import JsonDict
+
 __all__ = ["PinVerdict", "ToolPins", "tool_entries", "tools_diff", "tools_hash"]
 
-JsonDict = dict[str, Any]
 PinState = Literal["pinned", "changed", "unpinned"]
 KIND = "tool_change"
 """The approvals' kind for a changed tool list."""

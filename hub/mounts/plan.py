@@ -31,7 +31,6 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mcp import StdioServerParameters
 
@@ -45,9 +44,6 @@ from dispatch.servers.sandbox import SandboxSetting, ShellMode, choose_shell_mod
 from dispatch.servers.sandbox.policy import scrub_environment
 from dispatch.servers.web.policy import WebPolicy
 from dispatch.servers.web.search import SearchConfig
-
-JsonDict = dict[str, Any]
-
 
 ServerTarget = ServerPlan | StdioServerParameters
 """An in-process server, built on its first call, or the command that starts a stdio one."""
