@@ -60,9 +60,6 @@ class GrantStore:
             if grant not in held:
                 held.append(grant)
 
-    def held_by(self, agent_id: str) -> list[StoredGrant]:
-        return list(self._by_agent.get(agent_id, []))
-
     def covering(self, agent_ids: Iterable[str], target: str, operation: Operation) -> StoredGrant | None:
         for agent_id in agent_ids:
             for grant in self._by_agent.get(agent_id, []):

@@ -42,7 +42,6 @@ class Catalog:
     templates: Mapping[str, TemplateEntry]
     skills: SkillIndex
     config: DispatchConfig = field(default_factory=DispatchConfig)
-    config_files: tuple[str, ...] = ()
 
     @classmethod
     def builtin(cls) -> Catalog:
@@ -54,7 +53,7 @@ class Catalog:
         """The config, templates and skills for ``root``, checked together. Raises ConfigError."""
         root = root.resolve()
         loaded = load_config(root)
-        catalog = cls(load_templates(template_dirs(root)), SkillIndex.discover(root), loaded.config, loaded.files)
+        catalog = cls(load_templates(template_dirs(root)), SkillIndex.discover(root), loaded.config)
         catalog.check()
         return catalog
 

@@ -257,9 +257,6 @@ class Store:
 
         await self.transaction(work)
 
-    async def chat_message_row(self, message_id: str) -> Row | None:
-        return await self._one("select * from chat_messages where id = ?", (message_id,))
-
     async def chat_history(self, head_id: str) -> list[Row]:
         """The messages from the first to ``head_id``, following parent links (a fork's shared history too)."""
         sql = (
