@@ -265,8 +265,8 @@ class Store:
         )
         return await self._run(lambda: self._rows(sql, (head_id,)), offload=True)
 
-    async def find_chats(self, words: str | None, since: str | None, until: str | None) -> list[Row]:
-        """Chats, newest first: updated in ``[since, until)`` (ISO times, either may be None), and
+    async def find_chats(self, words: str | None, since: float | None, until: float | None) -> list[Row]:
+        """Chats, newest first: updated in ``[since, until)`` (POSIX seconds, either may be None), and
         with ``words`` (FTS5, quoted here) in the title or in any message of their history."""
         clauses, params = (
             ["(? is null or updated_at >= ?)", "(? is null or updated_at < ?)"],
