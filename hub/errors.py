@@ -13,11 +13,12 @@
         └── ToolServerError    a mounted tool server failed to start or answer
 
 Control flow (a refused summon, a cancelled agent) is not an error of this tree.
+:func:`field_path` is how every ConfigError names the field at fault.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import cast
 
@@ -32,6 +33,21 @@ class UserError(DispatchError):
 
 class ConfigError(UserError):
     """A config or template file is wrong; the message names the file and the field."""
+
+
+def field_path(loc: Sequence[str | int], prefix: str = "") -> str:
+    """Where in a config file, as a ConfigError names it: ``("keys", 0, "budget")`` after the
+    prefix ``models`` is ``models.keys[0].budget``; a name with a dot or a space is quoted
+    (``tags['gpt-4.1']``); no location at all is ``(top level)``."""
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif "." in part or " " in part:
+            path += f"[{part!r}]"
+        else:
+            path += f".{part}" if path else part
+    return path or "(top level)"
 
 
 class NotFoundError(UserError):

@@ -69,8 +69,8 @@ class EventBus:
 async def each_queued(stream: MemoryObjectReceiveStream[Event]) -> AsyncGenerator[Event]:
     """Every event of ``stream``, in order, until it ends. Events already queued are handed on at
     once; only an empty queue waits. (``async for`` over the stream itself takes a turn of the event
-    loop per event, and with hundreds of agents ready to run each turn is long: a burst of a
-    thousand events reached a WebSocket client hundreds of milliseconds late.)"""
+    loop per event, and with hundreds of agents ready to run each turn is long: a burst of events
+    reaches a WebSocket client late; bench/README.md has the figures.)"""
     try:
         while True:
             try:

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dispatch.hub.times import Instant
+
 if TYPE_CHECKING:  # defined beside the threads (which import View from here)
     pass
 
@@ -36,7 +38,7 @@ class AgentView(View):
     task: str
     state: str
     reason: str
-    waiting_until: str | None = Field(default=None, description="ISO time a waiting_key agent expects a key back")
+    waiting_until: Instant | None = Field(default=None, description="ISO time a waiting_key agent expects a key back")
     model: str
     scope: list[str]
     detached: bool
@@ -63,14 +65,14 @@ class ChatMessageView(View):
     role: Literal["user", "assistant", "system"]
     text: str
     agent_id: str | None = Field(description="the dispatch agent that answered, for assistant messages")
-    created_at: str
+    created_at: Instant
 
 
 class ChatView(View):
     id: str
     title: str
-    created_at: str
-    updated_at: str
+    created_at: Instant
+    updated_at: Instant
     forked_from: str | None = Field(description="'CHAT_ID:MESSAGE_ID' this chat was forked at")
     agent_id: str | None = Field(description="its dispatch agent while one runs")
 
@@ -89,8 +91,8 @@ class ApprovalView(View):
     checkpoint: str | None
     server: str | None = Field(default=None, description="tool_change: the outside MCP server whose tools changed")
     content: str | None = Field(description="what the checkpoint shows, e.g. the plan; tool_change: the diff")
-    created_at: str
-    auto_approve_at: str | None
+    created_at: Instant
+    auto_approve_at: Instant | None
     state: Literal["pending", "approved", "denied"]
 
 
@@ -99,7 +101,7 @@ class ArtifactView(View):
     kind: str
     title: str
     agent_id: str | None
-    created_at: str
+    created_at: Instant
     content: str | None = Field(default=None, description="left out of listings")
 
 
@@ -140,7 +142,7 @@ class ThreadMessageView(View):
     role: Literal["agent", "user"]
     text: str
     message_id: str | None = Field(default=None, description="the inbox message that carried the user's answer")
-    created_at: str
+    created_at: Instant
 
 
 class ThreadView(View):
@@ -150,7 +152,7 @@ class ThreadView(View):
     name: str
     parent_id: str | None
     task: str
-    created_at: str
+    created_at: Instant
     state: str | None = Field(default=None, description="the agent's state in this hub run; None: not in it")
     question: str | None = Field(default=None, description="the question it waits on an answer to, if any")
 

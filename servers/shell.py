@@ -47,21 +47,15 @@ from .sandbox.choice import choose_shell_mode
 from .sandbox.denials import Need
 from .sandbox.launcher import SandboxLauncher
 from .sandbox.output import is_binary, summarise_binary, terminal_safe
-from .sandbox.policy import command_target
+from .sandbox.policy import command_target, scrub_environment
 
-__all__ = ["CommandLauncher", "PlainLauncher", "build_server", "clean_environment", "main"]
+__all__ = ["CommandLauncher", "PlainLauncher", "build_server", "main"]
 
 OUTPUT_LIMIT = 64 * 1024
 """Bytes kept of each stream: the first half and the last half of what the command wrote."""
 _GRACE_S = 1.0  # SIGTERM -> SIGKILL
 _DRAIN_S = 1.0  # how long to keep reading pipes that an escaped process still holds open
 _POLL_S = 0.05
-_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
-
-
-def clean_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` without the variables whose name contains KEY, TOKEN, SECRET or PASSWORD (any case)."""
-    return {name: value for name, value in env.items() if not any(w in name.upper() for w in _SECRET_WORDS)}
 
 
 class CommandLauncher(Protocol):
@@ -77,13 +71,13 @@ class CommandLauncher(Protocol):
 
 
 class PlainLauncher:
-    """No sandbox: ``bash -c COMMAND`` with a credential-free copy of the environment."""
+    """No sandbox: ``bash -c COMMAND`` with the environment scrubbed like the sandbox's."""
 
     def argv(self, command: str, root: Path) -> list[str]:
         return ["bash", "-c", command]
 
     def environment(self, base: Mapping[str, str]) -> dict[str, str]:
-        return clean_environment(base)
+        return scrub_environment(base)
 
 
 class _Capture:

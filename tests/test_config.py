@@ -117,6 +117,15 @@ def test_unknown_and_mistyped_fields_name_file_line_field_and_expectation(tmp_pa
     ]
 
 
+def test_a_name_with_a_dot_is_quoted_in_the_field_path_as_the_models_section_quotes_it(tmp_path: Path) -> None:
+    project_file(tmp_path, "models:\n  keys:\n    - name: main\n      provider: openai\n      models: {gpt-4.5: 3}\n")
+
+    [line] = config_error(tmp_path).splitlines()
+
+    where = f"{tmp_path}/.dispatch/config.yaml line 5: models.keys[0].models['gpt-4.5']"
+    assert line == f"{where}: expected a mapping, got 3"
+
+
 def test_yaml_syntax_and_top_level_shape(tmp_path: Path) -> None:
     project_file(tmp_path, "permissions:\n  auto_allow: [/tmp\n")
     assert config_error(tmp_path).startswith(f"{tmp_path}/.dispatch/config.yaml line 3 column 1: not valid YAML")

@@ -12,6 +12,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import TextContent
 
+from dispatch.servers import shell
 from dispatch.servers._base import MCPServer
 from dispatch.servers.fs import server as fs
 from dispatch.servers.fs.server import MAX_GREP, MAX_READ_BYTES, build_server
@@ -174,6 +175,23 @@ async def test_read_file_refuses_binary_files_and_explains_os_errors(root: Path)
         text = await refused(c, "write_file", path="README.md/x", content="x")
         assert "'README.md/x'" in text
         assert "not a directory" in text
+
+
+@pytest.mark.anyio
+async def test_binary_without_a_nul_byte_is_binary_as_in_the_shell_and_latin_1_text_is_text(root: Path) -> None:
+    packed = bytes(range(0x80, 0x100)) * 8 + b"\nhello packed\n"  # no NUL, not text: binary for the shell too
+    (root / "packed.dat").write_bytes(packed)
+    (root / "notes.txt").write_bytes("caf\u00e9 hello, na\u00efve\n".encode("latin-1"))  # text, not UTF-8
+    async with Client(build_server(root)) as c:
+        text = await refused(c, "read_file", path="packed.dat")
+        assert text.endswith(
+            "'packed.dat' is a binary file (a NUL byte, or mostly bytes that are not text); read_file reads text only"
+        )
+        assert await ok(c, "read_file", path="notes.txt") == "caf\ufffd hello, na\ufffdve\n"
+        assert await ok(c, "grep", pattern="hello( packed|,)") == "notes.txt:1: caf\ufffd hello, na\ufffdve"
+    async with Client(shell.build_server(root)) as c:
+        assert "[binary output: 1,038 bytes, not shown" in await ok(c, "run", command="cat packed.dat")
+        assert "caf\ufffd hello" in await ok(c, "run", command="cat notes.txt")
 
 
 # --- write_file and edit_file -------------------------------------------------------------

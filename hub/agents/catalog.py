@@ -18,11 +18,11 @@ from functools import cache
 from pathlib import Path
 
 from dispatch.hub.agents.spec import AgentSpec
-from dispatch.hub.config.files import Loc, field_path
+from dispatch.hub.config.files import Loc
 from dispatch.hub.config.project import DispatchConfig, load_config
 from dispatch.hub.config.skills import LoadedSkill, SkillIndex
 from dispatch.hub.config.templates import Template, TemplateEntry, builtin_dir, load_templates, narrow, template_dirs
-from dispatch.hub.errors import ConfigError, UserError
+from dispatch.hub.errors import ConfigError, UserError, field_path
 from dispatch.hub.ids import new_id
 from dispatch.hub.llm.defaults import default_model, no_model_hint
 from dispatch.hub.policy.grants import Grants
@@ -45,7 +45,6 @@ class Catalog:
     templates: Mapping[str, TemplateEntry]
     skills: SkillIndex
     config: DispatchConfig = field(default_factory=DispatchConfig)
-    config_files: tuple[str, ...] = ()
 
     @classmethod
     def builtin(cls) -> Catalog:
@@ -57,7 +56,7 @@ class Catalog:
         """The config, templates and skills for ``root``, checked together. Raises ConfigError."""
         root = root.resolve()
         loaded = load_config(root)
-        catalog = cls(load_templates(template_dirs(root)), SkillIndex.discover(root), loaded.config, loaded.files)
+        catalog = cls(load_templates(template_dirs(root)), SkillIndex.discover(root), loaded.config)
         catalog.check()
         return catalog
 

@@ -11,16 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from dispatch.hub.config.skills import LoadedSkill, render_skills
 from dispatch.hub.policy.checkpoints import CheckpointMode, Checkpoints
 from dispatch.hub.policy.grants import Grants
-
-JsonDict = dict[str, Any]
-
 
 WORKER_INSTRUCTIONS = (
     "You are an agent in Dispatch, working on one task in a software project. Use your tools to do "

@@ -1,7 +1,7 @@
 """What the files say: the project's and the user's config, templates, skills and permissions,
 read, merged, interpolated and checked (every error names its file and field).
 
-    files.py        Source, Loc, merge, interpolate, validate, field_path: reading YAML config files
+    files.py        Source, Loc, merge, interpolate, validate: reading YAML config files
     project.py      DispatchConfig and its sections, load_config, the config folders
     outside.py      McpServerConfig: the config's ``mcp_servers`` (outside tool servers)
     permissions.py  the remembered ``always`` answers (auto-allow entries) per project

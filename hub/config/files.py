@@ -20,11 +20,11 @@ from typing import Any, TypeVar, cast, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from dispatch.hub.errors import ConfigError
+from dispatch.hub.errors import ConfigError, field_path
+from dispatch.hub.llm.types import JsonDict
 
 Loc = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
-JsonDict = dict[str, Any]
 
 UNION_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "template-name", "inline-template"})
 """Segments pydantic puts in an error's location for union members: not fields, left out of paths."""
@@ -36,14 +36,6 @@ def display_path(path: Path | str) -> str:
     text = str(path)
     home = str(Path.home())
     return "~" + text[len(home) :] if text == home or text.startswith(home + os.sep) else text
-
-
-def field_path(loc: Loc) -> str:
-    """``("tools", "fs", 1)`` -> ``tools.fs[1]``."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else part
-    return out or "(top level)"
 
 
 def _flatten(annotation: Any) -> Iterator[Any]:

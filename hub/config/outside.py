@@ -45,8 +45,8 @@ class McpServerConfig(BaseModel):
     args: list[str] = Field(default_factory=list[str], description="its arguments (stdio only)")
     env: dict[str, str] = Field(
         default_factory=dict[str, str],
-        description="environment variables for it (stdio only), over a minimal default environment "
-        "(PATH, HOME, ...): the hub's own secrets are not passed on unless listed here",
+        description="environment variables for it (stdio only), over the hub's environment without its "
+        "credentials (as every process Dispatch starts gets it): secrets are passed on only when listed here",
     )
     cwd: str | None = Field(default=None, description="its working directory (stdio only); default: the hub's")
     url: str | None = Field(default=None, description="the streamable HTTP endpoint, e.g. https://host/mcp")

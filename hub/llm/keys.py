@@ -73,15 +73,6 @@ class KeyStates:
         """A call on ``key`` succeeded: whatever was marked is over."""
         self._marks.pop(key, None)
 
-    def forget(self, keys: set[str]) -> None:
-        """Drop the marks of these keys (their config changed)."""
-        for key in keys:
-            self._marks.pop(key, None)
-
-    def marked(self) -> set[str]:
-        """The keys carrying a mark."""
-        return set(self._marks)
-
     def blocked(self, key: str) -> Blocked | None:
         """How ``key`` is blocked by a provider mark, or None when it may be tried."""
         mark = self._marks.get(key)

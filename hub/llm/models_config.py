@@ -28,7 +28,7 @@ from typing import Any, Literal, Self, cast
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from dispatch.hub.errors import ConfigError
+from dispatch.hub.errors import ConfigError, field_path
 from dispatch.hub.llm.providers import known_providers
 
 BUILTIN_TAGS = ("heavy", "medium", "light", "coding", "review", "research")
@@ -232,26 +232,12 @@ class ModelsConfig(BaseModel):
         return next((k for k in self.keys if k.name == name), None)
 
 
-def field_path(loc: tuple[int | str, ...], prefix: str = "") -> str:
-    """A pydantic error location as the user wrote it: ``models.keys[0].budget``."""
-    path = prefix
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif "." in part or " " in part:
-            path += f"[{part!r}]"
-        else:
-            path += f".{part}" if path else part
-    return path
-
-
 def config_error(error: ValidationError, source: str, prefix: str = "") -> ConfigError:
     """One ConfigError listing every problem as ``file: field: what is wrong``."""
     lines: list[str] = []
     for problem in error.errors(include_url=False, include_input=False):
         message = str(problem["msg"]).removeprefix("Value error, ")
-        where = field_path(tuple(problem["loc"]), prefix)
-        lines.append(f"{source}: {where}: {message}" if where else f"{source}: {message}")
+        lines.append(f"{source}: {field_path(problem['loc'], prefix)}: {message}")
     return ConfigError("\n".join(lines))
 
 

@@ -74,16 +74,6 @@ class Router:
     def config(self) -> ModelsConfig:
         return self._config
 
-    def reload(self, config: ModelsConfig) -> None:
-        """Use a new config: keys whose settings changed, and litellm's environment, lose their marks
-        (so a key refused with 401/403 is tried again once its config changed)."""
-        old = {k.name: k for k in self._config.keys}
-        new = {k.name: k for k in config.keys}
-        changed = {name for name in old.keys() | new.keys() if old.get(name) != new.get(name)}
-        self._states.forget(changed | {name for name in self._states.marked() if name.startswith("env:")})
-        self._states.probe_interval = config.probe_interval
-        self._config = config
-
     def candidates(self, requested: str) -> list[Candidate]:
         """The (model, key) candidates for a tag or model name, first choice first."""
         return resolve(self._config, requested)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 JsonDict = dict[str, Any]
+"""A JSON object as parsed: the hub's one name for it (llm is the lowest room that needs it)."""
 
 
 class ToolCallRequest(BaseModel):

@@ -4,7 +4,9 @@ Its room: the connections to servers Dispatch does not ship. The pool is one per
 tree opens it when it starts and closes it when it stops). A server is started (stdio) or connected
 (streamable HTTP) on the first mount that needs it; that one ``mcp.Client`` then serves every agent
 of the hub until the tree stops (the SDK's client takes concurrent calls from many tasks). A server
-with ``per_agent: true`` gets a connection per agent instead, closed with the agent's mounts.
+with ``per_agent: true`` gets a connection per agent instead, closed with the agent's mounts. A
+stdio server gets the hub's environment without credentials, like every process Dispatch starts
+(:func:`~dispatch.servers.sandbox.policy.scrub_environment`), plus the ``env`` its config gives it.
 
 Shared connections live in the pool's own task group, so they outlive the agent that opened them
 and are closed by the task that opened them (anyio's rule). A shared connection that breaks is
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -37,6 +40,7 @@ from dispatch.hub.mounts.pins import ToolPins
 from dispatch.hub.policy.grants import Grants
 from dispatch.hub.policy.outside_grants import ALL
 from dispatch.hub.views import ToolInfo, ToolServerView
+from dispatch.servers.sandbox.policy import scrub_environment
 
 __all__ = [
     "OutsideMount",
@@ -68,7 +72,8 @@ class OutsideMount:
 async def open_client(config: McpServerConfig) -> AsyncGenerator[Client]:
     """A connected client of the server ``config`` describes (its process stops on exit)."""
     if config.command is not None:
-        params = StdioServerParameters(command=config.command, args=config.args, env=config.env or None, cwd=config.cwd)
+        env = scrub_environment(os.environ) | (config.env or {})
+        params = StdioServerParameters(command=config.command, args=config.args, env=env, cwd=config.cwd)
         async with Client(params) as client:
             yield client
         return

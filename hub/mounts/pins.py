@@ -21,15 +21,16 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import anyio
 from mcp_types import Tool
 
+from dispatch.hub import times
+from dispatch.hub.llm.types import JsonDict
+
 __all__ = ["PinVerdict", "ToolPins", "tool_entries", "tools_diff", "tools_hash"]
 
-JsonDict = dict[str, Any]
 PinState = Literal["pinned", "changed", "unpinned"]
 KIND = "tool_change"
 """The approvals' kind for a changed tool list."""
@@ -186,12 +187,11 @@ class ToolPins:
                     self._changes[server] = _Change(approval_id, change.digest, change.entries, denied=True)
 
     async def _pin(self, server: str, digest: str, entries: list[JsonDict], approval_id: str | None) -> None:
-        at = datetime.now(UTC).isoformat(timespec="seconds")
         row = {
             "server": server,
             "hash": digest,
             "tools": json.dumps(entries),
-            "pinned_at": at,
+            "pinned_at": times.now(),
             "approval_id": approval_id,
         }
         await self._store.set_tool_pin(row)

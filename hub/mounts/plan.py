@@ -33,7 +33,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mcp import StdioServerParameters
 
@@ -48,12 +47,10 @@ from dispatch.servers.hublink import HubLink
 from dispatch.servers.lsp import server as lsp
 from dispatch.servers.lsp.server import LspBackend
 from dispatch.servers.sandbox import SandboxSetting, ShellMode, choose_shell_mode
+from dispatch.servers.sandbox.policy import scrub_environment
 from dispatch.servers.web import server as web
 from dispatch.servers.web.policy import WebPolicy
 from dispatch.servers.web.search import SearchConfig
-
-JsonDict = dict[str, Any]
-
 
 ServerTarget = ServerPlan | StdioServerParameters
 """An in-process server, built on its first call, or the command that starts a stdio one."""
@@ -87,7 +84,8 @@ class MountPlan:
 
 
 def _module_params(module: str, args: list[str]) -> StdioServerParameters:
-    env = shell.clean_environment(os.environ)
+    # DISPATCH_HOME is no credential: the server's always-denied set includes the data directory.
+    env = scrub_environment(os.environ, keep=("DISPATCH_HOME",))
     return StdioServerParameters(command=sys.executable, args=["-m", module, *args], env=env)
 
 

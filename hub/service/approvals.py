@@ -36,12 +36,12 @@ import json
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, get_args
 
 import anyio
 
+from dispatch.hub import times
 from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.spec import AgentState
 from dispatch.hub.config.permissions import add_auto_allow
@@ -55,10 +55,6 @@ from dispatch.servers.hublink import AccessDecision, Operation
 from dispatch.servers.sandbox.policy import is_pseudo_target
 
 STATES = ("pending", "approved", "denied")
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="microseconds")
 
 
 @dataclass
@@ -169,7 +165,7 @@ class Approvals:
         announce it; returns its id. Answering it calls ``on_answer(approval_id, approved)``."""
         chain = [a.spec.name for a in self.chain(agent_id)] or [agent_id]
         row: Row = {"id": new_id("ap"), "agent_id": agent_id, "chain": json.dumps(chain), "kind": kind,
-                    "created_at": _iso(datetime.now(UTC)), "state": "pending", **asked}  # fmt: skip
+                    "created_at": times.now(), "state": "pending", **asked}  # fmt: skip
         await self._store.add_approval(row)
         self._on_answer[row["id"]] = on_answer
         view = self._view(row).model_dump(exclude={"id", "agent_id", "state"})
@@ -177,13 +173,13 @@ class Approvals:
         return row["id"]
 
     async def _ask(self, agent: Agent, reason: str, *, after_s: float | None = None, **asked: Any) -> Answer:
-        now = datetime.now(UTC)
+        now = times.now()
         row: Row = {
             "id": new_id("ap"),
             "agent_id": agent.id,
             "chain": json.dumps([a.spec.name for a in self.chain(agent.id)] or [agent.spec.name]),
-            "created_at": _iso(now),
-            "auto_approve_at": _iso(now + timedelta(seconds=after_s)) if after_s is not None else None,
+            "created_at": now,
+            "auto_approve_at": now + after_s if after_s is not None else None,
             "state": "pending",
             **asked,
         }
@@ -218,7 +214,7 @@ class Approvals:
     ) -> None:
         waiter.approved, waiter.by, waiter.remember = approved, by, remember  # before any await: one answer wins
         state = "approved" if approved else "denied"
-        fields: Row = {"state": state, "decided_at": _iso(datetime.now(UTC)), "decided_by": by, "remember": remember}
+        fields: Row = {"state": state, "decided_at": times.now(), "decided_by": by, "remember": remember}
         await self._store.update_approval(approval_id, {**fields, "reason": why})
         self._events.publish(
             "approval.resolved", waiter.agent_id, approval_id=approval_id, state=state, decided_by=by, remember=remember

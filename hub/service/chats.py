@@ -15,12 +15,12 @@ messages included); ``since`` / ``until`` filter on the last update. Detached ag
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from types import TracebackType
 
 import anyio
 from anyio.abc import TaskGroup
 
+from dispatch.hub import times
 from dispatch.hub.agents.catalog import DEFAULT_TEMPLATE, Catalog
 from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.spec import AgentSpec, AgentState
@@ -35,23 +35,16 @@ from dispatch.servers.hublink import MessageKind
 TITLE_CHARS = 80
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def _moment(value: str | None, field: str) -> str | None:
-    """An ISO date or date-time as the store writes times (UTC); naive times are taken as UTC."""
+def _moment(value: str | None, field: str) -> float | None:
+    """An ISO date or date-time as the store keeps times (seconds); naive times are taken as UTC."""
     if value is None or not value.strip():
         return None
     try:
-        moment = datetime.fromisoformat(value.strip())
+        return times.seconds(value)
     except ValueError:
         raise UserError(
             f"{field}: expected an ISO 8601 date or date-time (2026-01-31, 2026-01-31T14:00), got {value!r}"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _title(text: str) -> str:
@@ -124,7 +117,7 @@ class ChatService:
 
     async def create_chat(self, title: str | None = None) -> ChatView:
         """A new, empty chat; without a title, its first message gives it one."""
-        now = _now()
+        now = times.now()
         row: Row = {"id": new_id("c"), "title": (title or "").strip(), "created_at": now, "updated_at": now}
         await self._store.add_chat(row)
         return self._view(await self._row(row["id"]))
@@ -157,7 +150,7 @@ class ChatService:
     # ---- writing ---------------------------------------------------------------------------------
 
     async def _append(self, row: Row, role: str, text: str, agent_id: str | None = None) -> ChatMessageView:
-        now = _now()
+        now = times.now()
         message: Row = {
             "id": new_id("cm"),
             "chat_id": row["id"],
@@ -245,7 +238,7 @@ class ChatService:
         shared = [m.id for m in await self._history(row["head_id"])]
         if message_id not in shared:
             raise NotFoundError(f"message {message_id!r} is not in the history of chat {chat_id}")
-        now = _now()
+        now = times.now()
         fork: Row = {
             "id": new_id("c"),
             "title": f"{row['title']} (fork)" if row["title"] else "",

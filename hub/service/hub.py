@@ -55,8 +55,8 @@ from dispatch.servers.lsp import LspBackend
 from dispatch.servers.lsp.manager import LspManager
 
 VIEWS_PER_TURN = 250
-"""How many agents' views :meth:`Hub.agents` builds before it lets the event loop turn (about two
-milliseconds' work; fewer made the list itself slow under load: a turn per slice)."""
+"""How many agents' views :meth:`Hub.agents` builds before it lets the event loop turn (fewer made
+the list itself slow under load, a turn per slice; bench/README.md has the figures)."""
 
 
 def gated_tree(

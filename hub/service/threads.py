@@ -14,13 +14,12 @@ with ``detached``, ``agent.question``); run it for as long as the tree runs.
 from __future__ import annotations
 
 import logging
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 
+from dispatch.hub import times
 from dispatch.hub.agents.spec import AgentState
 from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.errors import NotFoundError, UserError
@@ -31,11 +30,6 @@ from dispatch.hub.views import ThreadDetail, ThreadMessageView, ThreadView
 from dispatch.servers.hublink import MessageKind
 
 log = logging.getLogger(__name__)
-
-
-def _iso(at: float | None = None) -> str:
-    moment = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
-    return moment.isoformat(timespec="microseconds")
 
 
 class AgentThreads:
@@ -67,7 +61,7 @@ class AgentThreads:
                 "agent_id": event.agent_id,
                 "role": "agent",
                 "text": str(event.data.get("question", "")),
-                "created_at": _iso(event.at),
+                "created_at": event.at,
             }
             await self._store.add_thread_message(row)
 
@@ -76,7 +70,7 @@ class AgentThreads:
         name = data.get("name") or (agent.spec.name if agent else agent_id)
         task = data.get("task") or (agent.spec.task if agent else "")
         parent = data.get("parent_id") or (agent.spec.parent_id if agent else None)
-        row: Row = {"agent_id": agent_id, "name": name, "parent_id": parent, "task": task, "created_at": _iso(at)}
+        row: Row = {"agent_id": agent_id, "name": name, "parent_id": parent, "task": task, "created_at": at}
         await self._store.add_thread(row)
 
     def _view(self, row: Row, messages: list[Row]) -> ThreadView:
@@ -110,7 +104,7 @@ class AgentThreads:
         row = await self._store.thread_row(agent_id)
         agent = self._tree.agents.get(agent_id)
         if row is None and agent is not None and agent.spec.detached:
-            await self._open(agent_id, {}, time.time())
+            await self._open(agent_id, {}, times.now())
             row = await self._store.thread_row(agent_id)
         if row is None:
             raise NotFoundError(f"agent {agent_id!r} has no user thread (only detached agents have one)")
@@ -142,7 +136,7 @@ class AgentThreads:
             "role": "user",
             "text": text,
             "message_id": message_id,
-            "created_at": _iso(),
+            "created_at": times.now(),
         }
         await self._store.add_thread_message(row)
         return ThreadMessageView.model_validate(row)

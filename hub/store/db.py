@@ -9,12 +9,11 @@ rows of chats, approvals, detached agents' threads and outside servers' pinned t
 
 :class:`Store` does every read and write. Calls are async, on the one connection, serialised by
 an ``anyio.Lock``; a write returns only after its commit. A call runs on the event loop's own
-thread: the journal's batches, a point read, a ledger row take from microseconds to a few
-milliseconds there. Handing them to a worker thread cost far more under load: SQLite's module
-lets go of the interpreter lock for every row it steps through and must win it back from the busy
-loop each time, so a batch of a thousand rows took hundreds of milliseconds, seconds while the loop
-was busiest. Only reads that may scan a long history (usage reports, chat search, every stored
-agent, a whole transcript) pass ``offload=True`` and run in a worker thread, still one at a time.
+thread: handing it to a worker thread costs far more under load, since SQLite's module lets go of
+the interpreter lock for every row it steps through and must win it back from the busy loop each
+time (bench/README.md has the figures). Only reads that may scan a long history (usage reports,
+chat search, every stored agent, a whole transcript) pass ``offload=True`` and run in a worker
+thread, still one at a time.
 
 Durability. The connection runs WAL with ``synchronous = NORMAL``: a commit survives a crash of the
 hub at once, and a power loss once the log is synced. A write that is acknowledged to someone (the
@@ -22,7 +21,7 @@ API's answer, a caller of :meth:`Store.transaction`, a flush of the journal) is 
 answer: its transaction commits with ``synchronous = FULL``, or, when the journal had already
 committed it, the log file is synced (:meth:`Store.sync_log`). The journal's own stream of agent
 steps and events, and the usage ledger, commit without waiting for the disk: an fsync per batch,
-on the event loop, had been the largest part of the hub's busy time under the messages benchmark.
+on the event loop, would stall every agent while the disk catches up.
 """
 
 from __future__ import annotations
@@ -257,9 +256,6 @@ class Store:
 
         await self.transaction(work)
 
-    async def chat_message_row(self, message_id: str) -> Row | None:
-        return await self._one("select * from chat_messages where id = ?", (message_id,))
-
     async def chat_history(self, head_id: str) -> list[Row]:
         """The messages from the first to ``head_id``, following parent links (a fork's shared history too)."""
         sql = (
@@ -269,8 +265,8 @@ class Store:
         )
         return await self._run(lambda: self._rows(sql, (head_id,)), offload=True)
 
-    async def find_chats(self, words: str | None, since: str | None, until: str | None) -> list[Row]:
-        """Chats, newest first: updated in ``[since, until)`` (ISO times, either may be None), and
+    async def find_chats(self, words: str | None, since: float | None, until: float | None) -> list[Row]:
+        """Chats, newest first: updated in ``[since, until)`` (POSIX seconds, either may be None), and
         with ``words`` (FTS5, quoted here) in the title or in any message of their history."""
         clauses, params = (
             ["(? is null or updated_at >= ?)", "(? is null or updated_at < ?)"],

@@ -29,12 +29,12 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from dispatch.hub import times
 from dispatch.hub.agents.loop import Agent
 from dispatch.hub.errors import RunError
 from dispatch.hub.events import Event, EventBus
@@ -102,7 +102,8 @@ class Recorder:
     def state(self, event: Event, agent: Agent | None) -> list[Op]:
         state = str(event.data["state"])
         values: dict[str, Any] = {"state": state, "reason": event.data.get("reason", ""), "updated_at": event.at}
-        values["waiting_until"] = event.data.get("until")
+        until = event.data.get("until")
+        values["waiting_until"] = times.seconds(until) if until else None
         values["question"] = self.questions.get(event.agent_id) if state == "waiting_user" else None
         if agent is not None:
             values |= self._usage(agent) | {"report": agent.report, "error": agent.error, "model": agent.model}
@@ -136,7 +137,7 @@ class Recorder:
     def message_sent(self, event: Event, agent: Agent | None) -> list[Op]:
         data = event.data
         message = {"id": data["message_id"], "kind": data["kind"], "sender": data.get("sender", "user")}
-        message |= {"text": data.get("text", ""), "sent_at": data.get("sent_at") or _iso(event.at)}
+        message |= {"text": data.get("text", ""), "sent_at": _seconds(data.get("sent_at"), event.at)}
         return [insert_message(event.agent_id, message)]
 
     def message_delivered(self, event: Event, agent: Agent | None) -> list[Op]:
@@ -170,8 +171,9 @@ class Recorder:
         return names or [agent_id]
 
 
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat()
+def _seconds(sent_at: object, default: float) -> float:
+    """An event's ISO time as the store keeps it; ``default`` (the event's own time) without one."""
+    return times.seconds(sent_at) if isinstance(sent_at, str) and sent_at else default
 
 
 _Handler = Callable[[Recorder, Event, "Agent | None"], list[Op]]

@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from dispatch.hub import times
 from dispatch.hub.agents.spec import AgentSpec
 from dispatch.hub.events import Event
 from dispatch.hub.ids import new_id
@@ -75,7 +76,7 @@ def _agent_row(raw: dict[str, Any]) -> AgentRow:
         spec=spec,
         state=raw["state"],
         reason=raw["reason"] or "",
-        waiting_until=raw["waiting_until"],
+        waiting_until=times.iso(raw["waiting_until"]) if raw["waiting_until"] is not None else None,
         question=raw["question"],
         report=raw["report"],
         error=raw["error"],
@@ -97,10 +98,6 @@ def _rows(db: Database, sql: str, params: Sequence[Any] = ()) -> list[dict[str, 
 
 def _event(raw: dict[str, Any]) -> Event:
     return Event(seq=raw["id"], at=raw["at"], type=raw["type"], agent_id=raw["agent_id"], data=json.loads(raw["data"]))
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def fts_query(text: str, *, any_word: bool = False) -> str | None:
@@ -228,7 +225,7 @@ class Records:
                 kind=MessageKind(r["kind"]),
                 text=r["text"],
                 sender=r["sender"],
-                sent_at=datetime.fromisoformat(r["sent_at"]),
+                sent_at=datetime.fromtimestamp(r["sent_at"], UTC),
             )
             for r in rows
         ]
@@ -254,14 +251,15 @@ class Records:
 
     async def save(self, agent_id: str | None, kind: str, title: str, content: str) -> ArtifactInfo:
         """Keep an artifact; returns it once committed."""
+        at = times.now()
         saved = ArtifactInfo(
-            id=new_id("art"), kind=kind, title=title, agent_id=agent_id, created_at=_now_iso(), content=content
+            id=new_id("art"), kind=kind, title=title, agent_id=agent_id, created_at=times.iso(at), content=content
         )
 
         def write(db: Database) -> None:
             db.conn.execute(
                 "insert into artifacts (id, kind, title, content, agent_id, created_at) values (?, ?, ?, ?, ?, ?)",
-                [saved.id, kind, title, content, agent_id, saved.created_at],
+                [saved.id, kind, title, content, agent_id, at],
             )
 
         await self.store.transaction(write)
@@ -281,7 +279,7 @@ class Records:
             rows = await self._search(fts_query(query) or "", kind, limit)
             if not rows:
                 rows = await self._search(fts_query(query, any_word=True) or "", kind, limit)
-        return [ArtifactInfo(**r) for r in rows]
+        return [_artifact(r) for r in rows]
 
     async def _search(self, match: str, kind: str | None, limit: int) -> list[dict[str, Any]]:
         sql = (
@@ -297,4 +295,8 @@ class Records:
     async def get(self, artifact_id: str) -> ArtifactInfo | None:
         sql = "select id, kind, title, agent_id, created_at, content from artifacts where id = ?"
         rows = await self.store.call(lambda db: _rows(db, sql, [artifact_id]))
-        return ArtifactInfo(**rows[0], excerpt=rows[0]["content"][:200]) if rows else None
+        return _artifact({**rows[0], "excerpt": rows[0]["content"][:200]}) if rows else None
+
+
+def _artifact(row: dict[str, Any]) -> ArtifactInfo:
+    return ArtifactInfo(**{**row, "created_at": times.iso(row["created_at"])})

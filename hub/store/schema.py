@@ -29,12 +29,17 @@ detached agent's questions, role ``agent``, and the user's answers, role ``user`
 Table of outside MCP servers (m103): ``tool_pins``, one row per server name: the ``hash`` of the
 tool list the user trusts, that list itself (``tools``, JSON: name, description, input schema),
 ``pinned_at``, and ``approval_id`` (the approval of a change; null when pinned on first use).
+
+Times (m104): every time column holds POSIX seconds (REAL); the views show them as ISO strings
+(:mod:`dispatch.hub.times`). Before m104 the tables of m004, m006 and m100-m103 kept ISO strings.
 """
 
 from __future__ import annotations
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
+
+from dispatch.hub import times
 
 
 class _Migrations(Migrations):
@@ -225,3 +230,38 @@ def m103_tool_pins(db: Database) -> None:
         not_null={"hash", "tools", "pinned_at"},
     )
     db.table("approvals").add_column("server", str)  # a tool_change approval's server
+
+
+_ISO_TIMES = {
+    "agents": ("waiting_until",),
+    "messages": ("sent_at",),
+    "artifacts": ("created_at",),
+    "chats": ("created_at", "updated_at"),
+    "chat_messages": ("created_at",),
+    "approvals": ("created_at", "auto_approve_at", "decided_at"),
+    "agent_threads": ("created_at",),
+    "agent_thread_messages": ("created_at",),
+    "tool_pins": ("pinned_at",),
+}
+"""The columns m001-m103 kept as ISO strings (at three precisions), by table."""
+
+
+@MIGRATIONS()
+def m104_times_in_seconds(db: Database) -> None:
+    """Every time in POSIX seconds, as the hot tables (usage, agents, events) always kept them: the
+    ISO columns become REAL, their values converted (a time without an offset was written as UTC)."""
+    for name, columns in _ISO_TIMES.items():
+        table = db.table(name)
+        found = db.execute("select sql from sqlite_master where type = 'trigger' and tbl_name = ?", [name])
+        triggers: list[str] = [row[0] for row in found.fetchall()]  # the FTS triggers: transform drops them
+        table.transform(types=dict.fromkeys(columns, float))
+        for sql in triggers:
+            db.execute(sql)
+        if table.detect_fts():
+            table.rebuild_fts()
+        picked = ", ".join(columns)
+        for rowid, *values in db.execute(f"select rowid, {picked} from [{name}]").fetchall():
+            converted = [times.seconds(v) if isinstance(v, str) else v for v in values]
+            if converted != values:
+                sets = ", ".join(f"{column} = ?" for column in columns)
+                db.execute(f"update [{name}] set {sets} where rowid = ?", [*converted, rowid])

@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 from .._base import ToolError
 from ..sandbox.openat2 import openat2
+from ..sandbox.output import is_binary
 from .scope import Opened, Slot, type_name
 
 __all__ = ["grep_tree", "read_lines", "read_text", "write_atomic"]
@@ -29,12 +30,10 @@ MAX_SCAN_BYTES = 64 * 1024 * 1024
 refuse or skip a larger file."""
 MAX_GREP = 500
 GREP_LINE_CHARS = 300
-SNIFF_BYTES = 8192  # a NUL byte in the first 8 KiB marks a file as binary, as git does
+SNIFF_BYTES = 8192
+"""How much of a file :func:`~dispatch.servers.sandbox.output.is_binary` judges (git looks as far)."""
 SKIP_DIRS = frozenset({".git"})
-
-
-def is_binary(head: bytes) -> bool:
-    return b"\0" in head[:SNIFF_BYTES]
+_BINARY = "is a binary file (a NUL byte, or mostly bytes that are not text)"
 
 
 def _file(opened: Opened) -> BinaryIO:
@@ -47,8 +46,8 @@ def read_text(opened: Opened, path: str) -> str:
         raise ToolError(f"{path!r} is larger than {MAX_SCAN_BYTES // 2**20} MiB; edit it with the shell")
     with _file(opened) as f:
         data = f.read(MAX_SCAN_BYTES + 1)
-    if is_binary(data):
-        raise ToolError(f"{path!r} is a binary file (it contains NUL bytes)")
+    if is_binary(data[:SNIFF_BYTES]):
+        raise ToolError(f"{path!r} {_BINARY}")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -63,7 +62,7 @@ def read_lines(opened: Opened, path: str, offset: int, limit: int) -> str:
     cut = stopped = False
     with _file(opened) as f:
         if is_binary(f.read(SNIFF_BYTES)):
-            raise ToolError(f"{path!r} is a binary file (it contains NUL bytes); read_file reads text only")
+            raise ToolError(f"{path!r} {_BINARY}; read_file reads text only")
         f.seek(0)
         for total, line in enumerate(f, start=1):  # total ends as the line count
             scanned += len(line)

@@ -1,6 +1,6 @@
 """The ``fs`` tool server: read, write, edit, list, glob and grep inside one project root.
 
-Every agent mounts it (DESIGN.md §4), read-only unless its grants give it a write scope. The hub
+Every agent mounts it, read-only unless its grants give it a write scope. The hub
 builds one instance per agent with :func:`build_server` and talks to it in-process; the same code
 runs over stdio as ``python -m dispatch.servers.fs --root DIR [--write PATH ...]`` for process
 isolation or for outside MCP clients. Every path is opened by the kernel beneath the root

@@ -32,7 +32,7 @@ from pygls.lsp.client import LanguageClient
 from pygls.protocol import default_converter
 
 from dispatch.servers.lsp.shapes import LspError
-from dispatch.servers.shell import clean_environment
+from dispatch.servers.sandbox.policy import scrub_environment
 
 __all__ = ["LspClient", "ServerGone", "lsp_converter"]
 
@@ -154,7 +154,7 @@ class LspClient(LanguageClient):
 
     async def launch(self, command: tuple[str, ...], init_options: dict[str, Any]) -> types.InitializeResult:
         """Start the process in the root and run the ``initialize`` handshake."""
-        env = clean_environment(os.environ)
+        env = scrub_environment(os.environ)
         await self.start_io(command[0], *command[1:], cwd=str(self.root), env=env, start_new_session=True)
         assert self._server is not None and self._server.stderr is not None
         self._stderr_task = asyncio.create_task(self._keep_stderr(self._server.stderr))

@@ -3,7 +3,8 @@
 * :mod:`.openat2` opens paths beneath a directory (the ``fs`` server);
 * :mod:`.bwrap` and :mod:`.landlock` confine shell commands, :mod:`.pids` caps their processes,
   :mod:`.launcher` puts them together as the shell's ``CommandLauncher``;
-* :mod:`.policy` is the always-denied set and the environment scrubbing both servers share;
+* :mod:`.policy` is the always-denied set both servers share, and the environment scrubbing
+  for every process started for an agent;
 * :mod:`.denials` and :mod:`.asking` turn a refusal into an approval request and a re-run;
 * :mod:`.probe` says what this machine offers, :mod:`.choice` picks the shell's mode from it;
 * :mod:`.output` makes command output safe to show (escapes stripped, binary summarised).

@@ -1,5 +1,6 @@
 """What a command wrote, made safe to show a model: terminal escape sequences and control
-characters stripped, carriage-return redraws flattened, binary data summarised, not dumped."""
+characters stripped, carriage-return redraws flattened, binary data summarised, not dumped. The
+fs server tells a binary file from a text file by the same rule (:func:`is_binary`)."""
 
 from __future__ import annotations
 
@@ -26,13 +27,20 @@ def terminal_safe(text: str) -> str:
     return _CONTROLS.sub("", text)
 
 
+_PLAIN = bytes(range(0x20, 0x7F)) + b"\t\n\r\x1b"
+
+
 def is_binary(data: bytes) -> bool:
-    """Whether output looks like binary data: a NUL byte, or mostly bytes that are not text."""
+    """Whether ``data`` looks like binary rather than text: a NUL byte, or mostly bytes that are
+    not text (invalid UTF-8, control characters; colours and other escapes count as text).
+
+    The one rule for both servers: the shell judges the output it kept, the fs server the first
+    bytes of a file (:data:`~dispatch.servers.fs.io.SNIFF_BYTES`) before reading or grepping it."""
     if b"\0" in data:
         return True
-    if not data:
+    if not data.translate(None, _PLAIN):  # plain ASCII, the common case: decided without decoding
         return False
-    text = _ESCAPES.sub("", data.decode("utf-8", errors="replace"))  # colours are text, not binary
+    text = _ESCAPES.sub("", data.decode("utf-8", errors="replace"))
     odd = text.count("\ufffd") + len(_CONTROLS.findall(text.replace("\r", "")))
     return odd > max(8, len(text) // 10)
 

@@ -1,9 +1,9 @@
-"""What no agent may touch whatever its grants, and the environment a command may see.
+"""What no agent may touch whatever its grants, and the environment a process Dispatch starts may see.
 
-Always denied (DESIGN §4, issue 9): Dispatch's own data directory and config (global and the
-project's ``.dispatch/``), ``~/.ssh``, ``~/.aws``, ``~/.gnupg``, the shell's rc files, and inside a
-project ``.git/hooks``, ``.git/config`` and ``.mcp.json``: the places where a write turns into code
-the user runs later, or a read turns into a credential. The fs server refuses them; the sandbox
+Always denied: Dispatch's own data directory and config (global and the project's
+``.dispatch/``), ``~/.ssh``, ``~/.aws``, ``~/.gnupg``, the shell's rc files, and inside a project
+``.git/hooks``, ``.git/config`` and ``.mcp.json``: the places where a write turns into code the
+user runs later, or a read turns into a credential. The fs server refuses them; the sandbox
 hides them; the hub's access gate answers no without asking anyone.
 
 Access requests name a path and an operation; two targets are not paths: :data:`NETWORK` (the
@@ -154,7 +154,10 @@ _URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", re.I
 def scrub_environment(env: Mapping[str, str], keep: Sequence[str] = ()) -> dict[str, str]:
     """``env`` without credentials: names with KEY, TOKEN, SECRET, PASSWORD, AUTH, ... (any case),
     cloud and agent variables (``AWS_*``, ``SSH_AUTH_SOCK``, ``DISPATCH_*``, ...), and any value
-    that is a URL with a password in it. ``keep`` names survive whatever they are called."""
+    that is a URL with a password in it. ``keep`` names survive whatever they are called.
+
+    The one environment rule for every process Dispatch starts for its agents: shell commands
+    (sandboxed or not), stdio tool servers, language servers and outside MCP servers."""
     kept: dict[str, str] = {}
     for name, value in env.items():
         upper = name.upper()

@@ -1,12 +1,12 @@
 """The ``web`` tool server: ``fetch`` a page as readable text, ``search`` through a configured provider.
 
-Mounted when the agent's grants include ``web`` (DESIGN.md §4): ``true`` for any public host, or a
-list of hosts. Loopback, private and link-local addresses are refused unless the ``web_private``
-grant covers them; the check is made on every address a host resolves to, at connect time, on
-every redirect hop (:mod:`.fetch`). Pages are capped while they stream; HTML becomes Markdown
-(:mod:`.text`). ``search`` asks the provider from the config's ``web.search``
-(:mod:`.search`). What these tools return is outside data: the hub marks it as untrusted before
-the model reads it (:mod:`dispatch.hub.mounts.untrusted`).
+Mounted when the agent's grants include ``web``: ``true`` for any public host, or a list of hosts.
+Loopback, private and link-local addresses are refused unless the ``web_private`` grant covers them;
+the check is made on every address a host resolves to, at connect time, on every redirect hop
+(:mod:`.fetch`). Pages are capped while they stream; HTML becomes Markdown (:mod:`.text`).
+``search`` asks the provider from the config's ``web.search`` (:mod:`.search`). What these tools
+return is outside data: the hub marks it as untrusted before the model reads it
+(:mod:`dispatch.hub.mounts.untrusted`).
 
 The hub builds one instance per agent with :func:`build_server`; the same code runs over stdio as
 ``python -m dispatch.servers.web [--host HOST ...] [--private NET ... | --allow-private]

@@ -1,5 +1,6 @@
 """The scripted model: an OpenAI-compatible HTTP server on 127.0.0.1 that answers each agent from
-a script, so tests keep the real litellm path under test (DESIGN §10, CRAFT "The model fake").
+a script, so tests keep the real litellm path under test: the model is faked at the HTTP boundary,
+never by replacing Dispatch's own model client.
 
 Its room is the tests' model boundary, nothing more: ``POST /v1/chat/completions`` (JSON or SSE,
 with tools and tool calls) and ``GET /v1/models``, served by uvicorn on a free port in a
