@@ -67,7 +67,7 @@ async def test_an_old_database_is_migrated_and_its_views_show_the_same_instants(
         [listed] = await chats.chats(since="2026-01-31T14:05:00Z", until="2026-01-31T14:05:00.000001Z")
         detail = await chats.chat("c1")
         [found] = await chats.chats("hello")  # the full-text index survived the migration
-        [approval] = await Approvals(store, tree).approvals()
+        [approval] = await Approvals(store, tree.events, root=tree.root, agents=tree.agents).approvals()
         [artifact] = await Records(store).find("plan", None, 10)
         [thread] = await chats.threads_list()
         thread_detail = await chats.thread("a1")

@@ -73,6 +73,11 @@ class KeyStates:
         """A call on ``key`` succeeded: whatever was marked is over."""
         self._marks.pop(key, None)
 
+    def clear_environment(self) -> None:
+        """Forget the marks of keys read from litellm's environment (``env:PROVIDER``)."""
+        for key in [k for k in self._marks if k.startswith("env:")]:
+            del self._marks[key]
+
     def blocked(self, key: str) -> Blocked | None:
         """How ``key`` is blocked by a provider mark, or None when it may be tried."""
         mark = self._marks.get(key)

@@ -74,6 +74,18 @@ class Router:
     def config(self) -> ModelsConfig:
         return self._config
 
+    def use(self, config: ModelsConfig) -> None:
+        """Use an edited ``models`` section from the next call on. A key whose settings changed, and
+        every key read from the environment, loses its marks: a key refused with 401 is tried again
+        once the user fixed it."""
+        old = {k.name: k for k in self._config.keys}
+        new = {k.name: k for k in config.keys}
+        for name in {n for n in old.keys() | new.keys() if old.get(n) != new.get(n)}:
+            self._states.clear(name)
+        self._states.clear_environment()
+        self._states.probe_interval = config.probe_interval
+        self._config = config
+
     def candidates(self, requested: str) -> list[Candidate]:
         """The (model, key) candidates for a tag or model name, first choice first."""
         return resolve(self._config, requested)
