@@ -396,9 +396,8 @@ class ScriptedModel(ScriptPlayer):
         answer = step if isinstance(step, Reply | Fail) else await self._call(step, recorded)
         if answer.delay_s:
             await anyio.sleep(answer.delay_s)
-        recorded.finished_at = time.monotonic()
-        recorded.status = 200 if isinstance(answer, Reply) else answer.status
         if isinstance(answer, Fail):
+            recorded.status, recorded.finished_at = answer.status, time.monotonic()
             raise ModelCallError(f"{model}: the scripted model answered {answer.status}: {answer.message}")
         calls = [
             ToolCallRequest(id=self._call_id(), name=c.name, arguments=json.dumps(c.arguments))
@@ -406,6 +405,7 @@ class ScriptedModel(ScriptPlayer):
         ]
         prompt, completion = self._usage(recorded, answer, "".join(c.arguments for c in calls))
         usage = Usage(prompt_tokens=prompt, completion_tokens=completion, cost_usd=0.0, calls=1)
+        recorded.status, recorded.finished_at = 200, time.monotonic()  # the answer is ready
         latency_s = recorded.finished_at - recorded.started_at
         return Completion(text=answer.text, tool_calls=calls, usage=usage, model=model, latency_s=latency_s)
 
