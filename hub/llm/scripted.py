@@ -46,9 +46,18 @@ from typing import Annotated, Any, TypeAlias, cast
 
 import anyio
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 from pydantic import dataclasses as pydantic_dataclasses
-from pydantic import model_validator as _model_validator
 
 from dispatch.hub.errors import ConfigError, ModelCallError
 from dispatch.hub.llm.types import Completion, JsonDict, ToolCallRequest, Usage
@@ -90,7 +99,7 @@ class Reply:
     delay_s: float = Field(default=0, ge=0)
     usage: tuple[int, int] | None = None
 
-    @_model_validator(mode="after")
+    @model_validator(mode="after")
     def _says_something(self) -> Reply:
         if self.text is None and not self.tool_calls:
             raise ValueError("a reply has text and/or tool_calls")
