@@ -16,10 +16,11 @@ Prints, for each figure, the median, 90th and 99th percentile over N samples:
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -29,71 +30,45 @@ from bench._common import report
 from dispatch.hub.agents.spec import AgentSpec
 from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.ids import new_id
-from dispatch.hub.llm.types import Completion, JsonDict, ToolCallRequest, Usage
+from dispatch.hub.llm.scripted import Reply, Script, ScriptedModel, Step, ToolCall
+from dispatch.hub.llm.types import JsonDict
 from dispatch.hub.policy.grants import Grants
 from dispatch.servers.fs import server as fs
 from dispatch.servers.fs.scope import FsScope
 
 
-class FirstCallClock:
-    """A model that notes when each agent first asks it anything, then ends that agent."""
-
-    def __init__(self) -> None:
-        self.first_call: dict[str, float] = {}
-
-    async def complete(
-        self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict], *, agent_id: str | None = None
-    ) -> Completion:
-        task = str(messages[1]["content"])
-        self.first_call.setdefault(task, time.perf_counter())
-        return Completion(text="done", tool_calls=[], usage=Usage(), model=model, latency_s=0.0)
+def _scripted_steps(tool: str, arguments: JsonDict, rounds: int) -> ScriptedModel:
+    """The model asking for ``tool`` ``rounds`` times, then ending the agent. The usage is given, so
+    the model does not count the transcript's tokens: its own work stays out of the figures."""
+    steps: list[Step] = [Reply(tool_calls=[ToolCall(tool, arguments)], usage=(0, 0)) for _ in range(rounds)]
+    return ScriptedModel([Script(match="[steps]", steps=[*steps, Reply(text="done")])])
 
 
-class ToolLoopClock:
-    """A model that asks for one tool ``rounds`` times, noting when it answers and when the agent
-    next asks (the result in its transcript), then ends the agent."""
-
-    def __init__(self, rounds: int, tool: str, arguments: str) -> None:
-        self.rounds = rounds
-        self.tool = tool
-        self.arguments = arguments
-        self.answered: list[float] = []
-        self.asked: list[float] = []
-
-    async def complete(
-        self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict], *, agent_id: str | None = None
-    ) -> Completion:
-        self.asked.append(time.perf_counter())
-        calls: list[ToolCallRequest] = []
-        if len(self.answered) < self.rounds:
-            index = len(self.answered)
-            calls = [ToolCallRequest(id=f"call-{index}", name=self.tool, arguments=self.arguments)]
-        self.answered.append(time.perf_counter())
-        return Completion(text=None if calls else "done", tool_calls=calls, usage=Usage(), model=model, latency_s=0.0)
-
-
-async def agent_step_times(root: Path, samples: int, tool: str, arguments: str) -> list[float]:
-    clock = ToolLoopClock(samples + 1, tool, arguments)
-    async with AgentTree(root, clock) as tree:
-        spec = AgentSpec(id=new_id(), name="bench", task="read", model="bench", grants=Grants.everything())
-        await tree.start(spec).finished.wait()
-    ways = [asked - answered for answered, asked in zip(clock.answered, clock.asked[1:], strict=False)]
+async def agent_step_times(root: Path, samples: int, tool: str, arguments: JsonDict) -> list[float]:
+    model = _scripted_steps(tool, arguments, samples + 1)
+    with model:
+        async with AgentTree(root, model) as tree:
+            spec = AgentSpec(id=new_id(), name="bench", task="[steps] read", model="bench", grants=Grants.everything())
+            await tree.start(spec).finished.wait()
+    asked = model.requests
+    ways = [after.started_at - (before.finished_at or after.started_at) for before, after in itertools.pairwise(asked)]
     return ways[1:]  # the first opened the session
 
 
 async def spawn_times(root: Path, samples: int, isolated: bool) -> list[float]:
-    clock = FirstCallClock()
+    """From ``AgentTree.start`` to the agent's first model request (the scripted model's record)."""
+    tasks = [f"[spawn {index}]" for index in range(samples)]
+    model = ScriptedModel([Script(match=task, steps=[Reply(text="done")]) for task in tasks])
     times: list[float] = []
-    async with AgentTree(root, clock) as tree:
-        for index in range(samples):
-            task = f"spawn {index}"
-            spec = AgentSpec(
-                id=new_id(), name="bench", task=task, model="bench", grants=Grants.everything(), isolated=isolated
-            )
-            started = time.perf_counter()
-            agent = tree.start(spec)
-            await agent.finished.wait()
-            times.append(clock.first_call[task] - started)
+    with model:
+        async with AgentTree(root, model) as tree:
+            for task in tasks:
+                spec = AgentSpec(
+                    id=new_id(), name="bench", task=task, model="bench", grants=Grants.everything(), isolated=isolated
+                )
+                started = time.monotonic()  # the clock of the model's records
+                await tree.start(spec).finished.wait()
+                times.append(model.requests_for(task)[0].started_at - started)
     return times
 
 
@@ -136,9 +111,9 @@ async def main(samples: int, stdio_samples: int) -> None:
         report("spawn, stdio fs + shell", await spawn_times(root, stdio_samples, isolated=True))
         for name, times in (await tool_call_times(root, samples)).items():
             report(name, times)
-        read = await agent_step_times(root, samples, "read_file", '{"path": "sample.txt"}')
+        read = await agent_step_times(root, samples, "read_file", {"path": "sample.txt"})
         report("agent step, read_file", read)
-        report("agent step, check_messages", await agent_step_times(root, samples, "check_messages", "{}"))
+        report("agent step, check_messages", await agent_step_times(root, samples, "check_messages", {}))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """``dispatch serve`` in a subprocess for the API tests: started on a free port with the test's
 environment (``DISPATCH_HOME`` in a temp dir, ``OPENAI_BASE_URL`` at the scripted model when the
 test uses it), ready once ``/api/health`` answers, stopped with SIGTERM. Its fixtures, ``project``
-and ``served``, are registered for the whole suite in ``tests/conftest.py``."""
+and ``served``, are registered for the whole suite in ``tests/conftest.py``. And a real hub in
+this process (:func:`hub_in_a_thread`), its API served in process too (:func:`served_in_process`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import re
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,10 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.from_thread
 import httpx
 import pytest
+import uvicorn
+from anyio.from_thread import BlockingPortal
+from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection, connect
 
+from dispatch.hub.llm.types import ModelClient
+from dispatch.hub.service.hub import Hub
 from tests.fakes.scripted_llm import ScriptedLLM
 
 DISPATCH = [sys.executable, "-m", "dispatch.hub.cli"]
@@ -163,3 +171,38 @@ def served(scripted_llm: ScriptedLLM, project: Path) -> Iterator[ServedHub]:
     """The hub of ``project``, its agents answered by the scripted model; it must stop with exit 0."""
     with serving(project, "--deadline", "5") as hub:
         yield hub
+
+
+@contextmanager
+def hub_in_a_thread(tmp_path: Path, model: ModelClient) -> Iterator[tuple[BlockingPortal, Hub]]:
+    """A real :class:`Hub` (project and data directory under ``tmp_path``) answered by ``model``,
+    its event loop in a thread behind a blocking portal: sync tests (a ``TestClient`` given the
+    portal, a uvicorn server started in it) reach the hub in the loop it lives in."""
+    root, data = tmp_path / "project", tmp_path / "data"
+    root.mkdir(exist_ok=True)
+    with (
+        anyio.from_thread.start_blocking_portal() as portal,
+        portal.wrap_async_context_manager(Hub.open(root, data, model=model, default_model=MODEL)) as hub,
+    ):
+        yield portal, hub
+
+
+@contextmanager
+def served_in_process(portal: BlockingPortal, app: FastAPI) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port, in the portal's event loop; yields its
+    base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    served = portal.start_task_soon(lambda: server.serve(sockets=[sock]))
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not server.started:
+        if served.done() or time.monotonic() > deadline:
+            raise AssertionError(f"the API did not start: {served.exception() if served.done() else 'timeout'}")
+        time.sleep(0.005)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        served.result(timeout=30)
+        sock.close()

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,7 +15,7 @@ from typing import Any, ClassVar
 import pytest
 
 from dispatch.hub.api.auth import load_or_create_token
-from dispatch.hub.llm.types import Completion, JsonDict
+from dispatch.hub.llm.scripted import RecordedRequest, Script, ScriptedModel
 from dispatch.hub.service.hub import Hub
 from dispatch.hub.service.lifecycle import LOG_FILE, HubLock
 from tests.agent_helpers import call, until
@@ -33,13 +32,9 @@ def dispatch(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[
     )
 
 
-class _Exploding:
-    """A model client that fails with an unexpected error (a bug, not a Dispatch error)."""
-
-    async def complete(
-        self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict], *, agent_id: str | None = None
-    ) -> Completion:
-        raise RuntimeError("the model client broke")
+def _explode(request: RecordedRequest) -> Reply:
+    """The model client failing with an unexpected error (a bug, not a Dispatch error)."""
+    raise RuntimeError("the model client broke")
 
 
 async def test_logs_show_activity_and_errors_with_context_and_keep_tracebacks_in_the_log_file(
@@ -57,9 +52,10 @@ async def test_logs_show_activity_and_errors_with_context_and_keep_tracebacks_in
         top = await hub.start("[log-top] delegate", model=MODEL)
         await hub.wait_finished(top.id)
         child = next(v for v in (await hub.agents()) if v.parent_id == top.id)
-    async with Hub.open(root, data, model=_Exploding()) as hub:
-        broken = await hub.start("[log-broken] anything", model=MODEL)
-        await hub.wait_finished(broken.id)
+    with ScriptedModel([Script(match="[log-broken]", steps=[_explode])]) as exploding:
+        async with Hub.open(root, data, model=exploding) as hub:
+            broken = await hub.start("[log-broken] anything", model=MODEL)
+            await hub.wait_finished(broken.id)
 
     everything = dispatch("logs", "--data-dir", str(data))
     only_child = dispatch("logs", "reader", "--data-dir", str(data))

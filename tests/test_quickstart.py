@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dispatch.hub.llm.scripted import load_scripts
 from tests.fakes.scripted_llm import ScriptedLLM
-from tests.fakes.serve import load_scripts
 from tests.test_cli_run import dispatch
 
 DEMO = Path(__file__).parent / "fakes" / "demo_script.yaml"
 
 
 def test_quickstart_demo(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
-    load_scripts(scripted_llm, DEMO)
+    for script in load_scripts(DEMO):
+        scripted_llm.add(script)
     task = "[demo] Write a hello-world script and check that it runs"
 
     done = dispatch("run", task, "--model", "openai/scripted", "--root", str(tmp_path))

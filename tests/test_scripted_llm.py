@@ -165,8 +165,10 @@ async def test_exhausted_or_unmatched_scripts_fail_loudly(scripted_llm: Scripted
     assert len(failures) == 3
     assert failures[0] == "script for '[short]' exhausted after 1 steps"
     assert [r.status for r in scripted_llm.requests] == [200, 500, 500, 500]
-    scripted_llm.assert_complete()
+    with pytest.raises(AssertionError, match="unanswered: script for '\\[short\\]' exhausted after 1 steps"):
+        scripted_llm.assert_complete()
     scripted_llm.clear_failures()
+    scripted_llm.assert_complete()
 
 
 def test_assert_complete_names_unused_steps_and_models_are_listed() -> None:
