@@ -7,7 +7,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from dispatch.hub.events import Event, EventBus, each_queued
+from dispatch.hub.events import AgentStateChanged, Event, EventBus, each_queued, stored_event
 from tests.loop_turns import counting_turns
 
 
@@ -17,7 +17,7 @@ async def test_a_queued_burst_is_handed_on_in_order_and_in_one_go() -> None:
     received: list[Event] = []
     async with bus.subscribe() as stream, counting_turns() as turns:
         for n in range(1000):
-            bus.publish("agent.state", f"agent-{n}", state="running")
+            bus.publish(f"agent-{n}", AgentStateChanged(state="running"))
         turns_before = turns.count
         async for event in each_queued(stream):
             received.append(event)
@@ -39,7 +39,7 @@ async def test_the_stream_waits_when_empty_and_ends_when_closed() -> None:
             received.append(event.type)
 
     def event(seq: int, kind: str) -> Event:
-        return Event(seq=seq, at=0.0, type=kind, agent_id="a", data={})
+        return stored_event(seq, 0.0, kind, "a", {})
 
     async with anyio.create_task_group() as group:
         group.start_soon(read)

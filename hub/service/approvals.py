@@ -48,6 +48,7 @@ from dispatch.hub.agents.spec import AgentState
 from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.config.permissions import add_auto_allow, covering_entry, resolved
 from dispatch.hub.errors import CheckpointDenied, NotFoundError, UserError
+from dispatch.hub.events import ApprovalRequested, ApprovalResolved
 from dispatch.hub.ids import new_id
 from dispatch.hub.policy.checkpoints import CheckpointName, ToolCheckpoints
 from dispatch.hub.store.db import Row, Store
@@ -64,6 +65,21 @@ def _is_path(target: str) -> bool:
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds")
+
+
+def _requested(view: ApprovalView) -> ApprovalRequested:
+    return ApprovalRequested(
+        approval_id=view.id,
+        kind=view.kind,
+        chain=view.chain,
+        path=view.path,
+        operation=view.operation,
+        checkpoint=view.checkpoint,
+        server=view.server,
+        content=view.content,
+        created_at=view.created_at,
+        auto_approve_at=view.auto_approve_at,
+    )
 
 
 @dataclass
@@ -197,8 +213,7 @@ class Approvals:
         row: Row = {"id": new_id("ap"), "agent_id": agent_id, "chain": json.dumps(chain), "kind": kind,
                     "created_at": _iso(datetime.now(UTC)), "state": "pending", **asked}  # fmt: skip
         await self._store.add_approval(row)
-        view = self._view(row).model_dump(exclude={"id", "agent_id", "state"})
-        self._tree.events.publish("approval.requested", agent_id, approval_id=row["id"], **view)
+        self._tree.events.publish(agent_id, _requested(self._view(row)))
         return row["id"]
 
     async def _ask(self, agent: Agent, reason: str, *, after_s: float | None = None, **asked: Any) -> Answer:
@@ -214,8 +229,7 @@ class Approvals:
         }
         await self._store.add_approval(row)
         waiter = self._waiters[row["id"]] = _Waiter(agent.id)
-        view = self._view(row).model_dump(exclude={"id", "agent_id", "state"})
-        self._tree.events.publish("approval.requested", agent.id, approval_id=row["id"], **view)
+        self._tree.events.publish(agent.id, _requested(self._view(row)))
         self._hold(agent, +1, reason)
         try:
             async with agent.hooks.idle():  # waiting on the user: the agent's running slot goes back meanwhile
@@ -245,9 +259,8 @@ class Approvals:
         state = "approved" if approved else "denied"
         fields: Row = {"state": state, "decided_at": _iso(datetime.now(UTC)), "decided_by": by, "remember": remember}
         await self._store.update_approval(approval_id, {**fields, "reason": why})
-        self._tree.events.publish(
-            "approval.resolved", waiter.agent_id, approval_id=approval_id, state=state, decided_by=by, remember=remember
-        )
+        resolved = ApprovalResolved(approval_id=approval_id, state=state, decided_by=by, remember=remember)
+        self._tree.events.publish(waiter.agent_id, resolved)
         waiter.done.set()
 
     # ---- the user's side -------------------------------------------------------------------------

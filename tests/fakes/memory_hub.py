@@ -21,7 +21,17 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from dispatch.hub.agents.limits import Limits
 from dispatch.hub.errors import NotFoundError, UnknownAgentError, UserError
-from dispatch.hub.events import Event
+from dispatch.hub.events import (
+    AgentModelSwitched,
+    AgentQuestion,
+    AgentSpawned,
+    AgentStateChanged,
+    ApprovalResolved,
+    Event,
+    EventData,
+    MessageDelivered,
+    MessageSent,
+)
 from dispatch.hub.service.threads import ThreadDetail, ThreadMessageView, ThreadView
 from dispatch.hub.views import (
     AgentDetail,
@@ -76,8 +86,8 @@ class MemoryHub:
         self._ids += 1
         return f"{prefix}{self._ids}"
 
-    def publish(self, type: str, agent_id: str, **data: Any) -> Event:
-        event = Event(seq=len(self._events) + 1, at=time.time(), type=type, agent_id=agent_id, data=data)
+    def publish(self, agent_id: str, data: EventData) -> Event:
+        event = Event(seq=len(self._events) + 1, at=time.time(), agent_id=agent_id, data=data)
         self._events.append(event)
         for stream in list(self._followers):
             stream.send_nowait(event)
@@ -85,7 +95,7 @@ class MemoryHub:
 
     def finish(self, agent_id: str, state: str = "done", report: str = "finished") -> None:
         self._update(agent_id, state=state, report=report if state == "done" else None)
-        self.publish("agent.state", agent_id, state=state, reason="")
+        self.publish(agent_id, AgentStateChanged(state=state, reason=""))
 
     def _get(self, agent_id: str) -> AgentDetail:
         try:
@@ -121,7 +131,12 @@ class MemoryHub:
             tokens_in=0, tokens_out=0, cost_usd=0.0, steps=0, report=None, error=None,
             transcript=[{"role": "user", "content": task}], progress=[],
         )  # fmt: skip
-        self.publish("agent.spawned", agent_id, parent_id=None, task=task, detached=detached)
+        detail = self._agents[agent_id]
+        spawned = AgentSpawned(
+            parent_id=None, name=detail.name, template=detail.template, model=detail.model, task=task, scope=[],
+            detached=detached, skills=[],
+        )  # fmt: skip
+        self.publish(agent_id, spawned)
         if detached:
             self._threads[agent_id] = []
         return self._view(self._agents[agent_id])
@@ -133,27 +148,27 @@ class MemoryHub:
         if agent.state in TERMINAL:
             raise UserError(f"agent {agent_id} has finished ({agent.state}); it reads no more messages")
         message_id = self._id("m")
-        self.publish("message.sent", agent_id, message_id=message_id, kind=kind.value, sender="user")
+        self.publish(agent_id, MessageSent(message_id=message_id, kind=kind.value, sender="user", text=text))
         self._update(agent_id, transcript=[*agent.transcript, {"role": "user", "content": text}])
-        self.publish("message.delivered", agent_id, message_id=message_id, step=agent.steps + 1)
+        self.publish(agent_id, MessageDelivered(message_id=message_id, step=agent.steps + 1))
         return message_id
 
     async def switch_model(self, agent_id: str, model: str) -> None:
         self._update(agent_id, model=model)
-        self.publish("agent.model", agent_id, model=model)
+        self.publish(agent_id, AgentModelSwitched(model=model))
 
     async def cancel(self, agent_id: str) -> AgentView:
         agent = self._get(agent_id)
         if agent.state not in TERMINAL:
             agent = self._update(agent_id, state="cancelled", reason="cancelled")
-            self.publish("agent.state", agent_id, state="cancelled", reason="cancelled")
+            self.publish(agent_id, AgentStateChanged(state="cancelled", reason="cancelled"))
         return self._view(agent)
 
     async def resume(self, agent_id: str) -> AgentView:
         agent = self._get(agent_id)
         if agent.state != "interrupted":
             raise UserError(f"agent {agent_id} is {agent.state}, not interrupted; only an interrupted agent resumes")
-        self.publish("agent.state", agent_id, state="running", reason="resumed")
+        self.publish(agent_id, AgentStateChanged(state="running", reason="resumed"))
         return self._view(self._update(agent_id, state="running", reason="resumed"))
 
     # -- chats ---------------------------------------------------------------------------------
@@ -215,7 +230,7 @@ class MemoryHub:
             ThreadMessageView(id=self._id("t"), agent_id=agent_id, role="agent", text=question, created_at=_now())
         )
         self._update(agent_id, state="waiting_user", reason="waiting for the user", question=question)
-        self.publish("agent.question", agent_id, question=question)
+        self.publish(agent_id, AgentQuestion(question=question))
 
     def _thread_view(self, agent_id: str) -> ThreadView:
         agent = self._get(agent_id)
@@ -261,7 +276,8 @@ class MemoryHub:
             raise UserError(f"approval {approval_id} was answered already ({approval.state})")
         state = "approved" if decision == "approve" else "denied"
         self.approvals_by_id[approval_id] = approval = approval.model_copy(update={"state": state})
-        self.publish("approval.resolved", approval.agent_id, approval_id=approval_id, state=state, remember=remember)
+        resolved = ApprovalResolved(approval_id=approval_id, state=state, decided_by="user", remember=remember)
+        self.publish(approval.agent_id, resolved)
         return approval
 
     async def artifacts(self, query: str | None = None, kind: str | None = None) -> list[ArtifactView]:
