@@ -3,20 +3,21 @@ anyone hears of it.
 
 :class:`JournaledBus` is the hub's :class:`~dispatch.hub.events.EventBus`. ``publish`` stays
 synchronous and never blocks the publisher: it numbers the event (continuing the store's ids), asks
-the :class:`Recorder` for the writes that make the store match (what the event says: a step
-carries its new transcript messages) and queues them. The :class:`Journal`'s writer task commits what is queued in one
-transaction per batch (so many events share one commit and a step never waits on the store), then
-hands that batch's events to the subscribers, in order. So a subscriber sees only committed events,
-and :meth:`Journal.flush` is how a caller waits for its write to be acknowledged: it commits what is
-queued itself when no batch is being written (the writer's next turn of the event loop may be
-long in coming under load), and otherwise waits for the batch in flight and the next. The writer's
-batches survive a crash of the hub as soon as they are committed; what a flush acknowledges is on
-the disk too (a commit that waits for it, or a sync of the log), so it survives a power loss.
+the :class:`Recorder` for the writes that make the store match (from what the event says: a step
+carries its new transcript messages) and queues them. The :class:`Journal`'s writer task commits
+what is queued in one transaction per batch (so many events share one commit and a step never
+waits on the store), then hands that batch's events to the subscribers, in order. So a subscriber
+sees only committed events, and :meth:`Journal.flush` is how a caller waits for its write to be
+acknowledged: it commits what is queued itself when no batch is being written (the writer's next
+turn of the event loop may be long in coming under load), and otherwise waits for the batch in
+flight and the next. The writer's batches survive a crash of the hub as soon as they are
+committed; what a flush acknowledges is on the disk too (a commit that waits for it, or a sync of
+the log), so it survives a power loss.
 
 What the recorder writes per event, from what the event says (never from the live tree):
 
     agent.spawned      the agent's row (spec as JSON, chat, root)
-    agent.state        state, reason, the question it waits on; from the live agent: usage, error
+    agent.state        state, reason, the question it waits on; usage and error when the tree says
     agent.step         the transcript messages added since the last step, usage, the step count
     agent.report       the report                     agent.model   the model
     agent.progress     the note, appended             agent.question   (kept for agent.state)
