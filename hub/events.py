@@ -28,8 +28,6 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, computed_field
 
-JsonDict = dict[str, Any]
-
 
 def _none(value: object) -> bool:
     return value is None
@@ -107,7 +105,7 @@ class AgentStepped(_Data):
     cost_usd: float
     first: int = Field(default=0, exclude=True)
     """Journal only: the transcript index of the first of ``messages``."""
-    messages: list[JsonDict] = Field(default_factory=list[JsonDict], exclude=True)
+    messages: list[dict[str, Any]] = Field(default_factory=list[dict[str, Any]], exclude=True)
     """Journal only: the transcript messages added since the previous step."""
     spent: Spent | None = Field(default=None, exclude=True)
     """Journal only: the agent's usage so far, this step included."""
@@ -207,7 +205,7 @@ class OtherEvent(_Data):
     type: str = Field(exclude=True)
 
     @property
-    def fields(self) -> JsonDict:
+    def fields(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
 
@@ -252,7 +250,7 @@ class Event(BaseModel):
         return self.data.type
 
 
-def stored_event(seq: int, at: float, type: str, agent_id: str, data: JsonDict) -> Event:
+def stored_event(seq: int, at: float, type: str, agent_id: str, data: dict[str, Any]) -> Event:
     """An event as the store keeps it (``data`` without the type), read back into its model; an
     :class:`OtherEvent` when the type is unknown or the fields do not fit it."""
     try:
