@@ -2,6 +2,18 @@
 
 Agents and the tree publish; the CLI's live view, the store, the API's WebSocket and the MCP face
 subscribe. Publishing never blocks the publisher: each subscriber has its own unbounded queue.
+
+An :class:`Event` is the bus's envelope (``seq``, ``at``, ``agent_id``) around what happened, its
+``data``: one frozen model per kind, told apart by its ``type`` (:data:`EventData`). Producers build
+the model, consumers match on its class. On the wire (``/api/events``) and in the store an event
+is ``{"seq", "at", "type", "agent_id", "data": {...}}``: ``event.model_dump_json()`` gives exactly
+that, and :func:`stored_event` reads it back. A field marked *journal only* is what only the store
+needs (a step's transcript messages, the spec, running totals): it is left out of the wire and of
+the stored event, so an event read back has its default there.
+
+An event the store holds but this version does not know (another version's kind, or fields that
+no longer fit) is read back as :class:`OtherEvent`, its type and fields as stored: a replay goes
+on, and the wire shows it unchanged.
 """
 
 from __future__ import annotations
@@ -10,24 +22,242 @@ import math
 import time
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, computed_field
+
+
+def _none(value: object) -> bool:
+    return value is None
+
+
+def _kind(name: str) -> Any:
+    """The ``type`` field of a kind: the wire puts it beside ``data``, not in it."""
+    return Field(default=name, exclude=True)
+
+
+class Spent(BaseModel):
+    """An agent's usage so far (journal only: the agent's row keeps it)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _Started(_Data):
+    parent_id: str | None
+    name: str
+    template: str | None
+    model: str
+    task: str
+    scope: list[str]
+    detached: bool
+    skills: list[str]
+    chat_id: str | None = None
+    """The chat the agent's top agent answers (None: none, or not known to the tree)."""
+
+
+class AgentSpawned(_Started):
+    """A new agent starts (``pending`` until it has a running slot)."""
+
+    type: Literal["agent.spawned"] = _kind("agent.spawned")
+    spec_json: str = Field(default="", exclude=True)
+    """Journal only: the whole spec, as JSON."""
+
+
+class AgentResumed(_Started):
+    """An interrupted agent continues from its last persisted step."""
+
+    type: Literal["agent.resumed"] = _kind("agent.resumed")
+
+
+class AgentStateChanged(_Data):
+    type: Literal["agent.state"] = _kind("agent.state")
+    state: str
+    reason: str = ""
+    until: str | None = Field(default=None, exclude_if=_none)
+    """While ``waiting_key``: the earliest known reset of a key it may use (ISO time)."""
+    steps: int | None = Field(default=None, exclude_if=_none)
+    """Set when a dead hub's agent is marked interrupted: the steps it had persisted."""
+    error: str | None = Field(default=None, exclude=True)
+    """Journal only: what failed (the agent's error)."""
+    spent: Spent | None = Field(default=None, exclude=True)
+    """Journal only: the agent's usage so far (None: unchanged)."""
+
+
+class AgentStepped(_Data):
+    """One model call of the agent and what followed it."""
+
+    type: Literal["agent.step"] = _kind("agent.step")
+    index: int
+    text: str | None
+    tool_calls: list[str]
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    first: int = Field(default=0, exclude=True)
+    """Journal only: the transcript index of the first of ``messages``."""
+    messages: list[dict[str, Any]] = Field(default_factory=list[dict[str, Any]], exclude=True)
+    """Journal only: the transcript messages added since the previous step."""
+    spent: Spent | None = Field(default=None, exclude=True)
+    """Journal only: the agent's usage so far, this step included."""
+
+
+class AgentReported(_Data):
+    type: Literal["agent.report"] = _kind("agent.report")
+    report: str | None
+
+
+class AgentModelSwitched(_Data):
+    type: Literal["agent.model"] = _kind("agent.model")
+    model: str
+
+
+class AgentProgress(_Data):
+    type: Literal["agent.progress"] = _kind("agent.progress")
+    text: str
+
+
+class AgentQuestion(_Data):
+    type: Literal["agent.question"] = _kind("agent.question")
+    question: str
+
+
+class SkillLoaded(_Data):
+    type: Literal["agent.skill"] = _kind("agent.skill")
+    skill: str
+
+
+class MessageSent(_Data):
+    type: Literal["message.sent"] = _kind("message.sent")
+    message_id: str
+    kind: str
+    sender: str
+    text: str
+
+
+class MessageDelivered(_Data):
+    type: Literal["message.delivered"] = _kind("message.delivered")
+    message_id: str
+    step: int
+
+
+class ToolCalled(_Data):
+    type: Literal["tool.call"] = _kind("tool.call")
+    call_id: str
+    name: str
+    arguments: str
+
+
+class ToolReturned(_Data):
+    type: Literal["tool.result"] = _kind("tool.result")
+    call_id: str
+    name: str
+    is_error: bool
+    text: str
+    """The first 2000 characters of the result."""
+    seconds: float
+
+
+class ArtifactSaved(_Data):
+    type: Literal["artifact.saved"] = _kind("artifact.saved")
+    artifact_id: str
+    kind: str
+    title: str
+
+
+class ApprovalRequested(_Data):
+    type: Literal["approval.requested"] = _kind("approval.requested")
+    approval_id: str
+    kind: str
+    chain: list[str]
+    path: str | None
+    operation: str | None
+    checkpoint: str | None
+    server: str | None = None
+    content: str | None
+    created_at: str
+    auto_approve_at: str | None
+
+
+class ApprovalResolved(_Data):
+    type: Literal["approval.resolved"] = _kind("approval.resolved")
+    approval_id: str
+    state: str
+    decided_by: str
+    remember: str
+
+
+class OtherEvent(_Data):
+    """An event of a kind this version does not know, or whose fields no longer fit its kind: read
+    back from the store as it was written (its fields are the model's extras)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    type: str = Field(exclude=True)
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+KnownEvent = Annotated[
+    AgentSpawned
+    | AgentResumed
+    | AgentStateChanged
+    | AgentStepped
+    | AgentReported
+    | AgentModelSwitched
+    | AgentProgress
+    | AgentQuestion
+    | SkillLoaded
+    | MessageSent
+    | MessageDelivered
+    | ToolCalled
+    | ToolReturned
+    | ArtifactSaved
+    | ApprovalRequested
+    | ApprovalResolved,
+    Field(discriminator="type"),
+]
+"""Every kind of event the hub publishes, told apart by ``type``."""
+
+EventData = KnownEvent | OtherEvent
+_KNOWN: TypeAdapter[KnownEvent] = TypeAdapter(KnownEvent)
 
 
 class Event(BaseModel):
-    """One thing that happened: ``agent.spawned``, ``agent.state``, ``tool.call``, ``tool.result``,
-    ``message.sent``, ``message.delivered``, ``agent.progress``, ``model.call``, ``agent.report``."""
+    """One thing that happened to one agent, numbered by the bus."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seq: int
     at: float
-    type: str
     agent_id: str
-    data: dict[str, Any]
+    data: EventData
+
+    @computed_field
+    @property
+    def type(self) -> str:
+        return self.data.type
+
+
+def stored_event(seq: int, at: float, type: str, agent_id: str, data: dict[str, Any]) -> Event:
+    """An event as the store keeps it (``data`` without the type), read back into its model; an
+    :class:`OtherEvent` when the type is unknown or the fields do not fit it."""
+    try:
+        parsed: EventData = _KNOWN.validate_python({**data, "type": type})
+    except ValidationError:
+        parsed = OtherEvent.model_validate({**data, "type": type})
+    return Event(seq=seq, at=at, agent_id=agent_id, data=parsed)
 
 
 class EventBus:
@@ -38,9 +268,13 @@ class EventBus:
         """The last number given; the next event gets the one after (a hub continues its store's)."""
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
 
-    def publish(self, type: str, agent_id: str, **data: Any) -> Event:
+    def _number(self, agent_id: str, data: EventData) -> Event:
         self._seq += 1
-        event = Event(seq=self._seq, at=time.time(), type=type, agent_id=agent_id, data=data)
+        return Event(seq=self._seq, at=time.time(), agent_id=agent_id, data=data)
+
+    def publish(self, agent_id: str, data: EventData) -> Event:
+        """Number ``data`` as what happened to ``agent_id`` now, and hand it to every subscriber."""
+        event = self._number(agent_id, data)
         self.deliver(event)
         return event
 

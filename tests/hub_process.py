@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 
+from dispatch.hub.events import AgentSpawned
 from dispatch.hub.service.hub import Hub
 from dispatch.hub.service.lifecycle import serve_until_signalled
 from dispatch.servers.hublink import MessageKind
@@ -41,8 +42,9 @@ async def main(args: argparse.Namespace) -> int:
         async def relay() -> None:
             sent = False
             async for event in events:
-                emit(seq=event.seq, type=event.type, agent=event.agent_id, data=event.data)
-                if match and not sent and event.type == "agent.spawned" and match in event.data["task"]:
+                wire = event.model_dump(mode="json")
+                emit(seq=event.seq, type=event.type, agent=event.agent_id, data=wire["data"])
+                if match and not sent and isinstance(event.data, AgentSpawned) and match in event.data.task:
                     sent = True
                     group.start_soon(send, event.agent_id)
 

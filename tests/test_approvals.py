@@ -15,6 +15,7 @@ from dispatch.hub.agents.link import TreeLink
 from dispatch.hub.agents.spec import AgentState
 from dispatch.hub.config.project import load_config
 from dispatch.hub.errors import NotFoundError, UserError
+from dispatch.hub.events import ApprovalRequested, ApprovalResolved
 from dispatch.servers.hublink import AccessDecision, MessageKind, Operation
 from tests.agent_helpers import assert_done, call, last_tool_json, tool_messages, top_spec
 from tests.chat_helpers import Parts, idle_agent, pending, running_hub
@@ -42,7 +43,8 @@ async def test_path_outside_the_root_raises_an_approval_naming_the_chain(tmp_pat
             group.start_soon(lambda: _collect(decisions, _request(parts, child.id, outside)))
             [again] = await pending(parts)
             await parts.approvals.answer_approval(again.id, "deny", "once")
-        events = [(e.type, e.data["approval_id"]) for e in parts.events if e.type.startswith("approval.")]
+        approvals = [e for e in parts.events if isinstance(e.data, ApprovalRequested | ApprovalResolved)]
+        events = [(e.type, e.data.approval_id) for e in approvals]
 
     assert (asked.kind, asked.chain, asked.path, asked.operation) == (
         "path",
@@ -179,7 +181,7 @@ async def test_a_checkpoint_with_auto_approve_proceeds_by_itself(scripted_llm: S
         spec = top_spec("[auto] plan", checkpoints={"plan": "auto_approve 1s"})
         top = await parts.tree.run(spec)
         [approval] = await parts.approvals.approvals("approved")
-        resolved = [e.data for e in parts.events if e.type == "approval.resolved"]
+        resolved = [e.data for e in parts.events if isinstance(e.data, ApprovalResolved)]
 
     assert_done(top)
     assert top.report == "the plan: ship it"
@@ -190,7 +192,7 @@ async def test_a_checkpoint_with_auto_approve_proceeds_by_itself(scripted_llm: S
     )
     assert approval.auto_approve_at is not None and approval.auto_approve_at > approval.created_at
     assert resolved == [
-        {"approval_id": approval.id, "state": "approved", "decided_by": "auto_approve", "remember": "once"}
+        ApprovalResolved(approval_id=approval.id, state="approved", decided_by="auto_approve", remember="once")
     ]
 
 

@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from dispatch.hub.errors import NotFoundError, UnknownAgentError, UserError
-from dispatch.hub.events import Event
+from dispatch.hub.events import Event, MessageDelivered, MessageSent, SkillLoaded
 from dispatch.hub.service.hub import Hub
 from dispatch.hub.store.db import DB_NAME, Store
 from dispatch.servers.hublink import MessageKind
@@ -62,9 +62,9 @@ async def test_agents_transcripts_messages_and_events_survive_a_reopen(
         assert (await hub.agent(top.id)).progress == ["child reported"]
         replayed = await _replay(hub, 0, last)
         assert [e.seq for e in replayed] == list(range(1, last + 1))
-        sent = next(e for e in replayed if e.type == "message.sent" and e.data["message_id"] == message_id)
-        assert sent.data["text"] == "Mind the tests."
-        assert any(e.type == "message.delivered" and e.data["message_id"] == message_id for e in replayed)
+        sent = next(e.data for e in replayed if isinstance(e.data, MessageSent) and e.data.message_id == message_id)
+        assert sent.text == "Mind the tests."
+        assert any(isinstance(e.data, MessageDelivered) and e.data.message_id == message_id for e in replayed)
         with pytest.raises(UserError, match="has finished"):
             await hub.send(top.id, "too late", MessageKind.instruction)
         with pytest.raises(UnknownAgentError):
@@ -109,7 +109,7 @@ async def test_follow_events_replays_from_since_then_streams_live_without_gap(
         late: list[Event] = []
         with anyio.fail_after(10):
             async with hub.follow_events() as events:  # None: from now on only
-                hub.tree.events.publish("test.ping", second.id)
+                hub.tree.events.publish(second.id, SkillLoaded(skill="ping"))
                 async for event in events:
                     late.append(event)
                     break
@@ -118,7 +118,7 @@ async def test_follow_events_replays_from_since_then_streams_live_without_gap(
     assert seqs == list(range(middle - 2, seqs[-1] + 1)), "a gap or a duplicate"
     assert seqs[0] <= middle < seqs[-1]
     assert any(e.agent_id == first.id for e in seen) and any(e.agent_id == second.id for e in seen)
-    assert [e.type for e in late] == ["test.ping"] and late[0].seq > seqs[-1]
+    assert [e.data for e in late] == [SkillLoaded(skill="ping")] and late[0].seq > seqs[-1]
 
 
 async def test_artifacts_saved_by_one_agent_are_found_by_a_later_one(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:

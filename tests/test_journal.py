@@ -1,5 +1,6 @@
 """The journal's durability: the writer's batches are committed (they survive a crash of the hub)
-without waiting for the disk; what a flush acknowledges is on the disk before the flush returns."""
+without waiting for the disk; what a flush acknowledges is on the disk before the flush returns.
+And what it records comes from the events alone."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import anyio
 import pytest
 from sqlite_utils import Database
 
+from dispatch.hub.agents.spec import AgentSpec
+from dispatch.hub.events import AgentProgress, AgentReported, AgentSpawned, AgentStateChanged, AgentStepped, Spent
 from dispatch.hub.store.db import DB_NAME, Store
-from dispatch.hub.store.journal import Journal
+from dispatch.hub.store.journal import Journal, JournaledBus, Recorder
 from dispatch.hub.store.records import Records
 
 NORMAL, FULL = 1, 2  # PRAGMA synchronous values
@@ -75,3 +78,50 @@ async def test_flushed_writes_reach_the_disk_and_the_writers_batches_only_commit
             await journal.close()
         rows = await store.call(lambda db: [r["id"] for r in db.query("select id from events order by id")])
         assert rows == [1, 2, 3]
+
+
+@pytest.mark.anyio
+async def test_the_journal_records_what_the_events_say_with_no_tree_to_ask(tmp_path: Path) -> None:
+    """The recorder has only the events: the agent's row, its transcript step by step, its notes,
+    usage, report and chat come from them (no live agent exists here)."""
+    spec = AgentSpec(id="a-top", name="dispatch", task="sum it up", model="heavy")
+    spent = Spent(tokens_in=120, tokens_out=8, cost_usd=0.01)
+    first = [{"role": "system", "content": "rules"}, {"role": "user", "content": "sum it up"}]
+    call = {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "function": {"name": "ls"}}]}
+    second = [{"role": "tool", "tool_call_id": "c1", "content": "a.py"}, {"role": "assistant", "content": "one file"}]
+    async with Store.open(tmp_path / DB_NAME) as store:
+        records = Records(store)
+        bus = JournaledBus(records, Recorder(tmp_path), last_seq=0)
+        async with anyio.create_task_group() as group:
+            group.start_soon(bus.journal.run)
+            bus.publish(spec.id, AgentSpawned(
+                parent_id=None, name="dispatch", template=None, model="heavy", task="sum it up", scope=["."],
+                detached=False, skills=[], chat_id="c-1", spec_json=spec.model_dump_json(),
+            ))  # fmt: skip
+            bus.publish("a-kid", AgentSpawned(
+                parent_id=spec.id, name="worker", template="worker", model="coding", task="count", scope=[],
+                detached=False, skills=[], spec_json=spec.model_copy(update={"id": "a-kid"}).model_dump_json(),
+            ))  # fmt: skip
+            bus.publish(spec.id, AgentStateChanged(state="running", spent=Spent(tokens_in=0, tokens_out=0, cost_usd=0)))
+            bus.publish(spec.id, AgentStepped(
+                index=1, text=None, tool_calls=["ls"], tokens_in=100, tokens_out=5, cost_usd=0.008, first=0,
+                messages=[*first, call], spent=Spent(tokens_in=100, tokens_out=5, cost_usd=0.008),
+            ))  # fmt: skip
+            bus.publish(spec.id, AgentProgress(text="listed"))
+            bus.publish(spec.id, AgentProgress(text="counted"))
+            bus.publish(spec.id, AgentStepped(
+                index=2, text="one file", tool_calls=[], tokens_in=20, tokens_out=3, cost_usd=0.002, first=3,
+                messages=second, spent=spent,
+            ))  # fmt: skip
+            bus.publish(spec.id, AgentStateChanged(state="done", spent=spent))
+            bus.publish(spec.id, AgentReported(report="one file"))
+            await bus.journal.flush()
+            row, kid = await records.agent_row(spec.id), await records.agent_row("a-kid")
+            transcript = await records.transcript(spec.id)
+            await bus.journal.close()
+
+    assert row is not None and kid is not None
+    assert (row.state, row.report, row.steps, row.progress) == ("done", "one file", 2, ["listed", "counted"])
+    assert (row.tokens_in, row.tokens_out, row.cost_usd) == (120, 8, 0.01)
+    assert row.spec == spec and (row.chat_id, kid.chat_id) == ("c-1", "c-1")  # the child files under its top's chat
+    assert transcript == [*first, call, *second]

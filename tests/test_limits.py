@@ -15,7 +15,7 @@ from dispatch.hub.agents.limits import Limits
 from dispatch.hub.agents.spec import AgentState
 from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.config.project import LimitsConfig
-from dispatch.hub.events import Event, EventBus
+from dispatch.hub.events import AgentStateChanged, EventBus
 from dispatch.hub.llm.client import LiteLLMClient
 from tests.agent_helpers import assert_done, call, top_spec, until
 from tests.api_helpers import ServedHub
@@ -56,14 +56,14 @@ def _script_tree(llm: ScriptedLLM) -> None:
 async def test_one_running_slot_runs_a_deep_tree_one_agent_at_a_time(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
     _script_tree(scripted_llm)
     bus = EventBus()
-    queued: list[Event] = []
+    queued: list[AgentStateChanged] = []
     limits = Limits(LimitsConfig(running_agents=1))
     async with bus.subscribe() as stream, AgentTree(tmp_path, LiteLLMClient(), bus, limits=limits) as tree:
 
         async def watch() -> None:
             async for event in stream:
-                if event.type == "agent.state" and event.data["state"] == "pending" and event.data["reason"]:
-                    queued.append(event)
+                if isinstance(event.data, AgentStateChanged) and event.data.state == "pending" and event.data.reason:
+                    queued.append(event.data)
 
         async with anyio.create_task_group() as group:
             group.start_soon(watch)
@@ -77,7 +77,7 @@ async def test_one_running_slot_runs_a_deep_tree_one_agent_at_a_time(scripted_ll
     # one agent took steps at a time: no two model calls overlapped
     assert max_overlap(_intervals(scripted_llm)) == 1
     assert queued, "no agent waited for a running slot"
-    assert queued[0].data["reason"] == "queued: all 1 running slots are taken (limits.running_agents)"
+    assert queued[0].reason == "queued: all 1 running slots are taken (limits.running_agents)"
     assert limits.view().running_agents == 0 and limits.view().queued_agents == 0
 
 

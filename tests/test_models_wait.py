@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from dispatch.hub.agents.spec import AgentState
-from dispatch.hub.events import Event
+from dispatch.hub.events import AgentStateChanged, Event
 from dispatch.hub.policy.grants import Grants
 from tests.agent_helpers import assert_done, call, until
 from tests.fakes.scripted_llm import Fail, Reply, ScriptedLLM
@@ -74,10 +74,9 @@ async def test_all_keys_exhausted_the_agent_waits_a_sibling_finishes_then_it_res
     assert_done(top)
     assert_done(waiter)
     assert waiter.report == "waiter done"
-    waits = [
-        e for e in seen if e.agent_id == waiter.id and e.type == "agent.state" and e.data["state"] == "waiting_key"
-    ]
-    assert len(waits) == 1 and "until" in waits[0].data
+    waits = [e.data for e in seen if e.agent_id == waiter.id and isinstance(e.data, AgentStateChanged)]
+    waits = [w for w in waits if w.state == "waiting_key"]
+    assert len(waits) == 1 and waits[0].until is not None
     _, limited, resumed = a.requests_for("[waiter]")
     (refused_by_b,) = b.requests_for("[waiter]")
     assert (limited.status, refused_by_b.status, resumed.status) == (429, 429, 200)

@@ -20,7 +20,14 @@ from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.spec import AgentSpec, AgentState
 from dispatch.hub.config.skills import LoadedSkill
 from dispatch.hub.errors import UserError
-from dispatch.hub.events import EventBus
+from dispatch.hub.events import (
+    AgentProgress,
+    AgentQuestion,
+    ArtifactSaved,
+    EventBus,
+    MessageDelivered,
+    SkillLoaded,
+)
 from dispatch.hub.policy.paths import normalize_path, overlaps
 from dispatch.servers.hublink import (
     AccessDecision,
@@ -102,9 +109,8 @@ class TreeLink:
     def take_messages(self) -> list[InboxMessage]:
         taken = self._agent.inbox.take()
         for message in taken:
-            self._tree.events.publish(
-                "message.delivered", self._agent.id, message_id=message.id, step=self._agent.steps_taken
-            )
+            delivered = MessageDelivered(message_id=message.id, step=self._agent.steps_taken)
+            self._tree.events.publish(self._agent.id, delivered)
         return taken
 
     async def wait_for_message(self) -> None:
@@ -112,10 +118,10 @@ class TreeLink:
 
     async def report_progress(self, text: str) -> None:
         self._agent.progress.append(text)
-        self._tree.events.publish("agent.progress", self._agent.id, text=text)
+        self._tree.events.publish(self._agent.id, AgentProgress(text=text))
 
     async def ask_user(self, question: str) -> list[InboxMessage]:
-        self._tree.events.publish("agent.question", self._agent.id, question=question)
+        self._tree.events.publish(self._agent.id, AgentQuestion(question=question))
         self._agent.set_state(AgentState.waiting_user, f"waiting for you: {question}")
         try:
             async with self._agent.hooks.idle():
@@ -194,7 +200,7 @@ class TreeLink:
         done_ids = {k.id for k in finished}
         for report in inbox.take(lambda m: m.kind is MessageKind.report and m.sender in done_ids):
             step = self._agent.steps_taken  # read through this wait's result
-            self._tree.events.publish("message.delivered", self._agent.id, message_id=report.id, step=step)
+            self._tree.events.publish(self._agent.id, MessageDelivered(message_id=report.id, step=step))
         return WaitOutcome(
             finished=[child_info(k) for k in finished],
             pending=[child_info(k) for k in kids if not k.state.terminal],
@@ -241,7 +247,7 @@ class TreeLink:
         if skill in {s.skill for s in self._agent.loaded_skills}:
             return info
         self._agent.loaded_skills.append(LoadedSkill(skill, "loaded on demand"))
-        self._tree.events.publish("agent.skill", self._agent.id, skill=skill.ref)
+        self._tree.events.publish(self._agent.id, SkillLoaded(skill=skill.ref))
         return info.model_copy(update={"text": skill.read()})
 
     # ---- artifacts -----------------------------------------------------------------------------
@@ -253,7 +259,7 @@ class TreeLink:
 
     async def save_artifact(self, kind: str, title: str, content: str) -> ArtifactInfo:
         saved = await self._shelf().save(self._agent.id, kind, title, content)
-        self._tree.events.publish("artifact.saved", self._agent.id, artifact_id=saved.id, kind=kind, title=title)
+        self._tree.events.publish(self._agent.id, ArtifactSaved(artifact_id=saved.id, kind=kind, title=title))
         return saved
 
     async def find_artifacts(self, query: str | None, kind: str | None, limit: int) -> list[ArtifactInfo]:

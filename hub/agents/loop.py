@@ -40,6 +40,11 @@ class Step:
     completion: Completion
     tool_runs: list[ToolRun]
     delivered: list[InboxMessage]
+    first: int = 0
+    """The transcript index of the first of ``messages``."""
+    messages: list[JsonDict] = field(default_factory=list[JsonDict])
+    """The transcript messages added since the previous step (the first step: the whole transcript;
+    a resumed agent's first: those after the one it was restored with)."""
     report: str | None = None
     """Set on the last step: the agent's report."""
 
@@ -150,6 +155,7 @@ class Agent:
 
     async def steps(self, mounts: Mounts, model: ModelClient) -> AsyncGenerator[Step]:
         """The loop, one model call per step, until the agent reports."""
+        announced = len(self.transcript) if self.steps_taken else 0  # a resumed agent's are stored already
         self._begin_transcript(mounts.notes)
         while True:
             completion = await self._ask(model, mounts)
@@ -171,9 +177,11 @@ class Agent:
             if not (completion.tool_calls or delivered) and self.hooks.before_report is not None:
                 await self.hooks.before_report(self, completion.text or "")
                 delivered = self._drain_inbox()  # sent while the report waited for its approval
+            first, added = announced, self.transcript[announced:]
+            announced = len(self.transcript)
             if completion.tool_calls or delivered:
-                yield Step(self.steps_taken, completion, runs, delivered)
+                yield Step(self.steps_taken, completion, runs, delivered, first, added)
                 continue
             self.inbox.close()  # nothing waits, and from here on nothing could be read
-            yield Step(self.steps_taken, completion, runs, delivered, report=completion.text or "")
+            yield Step(self.steps_taken, completion, runs, delivered, first, added, report=completion.text or "")
             return

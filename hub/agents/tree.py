@@ -27,7 +27,20 @@ from dispatch.hub.agents.link import ArtifactShelf, CheckpointGate, TreeLink
 from dispatch.hub.agents.loop import Agent, AgentHooks, ToolRun
 from dispatch.hub.agents.spec import AgentSpec, AgentState
 from dispatch.hub.errors import BudgetExceeded, DispatchError, UnknownAgentError, UserError, unwrap
-from dispatch.hub.events import EventBus
+from dispatch.hub.events import (
+    AgentModelSwitched,
+    AgentReported,
+    AgentResumed,
+    AgentSpawned,
+    AgentStateChanged,
+    AgentStepped,
+    EventBus,
+    MessageDelivered,
+    MessageSent,
+    Spent,
+    ToolCalled,
+    ToolReturned,
+)
 from dispatch.hub.ids import new_id
 from dispatch.hub.llm.types import ModelClient, ToolCallRequest, Usage
 from dispatch.hub.mounts.connection import open_mounts
@@ -127,13 +140,21 @@ class AgentTree:
 
     # ---- spawning and running ----------------------------------------------------------------
 
-    def start(self, spec: AgentSpec, *, restore: Callable[[Agent], None] | None = None, run: bool = True) -> Agent:
+    def start(
+        self,
+        spec: AgentSpec,
+        *,
+        restore: Callable[[Agent], None] | None = None,
+        run: bool = True,
+        chat_id: str | None = None,
+    ) -> Agent:
         """Register the agent and start running it in the tree's task group.
 
         ``restore`` rebuilds an agent from the store first (transcript, usage, steps, inbox); it
         then continues from its last persisted step (``agent.resumed``, not ``agent.spawned``).
         With ``run=False`` it is only registered, as restored, so that links to it hold (a finished
         child, or a paused parent, of a resumed agent); an ``interrupted`` one may be started later.
+        ``chat_id``: the chat a top agent answers, announced with it (the store files it there).
         """
         if self._group is None:
             raise RuntimeError("the tree is not running; use 'async with AgentTree(...)'")
@@ -160,9 +181,7 @@ class AgentTree:
         if not run:
             agent.finished.set()
             return agent
-        self.events.publish(
-            "agent.resumed" if restore else "agent.spawned",
-            spec.id,
+        spawned = AgentSpawned(
             parent_id=spec.parent_id,
             name=spec.name,
             template=spec.template,
@@ -171,7 +190,10 @@ class AgentTree:
             scope=list(spec.scope),
             detached=spec.detached,
             skills=[s.skill.ref for s in skills],
-        )
+            chat_id=chat_id,
+            spec_json="" if restore else spec.model_dump_json(),
+        )  # a resumed one is announced with the same fields (the store has its spec)
+        self.events.publish(spec.id, AgentResumed.model_validate(spawned.model_dump()) if restore else spawned)
         self._group.start_soon(self._run, agent, name=f"agent {spec.id}")
         return agent
 
@@ -250,18 +272,21 @@ class AgentTree:
             aclosing(agent.steps(mounts, self.model)) as steps,
         ):
             async for step in steps:
-                self.events.publish(
-                    "agent.step",
-                    agent.id,
+                usage = step.completion.usage
+                stepped = AgentStepped(
                     index=step.index,
                     text=step.completion.text,
                     tool_calls=[c.name for c in step.completion.tool_calls],
-                    tokens_in=step.completion.usage.prompt_tokens,
-                    tokens_out=step.completion.usage.completion_tokens,
-                    cost_usd=step.completion.usage.cost_usd,
+                    tokens_in=usage.prompt_tokens,
+                    tokens_out=usage.completion_tokens,
+                    cost_usd=usage.cost_usd,
+                    first=step.first,
+                    messages=step.messages,
+                    spent=_spent(agent),
                 )
+                self.events.publish(agent.id, stepped)
                 for message in step.delivered:
-                    self.events.publish("message.delivered", agent.id, message_id=message.id, step=step.index)
+                    self.events.publish(agent.id, MessageDelivered(message_id=message.id, step=step.index))
                 if step.report is not None:
                     agent.report = step.report
                 self._enforce_budgets(agent, finishing=step.report is not None)
@@ -269,7 +294,7 @@ class AgentTree:
                     agent.set_state(AgentState.interrupted, f"the hub stopped after step {step.index}; resume it")
                     return
         agent.set_state(AgentState.done)
-        self.events.publish("agent.report", agent.id, report=agent.report)
+        self.events.publish(agent.id, AgentReported(report=agent.report))
 
     def _enforce_budgets(self, agent: Agent, *, finishing: bool) -> None:
         """Stop every agent on the path to the root whose subtree reached its cap: the agent itself
@@ -312,7 +337,7 @@ class AgentTree:
             raise UserError(f"agent {agent_id} is giving its report; it reads no more messages")
         message = InboxMessage(id=new_id("m"), kind=kind, text=text, sender=sender, sent_at=datetime.now(UTC))
         agent.inbox.put(message)
-        self.events.publish("message.sent", agent_id, message_id=message.id, kind=kind.value, sender=sender, text=text)
+        self.events.publish(agent_id, MessageSent(message_id=message.id, kind=kind.value, sender=sender, text=text))
         return message.id
 
     def cancel(self, agent_id: str) -> Agent:
@@ -344,27 +369,26 @@ class AgentTree:
     def switch_model(self, agent_id: str, model: str) -> None:
         agent = self.get(agent_id)
         agent.switch_model(model)
-        self.events.publish("agent.model", agent_id, model=model)
+        self.events.publish(agent_id, AgentModelSwitched(model=model))
 
     # ---- announcements -----------------------------------------------------------------------
 
     def _announce_state(self, agent: Agent) -> None:
-        extra = {"until": agent.waiting_until.isoformat()} if agent.waiting_until is not None else {}
-        self.events.publish("agent.state", agent.id, state=agent.state.value, reason=agent.reason, **extra)
+        until = agent.waiting_until.isoformat() if agent.waiting_until is not None else None
+        changed = AgentStateChanged(
+            state=agent.state.value, reason=agent.reason, until=until, error=agent.error, spent=_spent(agent)
+        )
+        self.events.publish(agent.id, changed)
 
     def _announce_tool_call(self, agent: Agent, call: ToolCallRequest) -> None:
-        self.events.publish("tool.call", agent.id, call_id=call.id, name=call.name, arguments=call.arguments)
+        self.events.publish(agent.id, ToolCalled(call_id=call.id, name=call.name, arguments=call.arguments))
 
     def _announce_tool_result(self, agent: Agent, run: ToolRun) -> None:
-        self.events.publish(
-            "tool.result",
-            agent.id,
-            call_id=run.call.id,
-            name=run.call.name,
-            is_error=run.outcome.is_error,
-            text=run.outcome.text[:2000],
-            seconds=run.seconds,
+        call, outcome = run.call, run.outcome
+        returned = ToolReturned(
+            call_id=call.id, name=call.name, is_error=outcome.is_error, text=outcome.text[:2000], seconds=run.seconds
         )
+        self.events.publish(agent.id, returned)
 
     # ---- checkpoints -------------------------------------------------------------------------
 
@@ -378,3 +402,8 @@ class AgentTree:
             return None if checkpoints is None else await checkpoints.before_tool(agent, kind, name, arguments)
 
         return gate
+
+
+def _spent(agent: Agent) -> Spent:
+    usage = agent.usage
+    return Spent(tokens_in=usage.prompt_tokens, tokens_out=usage.completion_tokens, cost_usd=usage.cost_usd)

@@ -22,7 +22,15 @@ from rich.tree import Tree
 from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.spec import AgentState
 from dispatch.hub.agents.tree import AgentTree
-from dispatch.hub.events import Event
+from dispatch.hub.events import (
+    AgentProgress,
+    AgentSpawned,
+    AgentStateChanged,
+    ApprovalResolved,
+    Event,
+    ToolCalled,
+    ToolReturned,
+)
 
 STATE_STYLE: dict[AgentState, str] = {
     AgentState.pending: "dim",
@@ -52,23 +60,23 @@ def agent_label(agent: Agent) -> Text:
 
 def describe(event: Event) -> str | None:
     """One line for the events worth a line; None for the rest."""
-    data = event.data
-    if event.type == "agent.spawned":
-        return f"{event.agent_id} spawned ({data['name']}, parent {data['parent_id'] or '-'}): {data['task'][:80]}"
-    if event.type == "agent.state":
-        reason = f" ({data['reason']})" if data["reason"] else ""
-        return f"{event.agent_id} {data['state']}{reason}"
-    if event.type == "tool.call":
-        return f"{event.agent_id} → {data['name']} {data['arguments'][:100]}"
-    if event.type == "tool.result":
-        flag = "error" if data["is_error"] else "ok"
-        first = (data["text"].splitlines() or [""])[0][:100]
-        return f"{event.agent_id} ← {data['name']} {flag}: {first}"
-    if event.type == "agent.progress":
-        return f"{event.agent_id} progress: {data['text']}"
-    if event.type == "approval.resolved":
-        return f"{event.agent_id} approval {data['approval_id']} {data['state']} by {data['decided_by']}"
-    return None
+    who = event.agent_id
+    match event.data:
+        case AgentSpawned(name=name, parent_id=parent, task=task):
+            return f"{who} spawned ({name}, parent {parent or '-'}): {task[:80]}"
+        case AgentStateChanged(state=state, reason=reason):
+            return f"{who} {state}{f' ({reason})' if reason else ''}"
+        case ToolCalled(name=name, arguments=arguments):
+            return f"{who} → {name} {arguments[:100]}"
+        case ToolReturned(name=name, is_error=is_error, text=text):
+            first = (text.splitlines() or [""])[0][:100]
+            return f"{who} ← {name} {'error' if is_error else 'ok'}: {first}"
+        case AgentProgress(text=text):
+            return f"{who} progress: {text}"
+        case ApprovalResolved(approval_id=approval_id, state=state, decided_by=by):
+            return f"{who} approval {approval_id} {state} by {by}"
+        case _:
+            return None
 
 
 class LiveView:
@@ -79,7 +87,7 @@ class LiveView:
         self._recent: deque[str] = deque(maxlen=recent)
 
     def feed(self, event: Event) -> None:
-        if event.type in ("tool.call", "tool.result", "agent.progress"):
+        if isinstance(event.data, ToolCalled | ToolReturned | AgentProgress):
             line = describe(event)
             if line is not None:
                 self._recent.append(line)

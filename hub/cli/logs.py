@@ -13,11 +13,26 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import anyio
 
-from dispatch.hub.events import Event
+from dispatch.hub.events import (
+    AgentModelSwitched,
+    AgentProgress,
+    AgentQuestion,
+    AgentReported,
+    AgentResumed,
+    AgentSpawned,
+    AgentStateChanged,
+    AgentStepped,
+    ArtifactSaved,
+    Event,
+    MessageDelivered,
+    MessageSent,
+    SkillLoaded,
+    ToolCalled,
+    ToolReturned,
+)
 from dispatch.hub.service.lifecycle import LOG_FILE
 from dispatch.hub.store.db import DB_NAME, Store
 from dispatch.hub.store.records import Records
@@ -53,66 +68,63 @@ class ActivityLog:
             current = self.parents.get(current)
         return " > ".join(names)
 
-    def line(self, event: Event) -> str | None:
-        data = event.data
-        if event.type in ("agent.spawned", "agent.resumed"):
-            self.learn(event.agent_id, str(data.get("name", "?")), data.get("parent_id"))
-        text = self._text(event, data)
-        if text is None:
-            return None
+    def line(self, event: Event) -> str:
+        if isinstance(event.data, AgentSpawned | AgentResumed):
+            self.learn(event.agent_id, event.data.name, event.data.parent_id)
+        text = self._text(event)
         moment = datetime.fromtimestamp(event.at).strftime("%H:%M:%S")
         return f"{moment} #{event.seq} {self.who(event.agent_id)} {text}"
 
-    def _text(self, event: Event, data: dict[str, Any]) -> str | None:
-        render = _RENDER.get(event.type)
-        if render is not None:
-            return render(self, event, data)
-        return f"{event.type} {_first(json.dumps(data, default=str))}"
+    def _text(self, event: Event) -> str:
+        match event.data:
+            case ToolCalled(call_id=call_id, name=name, arguments=arguments):
+                self._arguments[call_id] = arguments
+                return f"→ {name} {_first(arguments)}"
+            case ToolReturned() as returned:
+                return self._tool_result_text(event.agent_id, returned)
+            case MessageSent(kind=kind, sender=sender, message_id=message_id, text=text):
+                return f"✉ {kind} from {sender} ({message_id}): {_first(text)}"
+            case MessageDelivered(message_id=message_id, step=step):
+                return f"✉ read {message_id} at step {step}"
+            case ArtifactSaved(kind=kind, title=title, artifact_id=artifact_id):
+                return f"saved {kind} {title!r} ({artifact_id})"
+            case _:
+                return self._agent_text(event)
 
-    def state_text(self, event: Event, data: dict[str, Any]) -> str:
-        reason = f" ({_first(data.get('reason'), 200)})" if data.get("reason") else ""
-        if data.get("state") == "failed":
-            return f"✗ failed{reason}\n    chain: {self.chain(event.agent_id)}"
-        return f"{data.get('state')}{reason}"
+    def _agent_text(self, event: Event) -> str:
+        match event.data:
+            case AgentSpawned(parent_id=parent, task=task):
+                return f"spawned by {self.who(parent) if parent else 'the user'}: {_first(task)}"
+            case AgentResumed():
+                return "resumed from its last step"
+            case AgentStateChanged(state=state, reason=reason):
+                because = f" ({_first(reason, 200)})" if reason else ""
+                if state == "failed":
+                    return f"✗ failed{because}\n    chain: {self.chain(event.agent_id)}"
+                return f"{state}{because}"
+            case AgentStepped(index=index, tokens_in=tokens_in, tokens_out=tokens_out, text=text):
+                return f"step {index} ({tokens_in}+{tokens_out} tok)" + (f": {_first(text)}" if text else "")
+            case AgentProgress(text=text):
+                return f"progress: {_first(text, 200)}"
+            case AgentQuestion(question=question):
+                return f"asks the user: {_first(question, 200)}"
+            case AgentReported(report=report):
+                return f"report: {_first(report, 200)}"
+            case AgentModelSwitched(model=model):
+                return f"model → {model}"
+            case SkillLoaded(skill=skill):
+                return f"loaded skill {skill}"
+            case _:  # approvals, and kinds of another version: as stored
+                return f"{event.type} {_first(json.dumps(event.model_dump(mode='json')['data']))}"
 
-    def tool_call_text(self, event: Event, data: dict[str, Any]) -> str:
-        self._arguments[str(data.get("call_id"))] = str(data.get("arguments", ""))
-        return f"→ {data.get('name')} {_first(data.get('arguments'))}"
-
-    def tool_result_text(self, event: Event, data: dict[str, Any]) -> str:
-        arguments = self._arguments.pop(str(data.get("call_id")), "")
-        if not data.get("is_error"):
-            return f"← {data.get('name')} ok: {_first(data.get('text'))}"
+    def _tool_result_text(self, agent_id: str, returned: ToolReturned) -> str:
+        arguments = self._arguments.pop(returned.call_id, "")
+        if not returned.is_error:
+            return f"← {returned.name} ok: {_first(returned.text)}"
         return (
-            f"✗ tool {data.get('name')} failed: {_first(data.get('text'), 300)}\n"
-            f"    chain: {self.chain(event.agent_id)}\n    arguments: {_first(arguments, 500)}"
+            f"✗ tool {returned.name} failed: {_first(returned.text, 300)}\n"
+            f"    chain: {self.chain(agent_id)}\n    arguments: {_first(arguments, 500)}"
         )
-
-
-_Render = Callable[[ActivityLog, Event, dict[str, Any]], "str | None"]
-_RENDER: dict[str, _Render] = {
-    "agent.spawned": lambda log, e, d: (
-        f"spawned by {log.who(d['parent_id']) if d.get('parent_id') else 'the user'}: {_first(d.get('task'))}"
-    ),
-    "agent.resumed": lambda log, e, d: "resumed from its last step",
-    "agent.state": ActivityLog.state_text,
-    "agent.step": lambda log, e, d: (
-        f"step {d.get('index')} ({d.get('tokens_in', 0)}+{d.get('tokens_out', 0)} tok)"
-        + (f": {_first(d.get('text'))}" if d.get("text") else "")
-    ),
-    "tool.call": ActivityLog.tool_call_text,
-    "tool.result": ActivityLog.tool_result_text,
-    "message.sent": lambda log, e, d: (
-        f"✉ {d.get('kind')} from {d.get('sender')} ({d.get('message_id')}): {_first(d.get('text'))}"
-    ),
-    "message.delivered": lambda log, e, d: f"✉ read {d.get('message_id')} at step {d.get('step')}",
-    "agent.progress": lambda log, e, d: f"progress: {_first(d.get('text'), 200)}",
-    "agent.question": lambda log, e, d: f"asks the user: {_first(d.get('question'), 200)}",
-    "agent.report": lambda log, e, d: f"report: {_first(d.get('report'), 200)}",
-    "agent.model": lambda log, e, d: f"model → {d.get('model')}",
-    "agent.skill": lambda log, e, d: f"loaded skill {d.get('skill')}",
-    "artifact.saved": lambda log, e, d: f"saved {d.get('kind')} {d.get('title')!r} ({d.get('artifact_id')})",
-}
 
 
 async def _pick(records: Records, log: ActivityLog, agent: str | None) -> list[str] | None:
@@ -141,9 +153,7 @@ async def _show(home: Path, agent: str | None, follow: bool, out: Callable[[str]
         while True:
             page = await records.events_after(last, limit=1000, agent_ids=wanted)
             for event in page:
-                line = log.line(event)
-                if line is not None:
-                    out(line)
+                out(log.line(event))
                 last = event.seq
             if len(page) == 1000:
                 continue

@@ -20,6 +20,7 @@ import anyio
 from dispatch.hub.api.auth import TOKEN_FILE
 from dispatch.hub.cli.logs import ActivityLog
 from dispatch.hub.errors import UserError
+from dispatch.hub.events import AgentStateChanged
 from dispatch.hub.service.lifecycle import HubInfo, running_hub, serve_until_signalled
 from dispatch.hub.store.db import DB_NAME, Store
 from dispatch.hub.store.records import Records
@@ -81,10 +82,9 @@ async def _resume_here(agent_id: str, root: Path | None, home: Path) -> int:
 
         async def watch() -> None:
             async for event in events:
-                line = log.line(event)
-                if line is not None:
-                    _err(line)
-                if event.agent_id == agent_id and event.type == "agent.state" and event.data["state"] in _STOPPED:
+                _err(log.line(event))
+                changed = event.data
+                if event.agent_id == agent_id and isinstance(changed, AgentStateChanged) and changed.state in _STOPPED:
                     return
 
         await serve_until_signalled(hub, serve=watch)

@@ -18,13 +18,13 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
-from typing import Any, Literal
+from typing import Literal
 
 import anyio
 from rich.console import Console
 
 from dispatch.hub.errors import UserError
-from dispatch.hub.events import Event
+from dispatch.hub.events import ApprovalRequested, Event
 from dispatch.hub.service.hub import Hub
 from dispatch.hub.views import Decision, Remember
 
@@ -43,14 +43,14 @@ CHOICES: dict[str, tuple[Decision, Remember]] = {
 }
 
 
-def asked(data: dict[str, Any]) -> str:
+def asked(data: ApprovalRequested) -> str:
     """What is asked, in one line: who asks, and for what."""
-    chain = " › ".join(data.get("chain") or []) or "an agent"
-    if data["kind"] == "checkpoint":
-        return f"{chain} is at checkpoint {data['checkpoint']}"
-    if data["kind"] == "tool_change":
-        return f"the tool list of outside MCP server {data['server']!r} changed (asked for {chain})"
-    return f"{chain} asks to {data['operation']} {data['path']}"
+    chain = " › ".join(data.chain) or "an agent"
+    if data.kind == "checkpoint":
+        return f"{chain} is at checkpoint {data.checkpoint}"
+    if data.kind == "tool_change":
+        return f"the tool list of outside MCP server {data.server!r} changed (asked for {chain})"
+    return f"{chain} asks to {data.operation} {data.path}"
 
 
 def _excerpt(text: str | None) -> list[str]:
@@ -85,11 +85,11 @@ class TerminalApprovals:
     async def follow(self, events: AsyncIterator[Event]) -> None:
         """Answer every ``approval.requested`` among ``events``, in order, until they end."""
         async for event in events:
-            if event.type == "approval.requested":
+            if isinstance(event.data, ApprovalRequested):
                 await self._answer(event.data)
 
-    async def _answer(self, data: dict[str, Any]) -> None:
-        approval_id, notice = str(data["approval_id"]), data["kind"] == "tool_change"
+    async def _answer(self, data: ApprovalRequested) -> None:
+        approval_id, notice = data.approval_id, data.kind == "tool_change"
         if self._policy == "yes" and not notice:
             self._say(f"approved by --yes ({approval_id}): {asked(data)}")
             await self._decide(approval_id, "approve", "once", BY_YES)
@@ -112,15 +112,15 @@ class TerminalApprovals:
         except UserError as error:  # answered meanwhile: auto-approved, or the agent stopped
             self._say(str(error))
 
-    async def _prompt(self, data: dict[str, Any]) -> tuple[Decision, Remember] | None:
+    async def _prompt(self, data: ApprovalRequested) -> tuple[Decision, Remember] | None:
         """Ask until the answer is one of the choices; None when the terminal closed."""
-        lines = [f"approval {data['approval_id']}: {asked(data)}"]
-        if data["kind"] == "path" and data.get("content"):
-            lines.append(f"  why: {data['content']}")
-        elif data.get("content"):
-            lines += _excerpt(data["content"])
-        if data.get("auto_approve_at"):
-            lines.append(f"  (approved by itself at {data['auto_approve_at']} unless you answer)")
+        lines = [f"approval {data.approval_id}: {asked(data)}"]
+        if data.kind == "path" and data.content:
+            lines.append(f"  why: {data.content}")
+        elif data.content:
+            lines += _excerpt(data.content)
+        if data.auto_approve_at:
+            lines.append(f"  (approved by itself at {data.auto_approve_at} unless you answer)")
         self._console.print("\n".join(lines), markup=False, highlight=False)
         while True:
             self._console.print(

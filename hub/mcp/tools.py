@@ -18,6 +18,19 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from dispatch.hub.errors import UserError
+from dispatch.hub.events import (
+    AgentProgress,
+    AgentResumed,
+    AgentSpawned,
+    AgentStateChanged,
+    AgentStepped,
+    ApprovalResolved,
+    EventData,
+    MessageDelivered,
+    MessageSent,
+    ToolCalled,
+    ToolReturned,
+)
 from dispatch.hub.service.contract import HubService
 from dispatch.hub.views import AgentView, Decision, Remember
 from dispatch.servers.hublink import USER_KINDS, MessageKind
@@ -119,7 +132,7 @@ class HubTools:
                         seen += 1
                         if ctx is not None:
                             await ctx.report_progress(seen, None, f"{event.type} {_progress_text(event.data)}")
-                        if event.type == "agent.state" and event.data.get("state") in TERMINAL:
+                        if isinstance(event.data, AgentStateChanged) and event.data.state in TERMINAL:
                             break
                     detail = await _service_call(lambda: self._service.agent(agent_id))
         if detail.state not in TERMINAL:
@@ -156,8 +169,9 @@ class HubTools:
             with anyio.move_on_after(wait_for_delivery_s):
                 if wait_for_delivery_s > 0:
                     async for event in events:
-                        if event.type == "message.delivered" and event.data.get("message_id") == message_id:
-                            body |= {"delivered": True, "step": event.data.get("step")}
+                        delivered = event.data
+                        if isinstance(delivered, MessageDelivered) and delivered.message_id == message_id:
+                            body |= {"delivered": True, "step": delivered.step}
                             break
         return _dump(body)
 
@@ -199,8 +213,19 @@ def build_server(service: HubService) -> MCPServer:
     return server
 
 
-def _progress_text(data: dict[str, Any]) -> str:
-    for key in ("state", "name", "text", "message_id"):
-        if data.get(key):
-            return str(data[key])[:200]
-    return ""
+def _progress_text(data: EventData) -> str:
+    """What the event is about, in a few words: a state, a name, a text or a message id."""
+    match data:
+        case AgentStateChanged(state=said) | ApprovalResolved(state=said):
+            pass
+        case AgentSpawned(name=said) | AgentResumed(name=said) | ToolCalled(name=said) | ToolReturned(name=said):
+            pass
+        case AgentStepped(text=text):
+            said = text or ""
+        case AgentProgress(text=said) | MessageSent(text=said):
+            pass
+        case MessageDelivered(message_id=said):
+            pass
+        case _:
+            said = ""
+    return said[:200]

@@ -46,7 +46,7 @@ from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.spec import AgentState
 from dispatch.hub.config.permissions import add_auto_allow
 from dispatch.hub.errors import CheckpointDenied, NotFoundError, UserError
-from dispatch.hub.events import EventBus
+from dispatch.hub.events import ApprovalRequested, ApprovalResolved, EventBus
 from dispatch.hub.ids import new_id
 from dispatch.hub.policy.checkpoints import CheckpointName, ToolCheckpoints
 from dispatch.hub.store.db import Row, Store
@@ -55,6 +55,21 @@ from dispatch.servers.hublink import AccessDecision, Operation
 from dispatch.servers.sandbox.policy import is_pseudo_target
 
 STATES = ("pending", "approved", "denied")
+
+
+def _requested(view: ApprovalView) -> ApprovalRequested:
+    return ApprovalRequested(
+        approval_id=view.id,
+        kind=view.kind,
+        chain=view.chain,
+        path=view.path,
+        operation=view.operation,
+        checkpoint=view.checkpoint,
+        server=view.server,
+        content=view.content,
+        created_at=view.created_at,
+        auto_approve_at=view.auto_approve_at,
+    )
 
 
 @dataclass
@@ -168,8 +183,7 @@ class Approvals:
                     "created_at": times.now(), "state": "pending", **asked}  # fmt: skip
         await self._store.add_approval(row)
         self._on_answer[row["id"]] = on_answer
-        view = self._view(row).model_dump(exclude={"id", "agent_id", "state"})
-        self._events.publish("approval.requested", agent_id, approval_id=row["id"], **view)
+        self._events.publish(agent_id, _requested(self._view(row)))
         return row["id"]
 
     async def _ask(self, agent: Agent, reason: str, *, after_s: float | None = None, **asked: Any) -> Answer:
@@ -185,8 +199,7 @@ class Approvals:
         }
         await self._store.add_approval(row)
         waiter = self._waiters[row["id"]] = _Waiter(agent.id)
-        view = self._view(row).model_dump(exclude={"id", "agent_id", "state"})
-        self._events.publish("approval.requested", agent.id, approval_id=row["id"], **view)
+        self._events.publish(agent.id, _requested(self._view(row)))
         self._hold(agent, +1, reason)
         try:
             async with agent.hooks.idle():  # waiting on the user: the agent's running slot goes back meanwhile
@@ -216,9 +229,8 @@ class Approvals:
         state = "approved" if approved else "denied"
         fields: Row = {"state": state, "decided_at": times.now(), "decided_by": by, "remember": remember}
         await self._store.update_approval(approval_id, {**fields, "reason": why})
-        self._events.publish(
-            "approval.resolved", waiter.agent_id, approval_id=approval_id, state=state, decided_by=by, remember=remember
-        )
+        resolved = ApprovalResolved(approval_id=approval_id, state=state, decided_by=by, remember=remember)
+        self._events.publish(waiter.agent_id, resolved)
         waiter.done.set()
 
     # ---- the user's side -------------------------------------------------------------------------

@@ -197,8 +197,8 @@ class ChatService:
     async def _start(self, chat_id: str, message: ChatMessageView, spec: AgentSpec) -> None:
         """Start the chat's dispatch agent on ``message``, its transcript seeded with the history."""
         turns = [{"role": m.role, "content": m.text} for m in await self._history(message.parent_id)]
-        self._agents[spec.id] = chat_id  # known to chat_of when agent.spawned is announced
-        agent = self._tree.start(spec)
+        self._agents[spec.id] = chat_id
+        agent = self._tree.start(spec, chat_id=chat_id)
         if turns:  # before the agent's task first runs: it begins from this transcript, not its own
             system = {"role": "system", "content": spec.system_prompt(agent.loaded_skills)}
             user = {"role": "user", "content": message.text}

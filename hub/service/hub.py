@@ -34,7 +34,7 @@ from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.spec import AgentSpec, AgentState
 from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.errors import UnknownAgentError, UserError
-from dispatch.hub.events import Event, EventBus, each_queued
+from dispatch.hub.events import AgentModelSwitched, Event, EventBus, MessageSent, each_queued
 from dispatch.hub.ids import new_id
 from dispatch.hub.llm.router import Router
 from dispatch.hub.llm.types import ModelClient
@@ -131,10 +131,8 @@ class Hub(Delegation):
             lsp = await stack.enter_async_context(LspManager(catalog.config.lsp))
             client = model or Router(catalog.config.models, store)
             tree, approvals = gated_tree(root, client, bus, catalog, store, lsp=lsp, artifacts=records)
-            bus.recorder.lookup = tree.agents.get
             await stack.enter_async_context(tree)
             chats = await stack.enter_async_context(ChatService(store, tree, model=default_model))
-            bus.recorder.chat_lookup = chats.chat_of
             hub = cls(root=root, data_dir=home, lock=lock, store=store, bus=bus, tree=tree)
             hub.attach(chats, approvals, default_model=default_model, interrupted=interrupted)
             stack.push_async_callback(hub.stop, 0.0)
@@ -272,9 +270,7 @@ class Hub(Delegation):
             if row.state != AgentState.interrupted.value:
                 raise UserError(f"agent {agent_id} has finished ({row.state}); it reads no more messages")
             message_id = new_id("m")
-            self._bus.publish(
-                "message.sent", agent_id, message_id=message_id, kind=kind.value, sender="user", text=text
-            )
+            self._bus.publish(agent_id, MessageSent(message_id=message_id, kind=kind.value, sender="user", text=text))
         await self._bus.journal.flush()
         return message_id
 
@@ -288,7 +284,7 @@ class Hub(Delegation):
         elif agent is not None or self._row(agent_id).state != AgentState.interrupted.value:
             raise UserError(f"agent {agent_id} has finished ({self.view(agent_id).state}); it makes no more calls")
         else:
-            self._bus.publish("agent.model", agent_id, model=model.strip())
+            self._bus.publish(agent_id, AgentModelSwitched(model=model.strip()))
         await self._refresh(agent_id)
 
     async def cancel(self, agent_id: str) -> AgentView:

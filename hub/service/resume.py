@@ -21,7 +21,7 @@ from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.spec import AgentState
 from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.errors import UnknownAgentError, UserError
-from dispatch.hub.events import EventBus
+from dispatch.hub.events import AgentStateChanged, EventBus
 from dispatch.hub.llm.types import Usage
 from dispatch.hub.store.journal import Recorder
 from dispatch.hub.store.records import AgentRow, Records
@@ -32,7 +32,7 @@ async def mark_interrupted(records: Records, bus: EventBus) -> list[str]:
     rows = await records.unfinished()
     for row in rows:
         reason = f"the hub stopped while it was {row.state}, after step {row.steps}; resume it to continue"
-        bus.publish("agent.state", row.id, state=AgentState.interrupted.value, reason=reason, steps=row.steps)
+        bus.publish(row.id, AgentStateChanged(state=AgentState.interrupted.value, reason=reason, steps=row.steps))
     return [row.id for row in rows]
 
 
@@ -71,7 +71,7 @@ class Restorer:
         restorers = [(member, run, await self._restorer(member, run)) for member, run in plan]
         started: list[Agent] = []
         for member, run, restore in restorers:  # no await from here on: the whole subtree is linked
-            agent = self._tree.start(member.spec, restore=restore, run=run)  # before any of it runs
+            agent = self._tree.start(member.spec, restore=restore, run=run, chat_id=member.chat_id)  # before any runs
             if run:
                 started.append(agent)
         return self._tree.agents[agent_id], started
@@ -85,7 +85,8 @@ class Restorer:
             if live is not None and paused(live):
                 self._tree.cancel(row.id)
             elif live is None and row.state == AgentState.interrupted.value:
-                self._tree.events.publish("agent.state", row.id, state="cancelled", reason="cancelled")
+                cancelled = AgentStateChanged(state=AgentState.cancelled.value, reason="cancelled")
+                self._tree.events.publish(row.id, cancelled)
         return [row.id for row in below]
 
     async def _ancestors(self, row: AgentRow) -> list[AgentRow]:
@@ -115,7 +116,6 @@ class Restorer:
             for message in unread:
                 agent.inbox.put(message)
 
-            self._recorder.saved[row.id] = len(transcript)
             self._recorder.chat_of[row.id] = row.chat_id
             if row.question:
                 self._recorder.questions[row.id] = row.question

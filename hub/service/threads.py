@@ -14,7 +14,6 @@ with ``detached``, ``agent.question``); run it for as long as the tree runs.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -23,7 +22,7 @@ from dispatch.hub import times
 from dispatch.hub.agents.spec import AgentState
 from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.errors import NotFoundError, UserError
-from dispatch.hub.events import Event
+from dispatch.hub.events import AgentQuestion, AgentSpawned, Event
 from dispatch.hub.ids import new_id
 from dispatch.hub.store.db import Row, Store
 from dispatch.hub.views import ThreadDetail, ThreadMessageView, ThreadView
@@ -51,25 +50,31 @@ class AgentThreads:
                     log.exception("recording %s of agent %s in its thread failed", event.type, event.agent_id)
 
     async def _record(self, event: Event) -> None:
-        if event.type == "agent.spawned" and event.data.get("detached"):
-            await self._open(event.agent_id, event.data, event.at)
-        elif event.type == "agent.question":
-            if await self._store.thread_row(event.agent_id) is None:
-                await self._open(event.agent_id, {}, event.at)
-            row: Row = {
-                "id": new_id("t"),
-                "agent_id": event.agent_id,
-                "role": "agent",
-                "text": str(event.data.get("question", "")),
-                "created_at": event.at,
-            }
-            await self._store.add_thread_message(row)
+        match event.data:
+            case AgentSpawned(detached=True) as spawned:
+                await self._open(event.agent_id, event.at, spawned)
+            case AgentQuestion(question=question):
+                if await self._store.thread_row(event.agent_id) is None:
+                    await self._open(event.agent_id, event.at)
+                row: Row = {
+                    "id": new_id("t"),
+                    "agent_id": event.agent_id,
+                    "role": "agent",
+                    "text": question,
+                    "created_at": event.at,
+                }
+                await self._store.add_thread_message(row)
+            case _:
+                pass
 
-    async def _open(self, agent_id: str, data: dict[str, Any], at: float) -> None:
-        agent = self._tree.agents.get(agent_id)
-        name = data.get("name") or (agent.spec.name if agent else agent_id)
-        task = data.get("task") or (agent.spec.task if agent else "")
-        parent = data.get("parent_id") or (agent.spec.parent_id if agent else None)
+    async def _open(self, agent_id: str, at: float, spawned: AgentSpawned | None = None) -> None:
+        """Open the agent's thread, described by its spawn event (or, without one, by the live tree)."""
+        if spawned is not None:
+            name, parent, task = spawned.name, spawned.parent_id, spawned.task
+        else:
+            agent = self._tree.agents.get(agent_id)
+            name = agent.spec.name if agent else agent_id
+            parent, task = (agent.spec.parent_id, agent.spec.task) if agent else (None, "")
         row: Row = {"agent_id": agent_id, "name": name, "parent_id": parent, "task": task, "created_at": at}
         await self._store.add_thread(row)
 
@@ -104,7 +109,7 @@ class AgentThreads:
         row = await self._store.thread_row(agent_id)
         agent = self._tree.agents.get(agent_id)
         if row is None and agent is not None and agent.spec.detached:
-            await self._open(agent_id, {}, times.now())
+            await self._open(agent_id, times.now())
             row = await self._store.thread_row(agent_id)
         if row is None:
             raise NotFoundError(f"agent {agent_id!r} has no user thread (only detached agents have one)")

@@ -3,23 +3,24 @@ anyone hears of it.
 
 :class:`JournaledBus` is the hub's :class:`~dispatch.hub.events.EventBus`. ``publish`` stays
 synchronous and never blocks the publisher: it numbers the event (continuing the store's ids), asks
-the :class:`Recorder` for the writes that make the store match (a snapshot of the live agent taken
-right then) and queues them. The :class:`Journal`'s writer task commits what is queued in one
-transaction per batch (so many events share one commit and a step never waits on the store), then
-hands that batch's events to the subscribers, in order. So a subscriber sees only committed events,
-and :meth:`Journal.flush` is how a caller waits for its write to be acknowledged: it commits what is
-queued itself when no batch is being written (the writer's next turn of the event loop may be
-long in coming under load), and otherwise waits for the batch in flight and the next. The writer's
-batches survive a crash of the hub as soon as they are committed; what a flush acknowledges is on
-the disk too (a commit that waits for it, or a sync of the log), so it survives a power loss.
+the :class:`Recorder` for the writes that make the store match (from what the event says: a step
+carries its new transcript messages) and queues them. The :class:`Journal`'s writer task commits
+what is queued in one transaction per batch (so many events share one commit and a step never
+waits on the store), then hands that batch's events to the subscribers, in order. So a subscriber
+sees only committed events, and :meth:`Journal.flush` is how a caller waits for its write to be
+acknowledged: it commits what is queued itself when no batch is being written (the writer's next
+turn of the event loop may be long in coming under load), and otherwise waits for the batch in
+flight and the next. The writer's batches survive a crash of the hub as soon as they are
+committed; what a flush acknowledges is on the disk too (a commit that waits for it, or a sync of
+the log), so it survives a power loss.
 
-What the recorder writes per event:
+What the recorder writes per event, from what the event says (never from the live tree):
 
     agent.spawned      the agent's row (spec as JSON, chat, root)
-    agent.state        state, reason, usage, report, error (from the event when the agent is not live)
-    agent.step         the transcript messages added since the last step, and the step count
-    agent.model        the model and the spec
-    agent.progress     the progress notes            agent.question   the question asked
+    agent.state        state, reason, the question it waits on; usage and error when the tree says
+    agent.step         the transcript messages added since the last step, usage, the step count
+    agent.report       the report                     agent.model   the model
+    agent.progress     the note, appended             agent.question   (kept for agent.state)
     message.sent       the message (text included)    message.delivered   the step that read it
 """
 
@@ -35,12 +36,29 @@ from typing import Any
 import anyio
 
 from dispatch.hub import times
-from dispatch.hub.agents.loop import Agent
 from dispatch.hub.errors import RunError
-from dispatch.hub.events import Event, EventBus
+from dispatch.hub.events import (
+    AgentModelSwitched,
+    AgentProgress,
+    AgentQuestion,
+    AgentReported,
+    AgentResumed,
+    AgentSpawned,
+    AgentStateChanged,
+    AgentStepped,
+    Event,
+    EventBus,
+    EventData,
+    MessageDelivered,
+    MessageSent,
+    Spent,
+    ToolCalled,
+    ToolReturned,
+)
 from dispatch.hub.store.records import (
     Op,
     Records,
+    append_progress,
     append_transcript,
     insert_agent,
     insert_events,
@@ -53,142 +71,109 @@ log = logging.getLogger(__name__)
 
 
 class Recorder:
-    """Turns an event into the store writes that match it, from the live agent it concerns."""
+    """Turns an event into the store writes that match it, from what the event says (and what the
+    events before it said: the chat each agent answers, its question, the names of its chain)."""
 
     def __init__(self, root: Path) -> None:
         self.root = str(root)
-        self.lookup: Callable[[str], Agent | None] = lambda _: None
-        """The live agent of an id (the tree's ``agents.get``, once the tree exists)."""
-        self.saved: dict[str, int] = {}
-        """How many transcript messages of each agent the store holds."""
         self.chat_of: dict[str, str | None] = {}
-        self.chat_lookup: Callable[[str], str | None] = lambda _: None
-        """The chat an agent works for (the chat service's ``chat_of``), when not known yet."""
+        """The chat each agent answers (its top agent's), from their ``agent.spawned`` events."""
         self.questions: dict[str, str] = {}
+        self._names: dict[str, tuple[str, str | None]] = {}
+        """Each agent's name and parent, as announced."""
         self._tool_arguments: dict[str, str] = {}
 
     def ops(self, event: Event) -> list[Op]:
-        agent = self.lookup(event.agent_id)
-        handler = _HANDLERS.get(event.type)
-        ops = [insert_events([event])]
-        if handler is not None:
-            ops += handler(self, event, agent)
-        return ops
+        return [insert_events([event]), *self._writes(event.agent_id, event.at, event.data)]
+
+    def _writes(self, agent_id: str, at: float, data: EventData) -> list[Op]:
+        match data:
+            case AgentSpawned() as spawned:
+                return [self._spawned(agent_id, at, spawned)]
+            case AgentStateChanged() as changed:
+                return [self._state(agent_id, at, changed)]
+            case AgentStepped() as step:
+                added = [json.dumps(m, default=str) for m in step.messages]
+                values = _spent(step.spent) | {"steps": step.index, "updated_at": at}
+                return [append_transcript(agent_id, step.first, step.index, added), update_agent(agent_id, values)]
+            case AgentReported(report=report):
+                return [update_agent(agent_id, {"report": report, "updated_at": at})]
+            case AgentModelSwitched(model=model):  # the row's model overrides its spec's when read
+                return [update_agent(agent_id, {"model": model, "updated_at": at})]
+            case AgentProgress(text=text):
+                return [append_progress(agent_id, text, at)]
+            case MessageSent() as sent:
+                message = {"id": sent.message_id, "kind": sent.kind, "sender": sent.sender, "text": sent.text}
+                return [insert_message(agent_id, message | {"sent_at": at})]
+            case MessageDelivered(message_id=message_id, step=step):
+                return [mark_delivered(message_id, step)]
+            case _:
+                self._note(agent_id, data)
+                return []
+
+    def _note(self, agent_id: str, data: EventData) -> None:
+        """Keep what later events need: names, chats, questions, a tool call's arguments."""
+        match data:
+            case AgentResumed(name=name, parent_id=parent, chat_id=chat):
+                self._names[agent_id] = (name, parent)
+                self.chat_of[agent_id] = chat or self.chat_of.get(agent_id)
+            case AgentQuestion(question=question):
+                self.questions[agent_id] = question
+            case ToolCalled(call_id=call_id, arguments=arguments):
+                self._tool_arguments[call_id] = arguments
+            case ToolReturned() as returned:
+                self._tool_result(agent_id, returned)
+            case _:
+                pass
 
     def chat(self, agent_id: str) -> str | None:
         """The chat the agent (or its top agent) answers, if any."""
-        known = self.chat_of.get(agent_id) or self.chat_lookup(agent_id)
-        if known is not None:  # not known yet is asked again: a chat claims its agent just after the start
-            self.chat_of[agent_id] = known
-        return known
+        return self.chat_of.get(agent_id)
 
-    def _usage(self, agent: Agent) -> dict[str, Any]:
-        usage = agent.usage
-        return {"tokens_in": usage.prompt_tokens, "tokens_out": usage.completion_tokens, "cost_usd": usage.cost_usd}
+    def _spawned(self, agent_id: str, at: float, spawned: AgentSpawned) -> Op:
+        parent = spawned.parent_id
+        self._names[agent_id] = (spawned.name, parent)
+        chat = self.chat_of[agent_id] = spawned.chat_id or (self.chat_of.get(parent) if parent else None)
+        row: dict[str, Any] = {"id": agent_id, "parent_id": parent, "chat_id": chat, "root": self.root}
+        row |= {"name": spawned.name, "template": spawned.template, "task": spawned.task, "model": spawned.model}
+        row |= {"spec": spawned.spec_json, "state": "pending", "reason": "", "progress": "[]"}
+        return insert_agent(row | {"created_at": at, "updated_at": at})
 
-    def spawned(self, event: Event, agent: Agent | None) -> list[Op]:
-        if agent is None:
-            return []
-        parent = agent.spec.parent_id
-        chat = self.chat_of.get(agent.id) or (self.chat(parent) if parent else None)
-        self.chat_of[agent.id] = chat
-        self.saved[agent.id] = len(agent.transcript)
-        row: dict[str, Any] = {"id": agent.id, "parent_id": parent, "chat_id": chat, "root": self.root}
-        row |= {"name": agent.spec.name, "template": agent.spec.template, "task": agent.spec.task}
-        row |= {"model": agent.model, "spec": agent.spec.model_dump_json(), "state": agent.state.value}
-        row |= {"reason": agent.reason, "created_at": event.at, "updated_at": event.at, "progress": "[]"}
-        return [insert_agent(row)]
+    def _state(self, agent_id: str, at: float, changed: AgentStateChanged) -> Op:
+        values: dict[str, Any] = {"state": changed.state, "reason": changed.reason, "updated_at": at}
+        values["waiting_until"] = times.seconds(changed.until) if changed.until else None
+        values["question"] = self.questions.get(agent_id) if changed.state == "waiting_user" else None
+        if changed.spent is not None:  # announced by the live agent (not by the store's bookkeeping)
+            values |= _spent(changed.spent) | {"error": changed.error}
+        return update_agent(agent_id, values)
 
-    def state(self, event: Event, agent: Agent | None) -> list[Op]:
-        state = str(event.data["state"])
-        values: dict[str, Any] = {"state": state, "reason": event.data.get("reason", ""), "updated_at": event.at}
-        until = event.data.get("until")
-        values["waiting_until"] = times.seconds(until) if until else None
-        values["question"] = self.questions.get(event.agent_id) if state == "waiting_user" else None
-        if agent is not None:
-            values |= self._usage(agent) | {"report": agent.report, "error": agent.error, "model": agent.model}
-            values["chat_id"] = self.chat(agent.id)
-        return [update_agent(event.agent_id, values)]
-
-    def step(self, event: Event, agent: Agent | None) -> list[Op]:
-        if agent is None:
-            return []
-        first = self.saved.get(agent.id, 0)
-        added = [json.dumps(m, default=str) for m in agent.transcript[first:]]
-        self.saved[agent.id] = first + len(added)
-        index = int(event.data["index"])
-        values = self._usage(agent) | {"steps": index, "updated_at": event.at}
-        return [append_transcript(agent.id, first, index, added), update_agent(agent.id, values)]
-
-    def model(self, event: Event, agent: Agent | None) -> list[Op]:
-        values: dict[str, Any] = {"model": event.data["model"], "updated_at": event.at}
-        if agent is not None:
-            values["spec"] = agent.spec.model_dump_json()
-        return [update_agent(event.agent_id, values)]
-
-    def progress(self, event: Event, agent: Agent | None) -> list[Op]:
-        notes = agent.progress if agent is not None else [str(event.data.get("text", ""))]
-        return [update_agent(event.agent_id, {"progress": json.dumps(notes), "updated_at": event.at})]
-
-    def question(self, event: Event, agent: Agent | None) -> list[Op]:
-        self.questions[event.agent_id] = str(event.data.get("question", ""))
-        return []
-
-    def message_sent(self, event: Event, agent: Agent | None) -> list[Op]:
-        data = event.data
-        message = {"id": data["message_id"], "kind": data["kind"], "sender": data.get("sender", "user")}
-        message |= {"text": data.get("text", ""), "sent_at": _seconds(data.get("sent_at"), event.at)}
-        return [insert_message(event.agent_id, message)]
-
-    def message_delivered(self, event: Event, agent: Agent | None) -> list[Op]:
-        return [mark_delivered(str(event.data["message_id"]), int(event.data["step"]))]
-
-    def tool_call(self, event: Event, agent: Agent | None) -> list[Op]:
-        self._tool_arguments[str(event.data.get("call_id"))] = str(event.data.get("arguments", ""))
-        return []
-
-    def tool_result(self, event: Event, agent: Agent | None) -> list[Op]:
-        arguments = self._tool_arguments.pop(str(event.data.get("call_id")), "")
-        if event.data.get("is_error"):
+    def _tool_result(self, agent_id: str, returned: ToolReturned) -> None:
+        arguments = self._tool_arguments.pop(returned.call_id, "")
+        if returned.is_error:
             log.warning(
                 "tool %s failed for agent %s (%s): %s; arguments: %s",
-                event.data.get("name"),
-                event.agent_id,
-                " > ".join(self.chain(event.agent_id)),
-                str(event.data.get("text", "")).splitlines()[:1],
+                returned.name,
+                agent_id,
+                " > ".join(self.chain(agent_id)),
+                returned.text.splitlines()[:1],
                 arguments[:500],
             )
-        return []
 
     def chain(self, agent_id: str) -> list[str]:
-        """Names from the top agent down to this one (as far as the live tree knows them)."""
+        """Names from the top agent down to this one (as far as the events seen tell)."""
         names: list[str] = []
-        agent = self.lookup(agent_id)
-        while agent is not None:
-            names.insert(0, f"{agent.spec.name}[{agent.id}]")
-            parent = agent.spec.parent_id
-            agent = self.lookup(parent) if parent else None
+        current: str | None = agent_id
+        while current is not None and current in self._names and len(names) < 100:
+            name, parent = self._names[current]
+            names.insert(0, f"{name}[{current}]")
+            current = parent
         return names or [agent_id]
 
 
-def _seconds(sent_at: object, default: float) -> float:
-    """An event's ISO time as the store keeps it; ``default`` (the event's own time) without one."""
-    return times.seconds(sent_at) if isinstance(sent_at, str) and sent_at else default
-
-
-_Handler = Callable[[Recorder, Event, "Agent | None"], list[Op]]
-_HANDLERS: dict[str, _Handler] = {
-    "agent.spawned": Recorder.spawned,
-    "agent.state": Recorder.state,
-    "agent.step": Recorder.step,
-    "agent.model": Recorder.model,
-    "agent.progress": Recorder.progress,
-    "agent.question": Recorder.question,
-    "message.sent": Recorder.message_sent,
-    "message.delivered": Recorder.message_delivered,
-    "tool.call": Recorder.tool_call,
-    "tool.result": Recorder.tool_result,
-}
+def _spent(spent: Spent | None) -> dict[str, Any]:
+    if spent is None:
+        return {}
+    return {"tokens_in": spent.tokens_in, "tokens_out": spent.tokens_out, "cost_usd": spent.cost_usd}
 
 
 class Journal:
@@ -300,9 +285,8 @@ class JournaledBus(EventBus):
     def last_seq(self) -> int:
         return self._seq
 
-    def publish(self, type: str, agent_id: str, **data: Any) -> Event:
-        self._seq += 1
-        event = Event(seq=self._seq, at=time.time(), type=type, agent_id=agent_id, data=data)
+    def publish(self, agent_id: str, data: EventData) -> Event:
+        event = self._number(agent_id, data)
         self.journal.add(self.recorder.ops(event), event)
         return event
 

@@ -25,7 +25,7 @@ from sqlite_utils import Database
 
 from dispatch.hub import times
 from dispatch.hub.agents.spec import AgentSpec
-from dispatch.hub.events import Event
+from dispatch.hub.events import Event, stored_event
 from dispatch.hub.ids import new_id
 from dispatch.hub.store.db import Store
 from dispatch.servers.hublink import ArtifactInfo, InboxMessage, MessageKind
@@ -97,7 +97,7 @@ def _rows(db: Database, sql: str, params: Sequence[Any] = ()) -> list[dict[str, 
 
 
 def _event(raw: dict[str, Any]) -> Event:
-    return Event(seq=raw["id"], at=raw["at"], type=raw["type"], agent_id=raw["agent_id"], data=json.loads(raw["data"]))
+    return stored_event(raw["id"], raw["at"], raw["type"], raw["agent_id"], json.loads(raw["data"]))
 
 
 def fts_query(text: str, *, any_word: bool = False) -> str | None:
@@ -125,7 +125,7 @@ def _execute_many(sql: str, rows: Sequence[Sequence[Any]]) -> Op:
 
 
 def insert_events(events: Iterable[Event]) -> Op:
-    rows = [(e.seq, e.at, e.type, e.agent_id, json.dumps(e.data, default=str)) for e in events]
+    rows = [(e.seq, e.at, e.type, e.agent_id, e.data.model_dump_json()) for e in events]  # ``data`` as on the wire
     return _execute_many("insert into events (id, at, type, agent_id, data) values (?, ?, ?, ?, ?)", rows)
 
 
@@ -147,6 +147,11 @@ def append_transcript(agent_id: str, first_idx: int, step: int, messages: Sequen
     rows = [(agent_id, first_idx + n, step, m) for n, m in enumerate(messages)]
     sql = "insert or replace into transcripts (agent_id, idx, step, message) values (?, ?, ?, ?)"
     return _execute_many(sql, rows)
+
+
+def append_progress(agent_id: str, note: str, at: float) -> Op:
+    sql = "update agents set progress = json_insert(coalesce(progress, '[]'), '$[#]', ?), updated_at = ? where id = ?"
+    return _execute(sql, [note, at, agent_id])
 
 
 def insert_message(agent_id: str, message: dict[str, Any]) -> Op:
