@@ -196,6 +196,24 @@ class ApprovalResolved(_Data):
     remember: str
 
 
+class ConfigReloaded(_Data):
+    """The hub's config, templates and skills changed on disk and were loaded again (its agent id is
+    :data:`HUB`): agents started from now on use them."""
+
+    type: Literal["config.reloaded"] = _kind("config.reloaded")
+    restart_needed: list[str]
+    """Changed sections the hub reads only at start (``limits``, ``lsp``...): in force after a restart."""
+
+
+class ConfigRefused(_Data):
+    """An edit of the config, a template or a skill does not load (its agent id is :data:`HUB`):
+    the last good version stays in force."""
+
+    type: Literal["config.refused"] = _kind("config.refused")
+    error: str
+    """What is wrong, naming the file and the field."""
+
+
 class OtherEvent(_Data):
     """An event of a kind this version does not know, or whose fields no longer fit its kind: read
     back from the store as it was written (its fields are the model's extras)."""
@@ -225,13 +243,19 @@ KnownEvent = Annotated[
     | ToolReturned
     | ArtifactSaved
     | ApprovalRequested
-    | ApprovalResolved,
+    | ApprovalResolved
+    | ConfigReloaded
+    | ConfigRefused,
     Field(discriminator="type"),
 ]
 """Every kind of event the hub publishes, told apart by ``type``."""
 
 EventData = KnownEvent | OtherEvent
 _KNOWN: TypeAdapter[KnownEvent] = TypeAdapter(KnownEvent)
+
+
+HUB = "hub"
+"""The agent id of events about the hub itself rather than one agent (its config)."""
 
 
 class Event(BaseModel):

@@ -3,14 +3,17 @@ used by agents started afterwards; a bad edit is reported and the last good vers
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import anyio
 import pytest
 
 from dispatch.hub.agents.catalog import Catalog
+from dispatch.hub.events import HUB, ConfigRefused, ConfigReloaded, Event, EventData
+from dispatch.hub.llm.scripted import Reply, Script, ScriptedModel
 from dispatch.hub.service.config_watch import ConfigWatch, Reloaded
+from dispatch.hub.service.hub import Hub
 
 pytestmark = pytest.mark.anyio
 
@@ -19,6 +22,21 @@ description: helps
 instructions: {words}
 tools: {{fs: true}}
 """
+
+
+async def _next(events: AsyncIterator[Event], kind: type[EventData]) -> Event:
+    with anyio.fail_after(20):
+        async for event in events:
+            if isinstance(event.data, kind):
+                return event
+    raise AssertionError(f"no {kind.__name__} event")
+
+
+async def _answer(hub: Hub, model: ScriptedModel, chat_id: str, text: str) -> None:
+    """Post ``text`` and wait until the chat's agent has asked the model."""
+    asked = len(model.requests)
+    await hub.post_chat_message(chat_id, text)
+    await _until(lambda: len(model.requests) > asked, "the chat's agent never asked the model")
 
 
 async def _until(condition: Callable[[], object], what: str) -> None:
@@ -59,3 +77,31 @@ async def test_edits_reach_the_catalog_and_a_bad_edit_keeps_the_last_good_one(tm
         await _until(lambda: len(reloaded) == 3, "a new skills folder was not noticed")
         assert any(s.name == "house-style" for s in reloaded[-1].catalog.skills.skills)
         group.cancel_scope.cancel()
+
+
+async def test_a_running_hub_uses_an_edited_default_model_and_reports_a_bad_edit(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    (root / ".dispatch").mkdir(parents=True)
+    config = root / ".dispatch" / "config.yaml"
+    config.write_text("models: {default: first-model}\n")
+    model = ScriptedModel([Script(match="hello", steps=[Reply(text="hi"), Reply(text="hi again"), Reply(text="hi")])])
+
+    async with Hub.open(root, tmp_path / "data", model=model) as hub, hub.follow_events() as events:
+        first = await hub.create_chat("t")
+        await _answer(hub, model, first.id, "hello there")
+        config.write_text("models: {default: second-model}\n")
+        reloaded = await _next(events, ConfigReloaded)
+        second = await hub.create_chat("t2")
+        await _answer(hub, model, second.id, "hello again")
+
+        config.write_text("models: {default: second-model}\nlimits: {running_agents: 0}\n")
+        refused = await _next(events, ConfigRefused)
+        third = await hub.create_chat("t3")
+        await _answer(hub, model, third.id, "hello, third")
+
+    assert reloaded.agent_id == HUB and reloaded.data == ConfigReloaded(restart_needed=[])
+    assert isinstance(refused.data, ConfigRefused)
+    assert "config.yaml" in refused.data.error and "limits.running_agents" in refused.data.error
+    assert [r.model for r in model.requests] == ["first-model", "second-model", "second-model"], (
+        "the bad edit left the last good default in force"
+    )

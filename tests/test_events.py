@@ -26,6 +26,8 @@ from dispatch.hub.events import (
     ApprovalRequested,
     ApprovalResolved,
     ArtifactSaved,
+    ConfigRefused,
+    ConfigReloaded,
     Event,
     EventBus,
     EventData,
@@ -183,6 +185,14 @@ WIRE: list[tuple[EventData, dict[str, Any]]] = [
         ApprovalResolved(approval_id="ap-1", state="approved", decided_by="user", remember="session"),
         _envelope("approval.resolved", {"approval_id": "ap-1", "state": "approved", "decided_by": "user",
                                         "remember": "session"}),
+    ),
+    (
+        ConfigReloaded(restart_needed=["limits"]),
+        _envelope("config.reloaded", {"restart_needed": ["limits"]}),
+    ),
+    (
+        ConfigRefused(error="config.yaml line 1: limits.running_agents: should be at least 1"),
+        _envelope("config.refused", {"error": "config.yaml line 1: limits.running_agents: should be at least 1"}),
     ),
 ]  # fmt: skip
 

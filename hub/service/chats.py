@@ -75,7 +75,7 @@ class ChatService:
         self._tree = tree
         self._model = model
         self._template = template
-        self._catalog = catalog or tree.catalog
+        self._own_catalog = catalog
         self.threads = AgentThreads(store, tree)
         """Detached agents' user threads (also reached through the ``*thread*`` methods here)."""
         self._lock = anyio.Lock()
@@ -192,7 +192,8 @@ class ChatService:
         return message
 
     def _spec(self, text: str) -> AgentSpec:
-        return self._catalog.top_spec(text, model=self._model, template=self._template)
+        catalog = self._own_catalog or self._tree.catalog  # the tree's follows edits of the config
+        return catalog.top_spec(text, model=self._model, template=self._template)
 
     async def _start(self, chat_id: str, message: ChatMessageView, spec: AgentSpec) -> None:
         """Start the chat's dispatch agent on ``message``, its transcript seeded with the history."""

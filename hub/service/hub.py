@@ -34,7 +34,16 @@ from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.spec import AgentSpec, AgentState
 from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.errors import UnknownAgentError, UserError
-from dispatch.hub.events import AgentModelSwitched, Event, EventBus, MessageSent, each_queued
+from dispatch.hub.events import (
+    HUB,
+    AgentModelSwitched,
+    ConfigRefused,
+    ConfigReloaded,
+    Event,
+    EventBus,
+    MessageSent,
+    each_queued,
+)
 from dispatch.hub.ids import new_id
 from dispatch.hub.llm.router import Router
 from dispatch.hub.llm.types import ModelClient
@@ -42,6 +51,7 @@ from dispatch.hub.mounts.pins import ToolPins
 from dispatch.hub.service.agent_views import live_view, stored_view
 from dispatch.hub.service.approvals import Approvals
 from dispatch.hub.service.chats import ChatService
+from dispatch.hub.service.config_watch import ConfigWatch, Reloaded
 from dispatch.hub.service.contract import HubService
 from dispatch.hub.service.delegation import Delegation
 from dispatch.hub.service.lifecycle import DEFAULT_DEADLINE_S, HubLock, drain, hub_logging, prepare_data_dir, resolved
@@ -79,6 +89,22 @@ def gated_tree(
         checkpoints=approvals, pins=ToolPins(store, approvals), agents=agents,
     )  # fmt: skip
     return tree, approvals
+
+
+def _watch_config(root: Path, catalog: Catalog, tree: AgentTree, client: ModelClient, events: EventBus) -> ConfigWatch:
+    """The watch that hands edits of the config, templates and skills to the tree (and the key
+    router), announcing each as an event of the hub."""
+
+    def reloaded(done: Reloaded) -> None:
+        tree.catalog = done.catalog
+        if isinstance(client, Router):
+            client.use(done.catalog.config.models)
+        events.publish(HUB, ConfigReloaded(restart_needed=list(done.needs_restart)))
+
+    def refused(error: str) -> None:
+        events.publish(HUB, ConfigRefused(error=error))
+
+    return ConfigWatch(root, catalog, on_reload=reloaded, on_invalid=refused)
 
 
 class Hub(Delegation):
@@ -133,6 +159,9 @@ class Hub(Delegation):
             tree, approvals = gated_tree(root, client, bus, catalog, store, lsp=lsp, artifacts=records)
             await stack.enter_async_context(tree)
             chats = await stack.enter_async_context(ChatService(store, tree, model=default_model))
+            watching = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(watching.cancel_scope.cancel)
+            watching.start_soon(_watch_config(root, catalog, tree, client, bus).run, name="config watch")
             hub = cls(root=root, data_dir=home, lock=lock, store=store, bus=bus, tree=tree)
             hub.attach(chats, approvals, default_model=default_model, interrupted=interrupted)
             stack.push_async_callback(hub.stop, 0.0)
