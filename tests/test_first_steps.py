@@ -1,16 +1,20 @@
 """What a newcomer hits first: the version, a port already taken, the hub's address opened
-without its token."""
+without its token, what the terminal view shows of a tool's result."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
+import time
 from importlib.metadata import version
 from pathlib import Path
 
 import httpx
 
+from dispatch.hub.cli.live_view import describe
+from dispatch.hub.events import Event, ToolReturned
 from tests.api_helpers import DISPATCH, ServedHub
 
 
@@ -55,3 +59,37 @@ def test_python_m_dispatch_hub_cli_is_the_dispatch_command() -> None:
         [sys.executable, "-m", "dispatch.hub.cli", "--help"], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0 and "Usage: " in done.stdout
+
+
+def test_the_terminal_view_shows_a_tool_results_first_meaningful_line() -> None:
+    def shown(text: str) -> str | None:
+        returned = ToolReturned(call_id="c1", name="wait", is_error=False, text=text, seconds=0.1)
+        return describe(Event(seq=1, at=0.0, agent_id="a-1", data=returned))
+
+    waited = json.dumps({"finished": [], "still_running": [{"id": "a-2", "name": "coder"}]}, indent=2)
+    assert shown(waited) == 'a-1 ← wait ok: finished: [], still_running: [{"id": "a-2", "name": "coder"}]'
+    assert shown("\n}\n  wrote hello.py (12 bytes)\n") == "a-1 ← wait ok: wrote hello.py (12 bytes)"
+
+
+def _children(pid: int) -> list[str]:
+    """The command lines of the processes whose parent is ``pid``."""
+    found: list[str] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            found.append(command)
+    return found
+
+
+def test_the_model_worker_starts_with_the_hub_not_at_the_first_call(served: ServedHub) -> None:
+    deadline = time.monotonic() + 60
+    while not any("dispatch.hub.llm.model_worker" in c for c in _children(served.process.pid)):
+        assert time.monotonic() < deadline, "no model worker was started"
+        time.sleep(0.1)
+    assert httpx.get(f"{served.base_url}/api/agents", headers=served.auth).json() == [], "nothing asked a model"

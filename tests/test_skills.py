@@ -131,6 +131,16 @@ def test_dispatch_skills_shows_the_order_with_scopes(project: Path) -> None:
     assert "builtin:decompose" in orchestrator.output.split("On demand")[0]
 
 
+def test_dispatch_skills_warns_about_a_name_nothing_knows(project: Path) -> None:
+    typo = CliRunner().invoke(app, ["skills", "--agent", "codr", "--root", str(project)])
+    mapped = CliRunner().invoke(app, ["skills", "--agent", "reviewer", "--root", str(project)])
+
+    assert typo.exit_code == 0, typo.output
+    assert typo.output.splitlines()[0].startswith("warning: no template or skill mapping is named 'codr' (templates: ")
+    assert "coder" in typo.output.splitlines()[0]
+    assert not mapped.output.startswith("warning"), "a template's name is known"
+
+
 @pytest.mark.anyio
 async def test_agent_prompt_holds_skills_in_order_and_it_loads_more_on_demand(
     scripted_llm: ScriptedLLM, project: Path

@@ -61,6 +61,10 @@ def skills_text(catalog: Catalog, agent: str | None, orchestrator: bool | None =
     kind = "orchestrator" if orchestrator else "subagent"
     head = f"Agent {agent!r} ({kind}{', template ' + template.name if template else ''})" if agent else "Every agent"
     lines = [f"{head} loads, in this order:"]
+    if agent is not None and template is None and not catalog.skills.maps(agent):
+        known = ", ".join(sorted(catalog.templates))
+        lines.insert(0, f"warning: no template or skill mapping is named {agent!r} (templates: {known}); "
+                        "shown: what any agent of that name would load")  # fmt: skip
     lines += _table([_skill_row(s.skill, s.origin) for s in plan], "  ") if plan else ["  (no skills)"]
     loaded = {s.skill for s in plan}
     extra = [s for s in catalog.skills.on_demand() if s not in loaded]

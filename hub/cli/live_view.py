@@ -8,11 +8,12 @@ question is never drawn over.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Generator
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Literal
+from typing import Literal, cast
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -58,6 +59,24 @@ def agent_label(agent: Agent) -> Text:
     return label
 
 
+def headline(text: str, width: int = 100) -> str:
+    """A tool result's first meaningful line: a JSON object as ``key: value, ...`` on one line, else
+    the first line with a letter or digit in it (not a lone ``{``)."""
+    stripped = text.strip()
+    if stripped[:1] in ("{", "["):
+        try:
+            value: object = json.loads(stripped)
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            pairs = cast(dict[str, object], value).items()
+            return ", ".join(f"{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in pairs)[:width]
+        if isinstance(value, list):
+            return json.dumps(value, ensure_ascii=False)[:width]
+    line = next((line for line in stripped.splitlines() if any(c.isalnum() for c in line)), "")
+    return line.strip()[:width]
+
+
 def describe(event: Event) -> str | None:
     """One line for the events worth a line; None for the rest."""
     who = event.agent_id
@@ -69,7 +88,7 @@ def describe(event: Event) -> str | None:
         case ToolCalled(name=name, arguments=arguments):
             return f"{who} → {name} {arguments[:100]}"
         case ToolReturned(name=name, is_error=is_error, text=text):
-            first = (text.splitlines() or [""])[0][:100]
+            first = headline(text)
             return f"{who} ← {name} {'error' if is_error else 'ok'}: {first}"
         case AgentProgress(text=text):
             return f"{who} progress: {text}"

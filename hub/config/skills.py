@@ -206,6 +206,10 @@ class SkillIndex:
         """The skills an agent may load when it needs them: ``project/`` folders and built-ins."""
         return [s for s in self.skills if s.folder != "default"]
 
+    def maps(self, agent: str) -> bool:
+        """Whether any scope maps skills to agents of this name (``agents/NAME.txt`` or ``.o.txt``)."""
+        return any(name == agent for _, name, _ in self._mappings)
+
     def mapping(self, scope: str, agent: str, orchestrator: bool) -> Mapping | None:
         return self._mappings.get((scope, agent, orchestrator))
 

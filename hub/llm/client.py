@@ -43,6 +43,11 @@ async def call_litellm(
     return await model_loop().run(lambda: model_process().call(request))
 
 
+async def start_model_worker() -> None:
+    """Start the model worker process ahead of the first call: litellm loads while the command starts."""
+    await model_loop().run(lambda: model_process().start())
+
+
 class LiteLLMClient:
     """Calls ``litellm.acompletion`` through litellm's environment, with no keys, ledger or fallback
     (the :class:`~dispatch.hub.llm.router.Router` adds those). Retries are off."""

@@ -18,6 +18,8 @@ from functools import cache
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
+CLOSE_TIMEOUT_S = 5.0
+"""How long closing waits for what still runs on the loop once cancelled."""
 
 
 class ModelLoop:
@@ -38,8 +40,8 @@ class ModelLoop:
         pending = asyncio.all_tasks(self._loop)
         for task in pending:
             task.cancel()
-        if pending:
-            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        if pending:  # bounded: a subprocess start cancelled midway waits for its child, which may be slow
+            self._loop.run_until_complete(asyncio.wait(pending, timeout=CLOSE_TIMEOUT_S))
         self._loop.run_until_complete(self._loop.shutdown_asyncgens())
         self._loop.close()
 

@@ -12,8 +12,11 @@ retries them on a new worker). Cancelling a call cancels it in the worker.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import itertools
 import os
+import signal
 import sys
 from functools import cache
 
@@ -46,6 +49,14 @@ class RemoteCallError(Exception):
 def _stopped(code: int | None) -> CallFailed:
     detail = f"the model worker process stopped (exit code {code})"
     return CallFailed(kind=FailureKind.transient.value, detail=detail, headers={}, user_error=False, message=detail)
+
+
+def _kill(process: asyncio.subprocess.Process) -> None:
+    """End the worker as this process exits (it would otherwise finish loading litellm first); one
+    already reaped is left alone, its pid may be another process's by now."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGKILL)
 
 
 class _Running:
@@ -101,11 +112,16 @@ class ModelProcess:
                     limit=LINE_LIMIT,
                 )
                 running = self._running = _Running(process)
+                atexit.register(_kill, process)  # before the model loop closes (atexit runs in reverse)
                 self._env_sent = dict(os.environ)  # what it inherited
                 reader = asyncio.get_running_loop().create_task(running.read())
                 self._readers.add(reader)
                 reader.add_done_callback(self._readers.discard)
             return running
+
+    async def start(self) -> None:
+        """Start the worker now (it loads litellm, which takes seconds), so the first call need not wait."""
+        await self._started()
 
     async def call(self, request: CallRequest) -> Completion:
         """Make the call in the worker; RemoteCallError if it fails there."""

@@ -45,6 +45,7 @@ from dispatch.hub.events import (
     each_queued,
 )
 from dispatch.hub.ids import new_id
+from dispatch.hub.llm.client import start_model_worker
 from dispatch.hub.llm.router import Router
 from dispatch.hub.llm.types import ModelClient
 from dispatch.hub.mounts.pins import ToolPins
@@ -162,6 +163,8 @@ class Hub(Delegation):
             watching = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(watching.cancel_scope.cancel)
             watching.start_soon(_watch_config(root, catalog, tree, client, bus).run, name="config watch")
+            if isinstance(client, Router):  # litellm loads in its worker while the hub opens, not at the first call
+                watching.start_soon(start_model_worker, name="model worker start")
             hub = cls(root=root, data_dir=home, lock=lock, store=store, bus=bus, tree=tree)
             hub.attach(chats, approvals, default_model=default_model, interrupted=interrupted)
             stack.push_async_callback(hub.stop, 0.0)
