@@ -172,3 +172,11 @@ class LimitsView(BaseModel):
     model_calls: int = Field(description="model calls in flight now")
     model_calls_limit: int
     queued_model_calls: int = Field(description="model calls waiting for a slot")
+
+
+class HubView(View):
+    """The hub itself, as ``GET /api/hub`` shows it."""
+
+    root: str = Field(description="the project root it serves")
+    default_model: str | None = Field(description="the model (or tag) a new chat's dispatch agent gets; null: none")
+    default_model_source: str = Field(description="why that one, or what to set when there is none")

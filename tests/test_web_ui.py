@@ -230,3 +230,23 @@ def _shows_usage(page: Page, served: ServedHub) -> None:
             tokens = int(figures["tokens_in"] + figures["tokens_out"])
             expect(rows.filter(has_text=f"{label}: ")).to_contain_text(f"{tokens} tokens")
     expect(page.locator("#usage .bar").first).to_be_visible()
+
+
+def test_the_page_says_which_model_a_new_chat_uses_and_follows_a_config_edit(
+    browser: Browser, served: ServedHub, project: Path
+) -> None:
+    page, errors = _open(browser, served, 1280, 900)
+    note = page.get_by_role("note", name="model of new chats")
+    expect(note).to_have_text("New chats use anthropic/claude-sonnet-4-6 (ANTHROPIC_API_KEY is set).")
+
+    (project / ".dispatch").mkdir(exist_ok=True)
+    (project / ".dispatch" / "config.yaml").write_text("models: {default: openai/gpt-5.2}\n")
+    expect(note).to_have_text("New chats use openai/gpt-5.2 (models.default in the config).", timeout=20_000)
+
+    (project / ".dispatch" / "config.yaml").write_text("models: {default: ''}\n")
+    problem = page.get_by_role("alert", name="config problem")
+    expect(problem).to_contain_text("The config was not reloaded: ", timeout=20_000)
+    expect(problem).to_contain_text("models.default")
+    expect(note).to_have_text("New chats use openai/gpt-5.2 (models.default in the config).")
+    page.close()
+    assert errors == []

@@ -24,7 +24,7 @@ from dispatch.hub.config.skills import LoadedSkill, SkillIndex
 from dispatch.hub.config.templates import Template, TemplateEntry, builtin_dir, load_templates, narrow, template_dirs
 from dispatch.hub.errors import ConfigError, UserError, field_path
 from dispatch.hub.ids import new_id
-from dispatch.hub.llm.defaults import default_model, no_model_hint
+from dispatch.hub.llm.defaults import DefaultModel, default_model, no_model_hint
 from dispatch.hub.policy.grants import Grants
 from dispatch.hub.policy.paths import ROOT
 from dispatch.hub.policy.servers import TEMPLATE_KINDS
@@ -153,6 +153,17 @@ class Catalog:
 
     # ---- specs -----------------------------------------------------------------------------------
 
+    def model_for(self, template: str, asked: str | None = None) -> DefaultModel | None:
+        """The model a top agent of ``template`` gets, and why: ``asked`` (``--model``, a request's
+        model), else the template's, else the config's default or the environment's
+        (:func:`~dispatch.hub.llm.defaults.default_model`); None when there is none."""
+        if asked:
+            return DefaultModel(asked, "asked for (--model, or the request)")
+        named = self.template(template).model
+        if named:
+            return DefaultModel(named, f"the {template} template names it")
+        return default_model(self.config.models)
+
     def top_spec(
         self,
         task: str,
@@ -165,10 +176,10 @@ class Catalog:
         """The top agent of a run, from a template. Raises UserError (an unknown template or
         skill, no model)."""
         chosen = self.template(template)
-        fallback = default_model(self.config.models)
-        model = model or chosen.model or (fallback.model if fallback else None)
-        if not model:
+        picked = self.model_for(chosen.name, model)
+        if picked is None:
             raise UserError(f"no model for template {chosen.name!r}: {no_model_hint()}")
+        model = picked.model
         private = self.config.web.allow_private  # the top agent's web_private grant
         if chosen.tools is None:
             web_private = private if isinstance(private, bool) else tuple(private)

@@ -189,10 +189,11 @@ def doctor(
     from dispatch.hub.cli.doctor_servers import check_tool_servers
     from dispatch.hub.store.db import DB_NAME
 
-    config = _catalog(root).config
+    catalog = _catalog(root)
+    config = catalog.config
     servers = check_tool_servers(config.mcp_servers, _data_dir(None) / DB_NAME) if config.mcp_servers else None
     sandbox = check_sandbox(setting=config.sandbox)
-    models = check_models(config.models)
+    models = check_models(config.models, catalog.model_for("dispatch"))
     text, code = run_doctor(root, config.lsp, sandbox=sandbox, tool_servers=servers, models=models)
     typer.echo(text)
     raise typer.Exit(code)

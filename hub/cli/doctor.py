@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from dispatch.hub.llm.defaults import KEY_VARIABLES, PROVIDER_DEFAULTS, default_model, no_model_hint
+from dispatch.hub.llm.defaults import KEY_VARIABLES, PROVIDER_DEFAULTS, DefaultModel, no_model_hint
 from dispatch.hub.llm.models_config import ModelsConfig
 from dispatch.servers.lsp.languages import LANGUAGES, plan_servers
 from dispatch.servers.lsp.settings import LspSettings
@@ -53,11 +53,13 @@ def check_language_servers(root: Path, settings: LspSettings, search_path: str |
     return findings
 
 
-def check_models(config: ModelsConfig, environ: Mapping[str, str] | None = None) -> list[Finding]:
-    """Which model a new chat or run uses and why, what each tag resolves to, and whether each key
-    is there (configured, or its provider's variable set). Looks only: no call is made."""
+def check_models(
+    config: ModelsConfig, chosen: DefaultModel | None, environ: Mapping[str, str] | None = None
+) -> list[Finding]:
+    """Which model a new chat or run uses (``chosen``, :meth:`Catalog.model_for`) and why, what each
+    tag resolves to, and whether each key is there (configured, or its provider's variable set).
+    Looks only: no call is made."""
     env = os.environ if environ is None else environ
-    chosen = default_model(config, env)
     findings = [
         Finding("default", f"new chats and runs use {chosen.model} ({chosen.source})")
         if chosen is not None

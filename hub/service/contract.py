@@ -21,6 +21,7 @@ from dispatch.hub.views import (
     ChatMessageView,
     ChatView,
     Decision,
+    HubView,
     LimitsView,
     Remember,
     ThreadDetail,
@@ -71,6 +72,7 @@ class HubService(Protocol):
     async def usage(self) -> UsageView: ...
     async def tool_servers(self) -> list[ToolServerView]: ...
     def limits(self) -> LimitsView: ...
+    def about(self) -> HubView: ...
 
     # events: replay from the store, then live
     def follow_events(self, since: int | None = None) -> AbstractAsyncContextManager[AsyncIterator[Event]]:

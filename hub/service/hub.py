@@ -46,6 +46,7 @@ from dispatch.hub.events import (
 )
 from dispatch.hub.ids import new_id
 from dispatch.hub.llm.client import start_model_worker
+from dispatch.hub.llm.defaults import DefaultModel, no_model_hint
 from dispatch.hub.llm.router import Router
 from dispatch.hub.llm.types import ModelClient
 from dispatch.hub.mounts.pins import ToolPins
@@ -60,7 +61,7 @@ from dispatch.hub.service.resume import Restorer, mark_interrupted, paused
 from dispatch.hub.store.db import DB_NAME, Store
 from dispatch.hub.store.journal import JournaledBus, Recorder
 from dispatch.hub.store.records import AgentRow, Records
-from dispatch.hub.views import AgentDetail, AgentView, LimitsView, ToolServerView
+from dispatch.hub.views import AgentDetail, AgentView, HubView, LimitsView, ToolServerView
 from dispatch.servers.hublink import USER_KINDS, MessageKind
 from dispatch.servers.lsp import LspBackend
 from dispatch.servers.lsp.manager import LspManager
@@ -204,6 +205,18 @@ class Hub(Delegation):
         """The hub-wide limits and their queues now."""
         return self.tree.limits.view()
 
+    def about(self) -> HubView:
+        """The project this hub serves, and the model a new chat's dispatch agent would get."""
+        catalog = self.tree.catalog
+        picked = catalog.model_for(DEFAULT_TEMPLATE, self.default_model)
+        if picked is not None and self.default_model:
+            picked = DefaultModel(picked.model, "--model of the command that started the hub")
+        return HubView(
+            root=str(self.root),
+            default_model=picked.model if picked else None,
+            default_model_source=picked.source if picked else f"no model: {no_model_hint()}",
+        )
+
     async def tool_servers(self) -> list[ToolServerView]:
         """The config's outside MCP servers: transport, state, tools and any pending approval."""
         return await self.tree.outside.views()
@@ -273,7 +286,7 @@ class Hub(Delegation):
         if not task.strip():
             raise UserError("task: give the agent something to do")
         name = template or DEFAULT_TEMPLATE
-        chosen = model or self.tree.catalog.template(name).model or self.default_model
+        chosen = model or self.default_model  # else the template's, else the config's (Catalog.model_for)
         spec = self.tree.catalog.top_spec(task.strip(), model=chosen, template=name)
         if detached:
             spec = spec.model_copy(update={"detached": True})

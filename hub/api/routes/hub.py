@@ -1,4 +1,4 @@
-"""``/api/approvals``, ``/api/artifacts``, ``/api/usage``, ``/api/tool-servers`` and ``/api/health``."""
+"""``/api/hub``, ``/api/approvals``, ``/api/artifacts``, ``/api/usage``, ``/api/tool-servers`` and ``/api/health``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from dispatch.hub.views import (
     ApprovalView,
     ArtifactView,
     Decision,
+    HubView,
     LimitsView,
     Remember,
     ToolServerView,
@@ -34,6 +35,11 @@ class Health(View):
 
 def misc_router(service: HubService) -> APIRouter:
     router = APIRouter(prefix="/api")
+
+    @router.get("/hub", tags=["hub"])
+    async def about_hub() -> HubView:
+        """The project this hub serves, and which model a new chat uses and why."""
+        return service.about()
 
     @router.get("/approvals", tags=["approvals"])
     async def list_approvals(
