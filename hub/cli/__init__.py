@@ -59,6 +59,9 @@ def run(
     run is journaled in the data directory (dispatch logs, dispatch resume); checkpoints and requests
     for paths outside the project are asked in the terminal (refused when there is none)."""
     _preflight(_catalog(root), model, template)
+    from dispatch.hub.llm.client import begin_model_worker
+
+    begin_model_worker()  # litellm loads in the worker while this process loads the rest
     from dispatch.hub.cli.run import run_task
 
     code = run_task(

@@ -48,6 +48,12 @@ async def start_model_worker() -> None:
     await model_loop().run(lambda: model_process().start())
 
 
+def begin_model_worker() -> None:
+    """:func:`start_model_worker` from synchronous code, without waiting: a command calls it first
+    thing, so litellm's import (seconds) overlaps the command's own start."""
+    model_loop().submit(model_process().start)
+
+
 class LiteLLMClient:
     """Calls ``litellm.acompletion`` through litellm's environment, with no keys, ledger or fallback
     (the :class:`~dispatch.hub.llm.router.Router` adds those). Retries are off."""

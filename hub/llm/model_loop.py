@@ -45,6 +45,10 @@ class ModelLoop:
         self._loop.run_until_complete(self._loop.shutdown_asyncgens())
         self._loop.close()
 
+    def submit(self, call: Callable[[], Coroutine[Any, Any, object]]) -> None:
+        """Start ``call()`` on this loop and return at once (its result and errors are dropped)."""
+        asyncio.run_coroutine_threadsafe(call(), self._loop)
+
     async def run(self, call: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
         """Run ``call()`` on this loop and return (or raise) what it does. Cancelling the caller
         cancels the call there too."""
