@@ -1,8 +1,6 @@
-"""The hub's face toward its interfaces: what the HTTP API, the web UI and the MCP server may ask.
-
-:class:`HubService` is the contract; ``dispatch.hub.service.hub.Hub`` implements it over the store,
-the event bus and the tree. The views are the JSON shapes the API returns. Interfaces depend on
-this module only, never on the tree's internals.
+"""The JSON shapes the hub's interfaces return: agents, chats, threads, approvals, artifacts,
+usage, tool servers, limits and the hub itself. A leaf: the HTTP API, the MCP face and the
+service all read them; :mod:`dispatch.hub.service.contract` says what may be asked.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The agent: the single primitive. A spec, a state, and the LLM <-> MCP tool loop.
+"""The agent: the single primitive's loop, LLM <-> MCP tools, over a spec (:mod:`dispatch.hub.agents.spec`).
 
 Each step of the loop asks the model (with the tool schemas of the agent's mounts), runs the tool
 calls it asked for concurrently through the MCP client sessions, and then drains the agent's

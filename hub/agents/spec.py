@@ -1,10 +1,7 @@
-"""The agent: the single primitive. A spec, a state, and the LLM <-> MCP tool loop.
-
-Each step of the loop asks the model (with the tool schemas of the agent's mounts), runs the tool
-calls it asked for concurrently through the MCP client sessions, and then drains the agent's
-inbox into the transcript, so a message is read right after the next tool result. An answer
-without tool calls is the agent's report, unless messages arrived meanwhile or children still run.
-The loop is an async iterator of :class:`Step`; the tree, not the loop, announces each step.
+"""What an agent is before it runs: :class:`AgentSpec` (task, model, grants, scope, skills,
+checkpoints, limits), :class:`AgentState` (every state an agent can be in), and the built-in
+instructions of workers and orchestrators. Reading a spec loads neither the loop nor the tool
+servers; the loop is :mod:`dispatch.hub.agents.loop`.
 """
 
 from __future__ import annotations

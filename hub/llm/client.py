@@ -1,6 +1,6 @@
 """One model call: the seam every agent's LLM request goes through.
 
-Agents hold a :class:`ModelClient`. :func:`call_litellm` makes one ``litellm.acompletion`` call
+Agents hold a :class:`~dispatch.hub.llm.types.ModelClient`. :func:`call_litellm` makes one ``litellm.acompletion`` call
 (retries off) in the model worker process (:mod:`dispatch.hub.llm.model_process`; litellm itself
 never loads in the hub's process, :mod:`dispatch.hub.llm.litellm_call`). The plain
 :class:`LiteLLMClient` calls with the agent's litellm model name, so litellm's usual environment

@@ -1,11 +1,6 @@
-"""One model call: the seam every agent's LLM request goes through.
-
-Agents hold a :class:`ModelClient`. :func:`call_litellm` makes one ``litellm.acompletion`` call
-(retries off) in the model worker process (:mod:`dispatch.hub.llm.model_process`; litellm itself
-never loads in the hub's process, :mod:`dispatch.hub.llm.litellm_call`). The plain
-:class:`LiteLLMClient` calls with the agent's litellm model name, so litellm's usual environment
-(``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ...) is honoured; the key router
-(:mod:`dispatch.hub.llm.router`) adds tags, keys, budgets, fallback and the usage ledger.
+"""The shapes of one model call, shared by every room that calls a model or counts its cost: the
+:class:`ModelClient` protocol agents hold, a :class:`Completion` with its :class:`Usage`, the
+:class:`ToolCallRequest` s in it, and ``JsonDict``. A leaf of the llm room: pydantic only.
 """
 
 from __future__ import annotations

@@ -1,14 +1,4 @@
-"""Mounts: the tool servers one agent gets, built from its grants and connected as MCP clients.
-
-Which servers: ``inbox`` and ``fs`` always (``fs`` read-only unless the agent has a write scope),
-``shell`` with the shell grant, ``summon`` with the summon grant and depth left, ``lsp`` with the
-lsp grant when the hub runs language servers (always in-process: they are shared), ``web`` with the
-web grant (its hosts and ``web_private`` make its policy; the config's ``web.search`` its search
-provider); the grants'
-per-server allow-lists narrow each to some of its tools (an empty list: not mounted). How: in-process
-(``mcp.Client(server)`` on a server built for this agent's scope, no subprocess) by default, or
-over stdio when the spec asks for process isolation; both run the same server code. ``inbox`` and
-``summon`` are the agent's link to the hub, so they always run in-process.
+"""The MCP client sessions of one agent's mounts, and their lifetime (:func:`open_mounts`).
 
 When: an in-process server is mounted as its plan (:class:`~dispatch.servers._base.ServerPlan`:
 its tools, bound to this agent, listed without building anything); the server is built and its MCP

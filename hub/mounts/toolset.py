@@ -1,28 +1,9 @@
-"""Mounts: the tool servers one agent gets, built from its grants and connected as MCP clients.
-
-Which servers: ``inbox`` and ``fs`` always (``fs`` read-only unless the agent has a write scope),
-``shell`` with the shell grant, ``summon`` with the summon grant and depth left, ``lsp`` with the
-lsp grant when the hub runs language servers (always in-process: they are shared), ``web`` with the
-web grant (its hosts and ``web_private`` make its policy; the config's ``web.search`` its search
-provider); the grants'
-per-server allow-lists narrow each to some of its tools (an empty list: not mounted). How: in-process
-(``mcp.Client(server)`` on a server built for this agent's scope, no subprocess) by default, or
-over stdio when the spec asks for process isolation; both run the same server code. ``inbox`` and
-``summon`` are the agent's link to the hub, so they always run in-process.
-
-When: an in-process server is mounted as its plan (:class:`~dispatch.servers._base.ServerPlan`:
-its tools, bound to this agent, listed without building anything); the server is built and its MCP
-session opened on the agent's first call to one of them (most agents never call most of their
-servers, and a spawn must stay cheap: about a millisecond for all of them). A stdio server is started at once, all of
-them concurrently, since its tools are known only from the server. One session is opened ahead of
-its first call: the ``inbox``'s, as soon as a message waits for the agent (it reads the message
-through ``check_messages``, which then waits for nothing; an agent nobody writes to never opens it).
-
-Outside MCP servers (the config's ``mcp_servers``, granted by name) come from the hub's pool
-(:mod:`dispatch.hub.mounts.outside`): their results reach the model marked untrusted, and one
-whose tool list changed since the user pinned it is left out, with a prompt note saying why. Tool
-names are unique across an agent's mounts: a clash is refused, naming both servers (grant one of
-them narrowed, e.g. ``github: [get_issue]``, to resolve it).
+"""An agent's mounted tools as one list: :class:`Mounts` routes each call to the session of the
+server that offers it, marks untrusted servers' results (:mod:`dispatch.hub.mounts.untrusted`),
+and gives the model its tools' schemas; :class:`ToolOutcome` is a result as the model reads it.
+Names are unique across an agent's mounts: a clash is refused naming both servers. Opening the
+sessions is :mod:`dispatch.hub.mounts.connection`'s job; what to mount is
+:mod:`dispatch.hub.mounts.plan`'s.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
-"""The hub's face toward its interfaces: what the HTTP API, the web UI and the MCP server may ask.
-
-:class:`HubService` is the contract; ``dispatch.hub.service.hub.Hub`` implements it over the store,
-the event bus and the tree. The views are the JSON shapes the API returns. Interfaces depend on
-this module only, never on the tree's internals.
+"""The hub's face toward its interfaces: :class:`HubService`, everything the HTTP API, the web UI,
+the MCP server and the CLI may ask. ``dispatch.hub.service.hub.Hub`` implements it over the
+store, the event bus and the tree; the shapes it answers with are :mod:`dispatch.hub.views`.
+Interfaces depend on this contract and the views, never on the tree's internals.
 """
 
 from __future__ import annotations
