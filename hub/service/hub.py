@@ -210,7 +210,7 @@ class Hub(Delegation):
         catalog = self.tree.catalog
         picked = catalog.model_for(DEFAULT_TEMPLATE, self.default_model)
         if picked is not None and self.default_model:
-            picked = DefaultModel(picked.model, "--model of the command that started the hub")
+            picked = DefaultModel(picked.model, "set when the hub started: dispatch serve --model, or the demo")
         return HubView(
             root=str(self.root),
             default_model=picked.model if picked else None,
