@@ -1,9 +1,13 @@
 """Model calls: tags -> (model, key) candidates, keys and budgets, the usage ledger, fallback and
-the wait state, all through litellm.
+the wait state, all through litellm (which loads only in the model worker process).
 
-``client`` (the ModelClient seam and one litellm call), ``models_config`` (the ``models:`` config
-section), ``resolve`` (tag or name -> candidates), ``failures`` (what a provider error means),
-``keys`` (key availability and budget windows), ``router`` (the ModelClient over many keys),
+``types`` (ModelClient, Completion, Usage: the shapes of a call), ``client`` (one litellm call
+through the worker; starting the worker early), ``model_process`` / ``model_worker`` /
+``model_loop`` / ``litellm_call`` / ``openai_body`` (the worker and its side of a call),
+``models_config`` (the ``models:`` config section), ``defaults`` (the model a top agent gets when
+none is named; the provider key variables), ``resolve`` (tag or name -> candidates), ``failures``
+(what a provider error means), ``keys`` (key availability and budget windows), ``router`` (the
+ModelClient over many keys), ``ledger`` (the usage ledger the router writes, as a protocol),
 ``clock`` (injectable time), ``providers`` (litellm's provider names, read without importing it),
-``scripted`` (a deterministic in-process model answering from scripts: tests, benchmarks, demos).
+``scripted`` (a deterministic in-process model answering from scripts: tests, benchmarks, the demo).
 """
