@@ -13,6 +13,7 @@ import anyio
 import pytest
 import yaml
 
+from dispatch.hub.errors import UserError
 from dispatch.hub.llm.defaults import KEY_VARIABLES, default_model
 from dispatch.hub.llm.models_config import load_models_section
 from dispatch.hub.service.hub import Hub
@@ -122,3 +123,29 @@ def test_doctor_says_there_is_no_model_and_what_to_set(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "no model: set a provider's key (ANTHROPIC_API_KEY" in done.stdout
+
+
+async def test_an_agent_failed_for_a_missing_key_finishes_after_resume_once_it_is_set(
+    scripted_llm: ScriptedLLM, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripted_llm.script("[key-later]", [Reply(text="done, with a key")])
+    monkeypatch.delenv("OPENAI_API_KEY")
+    root = tmp_path / "project"
+    root.mkdir()
+    async with Hub.open(root, tmp_path / "data") as hub:
+        started = await hub.start("[key-later] say hello", model="openai/scripted")
+        with anyio.fail_after(30):
+            while (failed := await hub.agent(started.id)).state != "failed":
+                await anyio.sleep(0.05)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-set-at-last")
+        await hub.resume(started.id)
+        with anyio.fail_after(60):
+            while (finished := await hub.agent(started.id)).state not in ("done", "failed"):
+                await anyio.sleep(0.05)
+        with pytest.raises(UserError, match="is done; only an interrupted agent, or one failed by a setup"):
+            await hub.resume(started.id)
+
+    assert failed.reason.startswith("setup: model 'openai/scripted' has no key: set OPENAI_API_KEY")
+    assert failed.reason.endswith("fix it and resume the agent")
+    assert finished.state == "done" and finished.report == "done, with a key" and finished.error is None
+    assert len(scripted_llm.requests_for("[key-later]")) == 1

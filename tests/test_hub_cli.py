@@ -129,7 +129,7 @@ async def test_resume_runs_an_interrupted_agent_here_when_no_hub_runs(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "resumed and done"
     assert f"[{agent.id}] resumed from its last step" in done.stderr
-    assert again.returncode == 2 and "is done; only an interrupted agent can be resumed" in again.stderr
+    assert again.returncode == 2 and "is done; only an interrupted agent, or one failed by a setup" in again.stderr
     third = scripted_llm.requests_for("[resume-cli]")[2].messages
     assert third == scripted_llm.requests_for("[resume-cli]")[1].messages
 

@@ -88,3 +88,16 @@ class AgentSpec(BaseModel):
             text += ORCHESTRATOR_INSTRUCTIONS
         parts = [text, (self.instructions or "").strip(), render_skills(skills)]
         return "\n\n".join(p for p in parts if p)
+
+
+SETUP_FAILURE = "setup: "
+"""How the reason of an agent failed by something the user fixes outside it begins (a missing key,
+a config mistake): such an agent can be resumed once it is fixed."""
+
+
+def resumable(state: str, reason: str) -> bool:
+    """Whether an agent in ``state`` (for ``reason``) may go on from its last step: interrupted, or
+    failed by a setup problem the user has since fixed (a key, the config)."""
+    return state == AgentState.interrupted.value or (
+        state == AgentState.failed.value and reason.startswith(SETUP_FAILURE)
+    )

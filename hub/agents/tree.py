@@ -25,7 +25,7 @@ from dispatch.hub.agents.catalog import Catalog
 from dispatch.hub.agents.limits import Limits, RunningSlot
 from dispatch.hub.agents.link import ArtifactShelf, CheckpointGate, TreeLink
 from dispatch.hub.agents.loop import Agent, AgentHooks, ToolRun
-from dispatch.hub.agents.spec import AgentSpec, AgentState
+from dispatch.hub.agents.spec import SETUP_FAILURE, AgentSpec, AgentState, resumable
 from dispatch.hub.errors import BudgetExceeded, DispatchError, UnknownAgentError, UserError, unwrap
 from dispatch.hub.events import (
     AgentModelSwitched,
@@ -52,6 +52,14 @@ from dispatch.servers.hublink import InboxMessage, MessageKind
 from dispatch.servers.lsp.server import LspBackend
 
 log = logging.getLogger(__name__)
+
+
+def _failure_reason(error: BaseException, message: str | None) -> str:
+    if isinstance(error, BudgetExceeded):
+        return "budget"
+    if isinstance(error, UserError):  # raised by the model path: a key, a model name, the config
+        return f"{SETUP_FAILURE}{message}; fix it and resume the agent"
+    return message or "failed"
 
 
 class AgentTree:
@@ -159,7 +167,7 @@ class AgentTree:
         if self._group is None:
             raise RuntimeError("the tree is not running; use 'async with AgentTree(...)'")
         old = self.agents.get(spec.id)
-        paused = old is not None and old.state is AgentState.interrupted and old.finished.is_set()
+        paused = old is not None and resumable(old.state.value, old.reason) and old.finished.is_set()
         if old is not None and not (restore is not None and paused):
             raise UserError(f"an agent with the id {spec.id!r} exists already")
         skills = self.catalog.skills_for(spec) if restore is None else []
@@ -221,7 +229,7 @@ class AgentTree:
                 else:
                     log.error("agent %s failed", agent.id, exc_info=error)
                     agent.error = f"{type(error).__name__}: {error}"
-                agent.set_state(AgentState.failed, "budget" if isinstance(error, BudgetExceeded) else agent.error)
+                agent.set_state(AgentState.failed, _failure_reason(error, agent.error))
         if scope.cancel_called and not agent.state.terminal and agent.state is not AgentState.interrupted:
             if agent.id in self._interrupts:
                 agent.set_state(AgentState.interrupted, "the hub stopped; resume it to continue from its last step")

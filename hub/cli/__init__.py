@@ -223,12 +223,16 @@ def logs(
 
 @app.command()
 def resume(
-    agent: Annotated[str, typer.Argument(help="the id of an interrupted agent")],
+    agent: Annotated[
+        str,
+        typer.Argument(help="the id of an interrupted agent, or of one failed by a setup problem (a key, the config)"),
+    ],
     root: Annotated[Path | None, typer.Option("--root", help="the project root (default: the agent's)")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="the hub's data directory")] = None,
 ) -> None:
-    """Continue an interrupted agent (and its interrupted children) from its last step: through the
-    running hub when there is one, else here until it finishes."""
+    """Continue an interrupted agent (and its interrupted children), or one a missing key or a config
+    mistake failed once that is fixed, from its last step: through the running hub when there is
+    one, else here until it finishes."""
     from dispatch.hub.cli.resume import resume_command
 
     if root is not None:

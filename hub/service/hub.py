@@ -348,8 +348,8 @@ class Hub(Delegation):
         return self.view(agent_id)
 
     async def resume(self, agent_id: str) -> AgentView:
-        """Continue an interrupted agent from its last persisted step; its interrupted
-        descendants continue from theirs. Returns at once."""
+        """Continue an interrupted agent (or one failed by a setup problem) from its last persisted
+        step; its interrupted descendants continue from theirs. Returns at once."""
         self._refuse_new_work()
         await self._bus.journal.flush()
         agent, started = await self._restorer.resume(agent_id)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dispatch.hub.agents.loop import Agent
-from dispatch.hub.agents.spec import AgentState
+from dispatch.hub.agents.spec import AgentState, resumable
 from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.errors import UnknownAgentError, UserError
 from dispatch.hub.events import AgentStateChanged, EventBus
@@ -37,8 +37,8 @@ async def mark_interrupted(records: Records, bus: EventBus) -> list[str]:
 
 
 def paused(agent: Agent) -> bool:
-    """An interrupted agent of the tree that is not running (registered from the store, or stopped)."""
-    return agent.state is AgentState.interrupted and agent.finished.is_set()
+    """A resumable agent of the tree that is not running (registered from the store, or stopped)."""
+    return resumable(agent.state.value, agent.reason) and agent.finished.is_set()
 
 
 class Restorer:
@@ -56,8 +56,12 @@ class Restorer:
             raise UnknownAgentError(f"no agent has the id {agent_id!r}")
         live = self._tree.agents.get(agent_id)
         state = live.state.value if live is not None else row.state
-        if (live is not None and not paused(live)) or state != AgentState.interrupted.value:
-            raise UserError(f"agent {agent_id} is {state}; only an interrupted agent can be resumed")
+        reason = live.reason if live is not None else row.reason
+        if (live is not None and not paused(live)) or not resumable(state, reason):
+            raise UserError(
+                f"agent {agent_id} is {state}; only an interrupted agent, or one failed by a setup problem "
+                "(a key, the config), can be resumed"
+            )
         if row.root is not None and row.root != str(self._tree.root):
             raise UserError(
                 f"agent {agent_id} worked in {row.root}, not in this hub's project {self._tree.root}; resume it "
@@ -67,7 +71,7 @@ class Restorer:
         for member in await self._records.subtree(agent_id):
             present = self._tree.agents.get(member.id)
             if present is None or paused(present):
-                plan.append((member, member.state == AgentState.interrupted.value))
+                plan.append((member, resumable(member.state, member.reason)))
         restorers = [(member, run, await self._restorer(member, run)) for member, run in plan]
         started: list[Agent] = []
         for member, run, restore in restorers:  # no await from here on: the whole subtree is linked
@@ -110,7 +114,8 @@ class Restorer:
             agent.transcript = transcript
             agent.usage = Usage(prompt_tokens=row.tokens_in, completion_tokens=row.tokens_out, cost_usd=row.cost_usd)
             agent.steps_taken = row.steps
-            agent.report, agent.error, agent.progress = row.report, row.error, list(row.progress)
+            agent.report, agent.progress = row.report, list(row.progress)
+            agent.error = None if run else row.error  # a setup failure resumed: its error is over
             agent.state = AgentState.pending if run else AgentState(row.state)
             agent.reason = "resuming from its last step" if run else row.reason
             for message in unread:
