@@ -4,6 +4,7 @@ without its token, what the terminal view shows of a tool's result."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -93,3 +94,18 @@ def test_the_model_worker_starts_with_the_hub_not_at_the_first_call(served: Serv
         assert time.monotonic() < deadline, "no model worker was started"
         time.sleep(0.1)
     assert httpx.get(f"{served.base_url}/api/agents", headers=served.auth).json() == [], "nothing asked a model"
+
+
+def test_help_text_flows_without_breaks_mid_sentence() -> None:
+    done = subprocess.run(
+        [*DISPATCH, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "COLUMNS": "240", "TERM": "dumb"},
+    )
+    assert done.returncode == 0
+    rows = [line.strip(" │") for line in done.stdout.splitlines()]
+    run_row = next(r for r in rows if r.startswith("run "))
+    assert "and print its report. The run is journaled in the data directory" in run_row, run_row
