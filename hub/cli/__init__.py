@@ -243,7 +243,10 @@ def resume(
 
 @app.command()
 def mcp(
-    root: Annotated[Path, typer.Option("--root", help="the project root (when no hub runs)")] = Path("."),
+    root: Annotated[
+        Path | None,
+        typer.Option("--root", help="the project root (default: the running hub's, else the current directory)"),
+    ] = None,
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="top agents' model or tag (when no hub runs)")
     ] = None,
@@ -251,7 +254,8 @@ def mcp(
     """The hub's MCP tools over stdio: attaches to a running hub, or runs one in this process."""
     from dispatch.hub.cli.mcp import run_mcp
 
-    _check_root(root)
+    if root is not None:
+        _check_root(root)
     raise typer.Exit(run_mcp(root, model))
 
 

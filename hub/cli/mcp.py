@@ -38,21 +38,36 @@ async def _embedded(root: Path, data_dir: Path, model: str | None) -> None:
         await build_server(hub).run_stdio_async()
 
 
-def run_mcp(root: Path, model: str | None) -> int:
-    """Serve the hub's MCP tools on stdin/stdout; the exit code."""
+def _say(text: str) -> None:
+    print(f"dispatch mcp: {text}", file=sys.stderr, flush=True)
+
+
+def run_mcp(root: Path | None, model: str | None) -> int:
+    """Serve the hub's MCP tools on stdin/stdout; the exit code. ``root``: the project asked for
+    (None: the running hub's, or the current directory's)."""
     data_dir = prepare_data_dir(None)
     info = running_hub(data_dir)
     try:
         if info is not None and info.address:
-            print(f"dispatch mcp: attached to the hub at {info.address}", file=sys.stderr, flush=True)
+            if root is not None and info.root is not None and Path(info.root) != root.resolve():
+                _say(
+                    f"error: the running hub (pid {info.pid}, {info.address}) serves the project {info.root}, "
+                    f"not {root.resolve()}: its agents would work there. Use it without --root, stop it, or give "
+                    "this one another data directory (DISPATCH_HOME)"
+                )
+                return EXIT_USAGE
+            if model is not None:
+                _say(f"--model {model} is not used: the running hub's chats keep its own model")
+            _say(f"attached to the hub at {info.address}")
             anyio.run(_attached, info.address, data_dir)
         else:
-            print(f"dispatch mcp: serving a hub of {root.resolve()} in this process", file=sys.stderr, flush=True)
-            anyio.run(_embedded, root, data_dir, model)
+            here = root or Path(".")
+            _say(f"serving a hub of {here.resolve()} in this process")
+            anyio.run(_embedded, here, data_dir, model)
     except Exception as raised:
         error = unwrap(raised)
         if isinstance(error, UserError):
-            print(f"dispatch mcp: error: {error}", file=sys.stderr)
+            _say(f"error: {error}")
             return EXIT_USAGE
         raise
     return EXIT_OK
