@@ -13,6 +13,7 @@ import typer
 
 if TYPE_CHECKING:
     from dispatch.hub.agents.catalog import Catalog
+    from dispatch.hub.agents.spec import AgentSpec
 
 app = typer.Typer(
     name="dispatch",
@@ -59,23 +60,13 @@ def run(
     """Run a top agent (which may summon children) on TASK to completion and print its report. The
     run is journaled in the data directory (dispatch logs, dispatch resume); checkpoints and requests
     for paths outside the project are asked in the terminal (refused when there is none)."""
-    _preflight(_catalog(root), model, template)
+    spec = _top_spec(_catalog(root), task, model, template, skill or [], isolated)
     from dispatch.hub.llm.client import begin_model_worker
 
     begin_model_worker()  # litellm loads in the worker while this process loads the rest
     from dispatch.hub.cli.run import run_task
 
-    code = run_task(
-        task,
-        model=model,
-        root=root,
-        json_output=json_output,
-        isolated=isolated,
-        template=template,
-        skills=skill or [],
-        yes=yes,
-    )
-    raise typer.Exit(code)
+    raise typer.Exit(run_task(spec, root=root, json_output=json_output, yes=yes))
 
 
 @app.command()
@@ -115,20 +106,23 @@ def demo(
     raise typer.Exit(serve_demo(root, port=port))
 
 
-def _preflight(catalog: Catalog, model: str | None, template: str) -> None:
-    """Refuse at once, before the tree and the model worker load, a run that cannot call its model:
-    no model at all, or one whose provider's key is not set (exit 2, one line)."""
+def _top_spec(
+    catalog: Catalog, task: str, model: str | None, template: str, skills: list[str], isolated: bool
+) -> AgentSpec:
+    """The run's top agent, checked before the tree and the model worker load: an unknown template
+    or skill, no model at all, or a model whose provider's key is not set exits 2 in one line."""
     from dispatch.hub.errors import UserError
     from dispatch.hub.llm.defaults import unkeyed
 
     try:
-        chosen = catalog.top_spec("preflight", model=model, template=template).model
-        problem = unkeyed(catalog.config.models, chosen)
+        spec = catalog.top_spec(task, model=model, template=template, skills=skills, isolated=isolated)
+        problem = unkeyed(catalog.config.models, spec.model)
     except UserError as error:
-        problem = str(error)
-    if problem is not None:
+        spec, problem = None, str(error)
+    if spec is None or problem is not None:
         typer.echo(f"error: {problem}", err=True)
         raise typer.Exit(2)
+    return spec
 
 
 def _check_root(root: Path) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from typing import Any
 import anyio
 from rich.console import Console
 
-from dispatch.hub.agents.catalog import DEFAULT_TEMPLATE, Catalog
 from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.spec import AgentSpec, AgentState
 from dispatch.hub.agents.tree import AgentTree
@@ -115,29 +113,10 @@ async def _run(spec: AgentSpec, root: Path, json_output: bool, yes: bool) -> Out
         return Outcome(top.id, top.state, text, summary(hub.tree, top))
 
 
-def run_task(
-    task: str,
-    *,
-    model: str | None,
-    root: Path,
-    json_output: bool,
-    isolated: bool,
-    template: str = DEFAULT_TEMPLATE,
-    skills: Sequence[str] = (),
-    yes: bool = False,
-) -> int:
-    """Run the task; print the report (or the JSON summary); return the exit code.
-
-    The config, templates and skills are loaded and checked first: a mistake in them prints its
-    error and returns ``EXIT_USAGE`` before any agent starts; so does a data directory another
-    hub holds (``dispatch serve``), naming it.
-    """
-    try:
-        catalog = Catalog.load(root)
-        spec = catalog.top_spec(task, model=model, template=template, skills=skills, isolated=isolated)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+def run_task(spec: AgentSpec, *, root: Path, json_output: bool, yes: bool = False) -> int:
+    """Run the top agent of ``spec`` (built and checked by the command: template, skills, model and
+    its key); print the report (or the JSON summary); return the exit code. A data directory
+    another hub holds (``dispatch serve``) returns ``EXIT_USAGE``, naming it."""
     try:
         outcome = anyio.run(_run, spec, root, json_output, yes)
     except Exception as raised:
