@@ -178,11 +178,14 @@ def skills(
 @app.command()
 def doctor(
     root: Annotated[Path, typer.Option("--root", help="the project to check")] = Path("."),
+    online: Annotated[
+        bool, typer.Option("--online", help="also make one one-token call with each key (costs a few tokens)")
+    ] = False,
 ) -> None:
     """Check what Dispatch needs: the model new chats use and the keys, the project's languages and
     their language servers (found, or how to install them), the sandbox for the shell, and the
     outside MCP servers of the config (started to list their tools, compared with the pinned lists).
-    Exits 1 when something is missing."""
+    With --online, each key is tried with one cheap call. Exits 1 when something is missing or failed."""
     from dispatch.hub.cli.doctor import check_models, check_sandbox, run_doctor
     from dispatch.hub.cli.doctor_servers import check_tool_servers
     from dispatch.hub.store.db import DB_NAME
@@ -191,8 +194,16 @@ def doctor(
     config = catalog.config
     servers = check_tool_servers(config.mcp_servers, _data_dir(None) / DB_NAME) if config.mcp_servers else None
     sandbox = check_sandbox(setting=config.sandbox)
-    models = check_models(config.models, catalog.model_for("dispatch"))
-    text, code = run_doctor(root, config.lsp, sandbox=sandbox, tool_servers=servers, models=models)
+    chosen = catalog.model_for("dispatch")
+    models = check_models(config.models, chosen)
+    tried = None
+    if online:
+        import anyio
+
+        from dispatch.hub.cli.doctor_online import check_keys_online
+
+        tried = anyio.run(check_keys_online, config.models, chosen)
+    text, code = run_doctor(root, config.lsp, sandbox=sandbox, tool_servers=servers, models=models, online=tried)
     typer.echo(text)
     raise typer.Exit(code)
 

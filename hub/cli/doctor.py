@@ -123,10 +123,11 @@ def run_doctor(
     sandbox: list[Finding] | None = None,
     tool_servers: list[Finding] | None = None,
     models: list[Finding] | None = None,
+    online: list[Finding] | None = None,
 ) -> tuple[str, int]:
     """The report as text, and the exit code: 0 when nothing is missing, 1 otherwise.
-    ``sandbox``, ``models``: those findings (:func:`check_sandbox`, :func:`check_models`); None
-    leaves the section out."""
+    ``sandbox``, ``models``, ``online``: those findings (:func:`check_sandbox`, :func:`check_models`,
+    :func:`dispatch.hub.cli.doctor_online.check_keys_online`); None leaves the section out."""
     root = root.resolve()
     languages = check_language_servers(root, settings or LspSettings(), search_path)
     lines = [f"Dispatch doctor: {root}"]
@@ -134,6 +135,9 @@ def run_doctor(
     if models is not None:
         lines += _section("Models and keys (config models, or the environment):", models)
         findings += models
+    if online is not None:
+        lines += _section("Keys tried online (one one-token call each):", online)
+        findings += online
     lines += _section("Language servers (for the lsp tools):", languages)
     findings += languages
     if sandbox is not None:
@@ -145,6 +149,6 @@ def run_doctor(
     missing = [f for f in findings if f.status == "missing"]
     lines += ["", f"{len(missing)} missing; install them as shown." if missing else "Nothing is missing."]
     troubled = [f.topic for f in findings if f.status in ("changed", "failed")]
-    lines += [f"Outside servers to look at: {', '.join(troubled)}."] if troubled else []
+    lines += [f"To look at: {', '.join(troubled)}."] if troubled else []
     missing += [f for f in findings if f.status in ("changed", "failed")]
     return "\n".join(lines), 1 if missing else 0

@@ -10,6 +10,7 @@ Dispatch's, and the predicates here tell :mod:`dispatch.hub.llm.failures` what k
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Sequence
 from functools import cache
@@ -71,17 +72,55 @@ def is_unreachable(litellm: ModuleType, error: BaseException) -> bool:
     return not isinstance(error, litellm.Timeout) and _connection_failed(litellm, error)
 
 
-def model_error(litellm: ModuleType, model: str, error: Exception) -> Exception:
-    """A clear, traceback-free error for what went wrong with the call."""
-    name = type(error).__name__
-    detail = str(error).strip().splitlines()[0] if str(error).strip() else name
+_CLASS_PREFIX = re.compile(r"^(?:[\w.]*?(?:Error|Exception|Exceptions?))\s*(?::|-)\s*")
+
+
+def plain_detail(error: BaseException) -> str:
+    """The first line of ``error``'s text without the chain of class names litellm puts before
+    the provider's words (``litellm.AuthenticationError: AuthenticationError: OpenAIException - ``)."""
+    text = str(error).strip().splitlines()[0].strip() if str(error).strip() else ""
+    while (match := _CLASS_PREFIX.match(text)) is not None and match.end() < len(text):
+        text = text[match.end() :]
+    return text or "no detail given"
+
+
+def url_tried(error: BaseException, api_base: str | None) -> str | None:
+    """The endpoint the failed request went to: the configured base, else the URL of the request
+    the innermost error of the chain carries (litellm's own errors carry a placeholder request,
+    the HTTP client's the real one)."""
+    if api_base is not None:
+        return api_base
+    found: str | None = None
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None:
+            break
+        url = getattr(getattr(seen, "request", None), "url", None)
+        if url is not None and str(url).startswith(("http://", "https://")):
+            found = str(url)
+        seen = seen.__cause__ or seen.__context__
+    return found
+
+
+def model_error(litellm: ModuleType, model: str, error: Exception, api_base: str | None = None) -> Exception:
+    """A clear, traceback-free error for what went wrong with the call, in the provider's words
+    (never litellm's class names); an unreachable endpoint is named by the URL tried."""
+    detail = plain_detail(error)
     if is_unknown_model(litellm, error):
         return UserError(f"unknown model {model!r}: give a litellm model name such as 'openai/gpt-4o-mini'")
     if is_unreachable(litellm, error):
-        return ModelCallError(f"model {model!r}: the endpoint could not be reached ({detail})")
+        where = url_tried(error, api_base)
+        return ModelCallError(f"model {model!r}: {where or 'the endpoint'} could not be reached ({detail})")
     if isinstance(error, litellm.AuthenticationError):
         return ModelCallError(f"model {model!r}: the endpoint refused the API key ({detail})")
-    return ModelCallError(f"model {model!r}: {name}: {detail}")
+    if isinstance(error, litellm.NotFoundError):
+        return ModelCallError(f"model {model!r}: the endpoint does not know this model ({detail})")
+    if isinstance(error, litellm.RateLimitError):
+        return ModelCallError(f"model {model!r}: rate limited or out of quota ({detail})")
+    if isinstance(error, litellm.Timeout):
+        return ModelCallError(f"model {model!r}: no answer in time ({detail})")
+    status = getattr(error, "status_code", None)
+    return ModelCallError(f"model {model!r}: the call failed{f' (HTTP {status})' if status else ''}: {detail}")
 
 
 async def acompletion(

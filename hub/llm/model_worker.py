@@ -78,11 +78,11 @@ class CallAnswer(BaseModel):
     failed: CallFailed | None = None
 
 
-def failed_call(error: Exception, model: str) -> CallFailed:
+def failed_call(error: Exception, model: str, api_base: str | None = None) -> CallFailed:
     """A litellm exception as the hub needs it."""
     litellm = load_litellm()
     failure = classify(litellm, error, time.time())
-    mapped = model_error(litellm, model, error)
+    mapped = model_error(litellm, model, error, api_base)
     return CallFailed(
         kind=failure.kind.value,
         detail=failure.detail,
@@ -116,7 +116,7 @@ class _Worker:
         except asyncio.CancelledError:
             raise
         except Exception as error:  # every failure goes back to the hub, classified
-            self._answer(CallAnswer(id=request.id, failed=failed_call(error, request.model)))
+            self._answer(CallAnswer(id=request.id, failed=failed_call(error, request.model, request.api_base)))
         else:
             self._answer(CallAnswer(id=request.id, completion=completion))
         finally:
