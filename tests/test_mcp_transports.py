@@ -1,5 +1,6 @@
-"""The hub's MCP face as Claude Desktop meets it: `dispatch mcp` over stdio (a hub of its own, or
-attached to a running one) and `/mcp` over streamable HTTP on `dispatch serve`, token-guarded."""
+"""The hub's MCP face as Claude Desktop meets it: `dispatch mcp` over stdio (attached to a running
+hub, or to one it starts in the background, which outlives the client until `dispatch stop`) and
+`/mcp` over streamable HTTP on `dispatch serve`, token-guarded."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp_types import TextContent
 
 from dispatch.hub.mcp.proxy import hub_client
+from dispatch.hub.service.lifecycle import running_hub
 from tests.agent_helpers import call
 from tests.api_helpers import MODEL, ServedHub
 from tests.fakes.scripted_llm import Reply, ScriptedLLM
@@ -52,11 +55,40 @@ async def run_a_task(client: Client, tag: str, **start: Any) -> str:
     return str(started["agent_id"])
 
 
-async def test_dispatch_mcp_over_stdio_runs_a_hub_of_its_own(scripted_llm: ScriptedLLM, project: Path) -> None:
+def dispatch(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dispatch.hub.cli", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+async def test_dispatch_mcp_starts_a_hub_in_the_background_that_outlives_the_client(
+    scripted_llm: ScriptedLLM, project: Path
+) -> None:
     script_task(scripted_llm, "stdio-own")
-    async with stdio_mcp(project) as client:
-        await run_a_task(client, "stdio-own")
-    assert (project / "stdio-own.txt").read_text() == "stdio-own"
+    scripted_llm.script("[slow]", [Reply(text="finished after the client left", delay_s=2)])
+    data_dir, where = Path(os.environ["DISPATCH_HOME"]), str(await anyio.Path(project).resolve())
+    try:
+        async with stdio_mcp(project) as client:
+            await run_a_task(client, "stdio-own")
+            slow = await tool(client, "start", task="[slow] take your time")
+        assert (project / "stdio-own.txt").read_text() == "stdio-own"
+
+        hub = running_hub(data_dir)
+        assert hub is not None and hub.address is not None and hub.root == where
+        token = (data_dir / "token").read_text().strip()
+        async with httpx.AsyncClient(base_url=hub.address, headers={"Authorization": f"Bearer {token}"}) as rest:
+            with anyio.fail_after(60):
+                while (seen := (await rest.get(f"/api/agents/{slow['agent_id']}")).json())["state"] != "done":
+                    await anyio.sleep(0.1)
+        assert seen["report"] == "finished after the client left"
+    finally:
+        stopped = dispatch("stop")
+
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.strip() == f"stopped the hub of {where} (pid {hub.pid})"
+    assert running_hub(data_dir) is None
+    again = dispatch("stop")
+    assert again.returncode == 0 and again.stdout.strip() == f"no hub runs on {data_dir}"
 
 
 async def test_mcp_over_streamable_http_needs_the_token(scripted_llm: ScriptedLLM, served: ServedHub) -> None:

@@ -253,15 +253,37 @@ def mcp(
         typer.Option("--root", help="the project root (default: the running hub's, else the current directory)"),
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="top agents' model or tag (when no hub runs)")
+        str | None, typer.Option("--model", "-m", help="top agents' model or tag (when it starts the hub)")
     ] = None,
 ) -> None:
-    """The hub's MCP tools over stdio: attaches to a running hub, or runs one in this process."""
+    """The hub's MCP tools over stdio, for Claude Desktop and other MCP clients: attaches to the
+    running hub, or starts one in the background first (it outlives the client; `dispatch stop`
+    stops it)."""
     from dispatch.hub.cli.mcp import run_mcp
 
     if root is not None:
         _check_root(root)
     raise typer.Exit(run_mcp(root, model))
+
+
+@app.command()
+def stop(
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="the hub's data directory (default: $DISPATCH_HOME)")
+    ] = None,
+) -> None:
+    """Stop the hub serving the data directory, gracefully: running steps finish, the rest is
+    interrupted and can be resumed. Says so when no hub runs."""
+    from dispatch.hub.cli.background import stop_hub
+    from dispatch.hub.errors import UserError
+
+    home = _data_dir(data_dir)
+    try:
+        stopped = stop_hub(home)
+    except UserError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"stopped {stopped}" if stopped else f"no hub runs on {home}")
 
 
 def main() -> None:
