@@ -10,8 +10,9 @@ import signal
 import anyio
 import pytest
 
+from dispatch.hub.cli.live_view import LOADING, LoadingNotice
 from dispatch.hub.errors import ModelCallError
-from dispatch.hub.llm.client import LiteLLMClient
+from dispatch.hub.llm.client import LiteLLMClient, start_model_worker
 from dispatch.hub.llm.model_process import model_process
 from tests.agent_helpers import MODEL, until
 from tests.fakes.scripted_llm import Reply, ScriptedLLM
@@ -42,3 +43,21 @@ async def test_a_killed_worker_fails_its_call_and_the_next_call_starts_a_new_one
     after = await client.complete(MODEL, ask("[after] go"), [])
     assert after.text == "answered by a new worker"
     assert model_process().pid not in (None, worker)
+
+
+@pytest.mark.anyio
+async def test_the_live_view_says_the_worker_is_loading_until_it_is_ready(scripted_llm: ScriptedLLM) -> None:
+    scripted_llm.script("[ready]", [Reply(text="answered once loaded")])
+    running = model_process().pid
+    if running is not None:  # an earlier test's worker: start from a fresh one
+        os.kill(running, signal.SIGKILL)
+        await until(lambda: model_process().pid is None)
+
+    await start_model_worker()
+
+    assert model_process().loading, "a new worker imports litellm for seconds before it is ready"
+    assert LoadingNotice().__rich__().plain == LOADING
+    await until(lambda: not model_process().loading, timeout_s=60)
+    assert LoadingNotice().__rich__().plain == ""
+    answer = await LiteLLMClient().complete(MODEL, ask("[ready] go"), [])
+    assert answer.text == "answered once loaded"

@@ -32,6 +32,7 @@ from dispatch.hub.events import (
     ToolCalled,
     ToolReturned,
 )
+from dispatch.hub.llm.model_process import model_process
 
 STATE_STYLE: dict[AgentState, str] = {
     AgentState.pending: "dim",
@@ -98,6 +99,17 @@ def describe(event: Event) -> str | None:
             return None
 
 
+LOADING = "loading the model library (litellm, a few seconds); the first model call waits for it"
+
+
+class LoadingNotice:
+    """A line saying the model worker is still loading, redrawn by every refresh of the live view
+    (so it goes away when the worker is ready, without waiting for an event); empty otherwise."""
+
+    def __rich__(self) -> Text:
+        return Text(LOADING if model_process().loading else "", style="yellow")
+
+
 class LiveView:
     """Keeps the recent tool activity and draws the tree."""
 
@@ -124,6 +136,7 @@ class LiveView:
             parts.append(node)
         if self._recent:
             parts.append(Text("\n".join(self._recent), style="dim"))
+        parts.append(LoadingNotice())
         return Group(*parts)
 
 
@@ -150,6 +163,8 @@ class Screen:
     def __enter__(self) -> Screen:
         if self._live is not None:
             self._live.start()
+        elif self._mode == "lines" and model_process().loading:
+            self._console.print(LOADING, markup=False, highlight=False)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:

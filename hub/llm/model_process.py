@@ -22,7 +22,7 @@ from functools import cache
 
 from dispatch.hub.errors import ModelCallError, UserError
 from dispatch.hub.llm.failures import Failure, FailureKind, reset_from_headers
-from dispatch.hub.llm.model_worker import LINE_LIMIT, CallAnswer, CallFailed, CallRequest
+from dispatch.hub.llm.model_worker import LINE_LIMIT, READY_LINE, CallAnswer, CallFailed, CallRequest
 from dispatch.hub.llm.types import Completion
 
 __all__ = ["CallRequest", "ModelProcess", "RemoteCallError", "model_process"]
@@ -65,11 +65,16 @@ class _Running:
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
         self.pending: dict[int, asyncio.Future[CallAnswer]] = {}
+        self.ready = False
+        """Whether the worker has loaded litellm (it says so before any answer)."""
 
     async def read(self) -> None:
         stdout = self.process.stdout
         assert stdout is not None
         while line := await stdout.readline():
+            if line == READY_LINE:
+                self.ready = True
+                continue
             answer = CallAnswer.model_validate_json(line)
             waiting = self.pending.pop(answer.id, None)
             if waiting is not None and not waiting.done():
@@ -90,6 +95,12 @@ class ModelProcess:
         self._ids = itertools.count(1)
         self._readers: set[asyncio.Task[None]] = set()
         self._env_sent: dict[str, str] | None = None
+
+    @property
+    def loading(self) -> bool:
+        """Whether the worker runs but has not loaded litellm yet (the first call waits for it)."""
+        running = self._running
+        return running is not None and running.process.returncode is None and not running.ready
 
     @property
     def pid(self) -> int | None:

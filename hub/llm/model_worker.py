@@ -68,6 +68,10 @@ class CallFailed(BaseModel):
     message: str
 
 
+READY_LINE = b'{"ready": true}\n'
+"""What the worker writes once litellm is loaded, before any answer."""
+
+
 class CallAnswer(BaseModel):
     """The answer to one request: its completion or its failure."""
 
@@ -142,6 +146,8 @@ class _Worker:
         load_litellm()  # the import takes seconds; done before the first answer is awaited
         send_chat_bodies_as_given()  # the OpenAI SDK's walk of each body: most of this process's CPU
         settle_heap()  # litellm's modules (most of this process) out of every full collection's walk
+        self._out.write(READY_LINE)  # the hub says "loading" until it reads this
+        self._out.flush()
         while line := await reader.readline():
             self.handle(line)
         for task in list(self._calls.values()):
