@@ -63,6 +63,8 @@ class _Started(_Data):
     skills: list[str]
     chat_id: str | None = None
     """The chat the agent's top agent answers (None: none, or not known to the tree)."""
+    root: str | None = Field(default=None, exclude_if=_none)
+    """The project root it works in."""
 
 
 class AgentSpawned(_Started):

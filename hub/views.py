@@ -31,6 +31,7 @@ class AgentView(View):
     id: str
     parent_id: str | None
     chat_id: str | None = Field(default=None, description="the chat whose dispatch agent this is (or descends from)")
+    root: str | None = Field(default=None, description="the project root it works in")
     name: str
     template: str | None
     task: str
@@ -73,6 +74,7 @@ class ChatView(View):
     updated_at: Instant
     forked_from: str | None = Field(description="'CHAT_ID:MESSAGE_ID' this chat was forked at")
     agent_id: str | None = Field(description="its dispatch agent while one runs")
+    root: str | None = Field(default=None, description="the project root its agents work in (null: the hub's)")
 
 
 class ChatDetail(ChatView):
@@ -175,6 +177,9 @@ class LimitsView(BaseModel):
 class HubView(View):
     """The hub itself, as ``GET /api/hub`` shows it."""
 
-    root: str = Field(description="the project root it serves")
+    root: str = Field(description="the project root it was started in (new work goes there unless told)")
+    projects: list[str] = Field(
+        default_factory=list[str], description="every project root it serves or has served, its own first"
+    )
     default_model: str | None = Field(description="the model (or tag) a new chat's dispatch agent gets; null: none")
     default_model_source: str = Field(description="why that one, or what to set when there is none")

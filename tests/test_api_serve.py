@@ -188,7 +188,7 @@ async def test_reconnecting_with_since_replays_what_was_missed(scripted_llm: Scr
 # -- lifecycle -------------------------------------------------------------------------------------
 
 
-def test_a_second_serve_prints_the_running_hubs_url_or_refuses_another_project(
+def test_a_second_serve_prints_the_running_hubs_url_and_has_it_serve_another_project_too(
     served: ServedHub, project: Path, tmp_path: Path
 ) -> None:
     def serve(root: Path) -> subprocess.CompletedProcess[str]:
@@ -199,15 +199,23 @@ def test_a_second_serve_prints_the_running_hubs_url_or_refuses_another_project(
     other_root = tmp_path / "other"
     other_root.mkdir()
     other = serve(other_root)
+    broken_root = tmp_path / "broken"
+    (broken_root / ".dispatch").mkdir(parents=True)
+    (broken_root / ".dispatch" / "config.yaml").write_text("limits: {running_agents: zero}\n")
+    broken = serve(broken_root)
 
     url = f"{served.base_url}/?token={served.token}"
     assert same.returncode == 0, same.stderr
     assert same.stdout.strip() == url
     assert f"pid {served.process.pid}" in same.stderr
-    assert other.returncode == 2
+    assert other.returncode == 0, other.stderr
     assert other.stdout.strip() == url
-    assert f"serves the project {project.resolve()}, not {other_root.resolve()}" in other.stderr
-    assert "Traceback" not in same.stderr + other.stderr
+    assert f"it serves {other_root.resolve()} too now" in other.stderr
+    assert broken.returncode == 2 and "config.yaml" in broken.stderr and "running_agents" in broken.stderr
+    with httpx.Client(base_url=served.base_url, headers=served.auth) as rest:
+        projects = rest.get("/api/hub").json()["projects"]
+    assert projects == [str(project.resolve()), str(other_root.resolve())]
+    assert "Traceback" not in same.stderr + other.stderr + broken.stderr
 
 
 def test_a_host_beyond_loopback_needs_the_opt_in(project: Path) -> None:

@@ -195,18 +195,29 @@ async def test_stored_agents_answer_model_switch_cancel_and_messages(scripted_ll
     assert rows == [{"text": "When you resume: use the docs.", "delivered_step": None}]
 
 
-async def test_an_agent_resumes_only_in_a_hub_of_its_own_project(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
+async def test_an_agent_resumes_in_its_own_project_from_a_hub_started_in_another(
+    scripted_llm: ScriptedLLM, tmp_path: Path
+) -> None:
     root, data = dirs(tmp_path)
     other = tmp_path / "other-project"
     other.mkdir()
-    scripted_llm.script("[elsewhere]", [Reply(text="never read", delay_s=3)])
+    scripted_llm.script(
+        "[elsewhere]",
+        [
+            Reply(text="lost with the hub", delay_s=3),
+            Reply(tool_calls=[call("write_file", path="resumed.txt", content="here")]),
+            Reply(text="finished where it began"),
+        ],
+    )
     async with Hub.open(root, data) as hub:
         agent = await hub.start("[elsewhere] work", model=MODEL)
         await until(lambda: len(scripted_llm.requests_for("[elsewhere]")) == 1)
     async with Hub.open(other, data) as hub:
         assert hub.view(agent.id).state == "interrupted"
-        with pytest.raises(UserError, match=f"worked in {root}"):
-            await hub.resume(agent.id)
+        await hub.resume(agent.id)
+        done = await hub.wait_finished(agent.id)
+    assert done.state == "done" and done.root == str(root.resolve())
+    assert (root / "resumed.txt").read_text() == "here" and not (other / "resumed.txt").exists()
 
 
 async def test_a_chats_interrupted_dispatch_agent_resumes_and_answers_the_chat(

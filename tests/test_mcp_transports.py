@@ -116,20 +116,17 @@ async def test_dispatch_mcp_attaches_to_a_running_hub(
     assert seen["state"] == "done" and seen["report"] == "attached finished"
 
 
-def test_dispatch_mcp_for_another_project_is_refused_instead_of_working_in_the_running_hubs(
-    served: ServedHub, project: Path, tmp_path: Path
+async def test_dispatch_mcp_for_another_project_starts_its_tasks_there_through_the_running_hub(
+    scripted_llm: ScriptedLLM, served: ServedHub, project: Path, tmp_path: Path
 ) -> None:
     other = tmp_path / "other"
     other.mkdir()
-    done = subprocess.run(
-        [sys.executable, "-m", "dispatch.hub.cli", "mcp", "--root", str(other)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-    assert done.returncode == 2, done.stderr
-    assert f"serves the project {project.resolve()}, not {other.resolve()}" in done.stderr
-    assert "Traceback" not in done.stderr
-    assert list(other.iterdir()) == [], "nothing was started in either project"
+    script_task(scripted_llm, "elsewhere")
+    async with stdio_mcp(other) as client:
+        agent_id = await run_a_task(client, "elsewhere")
+
+    assert (other / "elsewhere.txt").read_text() == "elsewhere"
+    assert not (project / "elsewhere.txt").exists()
+    async with served.client() as rest:
+        seen = (await rest.get(f"/api/agents/{agent_id}")).json()
+    assert seen["root"] == str(await anyio.Path(other).resolve())

@@ -2,6 +2,7 @@
 
 spec.py      AgentSpec, AgentState, the built-in instructions
 catalog.py   Catalog: templates and skills turned into specs for top agents and children
+projects.py  Project: a root the hub serves, with its catalog and outside servers
 loop.py      Agent: the LLM <-> MCP tool loop, as an async iterator of steps
 tree.py      AgentTree: spawning, running, cancelling, and the events of every agent
 link.py      TreeLink: what summon and inbox ask of the tree (children, messages, access)

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from dispatch.hub.agents.catalog import Catalog
 from dispatch.hub.agents.loop import Agent
+from dispatch.hub.agents.projects import Project
+from dispatch.hub.agents.spec import AgentSpec
 from dispatch.hub.config.permissions import covering_entry
 from dispatch.hub.policy.paths import ROOT, covered_by_any
 from dispatch.servers import paths
@@ -110,15 +111,12 @@ class GateTree(Protocol):
     """What the gate needs of the tree (``dispatch.hub.agents.tree.AgentTree`` provides it)."""
 
     @property
-    def root(self) -> Path: ...
-    @property
     def agents(self) -> dict[str, Agent]: ...
     @property
     def access(self) -> AccessBroker | None: ...
     @property
-    def catalog(self) -> Catalog: ...
-    @property
     def session_answers(self) -> SessionAnswers: ...
+    def project_of(self, spec: AgentSpec) -> Project: ...
 
 
 def chain_of(agents: Mapping[str, Agent], agent: Agent) -> list[Agent]:
@@ -149,13 +147,14 @@ def _by_rule(tree: GateTree, agent: Agent, path: str, operation: Operation) -> A
     if not os.path.isabs(expanded):
         return AccessDecision(granted=False, reason=f"{path!r} is not an absolute path")
     real = Path(os.path.realpath(expanded))
-    refused = DeniedPaths.current(tree.root).reason(real)
+    project = tree.project_of(agent.spec)
+    refused = DeniedPaths.current(project.root).reason(real)
     if refused is not None:
         return AccessDecision(granted=False, reason=refused)
-    if paths.covers(tree.root, real):
-        return _inside_root(agent, real, tree.root, operation)
-    entries = [*tree.catalog.config.permissions.auto_allow, *tree.session_answers.always]
-    entry = covering_entry(str(real), entries, tree.root)
+    if paths.covers(project.root, real):
+        return _inside_root(agent, real, project.root, operation)
+    entries = [*project.catalog.config.permissions.auto_allow, *tree.session_answers.always]
+    entry = covering_entry(str(real), entries, project.root)
     if entry is not None:
         return AccessDecision(granted=True, remember="always", reason=f"permissions.auto_allow: {entry}")
     return str(real)

@@ -45,6 +45,8 @@ class Catalog:
     templates: Mapping[str, TemplateEntry]
     skills: SkillIndex
     config: DispatchConfig = field(default_factory=DispatchConfig)
+    root: Path | None = None
+    """The project it was loaded from (its top agents work there); None: the built-ins alone."""
 
     @classmethod
     def builtin(cls) -> Catalog:
@@ -56,7 +58,7 @@ class Catalog:
         """The config, templates and skills for ``root``, checked together. Raises ConfigError."""
         root = root.resolve()
         loaded = load_config(root)
-        catalog = cls(load_templates(template_dirs(root)), SkillIndex.discover(root), loaded.config)
+        catalog = cls(load_templates(template_dirs(root)), SkillIndex.discover(root), loaded.config, root)
         catalog.check()
         return catalog
 
@@ -194,6 +196,7 @@ class Catalog:
             name=chosen.name,
             template=chosen.name,
             task=task,
+            root=None if self.root is None else str(self.root),
             instructions=chosen.instructions,
             skills=list(skills),
             model=model,
@@ -230,6 +233,7 @@ class Catalog:
             name=request.name or f"{parent.name}.{number}",
             template=qualified,
             task=request.task,
+            root=parent.root,
             instructions=_joined(template.instructions if template else None, request.instructions),
             skills=list(request.skills),
             model=request.model or (template.model if template else None) or parent.model,

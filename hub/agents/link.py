@@ -8,7 +8,6 @@ grants, or a write scope that overlaps a running sibling's;
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
@@ -17,6 +16,7 @@ from dispatch.hub.agents.access import AccessBroker, SessionAnswers, gate_reques
 from dispatch.hub.agents.budgets import child_budget_refusal
 from dispatch.hub.agents.catalog import Catalog
 from dispatch.hub.agents.loop import Agent
+from dispatch.hub.agents.projects import Project
 from dispatch.hub.agents.spec import AgentSpec, AgentState
 from dispatch.hub.config.skills import LoadedSkill
 from dispatch.hub.errors import UserError
@@ -68,13 +68,12 @@ class TreeOps(Protocol):
     """What a link needs of the tree (``dispatch.hub.agents.tree.AgentTree`` provides it)."""
 
     events: EventBus
-    root: Path
     agents: dict[str, Agent]
-    catalog: Catalog
     access: AccessBroker | None
     session_answers: SessionAnswers
     artifacts: ArtifactShelf | None
 
+    def project_of(self, spec: AgentSpec) -> Project: ...
     def children_of(self, agent_id: str) -> list[Agent]: ...
     def live_children(self, agent_id: str) -> list[Agent]: ...
     def start(self, spec: AgentSpec) -> Agent: ...
@@ -103,6 +102,11 @@ class TreeLink:
     @property
     def agent_id(self) -> str:
         return self._agent.id
+
+    @property
+    def _catalog(self) -> Catalog:
+        """The templates and skills of the agent's project (as its config files say now)."""
+        return self._tree.project_of(self._agent.spec).catalog
 
     # ---- inbox ---------------------------------------------------------------------------------
 
@@ -161,7 +165,7 @@ class TreeLink:
         parent = self._agent.spec
         scope = tuple(self._check_scope(request.scope))
         number = len(self._tree.children_of(parent.id)) + 1
-        spec = self._tree.catalog.child_spec(parent, request, scope, number)
+        spec = self._catalog.child_spec(parent, request, scope, number)
         spec = spec.model_copy(update=self._child_budget(request))
         try:
             return self._tree.start(spec).id
@@ -226,7 +230,7 @@ class TreeLink:
     def templates(self) -> list[TemplateInfo]:
         return [
             TemplateInfo(name=t.name, description=t.description, tools=t.tools_summary(), detached=t.detached)
-            for t in self._tree.catalog.summonable(self._agent.spec)
+            for t in self._catalog.summonable(self._agent.spec)
         ]
 
     # ---- skills --------------------------------------------------------------------------------
@@ -234,13 +238,12 @@ class TreeLink:
     def skills(self) -> list[SkillInfo]:
         loaded = {s.skill for s in self._agent.loaded_skills}
         return [
-            SkillInfo(name=s.ref, summary=s.summary(), loaded=s in loaded)
-            for s in self._tree.catalog.skills.on_demand()
+            SkillInfo(name=s.ref, summary=s.summary(), loaded=s in loaded) for s in self._catalog.skills.on_demand()
         ]
 
     def load_skill(self, name: str) -> SkillInfo:
         try:
-            skill = self._tree.catalog.skills.resolve(name)
+            skill = self._catalog.skills.resolve(name)
         except UserError as error:
             raise LinkRefusal(str(error)) from None
         info = SkillInfo(name=skill.ref, summary=skill.summary(), loaded=True)

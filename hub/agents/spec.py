@@ -58,6 +58,9 @@ class AgentSpec(BaseModel):
     name: str
     template: str | None = None
     task: str
+    root: str | None = Field(
+        default=None, description="the project root it works in (absolute; a child's is its parent's); None: the hub's"
+    )
     instructions: str | None = Field(default=None, description="the role's instructions, after the built-in rules")
     skills: list[str] = Field(default_factory=list[str], description="skills asked for, after the automatic ones")
     model: str = Field(description="a tag (heavy, coding, ...) or a model name such as 'openai/gpt-4o-mini'")

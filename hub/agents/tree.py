@@ -17,7 +17,9 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
+import anyio.to_thread
+from anyio import TASK_STATUS_IGNORED
+from anyio.abc import TaskGroup, TaskStatus
 
 from dispatch.hub.agents.access import AccessBroker, SessionAnswers
 from dispatch.hub.agents.budgets import capped_ancestry, rolled_up
@@ -25,6 +27,7 @@ from dispatch.hub.agents.catalog import Catalog
 from dispatch.hub.agents.limits import Limits, RunningSlot
 from dispatch.hub.agents.link import ArtifactShelf, CheckpointGate, TreeLink
 from dispatch.hub.agents.loop import Agent, AgentHooks, ToolRun
+from dispatch.hub.agents.projects import Project
 from dispatch.hub.agents.spec import SETUP_FAILURE, AgentSpec, AgentState, resumable
 from dispatch.hub.errors import BudgetExceeded, DispatchError, UnknownAgentError, UserError, unwrap
 from dispatch.hub.events import (
@@ -62,6 +65,13 @@ def _failure_reason(error: BaseException, message: str | None) -> str:
     return message or "failed"
 
 
+async def _keep_open(outside: OutsideServers, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+    """Hold ``outside`` open until cancelled (a project's servers, opened after the tree started)."""
+    async with outside:
+        task_status.started()
+        await anyio.sleep_forever()
+
+
 class AgentTree:
     """Every agent of one hub, alive or finished, and the task group they run in."""
 
@@ -92,14 +102,18 @@ class AgentTree:
         self.lsp = lsp
         """The hub's language servers (an entered ``LspManager``), shared by every agent; None: no lsp mounts."""
         self.events = events or EventBus()
-        self.catalog = catalog or Catalog.builtin()
-        """Templates and skills (``Catalog.load(root)`` for a project's; the built-ins by default)."""
-        self.limits = limits or Limits(self.catalog.config.limits)
+        home = catalog or Catalog.builtin()
+        self.home = Project(self.root, home, OutsideServers(home.config.mcp_servers, pins))
+        """The hub's own project: ``catalog`` (``Catalog.load(root)``; the built-ins by default) and
+        its outside MCP servers, their tool lists checked against ``pins`` (None: not pinned)."""
+        self.projects: dict[Path, Project] = {self.root: self.home}
+        """Every project open in this tree by root (:meth:`open_project`), the hub's own first."""
+        self._pins = pins
+        self.project_opened: Callable[[Project], object] | None = None
+        """Called with each project :meth:`open_project` opens (the hub watches its config files)."""
+        self.limits = limits or Limits(home.config.limits)
         """Agents taking steps and model calls in flight at once, hub-wide (the config's ``limits``)."""
         self.model = self.limits.capped(model)
-        self.outside = OutsideServers(self.catalog.config.mcp_servers, pins)
-        """The config's outside MCP servers, opened and closed with the tree, their tool lists checked
-        against ``pins`` (the hub's; None: not pinned)."""
         self.agents: dict[str, Agent] = {} if agents is None else agents
         """Every agent by id; ``agents`` shares the dict with whoever else reads it (the hub's approvals)."""
         self._children: dict[str, list[str]] = {}
@@ -111,21 +125,66 @@ class AgentTree:
         self.draining = False
         """Set by :meth:`drain`: each agent stops (``interrupted``) at its next step boundary."""
         self._group: TaskGroup | None = None
+        self._keepers: TaskGroup | None = None
+        """Where the outside servers of projects opened later are held open (entered and left in one task)."""
 
     async def __aenter__(self) -> AgentTree:
-        await self.outside.__aenter__()
+        await self.home.outside.__aenter__()
+        self._keepers = await anyio.create_task_group().__aenter__()
         self._group = await anyio.create_task_group().__aenter__()
         return self
 
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
-        assert self._group is not None
+        assert self._group is not None and self._keepers is not None
         self._group.cancel_scope.cancel()
         try:
             return await self._group.__aexit__(kind, error, tb)
-        finally:
-            await self.outside.__aexit__(None, None, None)  # after every agent: their shared servers stop
+        finally:  # after every agent: their shared servers stop
+            self._keepers.cancel_scope.cancel()
+            try:
+                await self._keepers.__aexit__(None, None, None)
+            finally:
+                await self.home.outside.__aexit__(None, None, None)
+
+    # ---- projects ----------------------------------------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog:
+        """The hub's own project's catalog."""
+        return self.home.catalog
+
+    @property
+    def outside(self) -> OutsideServers:
+        """The hub's own project's outside MCP servers."""
+        return self.home.outside
+
+    def project_of(self, spec: AgentSpec) -> Project:
+        """The project the agent works in (the hub's own when its spec names none)."""
+        root = self.root if spec.root is None else Path(spec.root)
+        project = self.projects.get(root)
+        if project is None:
+            raise UserError(f"the project {root} is not open in this hub; start work there first")
+        return project
+
+    async def open_project(self, root: Path) -> Project:
+        """The project at ``root`` (absolute, resolved), its config read and checked the first time
+        (ConfigError naming the file and field at fault; nothing is kept then)."""
+        project = self.projects.get(root)
+        if project is not None:
+            return project
+        catalog = await anyio.to_thread.run_sync(Catalog.load, root)
+        if root in self.projects:  # opened by another caller meanwhile
+            return self.projects[root]
+        if self._keepers is None:
+            raise RuntimeError("the tree is not running; use 'async with AgentTree(...)'")
+        outside = OutsideServers(catalog.config.mcp_servers, self._pins)
+        await self._keepers.start(_keep_open, outside, name=f"outside servers of {root}")
+        project = self.projects[root] = Project(root, catalog, outside)
+        if self.project_opened is not None:
+            self.project_opened(project)
+        return project
 
     # ---- looking things up -------------------------------------------------------------------
 
@@ -170,7 +229,10 @@ class AgentTree:
         paused = old is not None and resumable(old.state.value, old.reason) and old.finished.is_set()
         if old is not None and not (restore is not None and paused):
             raise UserError(f"an agent with the id {spec.id!r} exists already")
-        skills = self.catalog.skills_for(spec) if restore is None else []
+        if spec.root is None:
+            spec = spec.model_copy(update={"root": str(self.root)})
+        project = self.project_of(spec)
+        skills = project.catalog.skills_for(spec) if restore is None else []
         hooks = AgentHooks(
             live_children=lambda: len(self.live_children(spec.id)),
             on_state=self._announce_state,
@@ -199,6 +261,7 @@ class AgentTree:
             detached=spec.detached,
             skills=[s.skill.ref for s in skills],
             chat_id=chat_id,
+            root=spec.root,
             spec_json="" if restore else spec.model_dump_json(),
         )  # a resumed one is announced with the same fields (the store has its spec)
         self.events.publish(spec.id, AgentResumed.model_validate(spawned.model_dump()) if restore else spawned)
@@ -264,15 +327,16 @@ class AgentTree:
             agent.set_state(AgentState.interrupted, "the hub stopped before it ran; resume it to start")
             return
         agent.set_state(AgentState.running)
+        project = self.project_of(agent.spec)
         plan = MountPlan(
-            self.root,
+            project.root,
             agent.spec.grants,
             agent.spec.detached,
             agent.spec.isolated,
             self.lsp,
-            sandbox=self.catalog.config.sandbox,
-            web_search=self.catalog.config.web.search,
-            outside=self.outside,
+            sandbox=project.catalog.config.sandbox,
+            web_search=project.catalog.config.web.search,
+            outside=project.outside,
             agent_id=agent.id,
         )
         async with (

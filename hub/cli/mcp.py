@@ -24,9 +24,9 @@ from dispatch.hub.service.lifecycle import prepare_data_dir, running_hub
 EXIT_OK, EXIT_USAGE = 0, 2
 
 
-async def _attached(address: str, data_dir: Path) -> None:
+async def _attached(address: str, data_dir: Path, start_defaults: dict[str, str]) -> None:
     async with hub_client(f"{address}/mcp", load_or_create_token(data_dir)) as upstream:
-        proxy = build_proxy(upstream)
+        proxy = build_proxy(upstream, start_defaults)
         async with stdio_server() as (read, write):
             await proxy.run(read, write, proxy.create_initialization_options())
 
@@ -45,23 +45,16 @@ def run_mcp(root: Path | None, model: str | None) -> int:
             here = (root or Path(".")).resolve()
             info = start_background_hub(here, data_dir, model)
             _say(f"started a hub of {here} in the background (pid {info.pid}); `dispatch stop` stops it")
-        else:
-            if root is not None and info.root is not None and Path(info.root) != root.resolve():
-                _say(
-                    f"error: the running hub (pid {info.pid}, {info.address}) serves the project {info.root}, "
-                    f"not {root.resolve()}: its agents would work there. Use it without --root, stop it "
-                    "(dispatch stop), or give this one another data directory (DISPATCH_HOME)"
-                )
-                return EXIT_USAGE
-            if model is not None:
-                _say(f"--model {model} is not used: the running hub's chats keep its own model")
         if info.address is None:
             raise UserError(
                 f"a hub without HTTP holds {data_dir} ({info.describe()}: a `dispatch run`); "
                 "wait for it to finish, or give this one another data directory (DISPATCH_HOME)"
             )
-        _say(f"attached to the hub at {info.address}")
-        anyio.run(_attached, info.address, data_dir)
+        defaults = {} if root is None else {"root": str(root.resolve())}
+        defaults |= {} if model is None else {"model": model}
+        where = f"; its tasks start in {defaults['root']}" if root is not None else ""
+        _say(f"attached to the hub at {info.address}{where}")
+        anyio.run(_attached, info.address, data_dir, defaults)
     except Exception as raised:
         error = unwrap(raised)
         if isinstance(error, UserError):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import uvicorn
 from mcp.server.transport_security import TransportSecuritySettings
 
@@ -179,21 +180,39 @@ async def _serve_on(sock: socket.socket, serving: Serving) -> int:
 
 
 def _already_serving(root: Path) -> int | None:
-    """When a hub already serves on this data directory: print its URL (with the token) and return
-    the exit code, 0 when it serves ``root``; None when no hub serves here."""
+    """When a hub already serves on this data directory: have it serve ``root`` too, print its URL
+    (with the token) and return the exit code; None when no hub serves here."""
     home = prepare_data_dir(None)
     info = running_hub(home)
     if info is None or info.address is None:
         return None
-    print(f"{info.address}/?token={load_or_create_token(home)}", flush=True)
+    token = load_or_create_token(home)
+    print(f"{info.address}/?token={token}", flush=True)
     if info.root is not None and Path(info.root) != resolved(root):
-        _say(
-            f"error: the hub above (pid {info.pid}) serves the project {info.root}, not {resolved(root)}; "
-            "one hub runs per data directory: stop it first, or give this one another (DISPATCH_HOME)"
-        )
-        return EXIT_USAGE
+        try:
+            answer = httpx.post(
+                f"{info.address}/api/projects",
+                json={"root": str(resolved(root))},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=30,
+            )
+        except httpx.HTTPError as error:
+            _say(f"error: the hub above (pid {info.pid}) did not answer: {error}")
+            return EXIT_USAGE
+        if answer.status_code != 200:
+            _say(f"error: the hub above (pid {info.pid}) refused {resolved(root)}: {_detail(answer)}")
+            return EXIT_USAGE
+        _say(f"a hub already runs here (pid {info.pid}); it serves {resolved(root)} too now: pick it for a new chat")
+        return 0
     _say(f"a hub already serves here (pid {info.pid}); its address is above")
     return 0
+
+
+def _detail(answer: httpx.Response) -> str:
+    try:
+        return str(answer.json()["detail"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {answer.status_code}"
 
 
 def serve(

@@ -3,7 +3,9 @@
 An MCP client (Claude Desktop) starts ``dispatch mcp`` as a subprocess and speaks stdio to it.
 When a hub already runs for the data directory, every tool list and tool call is passed to that
 hub's streamable-HTTP endpoint with its token, and the hub's progress notifications are passed
-back; the tools are exactly the hub's (see :mod:`dispatch.hub.mcp.tools`).
+back; the tools are exactly the hub's (see :mod:`dispatch.hub.mcp.tools`). What the command was
+started with (``--root``, ``--model``) fills in a ``start`` call that leaves them out, so its
+tasks work in that project, with that model, whichever project the hub was started for.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ def hub_client(url: str, token: str) -> Client:
     return Client(streamable_http_client(url=url, http_client=http))
 
 
-def build_proxy(upstream: Client) -> Server[Any]:
-    """A server whose tools are the upstream's, each call forwarded with its progress."""
+def build_proxy(upstream: Client, start_defaults: dict[str, str] | None = None) -> Server[Any]:
+    """A server whose tools are the upstream's, each call forwarded with its progress;
+    ``start_defaults`` (``root``, ``model``) fill in the arguments a ``start`` call leaves out."""
+    defaults = dict(start_defaults or {})
 
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -37,6 +41,9 @@ def build_proxy(upstream: Client) -> Server[Any]:
         async def forward_progress(progress: float, total: float | None, message: str | None) -> None:
             await ctx.session.report_progress(progress, total, message)
 
-        return await upstream.call_tool(params.name, params.arguments or {}, progress_callback=forward_progress)
+        arguments = dict(params.arguments or {})
+        if params.name == "start":
+            arguments = defaults | {k: v for k, v in arguments.items() if v is not None}
+        return await upstream.call_tool(params.name, arguments, progress_callback=forward_progress)
 
     return Server("dispatch", on_list_tools=list_tools, on_call_tool=call_tool)

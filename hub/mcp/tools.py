@@ -87,14 +87,20 @@ class HubTools:
         self._service = service
 
     async def start(
-        self, task: str, template: str | None = None, model: str | None = None, detached: bool = False
+        self,
+        task: str,
+        template: str | None = None,
+        model: str | None = None,
+        detached: bool = False,
+        root: str | None = None,
     ) -> str:
-        """Start a top agent on `task` (optionally as a template, with a model name or tag). Returns
-        its id at once; the work runs in the background."""
+        """Start a top agent on `task` (optionally as a template, with a model name or tag) in the
+        project `root` (an absolute path; default: the project `dispatch mcp` was started for, else
+        the hub's). Returns its id at once; the work runs in the background."""
         if not task.strip():
             raise ToolError("task is empty")
         agent = await _service_call(
-            lambda: self._service.start(task, template=template, model=model, detached=detached)
+            lambda: self._service.start(task, template=template, model=model, detached=detached, root=root)
         )
         return _dump({"agent_id": agent.id, "state": agent.state})
 

@@ -15,6 +15,7 @@ messages included); ``since`` / ``until`` filter on the last update. Detached ag
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import TracebackType
 
 import anyio
@@ -112,13 +113,15 @@ class ChatService:
 
     def _view(self, row: Row) -> ChatView:
         live = self._live(row)
-        fields = {k: row[k] for k in ("id", "title", "created_at", "updated_at", "forked_from")}
+        fields = {k: row[k] for k in ("id", "title", "created_at", "updated_at", "forked_from", "root")}
         return ChatView(**fields, agent_id=live.id if live else None)
 
-    async def create_chat(self, title: str | None = None) -> ChatView:
-        """A new, empty chat; without a title, its first message gives it one."""
+    async def create_chat(self, title: str | None = None, root: Path | None = None) -> ChatView:
+        """A new, empty chat whose agents work in ``root`` (an open project of the tree; None: the
+        hub's own); without a title, its first message gives it one."""
         now = times.now()
         row: Row = {"id": new_id("c"), "title": (title or "").strip(), "created_at": now, "updated_at": now}
+        row["root"] = None if root is None else str(root)
         await self._store.add_chat(row)
         return self._view(await self._row(row["id"]))
 
@@ -180,7 +183,7 @@ class ChatService:
             spec = None
             if live is None:
                 await self._settle(row)
-                spec = self._spec(text)  # an unknown template or no model: refused before anything is kept
+                spec = await self._spec(row, text)  # an unknown template or no model: refused before anything is kept
                 row = await self._row(chat_id)
             message = await self._append(row, "user", text)
             if live is not None and live.reads_messages:
@@ -188,11 +191,16 @@ class ChatService:
             else:
                 if live is not None:  # it began its report meanwhile: this message goes to the next one
                     await live.finished.wait()
-                await self._start(chat_id, message, spec or self._spec(text))
+                await self._start(chat_id, message, spec or await self._spec(row, text))
         return message
 
-    def _spec(self, text: str) -> AgentSpec:
-        catalog = self._own_catalog or self._tree.catalog  # the tree's follows edits of the config
+    async def _spec(self, row: Row, text: str) -> AgentSpec:
+        """The spec of the chat's next dispatch agent, from its project's catalog as the config
+        files say now (the tree's projects follow edits)."""
+        catalog = self._own_catalog
+        if catalog is None:
+            root = row["root"]
+            catalog = (await self._tree.open_project(Path(root))).catalog if root else self._tree.catalog
         return catalog.top_spec(text, model=self._model, template=self._template)
 
     async def _start(self, chat_id: str, message: ChatMessageView, spec: AgentSpec) -> None:
@@ -247,6 +255,7 @@ class ChatService:
             "updated_at": now,
             "forked_from": f"{chat_id}:{message_id}",
             "head_id": message_id,
+            "root": row["root"],
         }
         await self._store.add_chat(fork)
         return self._view(await self._row(fork["id"]))

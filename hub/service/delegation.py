@@ -47,9 +47,6 @@ class Delegation:
 
     # ---- chats -----------------------------------------------------------------------------------
 
-    async def create_chat(self, title: str | None = None) -> ChatView:
-        return await self.chat_service.create_chat(title)
-
     async def chats(
         self, query: str | None = None, since: str | None = None, until: str | None = None
     ) -> list[ChatView]:

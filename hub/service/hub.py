@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from dispatch.hub.agents.catalog import DEFAULT_TEMPLATE, Catalog
 from dispatch.hub.agents.link import ArtifactShelf
 from dispatch.hub.agents.loop import Agent
+from dispatch.hub.agents.projects import Project
 from dispatch.hub.agents.spec import AgentSpec, AgentState
 from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.errors import UnknownAgentError, UserError
@@ -61,7 +63,7 @@ from dispatch.hub.service.resume import Restorer, mark_interrupted, paused
 from dispatch.hub.store.db import DB_NAME, Store
 from dispatch.hub.store.journal import JournaledBus, Recorder
 from dispatch.hub.store.records import AgentRow, Records
-from dispatch.hub.views import AgentDetail, AgentView, HubView, LimitsView, ToolServerView
+from dispatch.hub.views import AgentDetail, AgentView, ChatView, HubView, LimitsView, ToolServerView
 from dispatch.servers.hublink import USER_KINDS, MessageKind
 from dispatch.servers.lsp import LspBackend
 from dispatch.servers.lsp.manager import LspManager
@@ -93,12 +95,13 @@ def gated_tree(
     return tree, approvals
 
 
-def _watch_config(root: Path, catalog: Catalog, tree: AgentTree, client: ModelClient, events: EventBus) -> ConfigWatch:
-    """The watch that hands edits of the config, templates and skills to the tree (and the key
-    router), announcing each as an event of the hub."""
+def _watch_config(project: Project, client: ModelClient | None, events: EventBus) -> ConfigWatch:
+    """The watch that hands edits of a project's config, templates and skills to its agents
+    started afterwards, announcing each as an event of the hub. ``client``: the key router to
+    hand the models section to (the hub's own project's; None for the others)."""
 
     def reloaded(done: Reloaded) -> None:
-        tree.catalog = done.catalog
+        project.catalog = done.catalog
         if isinstance(client, Router):
             client.use(done.catalog.config.models)
         events.publish(HUB, ConfigReloaded(restart_needed=list(done.needs_restart)))
@@ -106,7 +109,17 @@ def _watch_config(root: Path, catalog: Catalog, tree: AgentTree, client: ModelCl
     def refused(error: str) -> None:
         events.publish(HUB, ConfigRefused(error=error))
 
-    return ConfigWatch(root, catalog, on_reload=reloaded, on_invalid=refused)
+    return ConfigWatch(project.root, project.catalog, on_reload=reloaded, on_invalid=refused)
+
+
+def _project_root(root: str) -> Path:
+    """``root`` as a project root: absolute, an existing directory, symlinks resolved."""
+    asked = Path(root.strip()).expanduser()
+    if not asked.is_absolute():
+        raise UserError(f"root: {root!r} is not an absolute path")
+    if not asked.is_dir():
+        raise UserError(f"root: {root} is not a directory")
+    return resolved(asked)
 
 
 class Hub(Delegation):
@@ -163,7 +176,10 @@ class Hub(Delegation):
             chats = await stack.enter_async_context(ChatService(store, tree, model=default_model))
             watching = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(watching.cancel_scope.cancel)
-            watching.start_soon(_watch_config(root, catalog, tree, client, bus).run, name="config watch")
+            watching.start_soon(_watch_config(tree.home, client, bus).run, name="config watch")
+            tree.project_opened = lambda project: watching.start_soon(
+                _watch_config(project, None, bus).run, name=f"config watch {project.root}"
+            )
             if isinstance(client, Router):  # litellm loads in its worker while the hub opens, not at the first call
                 watching.start_soon(start_model_worker, name="model worker start")
             hub = cls(root=root, data_dir=home, lock=lock, store=store, bus=bus, tree=tree)
@@ -206,16 +222,37 @@ class Hub(Delegation):
         return self.tree.limits.view()
 
     def about(self) -> HubView:
-        """The project this hub serves, and the model a new chat's dispatch agent would get."""
+        """The projects this hub serves, and the model a new chat's dispatch agent would get."""
         catalog = self.tree.catalog
         picked = catalog.model_for(DEFAULT_TEMPLATE, self.default_model)
         if picked is not None and self.default_model:
             picked = DefaultModel(picked.model, "set when the hub started: dispatch serve --model, or the demo")
+        stored = (row.root for row in self._rows.values() if row.root)
+        projects = dict.fromkeys([str(self.root), *(str(p) for p in self.tree.projects), *stored])
         return HubView(
             root=str(self.root),
+            projects=list(projects),
             default_model=picked.model if picked else None,
             default_model_source=picked.source if picked else f"no model: {no_model_hint()}",
         )
+
+    async def _project(self, root: str | None) -> Project:
+        """The project at ``root`` (an absolute path to a directory), opened in the tree the first
+        time; None or empty: the hub's own. UserError naming the root when it is not one."""
+        if root is None or not root.strip():
+            return self.tree.home
+        return await self.tree.open_project(await anyio.to_thread.run_sync(_project_root, root))
+
+    async def open_project(self, root: str) -> HubView:
+        """Serve the project at ``root`` too (its config read and checked now); the hub as it is then."""
+        self._refuse_new_work()
+        await self._project(root)
+        return self.about()
+
+    async def create_chat(self, title: str | None = None, root: str | None = None) -> ChatView:
+        """A new, empty chat whose agents work in ``root`` (None: the hub's own project)."""
+        project = await self._project(root)
+        return await self.chat_service.create_chat(title, None if project is self.tree.home else project.root)
 
     async def tool_servers(self) -> list[ToolServerView]:
         """The config's outside MCP servers: transport, state, tools and any pending approval."""
@@ -279,15 +316,23 @@ class Hub(Delegation):
         return AgentDetail(**self.view(agent_id).model_dump(), transcript=transcript, progress=progress)
 
     async def start(
-        self, task: str, *, template: str | None = None, model: str | None = None, detached: bool = False
+        self,
+        task: str,
+        *,
+        template: str | None = None,
+        model: str | None = None,
+        detached: bool = False,
+        root: str | None = None,
     ) -> AgentView:
-        """Start a top agent (not in a chat) on ``task``; returns at once, once it is recorded."""
+        """Start a top agent (not in a chat) on ``task`` in the project ``root`` (None: the hub's
+        own); returns at once, once it is recorded."""
         self._refuse_new_work()
         if not task.strip():
             raise UserError("task: give the agent something to do")
+        project = await self._project(root)
         name = template or DEFAULT_TEMPLATE
         chosen = model or self.default_model  # else the template's, else the config's (Catalog.model_for)
-        spec = self.tree.catalog.top_spec(task.strip(), model=chosen, template=name)
+        spec = project.catalog.top_spec(task.strip(), model=chosen, template=name)
         if detached:
             spec = spec.model_copy(update={"detached": True})
         return self._view(await self.launch(spec))

@@ -16,6 +16,9 @@ when that one is resumed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+
+import anyio
 
 from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.spec import AgentState, resumable
@@ -62,11 +65,10 @@ class Restorer:
                 f"agent {agent_id} is {state}; only an interrupted agent, or one failed by a setup problem "
                 "(a key, the config), can be resumed"
             )
-        if row.root is not None and row.root != str(self._tree.root):
-            raise UserError(
-                f"agent {agent_id} worked in {row.root}, not in this hub's project {self._tree.root}; resume it "
-                f"from a hub of that project (dispatch resume {agent_id} --root {row.root})"
-            )
+        if row.root is not None:  # it goes on in its own project, which this hub serves too
+            if not await anyio.Path(row.root).is_dir():
+                raise UserError(f"agent {agent_id} worked in {row.root}, which is no longer a directory")
+            await self._tree.open_project(Path(row.root))
         plan = [(a, False) for a in await self._ancestors(row) if a.id not in self._tree.agents]
         for member in await self._records.subtree(agent_id):
             present = self._tree.agents.get(member.id)
@@ -75,7 +77,12 @@ class Restorer:
         restorers = [(member, run, await self._restorer(member, run)) for member, run in plan]
         started: list[Agent] = []
         for member, run, restore in restorers:  # no await from here on: the whole subtree is linked
-            agent = self._tree.start(member.spec, restore=restore, run=run, chat_id=member.chat_id)  # before any runs
+            spec = (
+                member.spec
+                if member.spec.root or not member.root
+                else member.spec.model_copy(update={"root": member.root})
+            )
+            agent = self._tree.start(spec, restore=restore, run=run, chat_id=member.chat_id)  # before any runs
             if run:
                 started.append(agent)
         return self._tree.agents[agent_id], started

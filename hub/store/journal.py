@@ -134,7 +134,7 @@ class Recorder:
         parent = spawned.parent_id
         self._names[agent_id] = (spawned.name, parent)
         chat = self.chat_of[agent_id] = spawned.chat_id or (self.chat_of.get(parent) if parent else None)
-        row: dict[str, Any] = {"id": agent_id, "parent_id": parent, "chat_id": chat, "root": self.root}
+        row: dict[str, Any] = {"id": agent_id, "parent_id": parent, "chat_id": chat, "root": spawned.root or self.root}
         row |= {"name": spawned.name, "template": spawned.template, "task": spawned.task, "model": spawned.model}
         row |= {"spec": spawned.spec_json, "state": "pending", "reason": "", "progress": "[]"}
         return insert_agent(row | {"created_at": at, "updated_at": at})

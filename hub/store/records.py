@@ -68,6 +68,8 @@ def _agent_row(raw: dict[str, Any]) -> AgentRow:
     spec = AgentSpec.model_validate_json(raw["spec"])
     if raw["model"] and raw["model"] != spec.model:  # switched while the agent was not running
         spec = spec.model_copy(update={"model": raw["model"]})
+    if spec.root is None and raw["root"]:  # stored before specs named their project
+        spec = spec.model_copy(update={"root": raw["root"]})
     return AgentRow(
         id=raw["id"],
         parent_id=raw["parent_id"],

@@ -32,6 +32,8 @@ tool list the user trusts, that list itself (``tools``, JSON: name, description,
 
 Times (m104): every time column holds POSIX seconds (REAL); the views show them as ISO strings
 (:mod:`dispatch.hub.times`). Before m104 the tables of m004, m006 and m100-m103 kept ISO strings.
+
+Projects (m105): ``chats.root``, the project a chat's agents work in (NULL: the hub's own).
 """
 
 from __future__ import annotations
@@ -265,3 +267,9 @@ def m104_times_in_seconds(db: Database) -> None:
             if converted != values:
                 sets = ", ".join(f"{column} = ?" for column in columns)
                 db.execute(f"update [{name}] set {sets} where rowid = ?", [*converted, rowid])
+
+
+@MIGRATIONS()
+def m105_chat_roots(db: Database) -> None:
+    """A chat keeps the project root its agents work in (NULL: the hub's own, as before)."""
+    db.table("chats").add_column("root", str)

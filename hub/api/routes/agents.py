@@ -22,6 +22,9 @@ class StartRequest(Body):
     template: str | None = Field(default=None, description="its template; the default one when left out")
     model: str | None = Field(default=None, description="a model tag or litellm name; the template's when left out")
     detached: bool = Field(default=False, description="give it a user thread of its own (it may ask the user)")
+    root: str | None = Field(
+        default=None, description="the project root it works in (an absolute path); the hub's own when left out"
+    )
 
 
 class MessageRequest(Body):
@@ -52,7 +55,9 @@ def agents_router(service: HubService) -> APIRouter:
     @router.post("", status_code=201)
     async def start_agent(body: StartRequest) -> AgentView:
         """Start a top agent on a task."""
-        return await service.start(body.task, template=body.template, model=body.model, detached=body.detached)
+        return await service.start(
+            body.task, template=body.template, model=body.model, detached=body.detached, root=body.root
+        )
 
     @router.get("/{agent_id}")
     async def get_agent(agent_id: AgentId) -> AgentDetail:

@@ -41,6 +41,9 @@ def _utc(value: datetime | date | None) -> str | None:
 
 class NewChat(Body):
     title: str | None = Field(default=None, description="a title; one is made from the first message when left out")
+    root: str | None = Field(
+        default=None, description="the project root its agents work in (an absolute path); the hub's own when left out"
+    )
 
 
 class ChatMessageRequest(Body):
@@ -57,7 +60,9 @@ def chats_router(service: HubService) -> APIRouter:
     @router.post("", status_code=201)
     async def create_chat(body: NewChat | None = None) -> ChatView:
         """Start a chat (its dispatch agent starts with the first message)."""
-        return await service.create_chat(body.title if body is not None else None)
+        if body is None:
+            return await service.create_chat()
+        return await service.create_chat(body.title, root=body.root)
 
     @router.get("")
     async def list_chats(

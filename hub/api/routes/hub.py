@@ -33,13 +33,23 @@ class Health(View):
     status: Literal["ok"] = "ok"
 
 
+class ProjectRequest(Body):
+    root: str = Field(description="the project root (an absolute path to a directory)")
+
+
 def misc_router(service: HubService) -> APIRouter:
     router = APIRouter(prefix="/api")
 
     @router.get("/hub", tags=["hub"])
     async def about_hub() -> HubView:
-        """The project this hub serves, and which model a new chat uses and why."""
+        """The projects this hub serves, and which model a new chat uses and why."""
         return service.about()
+
+    @router.post("/projects", tags=["hub"])
+    async def open_project(body: ProjectRequest) -> HubView:
+        """Serve another project too: its config, templates and skills are read and checked now;
+        chats and agents may then be started there."""
+        return await service.open_project(body.root)
 
     @router.get("/approvals", tags=["approvals"])
     async def list_approvals(
