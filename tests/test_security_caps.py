@@ -1,0 +1,87 @@
+"""Caps that keep one runaway agent from taking the hub or the machine down: a catastrophic regular
+expression in ``grep``, a fork storm over parallel ``run`` calls, a model that never stops calling
+tools, an outside MCP server that never answers. Each test plays the hostile model through a real
+hub (or real MCP sessions) and checks that the hub and the host stay usable."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from mcp import Client
+
+from dispatch.servers.fs import server as fs
+from tests.agent_helpers import call
+from tests.api_helpers import MODEL, ServedHub
+from tests.fakes.scripted_llm import Reply, ScriptedLLM
+from tests.sandbox_helpers import tool
+
+# -- grep: a pattern that backtracks exponentially --------------------------------------------------
+
+
+async def _health_while(served: ServedHub, done: anyio.Event) -> list[float]:
+    """How long each ``/api/health`` took, asked every 0.1 s until ``done``."""
+    seconds: list[float] = []
+    async with httpx.AsyncClient(base_url=served.base_url, timeout=30) as http:
+        while not done.is_set():
+            started = time.monotonic()
+            assert (await http.get("/api/health")).status_code == 200
+            seconds.append(time.monotonic() - started)
+            await anyio.sleep(0.1)
+    return seconds
+
+
+@pytest.mark.anyio
+async def test_a_catastrophic_grep_stops_at_its_deadline_and_the_hub_keeps_answering(
+    scripted_llm: ScriptedLLM, served: ServedHub, project: Path
+) -> None:
+    (project / "aaa.txt").write_text("a" * 40 + "!\n")
+    nested = call("grep", pattern="^(a|aa)+$", path="aaa.txt")  # exponential in a backtracking engine
+    issue = call("grep", pattern="^(a+)+$", path="aaa.txt")  # the one from the report
+    scripted_llm.script("[redos]", [Reply(tool_calls=[issue]), Reply(tool_calls=[nested]), Reply(text="done")])
+    results: list[dict[str, Any]] = []
+    latencies: list[float] = []
+    done = anyio.Event()
+
+    async def watch() -> None:
+        latencies.extend(await _health_while(served, done))
+
+    async with served.client() as http, served.events(since=0) as events, anyio.create_task_group() as group:
+        group.start_soon(watch)
+        started = await http.post("/api/agents", json={"task": "[redos] search", "model": MODEL})
+        assert started.status_code == 201, started.text
+        for _ in range(2):
+            event = await events.until(lambda e: e["type"] == "tool.result" and e["data"]["name"] == "grep", 60)
+            results.append(event["data"])
+        done.set()
+    assert results[0]["text"] == "no matches for '^(a+)+$' in 'aaa.txt'"
+    second = results[1]
+    assert second["is_error"] and "grep stopped at its 10 s deadline while searching aaa.txt:1" in second["text"]
+    assert 9 < second["seconds"] < 30
+    assert len(latencies) > 50 and max(latencies) < 1.0, latencies
+
+
+@pytest.mark.anyio
+async def test_grep_caps_the_pattern_the_repetitions_and_the_line(tmp_path: Path) -> None:
+    (tmp_path / "wide.txt").write_text("x" * 20_000 + "needle\nneedle\n")
+    (tmp_path / "many.txt").write_text("a" * 30 + "!\n" * 3)
+    server = fs.build_server(tmp_path, grep_seconds=0.5)
+    async with Client(server) as client:
+        text, is_error = await tool(client, "grep", pattern="a" * 1001)
+        assert is_error and text.endswith(": the pattern is 1001 characters long; grep takes at most 1000")
+        text, is_error = await tool(client, "grep", pattern="a{10000000}")  # would compile to gigabytes
+        assert is_error and "the repetition counts of 'a{10000000}' multiply to more than 100,000" in text
+        text, is_error = await tool(client, "grep", pattern="(?:(?:a{100}){100}){100}")
+        assert is_error and "multiply to more than 100,000" in text
+        text, is_error = await tool(client, "grep", pattern="needle", path="wide.txt")
+        assert not is_error and text == (
+            "wide.txt:2: needle\n[1 line longer than 10,000 characters: only the first 10,000 searched]"
+        )
+        started = time.monotonic()
+        text, is_error = await tool(client, "grep", pattern="(x|xx)+y|(a|aa)+$")
+        assert is_error and "grep stopped at its 0.5 s deadline while searching many.txt:1 (0 matching" in text
+        assert time.monotonic() - started < 5
