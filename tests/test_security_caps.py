@@ -5,6 +5,7 @@ hub (or real MCP sessions) and checks that the hub and the host stay usable."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,11 @@ import pytest
 from mcp import Client
 
 from dispatch.servers.fs import server as fs
-from tests.agent_helpers import call
+from tests.agent_helpers import assert_done, call, tool_messages, top_spec
 from tests.api_helpers import MODEL, ServedHub
 from tests.fakes.scripted_llm import Reply, ScriptedLLM
 from tests.sandbox_helpers import tool
+from tests.test_outside_servers import hub_tree, write_config
 
 # -- grep: a pattern that backtracks exponentially --------------------------------------------------
 
@@ -85,3 +87,47 @@ async def test_grep_caps_the_pattern_the_repetitions_and_the_line(tmp_path: Path
         text, is_error = await tool(client, "grep", pattern="(x|xx)+y|(a|aa)+$")
         assert is_error and "grep stopped at its 0.5 s deadline while searching many.txt:1 (0 matching" in text
         assert time.monotonic() - started < 5
+
+
+# -- outside MCP servers: a tool call that never returns --------------------------------------------
+
+
+HANGING_SERVER = """
+import anyio
+from mcp.server.mcpserver import MCPServer
+
+server = MCPServer("hanging", log_level="WARNING")
+
+@server.tool()
+async def hang() -> str:
+    \"\"\"Never returns.\"\"\"
+    await anyio.sleep_forever()
+    return "unreachable"
+
+@server.tool()
+def echo(text: str) -> str:
+    \"\"\"Echo the text back.\"\"\"
+    return f"echo: {text}"
+
+server.run("stdio")
+"""
+
+
+@pytest.mark.anyio
+async def test_an_outside_tool_that_never_returns_is_cancelled_at_the_servers_timeout(
+    scripted_llm: ScriptedLLM, tmp_path: Path
+) -> None:
+    root = tmp_path / "project"
+    (tmp_path / "hanging.py").write_text(HANGING_SERVER)
+    write_config(root, {"probe": {"command": sys.executable, "args": [str(tmp_path / "hanging.py")], "timeout_s": 1.5}})
+    steps = [Reply(tool_calls=[call("hang")]), Reply(tool_calls=[call("echo", text="still here")]), Reply(text="ok")]
+    scripted_llm.script("[hang]", steps)
+    async with hub_tree(root) as (tree, _):
+        started = time.monotonic()
+        with anyio.fail_after(60):
+            agent = await tree.run(top_spec("[hang] call the slow tool"))
+    assert_done(agent)
+    hung, echoed = tool_messages(scripted_llm.requests_for("[hang]")[-1].messages)
+    assert "the outside MCP server 'probe' did not answer hang within 1.5 s (mcp_servers.probe.timeout_s)" in hung
+    assert "echo: still here" in echoed  # the shared connection still serves
+    assert time.monotonic() - started < 30
