@@ -13,8 +13,15 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from anyio.streams.memory import MemoryObjectReceiveStream
 from mcp import Client
 
+from dispatch.hub.agents.catalog import Catalog
+from dispatch.hub.agents.spec import AgentState
+from dispatch.hub.agents.tree import AgentTree
+from dispatch.hub.config.project import LimitsConfig
+from dispatch.hub.events import Event, ToolReturned
+from dispatch.hub.llm.scripted import Script, ScriptedModel
 from dispatch.servers.fs import server as fs
 from tests.agent_helpers import assert_done, call, tool_messages, top_spec
 from tests.api_helpers import MODEL, ServedHub
@@ -131,3 +138,61 @@ async def test_an_outside_tool_that_never_returns_is_cancelled_at_the_servers_ti
     assert "the outside MCP server 'probe' did not answer hang within 1.5 s (mcp_servers.probe.timeout_s)" in hung
     assert "echo: still here" in echoed  # the shared connection still serves
     assert time.monotonic() - started < 30
+
+
+# -- a runaway model: too many steps, too many tool calls in one answer -----------------------------
+
+
+def _drained(stream: MemoryObjectReceiveStream[Event]) -> list[Event]:
+    """The events waiting in ``stream``."""
+    found: list[Event] = []
+    while True:
+        try:
+            found.append(stream.receive_nowait())
+        except anyio.WouldBlock:
+            return found
+
+
+@pytest.mark.anyio
+async def test_a_looping_model_is_stopped_at_the_default_max_steps(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("a\n")
+    looping = [Reply(tool_calls=[call("list_dir", path=".")])] * LimitsConfig().max_steps
+    started = time.monotonic()
+    with ScriptedModel([Script(match="[loop]", steps=looping)]) as model:  # every step used, and no more
+        async with AgentTree(tmp_path, model) as tree:
+            agent = await tree.run(top_spec("[loop] list forever"))
+    assert agent.state is AgentState.failed
+    assert agent.reason == (
+        "stopped after 500 steps without a report (limits.max_steps is 500): raise it in the config if the task "
+        "needs more"
+    )
+    assert agent.steps_taken == 500 and time.monotonic() - started < 60
+
+
+@pytest.mark.anyio
+async def test_max_steps_comes_from_the_config(tmp_path: Path) -> None:
+    (tmp_path / ".dispatch").mkdir()
+    (tmp_path / ".dispatch" / "config.yaml").write_text("limits:\n  max_steps: 3\n")
+    looping = [Reply(tool_calls=[call("list_dir", path=".")])] * 3
+    with ScriptedModel([Script(match="[loop]", steps=looping)]) as model:
+        async with AgentTree(tmp_path, model, catalog=Catalog.load(tmp_path)) as tree:
+            agent = await tree.run(top_spec("[loop] list forever"))
+    assert agent.state is AgentState.failed and agent.reason.startswith("stopped after 3 steps")
+
+
+@pytest.mark.anyio
+async def test_3000_tool_calls_in_one_answer_run_64_and_the_rest_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("a\n")
+    flood = Reply(tool_calls=[call("list_dir", path=".")] * 3000)
+    with ScriptedModel([Script(match="[flood]", steps=[flood, Reply(text="done")])]) as model:
+        async with AgentTree(tmp_path, model) as tree, tree.events.subscribe() as events:
+            agent = await tree.run(top_spec("[flood] list everything at once"))
+            results = [e for e in _drained(events) if isinstance(e.data, ToolReturned)]
+    assert_done(agent)
+    answers = tool_messages(model.requests_for("[flood]")[-1].messages)
+    assert len(answers) == 3000
+    ran = [a for a in answers if "a.txt" in a]
+    refused = [a for a in answers if a.startswith("Error: not run: one answer may make at most 64 tool calls")]
+    assert len(ran) == 64 and len(refused) == 2936
+    assert "(limits.tool_calls_per_step) and this one made 3000" in refused[0]
+    assert len(results) == 64, "only the calls that ran reached a server"

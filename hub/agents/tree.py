@@ -277,7 +277,7 @@ class AgentTree:
         )
         async with (
             open_mounts(plan, TreeLink(self, agent), self._gate(agent)) as mounts,
-            aclosing(agent.steps(mounts, self.model)) as steps,
+            aclosing(agent.steps(mounts, self.model, self.limits.step_caps)) as steps,
         ):
             async for step in steps:
                 usage = step.completion.usage

@@ -49,6 +49,18 @@ class LimitsConfig(BaseModel):
         "more wait as pending",
     )
     model_calls: int = Field(default=64, ge=1, description="model calls in flight at once, across every key; more wait")
+    max_steps: int = Field(
+        default=500,
+        ge=1,
+        description="steps (model calls) one agent may take; an agent still going after that many fails, "
+        "saying so (a model caught in a loop stops)",
+    )
+    tool_calls_per_step: int = Field(
+        default=64,
+        ge=1,
+        description="tool calls one model answer may make; the calls beyond it are not run and each gets a "
+        "tool error saying so",
+    )
 
 
 class Permissions(BaseModel):
@@ -88,8 +100,9 @@ class DispatchConfig(BaseModel):
     )
     limits: LimitsConfig = Field(
         default_factory=LimitsConfig,
-        description="hub-wide caps: agents taking steps at once (running_agents) and model calls in flight "
-        "(model_calls); more wait, visible in GET /api/limits",
+        description="caps that protect the machine: agents taking steps at once (running_agents) and model calls "
+        "in flight (model_calls), more wait, visible in GET /api/limits; steps per agent (max_steps) and tool "
+        "calls per step (tool_calls_per_step)",
     )
     web: WebConfig = Field(
         default_factory=WebConfig,
