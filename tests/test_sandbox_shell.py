@@ -17,7 +17,7 @@ from mcp import Client
 
 from dispatch.servers import shell
 from dispatch.servers._base import MCPServer
-from dispatch.servers.sandbox import SandboxLauncher, SandboxProbe, choose_shell_mode
+from dispatch.servers.sandbox import ProcessLimits, SandboxLauncher, SandboxProbe, choose_shell_mode
 from dispatch.servers.sandbox.landlock import __file__ as LANDLOCK_HELPER
 from tests.sandbox_helpers import (
     PROBE,
@@ -240,7 +240,7 @@ async def test_a_fork_bomb_is_bounded_by_the_process_limit(world: tuple[Path, Pa
 
 
 def shell_with_limit(root: Path, limit: int) -> MCPServer:
-    return shell.build_server(root, launcher=SandboxLauncher.create(root, [root], PROBE, max_processes=limit))
+    return shell.build_server(root, launcher=SandboxLauncher.create(root, [root], PROBE, ProcessLimits(command=limit)))
 
 
 async def test_background_processes_never_outlive_the_command(world: tuple[Path, Path]) -> None:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import httpx
 import pytest
 from anyio.streams.memory import MemoryObjectReceiveStream
@@ -22,11 +24,13 @@ from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.config.project import LimitsConfig
 from dispatch.hub.events import Event, ToolReturned
 from dispatch.hub.llm.scripted import Script, ScriptedModel
+from dispatch.servers import shell
 from dispatch.servers.fs import server as fs
+from dispatch.servers.sandbox import ProcessLimits, choose_shell_mode
 from tests.agent_helpers import assert_done, call, tool_messages, top_spec
 from tests.api_helpers import MODEL, ServedHub
 from tests.fakes.scripted_llm import Reply, ScriptedLLM
-from tests.sandbox_helpers import tool
+from tests.sandbox_helpers import host_is_usable, needs_process_limit, tool
 from tests.test_outside_servers import hub_tree, write_config
 
 # -- grep: a pattern that backtracks exponentially --------------------------------------------------
@@ -196,3 +200,87 @@ async def test_3000_tool_calls_in_one_answer_run_64_and_the_rest_are_refused(tmp
     assert len(ran) == 64 and len(refused) == 2936
     assert "(limits.tool_calls_per_step) and this one made 3000" in refused[0]
     assert len(results) == 64, "only the calls that ran reached a server"
+
+
+# -- processes: one agent's parallel commands share one cap ----------------------------------------
+
+STORM = (  # no fork but the sleeps: a fork refused at the cap may end the shell, and the trap still reports
+    "trap 'echo end $EPOCHREALTIME' EXIT; echo start $EPOCHREALTIME;"
+    " for ((i = 0; i < 90; i++)); do sleep 2.3456 & done 2>/dev/null; wait 2>/dev/null"
+)
+
+
+def _count(marker: bytes) -> int:
+    count = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if (proc / "cmdline").read_bytes() == marker:
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+@needs_process_limit
+@pytest.mark.anyio
+async def test_twelve_parallel_fork_storms_of_one_agent_stay_under_its_process_cap(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    (root / ".dispatch").mkdir(parents=True)
+    config = "limits:\n  processes: {agent: 150, command: 100}\n"
+    (root / ".dispatch" / "config.yaml").write_text(config)
+    storm = Reply(tool_calls=[call("run", command=STORM, timeout_s=60)] * 12)
+    peak = 0
+    sampling = True
+
+    def sample() -> None:
+        nonlocal peak
+        while sampling:
+            peak = max(peak, _count(b"sleep\x002.3456\x00"))
+            time.sleep(0.05)
+
+    with ScriptedModel([Script(match="[storm]", steps=[storm, Reply(text="done")])]) as model:
+        async with AgentTree(root, model, catalog=Catalog.load(root)) as tree, anyio.create_task_group() as group:
+            group.start_soon(anyio.to_thread.run_sync, sample)
+            try:
+                agent = await tree.run(top_spec("[storm] fork a lot, twelve times at once"))
+            finally:
+                sampling = False
+    assert_done(agent)
+    answers = tool_messages(model.requests_for("[storm]")[-1].messages)
+    assert len(answers) == 12
+    refused = [a for a in answers if "start " not in a]  # the agent's cap was full: not even bwrap could fork
+    assert all("Resource temporarily unavailable" in a for a in refused), refused
+    ran = [a for a in answers if a not in refused]
+    spans = [(float(a.split("start ")[1].split()[0]), float(a.split("end ")[1].split()[0])) for a in ran]
+    assert max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans) <= 4, "at most 4 commands at once"
+    assert 50 < peak <= 150, f"{peak} processes at once"
+    host_is_usable()
+
+
+@needs_process_limit
+@pytest.mark.anyio
+async def test_the_hubs_total_holds_over_two_agents(tmp_path: Path) -> None:
+    limits = ProcessLimits(total=120, agent=1000, command=1000)
+    shells = [
+        shell.build_server(tmp_path, launcher=choose_shell_mode(tmp_path, [tmp_path], limits=limits).sandbox)
+        for _ in range(2)
+    ]
+    peak = 0
+    sampling = True
+
+    def sample() -> None:
+        nonlocal peak
+        while sampling:
+            peak = max(peak, _count(b"sleep\x002.3456\x00"))
+            time.sleep(0.05)
+
+    async with Client(shells[0]) as first, Client(shells[1]) as second, anyio.create_task_group() as group:
+        group.start_soon(anyio.to_thread.run_sync, sample)
+        try:
+            async with anyio.create_task_group() as storms:
+                for client in (first, second) * 2:
+                    storms.start_soon(partial(tool, client, "run", command=STORM, timeout_s=60))
+        finally:
+            sampling = False
+    assert 50 < peak <= 120, f"{peak} processes at once"
+    host_is_usable()

@@ -271,6 +271,8 @@ class AgentTree:
             agent.spec.isolated,
             self.lsp,
             sandbox=self.catalog.config.sandbox,
+            processes=self.limits.processes,
+            max_commands=self.limits.commands_per_agent,
             web_search=self.catalog.config.web.search,
             outside=self.outside,
             agent_id=agent.id,
