@@ -248,13 +248,15 @@ def plan_server(
     async def execute(current: CommandLauncher, command: str, limit_s: float) -> _Outcome:
         before = current.denied_present() if isinstance(current, SandboxLauncher) else set[Path]()
         argv = current.argv(command, root)
+        limits: list[str] = []
         try:
             outcome = await _execute(argv, root, current.environment(os.environ), limit_s)
         finally:
             if isinstance(current, SandboxLauncher):
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(current.release, argv)
+                    limits = await anyio.to_thread.run_sync(current.release, argv)
         if isinstance(current, SandboxLauncher):
+            outcome.notes.extend(limits)
             outcome.notes.extend(current.remove_new_denied(before))
         return outcome
 

@@ -250,6 +250,8 @@ async def test_twelve_parallel_fork_storms_of_one_agent_stay_under_its_process_c
     assert len(answers) == 12
     refused = [a for a in answers if "start " not in a]  # the agent's cap was full: not even bwrap could fork
     assert all("Resource temporarily unavailable" in a for a in refused), refused
+    capped = "[sandbox: this agent's commands together reached 150 processes (limits.processes.agent); forks past"
+    assert sum(capped in a for a in answers) >= 2, answers
     ran = [a for a in answers if a not in refused]
     spans = [(float(a.split("start ")[1].split()[0]), float(a.split("end ")[1].split()[0])) for a in ran]
     assert max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans) <= 4, "at most 4 commands at once"
@@ -257,9 +259,14 @@ async def test_twelve_parallel_fork_storms_of_one_agent_stay_under_its_process_c
     host_is_usable()
 
 
+async def _run_into(answers: list[str], client: Client) -> None:
+    answers.append((await tool(client, "run", command=STORM, timeout_s=60))[0])
+
+
 @needs_process_limit
 @pytest.mark.anyio
 async def test_the_hubs_total_holds_over_two_agents(tmp_path: Path) -> None:
+    answers: list[str] = []
     limits = ProcessLimits(total=120, agent=1000, command=1000)
     shells = [
         shell.build_server(tmp_path, launcher=choose_shell_mode(tmp_path, [tmp_path], limits=limits).sandbox)
@@ -279,8 +286,10 @@ async def test_the_hubs_total_holds_over_two_agents(tmp_path: Path) -> None:
         try:
             async with anyio.create_task_group() as storms:
                 for client in (first, second) * 2:
-                    storms.start_soon(partial(tool, client, "run", command=STORM, timeout_s=60))
+                    storms.start_soon(partial(_run_into, answers, client))
         finally:
             sampling = False
     assert 50 < peak <= 120, f"{peak} processes at once"
+    capped = "[sandbox: the commands of every agent together reached 120 processes (limits.processes.total)"
+    assert sum(capped in a for a in answers) >= 2, answers
     host_is_usable()

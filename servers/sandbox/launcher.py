@@ -207,12 +207,18 @@ class SandboxLauncher:
             )
         return notes
 
-    def release(self, argv: Sequence[str]) -> None:
-        """After the command has ended: kill what is left of it and drop its cgroup."""
+    def release(self, argv: Sequence[str]) -> list[str]:
+        """After the command has ended: kill what is left of it and drop its cgroup; a note when
+        it ran into a process limit (forks past it failed)."""
+        notes: list[str] = []
         for arg in argv[:4]:
             cgroup = self._cgroups.pop(arg, None)
-            if cgroup is not None and self.pids is not None and not self.pids.release(cgroup):
+            if cgroup is None or self.pids is None:
+                continue
+            notes += [f"{limit}; forks past it failed" for limit in self.pids.limits_reached(cgroup)]
+            if not self.pids.release(cgroup):
                 self._cgroups[arg] = cgroup  # still busy; the next release or the exit sweep retries
+        return notes
 
 
 _DEVICES = tuple(

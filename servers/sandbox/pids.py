@@ -114,11 +114,29 @@ def hub_cgroup(base: Path, limit: int) -> Path:
     return path
 
 
+def _refused(path: Path) -> int:
+    """How many forks ``pids.events`` of the cgroup at ``path`` counts as refused (kernels differ on
+    whether a refusal counts where the fork was tried or where the limit was hit)."""
+    for line in _read(path / "pids.events").splitlines():
+        key, _, count = line.partition(" ")
+        if key == "max" and count.strip().isdigit():
+            return int(count)
+    return 0
+
+
+def _full(path: Path) -> bool:
+    """Whether the cgroup at ``path`` has had as many processes as its ``pids.max`` (``pids.peak``)."""
+    peak, limit = _read(path / "pids.peak").strip(), _read(path / "pids.max").strip()
+    return peak.isdigit() and limit.isdigit() and int(peak) >= int(limit)
+
+
 class PidsCgroup:
     """One command's cgroup: made with a limit, joined by the command, removed when empty."""
 
     def __init__(self, parent: Path, limit: int) -> None:
         self.path = _make(parent / f"command-{next(_counter)}", limit)
+        self.refused_before = (_refused(parent), _refused(parent.parent))
+        """Forks its agent's and its hub's limits had refused when it started."""
 
     @property
     def procs(self) -> Path:
@@ -166,6 +184,22 @@ class AgentPids:
             cgroup = PidsCgroup(self.path, self.limits.command)
             self._running += 1
             return cgroup
+
+    def limits_reached(self, cgroup: PidsCgroup) -> list[str]:
+        """Which limit an ended command's forks ran into, if one was refused: its own, its agent's
+        (its commands together) or the hub's (every agent's)."""
+        limits, agent = self.limits, cgroup.path.parent
+        hub = agent.parent
+        refused = _refused(cgroup.path) or (_refused(agent), _refused(hub)) > cgroup.refused_before
+        if not refused:
+            return []
+        if _full(cgroup.path):
+            return [f"the command reached its limit of {limits.command} processes (limits.processes.command)"]
+        if _full(agent):
+            return [f"this agent's commands together reached {limits.agent} processes (limits.processes.agent)"]
+        if _full(hub):
+            return [f"the commands of every agent together reached {limits.total} processes (limits.processes.total)"]
+        return ["the command reached a process limit (limits.processes)"]
 
     def release(self, cgroup: PidsCgroup) -> bool:
         """Remove an ended command's cgroup (False when it could not be, yet), and the agent's once
