@@ -10,6 +10,7 @@
         ├── ModelCallError     the model endpoint refused or could not be reached
         │   └── KeysExhausted    every key the model may use is exhausted for now (the agent waits)
         ├── BudgetExceeded     an agent's subtree reached its budget_usd or max_tokens cap
+        ├── StepLimitReached   an agent took as many steps as limits.max_steps allows
         └── ToolServerError    a mounted tool server failed to start or answer
 
 Control flow (a refused summon, a cancelled agent) is not an error of this tree.
@@ -91,6 +92,10 @@ class KeysExhausted(ModelCallError):
 
 class BudgetExceeded(RunError):
     """An agent's subtree spent its ``budget_usd`` or ``max_tokens``; the agent stops (reason ``budget``)."""
+
+
+class StepLimitReached(RunError):
+    """An agent took as many steps (model calls) as ``limits.max_steps`` allows without reporting."""
 
 
 class ToolServerError(RunError):

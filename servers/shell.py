@@ -3,7 +3,8 @@
 Its room in the house: the hub mounts it for one agent through :func:`build_server` (in-process),
 and ``python -m dispatch.servers.shell --root DIR`` serves the same code over stdio. A command runs
 with ``bash -c`` in the project root, in its own process group, with an environment stripped of
-credentials; on timeout, and after the command exits, whatever is left of the group is killed.
+credentials; on timeout, and after the command exits, whatever is left of the group is killed. At
+most ``max_commands`` commands of one server (one agent) run at once; more wait their turn.
 stdout and stderr are each capped while they stream (head and tail kept, the cut counted).
 
 How a command is started is the :class:`CommandLauncher` seam: :class:`PlainLauncher` (no sandbox;
@@ -47,6 +48,7 @@ from .sandbox.choice import choose_shell_mode
 from .sandbox.denials import Need
 from .sandbox.launcher import SandboxLauncher
 from .sandbox.output import is_binary, summarise_binary, terminal_safe
+from .sandbox.pids import ProcessLimits
 from .sandbox.policy import command_target, scrub_environment
 
 __all__ = ["CommandLauncher", "PlainLauncher", "build_server", "main"]
@@ -56,6 +58,8 @@ OUTPUT_LIMIT = 64 * 1024
 _GRACE_S = 1.0  # SIGTERM -> SIGKILL
 _DRAIN_S = 1.0  # how long to keep reading pipes that an escaped process still holds open
 _POLL_S = 0.05
+MAX_COMMANDS = 4
+"""Commands of one agent running at once, by default; more wait their turn."""
 
 
 class CommandLauncher(Protocol):
@@ -227,27 +231,32 @@ def plan_server(
     refusal: str | None = None,
     default_timeout_s: float = 120,
     max_timeout_s: float = 1800,
+    max_commands: int = MAX_COMMANDS,
 ) -> ServerPlan:
     """A ``shell`` server whose commands run in ``root``, started by ``launcher`` (no sandbox
     when None: the hub always passes one, see :func:`dispatch.servers.sandbox.choose_shell_mode`).
 
     ``ask`` requests access from the hub (the agent's ``request_access``): what a sandboxed
     command was refused, and with ``confirm_each`` every command (``sandbox: off``). ``refusal``
-    disables the tool, saying why.
+    disables the tool, saying why. ``max_commands``: commands running at once (one agent's: the
+    hub builds a server per agent); more wait for one to end, their timeout not yet running.
     """
     chosen: CommandLauncher = launcher or PlainLauncher()
     widener = Widener(chosen, ask) if isinstance(chosen, SandboxLauncher) else None
+    turns = anyio.CapacityLimiter(max_commands)
 
     async def execute(current: CommandLauncher, command: str, limit_s: float) -> _Outcome:
         before = current.denied_present() if isinstance(current, SandboxLauncher) else set[Path]()
         argv = current.argv(command, root)
+        limits: list[str] = []
         try:
             outcome = await _execute(argv, root, current.environment(os.environ), limit_s)
         finally:
             if isinstance(current, SandboxLauncher):
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(current.release, argv)
+                    limits = await anyio.to_thread.run_sync(current.release, argv)
         if isinstance(current, SandboxLauncher):
+            outcome.notes.extend(limits)
             outcome.notes.extend(current.remove_new_denied(before))
         return outcome
 
@@ -259,9 +268,10 @@ def plan_server(
             raise ToolError(f"timeout_s must be above 0 and at most {max_timeout_s:g}, not {timeout:g}")
         if confirm_each:
             await _confirm(ask, command)
-        if widener is None:
-            return (await execute(chosen, command, timeout)).report(timeout)
-        return await _run_widening(widener, execute, command, timeout, needs or [])
+        async with turns:
+            if widener is None:
+                return (await execute(chosen, command, timeout)).report(timeout)
+            return await _run_widening(widener, execute, command, timeout, needs or [])
 
     listed = ToolList()
     listed.add(
@@ -273,7 +283,8 @@ def plan_server(
             f" {OUTPUT_LIMIT // 1024} KiB (head and tail kept; escape sequences stripped, binary"
             f" output summarised). timeout_s defaults to {default_timeout_s:g}, at most"
             f" {max_timeout_s:g}; on timeout the whole process tree is killed, and background"
-            " processes are killed when the command exits. In the sandbox, a command refused a path"
+            f" processes are killed when the command exits. At most {max_commands} commands run at once;"
+            " more wait their turn. In the sandbox, a command refused a path"
             " or the network asks the user and re-runs once approved; `needs` asks before the first"
             ' run, e.g. [{"path": "/data/in", "op": "read"}, {"path": "network", "op": "execute"}].'
         ),
@@ -328,13 +339,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--default-timeout", type=float, default=120, help="seconds (default 120)")
     parser.add_argument("--max-timeout", type=float, default=1800, help="seconds (default 1800)")
     parser.add_argument("--sandbox", choices=["auto", "off"], default="auto", help="default: auto")
+    limits = ProcessLimits()
+    parser.add_argument(
+        "--max-commands", type=int, default=MAX_COMMANDS, help=f"commands at once (default {MAX_COMMANDS})"
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        nargs=3,
+        metavar=("TOTAL", "AGENT", "COMMAND"),
+        default=[limits.total, limits.agent, limits.command],
+        help=f"process limits (default {limits.total} {limits.agent} {limits.command})",
+    )
+    parser.add_argument("--pids-parent", type=Path, help="the pids cgroup to nest this server's in")
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("--write", type=Path, nargs="+", action="extend", help="writable paths (default: the root)")
     scope.add_argument("--read-only", action="store_true", help="commands may write nowhere in the root")
     args = parser.parse_args(argv)
     root = existing_root(parser, args.root)
     write = [] if args.read_only else [root / p for p in args.write or [root]]
-    mode = choose_shell_mode(root, write, args.sandbox)
+    mode = choose_shell_mode(
+        root, write, args.sandbox, limits=ProcessLimits(*args.processes), pids_parent=args.pids_parent
+    )
     server = build_server(
         root,
         launcher=mode.sandbox,
@@ -342,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         refusal=mode.refusal,
         default_timeout_s=args.default_timeout,
         max_timeout_s=args.max_timeout,
+        max_commands=args.max_commands,
     )
     serve_stdio(server)
 

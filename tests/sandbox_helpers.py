@@ -111,9 +111,10 @@ def host_is_usable() -> None:
     done = subprocess.run(["bash", "-c", "echo alive"], capture_output=True, text=True, timeout=30, check=False)
     assert done.stdout == "alive\n"
     assert time.monotonic() - started < 10
-    if PROBE.pids_cgroup is not None:
+    if PROBE.pids_cgroup is not None:  # the hub's own stays; its agents' and commands' go when they end
         deadline = time.monotonic() + 5
-        while (left := sorted(PROBE.pids_cgroup.glob(f"dispatch-{os.getpid()}-*"))) and time.monotonic() < deadline:
+        hub = PROBE.pids_cgroup / f"dispatch-{os.getpid()}"
+        while (left := sorted(p for p in hub.glob("*") if p.is_dir())) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not left, f"sandbox cgroups left behind: {left}"
 

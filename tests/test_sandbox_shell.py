@@ -5,6 +5,7 @@ grants changed; after each, the host must still start processes and hold no sand
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import uuid
@@ -17,7 +18,7 @@ from mcp import Client
 
 from dispatch.servers import shell
 from dispatch.servers._base import MCPServer
-from dispatch.servers.sandbox import SandboxLauncher, SandboxProbe, choose_shell_mode
+from dispatch.servers.sandbox import ProcessLimits, SandboxLauncher, SandboxProbe, choose_shell_mode
 from dispatch.servers.sandbox.landlock import __file__ as LANDLOCK_HELPER
 from tests.sandbox_helpers import (
     PROBE,
@@ -235,12 +236,16 @@ async def test_a_fork_bomb_is_bounded_by_the_process_limit(world: tuple[Path, Pa
     assert "Resource temporarily unavailable" in text or "timed out" in text
     async with Client(shell_with_limit(root, 12)) as c:
         text = await run(c, COUNT_FORKS, timeout_s=20)
-    forked, refused = (int(n) for n in text.split("forked ")[1].split()[::2])
+    counted = re.search(r"forked (\d+) refused (\d+)", text)
+    assert counted is not None, text
+    forked, refused = int(counted[1]), int(counted[2])
     assert forked < 12 and refused == 30 - forked
+    if PROBE.pids_cgroup is not None:  # RLIMIT_NPROC alone says nothing
+        assert "[sandbox: the command reached its limit of 12 processes (limits.processes.command)" in text
 
 
 def shell_with_limit(root: Path, limit: int) -> MCPServer:
-    return shell.build_server(root, launcher=SandboxLauncher.create(root, [root], PROBE, max_processes=limit))
+    return shell.build_server(root, launcher=SandboxLauncher.create(root, [root], PROBE, ProcessLimits(command=limit)))
 
 
 async def test_background_processes_never_outlive_the_command(world: tuple[Path, Path]) -> None:

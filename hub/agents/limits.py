@@ -1,5 +1,8 @@
 """Hub-wide limits that protect the machine: how many agents take steps at once, and how many
 model calls are in flight at once. Beyond either, work queues, and the queue shows in the API.
+And what stops one runaway agent (:class:`StepCaps`): how many steps it may take, and how many
+tool calls one of its steps may make; and how many processes and commands its shell may run
+(handed to its mounts).
 
 An agent holds a *running* slot while it works: from its start until it reports, except while it
 waits on something other than itself (its children, the user, a spent key), when it gives the
@@ -12,12 +15,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import anyio
 
 from dispatch.hub.config.project import LimitsConfig
 from dispatch.hub.llm.types import Completion, JsonDict, ModelClient
 from dispatch.hub.views import LimitsView
+from dispatch.servers.sandbox import ProcessLimits
 
 
 class _Slots:
@@ -82,13 +87,27 @@ class RunningSlot:
             await self.take()
 
 
+@dataclass(frozen=True)
+class StepCaps:
+    """What one agent may do before it is stopped (the config's ``limits``; None: no cap)."""
+
+    max_steps: int | None = None
+    tool_calls_per_step: int | None = None
+
+
 class Limits:
-    """The hub's two limits; one per hub, handed to its tree."""
+    """The hub's limits; one per hub, handed to its tree."""
 
     def __init__(self, config: LimitsConfig | None = None) -> None:
         config = config or LimitsConfig()
         self._agents = _Slots(config.running_agents)
         self._calls = _Slots(config.model_calls)
+        self.step_caps = StepCaps(config.max_steps, config.tool_calls_per_step)
+        """Each agent's, read when the hub starts like the rest of the section."""
+        processes = config.processes
+        self.processes = ProcessLimits(processes.total, processes.agent, processes.command)
+        """How many processes shell commands may have: the hub's, an agent's, a command's."""
+        self.commands_per_agent = config.commands_per_agent
 
     def view(self) -> LimitsView:
         return LimitsView(

@@ -4,6 +4,8 @@ Each step of the loop asks the model (with the tool schemas of the agent's mount
 calls it asked for concurrently through the MCP client sessions, and then drains the agent's
 inbox into the transcript, so a message is read right after the next tool result. An answer
 without tool calls is the agent's report, unless messages arrived meanwhile or children still run.
+:class:`~dispatch.hub.agents.limits.StepCaps` stop a runaway: past ``max_steps`` the agent fails,
+and the tool calls of one answer beyond ``tool_calls_per_step`` are answered with an error, not run.
 The loop is an async iterator of :class:`Step`; the tree, not the loop, announces each step.
 """
 
@@ -17,9 +19,10 @@ from datetime import datetime
 import anyio
 
 from dispatch.hub.agents.inbox import Inbox
+from dispatch.hub.agents.limits import StepCaps
 from dispatch.hub.agents.spec import AgentSpec, AgentState
 from dispatch.hub.config.skills import LoadedSkill
-from dispatch.hub.errors import KeysExhausted
+from dispatch.hub.errors import KeysExhausted, StepLimitReached
 from dispatch.hub.llm.types import Completion, JsonDict, ModelClient, ToolCallRequest, Usage
 from dispatch.hub.mounts.toolset import Mounts, ToolOutcome
 from dispatch.servers.hublink import InboxMessage
@@ -139,6 +142,18 @@ class Agent:
                     group.start_soon(run_one, index, call)
         return [run for run in runs if run is not None]
 
+    async def _run_capped(self, mounts: Mounts, calls: list[ToolCallRequest], cap: int | None) -> list[ToolRun]:
+        """Run the first ``cap`` calls; each one beyond gets a tool error instead (every call of an
+        answer needs a result), so the model learns the limit and may go on in smaller steps."""
+        if cap is None or len(calls) <= cap:
+            return await self._run_tools(mounts, calls)
+        refusal = ToolOutcome(
+            f"Error: not run: one answer may make at most {cap} tool calls (limits.tool_calls_per_step) and "
+            f"this one made {len(calls)}; the first {cap} ran. Make the others in later steps.",
+            True,
+        )
+        return [*await self._run_tools(mounts, calls[:cap]), *(ToolRun(call, refusal, 0.0) for call in calls[cap:])]
+
     async def _ask(self, model: ModelClient, mounts: Mounts) -> Completion:
         """One model call; while every key is exhausted, wait in ``waiting_key`` and ask again
         (with the model as it is then: a switch meanwhile applies), the transcript untouched."""
@@ -153,18 +168,24 @@ class Agent:
                 self.waiting_until = None
                 self.set_state(AgentState.running)
 
-    async def steps(self, mounts: Mounts, model: ModelClient) -> AsyncGenerator[Step]:
-        """The loop, one model call per step, until the agent reports."""
+    async def steps(self, mounts: Mounts, model: ModelClient, caps: StepCaps | None = None) -> AsyncGenerator[Step]:
+        """The loop, one model call per step, until the agent reports (or passes ``caps``)."""
+        caps = caps or StepCaps()
         announced = len(self.transcript) if self.steps_taken else 0  # a resumed agent's are stored already
         self._begin_transcript(mounts.notes)
         while True:
+            if caps.max_steps is not None and self.steps_taken >= caps.max_steps:
+                raise StepLimitReached(
+                    f"stopped after {self.steps_taken} steps without a report (limits.max_steps is "
+                    f"{caps.max_steps}): raise it in the config if the task needs more"
+                )
             completion = await self._ask(model, mounts)
             self.usage.add(completion.usage)
             self.steps_taken += 1
             self.transcript.append(completion.assistant_message())
             runs: list[ToolRun] = []
             if completion.tool_calls:
-                runs = await self._run_tools(mounts, completion.tool_calls)
+                runs = await self._run_capped(mounts, completion.tool_calls, caps.tool_calls_per_step)
                 for run in runs:
                     self.transcript.append({"role": "tool", "tool_call_id": run.call.id, "content": run.outcome.text})
             elif not len(self.inbox) and self.hooks.live_children():

@@ -335,13 +335,15 @@ class AgentTree:
             agent.spec.isolated,
             self.lsp,
             sandbox=project.catalog.config.sandbox,
+            processes=self.limits.processes,
+            max_commands=self.limits.commands_per_agent,
             web_search=project.catalog.config.web.search,
             outside=project.outside,
             agent_id=agent.id,
         )
         async with (
             open_mounts(plan, TreeLink(self, agent), self._gate(agent)) as mounts,
-            aclosing(agent.steps(mounts, self.model)) as steps,
+            aclosing(agent.steps(mounts, self.model, self.limits.step_caps)) as steps,
         ):
             async for step in steps:
                 usage = step.completion.usage

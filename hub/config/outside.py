@@ -6,7 +6,7 @@ server by the key it is given (``github:``) and says how to reach it: a stdio ``
 of these is replaced from the environment when the config is read
 (:func:`dispatch.hub.config.files.interpolate`), so an unset variable is an error naming the file,
 the line and the field (``mcp_servers.github.env.GITHUB_TOKEN``). ``per_agent: true`` gives each
-agent its own process or connection instead of the hub-wide one.
+agent its own process or connection instead of the hub-wide one; ``timeout_s`` bounds each tool call.
 
 A server's name is how templates (``tools: {github: true}``) and ``summon``
 (``grants: {mcp_servers: {github: [get_issue]}}``) grant it, and the mount kind its tools come
@@ -56,6 +56,11 @@ class McpServerConfig(BaseModel):
     per_agent: bool = Field(
         default=False,
         description="one process (or connection) per agent; default: one per hub, shared by its agents",
+    )
+    timeout_s: float = Field(
+        default=120,
+        gt=0,
+        description="seconds one tool call may take; a longer call is cancelled and the agent gets a tool error",
     )
 
     @model_validator(mode="after")

@@ -37,6 +37,17 @@ def project_dir(root: Path) -> Path:
     return root / ".dispatch"
 
 
+class ProcessesConfig(BaseModel):
+    """The config's ``limits.processes``: how many processes shell commands may have at once,
+    each limit inside the one before (pids cgroups, where the hub can make them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    total: int = Field(default=1024, ge=1, description="every command of the hub together")
+    agent: int = Field(default=512, ge=1, description="the commands of one agent together")
+    command: int = Field(default=256, ge=1, description="one command")
+
+
 class LimitsConfig(BaseModel):
     """The config's ``limits`` section."""
 
@@ -49,6 +60,26 @@ class LimitsConfig(BaseModel):
         "more wait as pending",
     )
     model_calls: int = Field(default=64, ge=1, description="model calls in flight at once, across every key; more wait")
+    max_steps: int = Field(
+        default=500,
+        ge=1,
+        description="steps (model calls) one agent may take; an agent still going after that many fails, "
+        "saying so (a model caught in a loop stops)",
+    )
+    tool_calls_per_step: int = Field(
+        default=64,
+        ge=1,
+        description="tool calls one model answer may make; the calls beyond it are not run and each gets a "
+        "tool error saying so",
+    )
+    processes: ProcessesConfig = Field(
+        default_factory=ProcessesConfig,
+        description="processes of shell commands at once: the hub's (total), one agent's (agent), one "
+        "command's (command); a fork past any of them fails",
+    )
+    commands_per_agent: int = Field(
+        default=4, ge=1, description="shell commands of one agent running at once; more wait their turn"
+    )
 
 
 class Permissions(BaseModel):
@@ -88,8 +119,10 @@ class DispatchConfig(BaseModel):
     )
     limits: LimitsConfig = Field(
         default_factory=LimitsConfig,
-        description="hub-wide caps: agents taking steps at once (running_agents) and model calls in flight "
-        "(model_calls); more wait, visible in GET /api/limits",
+        description="caps that protect the machine: agents taking steps at once (running_agents) and model calls "
+        "in flight (model_calls), more wait, visible in GET /api/limits; steps per agent (max_steps), tool "
+        "calls per step (tool_calls_per_step), processes of shell commands (processes) and commands of "
+        "an agent at once (commands_per_agent)",
     )
     web: WebConfig = Field(
         default_factory=WebConfig,

@@ -11,7 +11,8 @@ stdio server gets the hub's environment without credentials, like every process 
 Shared connections live in the pool's own task group, so they outlive the agent that opened them
 and are closed by the task that opened them (anyio's rule). A shared connection that breaks is
 dropped; the next mount reconnects. A server that cannot start fails the mount with an error
-naming the server and its command or URL (never its env or headers).
+naming the server and its command or URL (never its env or headers). A tool call that takes longer
+than the server's ``timeout_s`` is cancelled, and the agent reads a tool error saying so.
 
 Before an agent sees a server's tools, the pins (:mod:`dispatch.hub.mounts.pins`) check the list
 against the one the user trusts; a changed list is not mounted and the agent's prompt says why.
@@ -32,7 +33,7 @@ import anyio
 import httpx2
 from anyio.abc import TaskGroup, TaskStatus
 from mcp import Client, StdioServerParameters
-from mcp_types import CallToolResult, Tool
+from mcp_types import CallToolResult, TextContent, Tool
 
 from dispatch.hub.config.outside import McpServerConfig
 from dispatch.hub.errors import ToolServerError, unwrap
@@ -247,6 +248,22 @@ class OutsideSet:
         return frozenset(self.tools)
 
 
+def _timed(server: str, timeout_s: float, caller: Caller) -> Caller:
+    """``caller`` whose calls are cancelled after ``timeout_s`` (the SDK tells the server so), the
+    agent getting a tool error that names the server, the tool and the limit."""
+
+    async def call(tool: str, arguments: dict[str, Any]) -> CallToolResult:
+        with anyio.move_on_after(timeout_s):
+            return await caller(tool, arguments)
+        text = (
+            f"the outside MCP server {server!r} did not answer {tool} within {timeout_s:g} s "
+            f"(mcp_servers.{server}.timeout_s); the call was cancelled"
+        )
+        return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
+
+    return call
+
+
 def granted_servers(pool: OutsideServers, grants: Grants) -> list[str]:
     """The outside servers ``grants`` mount: every configured one for ``"all"``, else those named
     (a name the config lacks too: mounting it says so), less those narrowed to no tools."""
@@ -269,6 +286,6 @@ async def open_outside(pool: OutsideServers | None, grants: Grants, agent_id: st
             if mounted.client is None:
                 notes += [mounted.note] if mounted.note else []
                 continue
-            found.callers[name] = mounted.client.call_tool
+            found.callers[name] = _timed(name, pool.servers[name].timeout_s, mounted.client.call_tool)
             found.tools[name] = mounted.tools
         yield OutsideSet(found.callers, found.tools, tuple(notes))

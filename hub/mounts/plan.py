@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mcp import StdioServerParameters
@@ -31,7 +31,8 @@ from dispatch.servers.fs import server as fs
 from dispatch.servers.hublink import HubLink
 from dispatch.servers.lsp import server as lsp
 from dispatch.servers.lsp.server import LspBackend
-from dispatch.servers.sandbox import SandboxSetting, ShellMode, choose_shell_mode
+from dispatch.servers.sandbox import ProcessLimits, SandboxSetting, ShellMode, choose_shell_mode
+from dispatch.servers.sandbox.pids import hub_cgroup, pids_base
 from dispatch.servers.sandbox.policy import scrub_environment
 from dispatch.servers.web import server as web
 from dispatch.servers.web.policy import WebPolicy
@@ -53,6 +54,10 @@ class MountPlan:
     """The hub's language servers; None: no ``lsp`` mount, whatever the grants say."""
     sandbox: SandboxSetting = "auto"
     """The config's ``sandbox``: how the shell runs (see :func:`shell_mode`)."""
+    processes: ProcessLimits = field(default_factory=ProcessLimits)
+    """The config's ``limits.processes``: processes of the hub's, this agent's and one command's commands."""
+    max_commands: int = shell.MAX_COMMANDS
+    """The config's ``limits.commands_per_agent``: this agent's commands running at once."""
     web_search: SearchConfig | None = None
     """The config's ``web.search``: the provider of the web server's ``search`` tool; None: not configured."""
     outside: OutsideServers | None = None
@@ -88,7 +93,7 @@ def _fs_target(plan: MountPlan, link: HubLink) -> ServerTarget:
 
 def shell_mode(plan: MountPlan) -> ShellMode:
     """How this agent's shell runs: sandboxed to its scope, disabled, or approved command by command."""
-    return choose_shell_mode(plan.root, plan.write_paths(), plan.sandbox)
+    return choose_shell_mode(plan.root, plan.write_paths(), plan.sandbox, limits=plan.processes)
 
 
 def _shell_target(plan: MountPlan, link: HubLink) -> ServerTarget:
@@ -100,8 +105,14 @@ def _shell_target(plan: MountPlan, link: HubLink) -> ServerTarget:
             ask=link.request_access,
             confirm_each=mode.confirm_each,
             refusal=mode.refusal,
+            max_commands=plan.max_commands,
         )
-    args = ["--root", str(plan.root), "--sandbox", plan.sandbox]
+    limits = plan.processes
+    args = ["--root", str(plan.root), "--sandbox", plan.sandbox, "--max-commands", str(plan.max_commands)]
+    args += ["--processes", str(limits.total), str(limits.agent), str(limits.command)]
+    base = pids_base()
+    if base is not None:  # the server's cgroups go inside the hub's, so the hub's total holds
+        args += ["--pids-parent", str(hub_cgroup(base, limits.total))]
     if not plan.grants.write:
         args.append("--read-only")
     elif ROOT not in plan.grants.write:

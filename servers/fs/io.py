@@ -13,15 +13,18 @@ import os
 import re
 import secrets
 import stat
+import time
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
+
+import regex
 
 from .._base import ToolError
 from ..sandbox.openat2 import openat2
 from ..sandbox.output import is_binary
 from .scope import Opened, Slot, type_name
 
-__all__ = ["grep_tree", "read_lines", "read_text", "write_atomic"]
+__all__ = ["compile_pattern", "grep_tree", "read_lines", "read_text", "write_atomic"]
 
 MAX_READ_BYTES = 256 * 1024
 """What one read_file call returns at most."""
@@ -30,6 +33,16 @@ MAX_SCAN_BYTES = 64 * 1024 * 1024
 refuse or skip a larger file."""
 MAX_GREP = 500
 GREP_LINE_CHARS = 300
+"""How much of a matching line grep shows."""
+GREP_SEARCH_CHARS = 10_000
+"""How much of each line grep searches: the rest of a longer line (minified code, data) is not."""
+GREP_SECONDS = 10.0
+"""How long one grep may take, every file together: a pattern that backtracks for longer is stopped."""
+MAX_PATTERN_CHARS = 1000
+MAX_REPEATS = 100_000
+"""The most a pattern's repetition counts (``{n}``, ``{n,m}``) may come to, multiplied together: the
+engine unrolls them when it compiles (``a{10000000}`` would take gigabytes)."""
+_COUNT = re.compile(r"\{(\d*)(?:,\d*)?\}")
 SNIFF_BYTES = 8192
 """How much of a file :func:`~dispatch.servers.sandbox.output.is_binary` judges (git looks as far)."""
 SKIP_DIRS = frozenset({".git"})
@@ -136,17 +149,55 @@ def write_atomic(slot: Slot, data: bytes) -> None:
         raise
 
 
-def _grep_fd(fd: int, shown: str, regex: re.Pattern[str], out: list[str]) -> None:
+def compile_pattern(pattern: str) -> regex.Pattern[str]:
+    """``pattern`` compiled for :func:`grep_tree`, or a ToolError saying which cap it passes.
+
+    The ``regex`` engine, not ``re``: it takes a timeout and lets other threads run while it
+    matches, so a pattern that backtracks exponentially stops at the deadline and never holds the
+    interpreter (the hub serves every agent from the same process)."""
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise ToolError(f"the pattern is {len(pattern)} characters long; grep takes at most {MAX_PATTERN_CHARS}")
+    repeats = 1
+    for count in _COUNT.finditer(pattern):
+        repeats *= max(int(count[1] or 0), 1)
+        if repeats > MAX_REPEATS:
+            raise ToolError(
+                f"the repetition counts of {pattern!r} multiply to more than {MAX_REPEATS:,}; use smaller counts"
+            )
+    try:
+        return regex.compile(pattern)
+    except (regex.error, RecursionError, OverflowError, ValueError) as e:
+        raise ToolError(f"bad regex {pattern!r}: {e}") from e
+
+
+class _PastDeadline(Exception):
+    """The grep's deadline passed while it searched the line this names (``path:line``)."""
+
+
+def _grep_fd(fd: int, shown: str, pattern: regex.Pattern[str], out: list[str], deadline: float) -> int:
+    """Append the file's matching lines to ``out``; how many lines were longer than searched."""
+    long_lines = 0
     with os.fdopen(fd, "rb") as f:
         if os.fstat(f.fileno()).st_size > MAX_SCAN_BYTES or is_binary(f.read(SNIFF_BYTES)):
-            return
+            return 0
         f.seek(0)
         for number, raw in enumerate(f, start=1):
             line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            if regex.search(line):
+            if len(line) > GREP_SEARCH_CHARS:
+                long_lines += 1
+                line = line[:GREP_SEARCH_CHARS]
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise TimeoutError
+                found = pattern.search(line, timeout=left)
+            except TimeoutError:
+                raise _PastDeadline(f"{shown}:{number}") from None
+            if found:
                 out.append(f"{shown}:{number}: {line[:GREP_LINE_CHARS]}")
                 if len(out) >= MAX_GREP:
-                    return
+                    break
+    return long_lines
 
 
 def _files(opened: Opened) -> Iterator[str]:
@@ -174,18 +225,37 @@ def _open_regular(base_fd: int, rel: str, allowed: Callable[[int], bool]) -> int
         os.close(path_fd)
 
 
-def grep_tree(opened: Opened, shown: str, regex: re.Pattern[str], allowed: Callable[[int], bool]) -> list[str]:
-    """``path:line: text`` for each matching line, at most MAX_GREP; ``allowed(fd)`` says whether a
-    file (opened beneath the same base as ``opened``) may be read."""
+def grep_tree(
+    opened: Opened,
+    shown: str,
+    pattern: regex.Pattern[str],
+    allowed: Callable[[int], bool],
+    seconds: float = GREP_SECONDS,
+) -> list[str]:
+    """``path:line: text`` for each matching line, at most MAX_GREP, each line searched in its
+    first GREP_SEARCH_CHARS characters; ``allowed(fd)`` says whether a file (opened beneath the same
+    base as ``opened``) may be read. A ToolError when it takes longer than ``seconds``."""
     out: list[str] = []
+    deadline = time.monotonic() + seconds
+    long_lines = 0
     entries = _files(opened) if opened.is_dir else iter([""])
     for entry in entries:
         rel = os.path.join(opened.rel, entry) if entry else opened.rel
         fd = _open_regular(opened.base_fd, rel, allowed)
         if fd is None:
             continue  # leads out of the base, vanished, unreadable, not a regular file: no match
-        _grep_fd(fd, os.path.join(shown, entry) if entry else shown, regex, out)
+        try:
+            long_lines += _grep_fd(fd, os.path.join(shown, entry) if entry else shown, pattern, out, deadline)
+        except _PastDeadline as past:
+            raise ToolError(
+                f"grep stopped at its {seconds:g} s deadline while searching {past} ({len(out)} matching lines "
+                "before it): a pattern with nested repetition, such as (a+)+, can take exponential time on "
+                "one line; simplify the pattern, or search a narrower path"
+            ) from None
         if len(out) >= MAX_GREP:
             out.append(f"[stopped at {MAX_GREP} matches; narrow the pattern or the path]")
             break
+    if long_lines:
+        lines, cap = ("1 line" if long_lines == 1 else f"{long_lines} lines"), f"{GREP_SEARCH_CHARS:,}"
+        out.append(f"[{lines} longer than {cap} characters: only the first {cap} searched]")
     return out

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from collections.abc import Callable, Generator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,9 +33,12 @@ from .._base import (
 )
 from ..sandbox.openat2 import fd_path
 from .io import (
+    GREP_SECONDS,
     MAX_GREP,
+    MAX_PATTERN_CHARS,
     MAX_READ_BYTES,
     SKIP_DIRS,
+    compile_pattern,
     existing_mode,
     grep_tree,
     open_existing,
@@ -109,8 +111,9 @@ async def _in_thread(opened: Opened | Slot, path: str, work: Callable[[], _T]) -
 class FsTools:
     """The tool functions of one ``fs`` server, bound to its :class:`FsScope`."""
 
-    def __init__(self, scope: FsScope) -> None:
+    def __init__(self, scope: FsScope, grep_seconds: float = GREP_SECONDS) -> None:
         self.scope = scope
+        self.grep_seconds = grep_seconds
 
     async def read_file(
         self,
@@ -207,15 +210,16 @@ class FsTools:
 
     async def grep(
         self,
-        pattern: Annotated[str, Field(description="Python regular expression, searched in each line")],
+        pattern: Annotated[
+            str,
+            Field(description=f"Python regular expression, searched in each line (at most {MAX_PATTERN_CHARS} chars)"),
+        ],
         path: Annotated[str, Field(description="a file or directory to search, relative to the root")] = ".",
     ) -> str:
         """Search text files for a regex. Prints `path:line: text` per matching line, at most 500;
-        binary files and .git/ are skipped."""
-        try:
-            regex = re.compile(pattern)
-        except re.error as e:
-            raise ToolError(f"bad regex {pattern!r}: {e}") from e
+        binary files and .git/ are skipped, a very long line is searched in its first 10,000
+        characters, and a search stops with an error after 10 seconds."""
+        compiled = await anyio.to_thread.run_sync(compile_pattern, pattern)  # a large pattern compiles slowly
         opened = await self.scope.open(path, "any", f"grep {pattern!r} in {path!r}")
         shown = self.scope.shown(opened.real)
         shown = "" if shown == "." else shown
@@ -224,18 +228,22 @@ class FsTools:
         def allowed(fd: int) -> bool:
             return denied.reason(fd_path(fd)) is None
 
-        out = await _in_thread(opened, path, lambda: grep_tree(opened, shown, regex, allowed))
+        seconds = self.grep_seconds
+        out = await _in_thread(opened, path, lambda: grep_tree(opened, shown, compiled, allowed, seconds))
         return "\n".join(out) or f"no matches for {pattern!r} in {path!r}"
 
 
-def plan_server(root: Path, write: Sequence[Path] | None = None, ask: Ask | None = None) -> ServerPlan:
+def plan_server(
+    root: Path, write: Sequence[Path] | None = None, ask: Ask | None = None, *, grep_seconds: float = GREP_SECONDS
+) -> ServerPlan:
     """An ``fs`` server scoped to ``root``: writable everywhere (``write=None``), in the given
     paths (relative to the root or absolute inside it), or nowhere (an empty list).
 
     ``ask`` requests access to a path outside the root from the hub (the agent's
-    ``HubLink.request_access``); without it such paths are refused.
+    ``HubLink.request_access``); without it such paths are refused. ``grep_seconds``: how long
+    one ``grep`` may take.
     """
-    tools = FsTools(FsScope(root, write, ask))
+    tools = FsTools(FsScope(root, write, ask), grep_seconds)
     listed = ToolList()
     for fn in (tools.read_file, tools.list_dir, tools.glob, tools.grep):
         listed.add(fn, annotations=_READ)

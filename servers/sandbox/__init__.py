@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from .choice import SandboxSetting, ShellMode, choose_shell_mode
 from .launcher import Grant, SandboxLauncher
+from .pids import ProcessLimits
 from .policy import NETWORK, DeniedPaths
 from .probe import SandboxProbe, probe_sandbox
 
@@ -23,6 +24,7 @@ __all__ = [
     "NETWORK",
     "DeniedPaths",
     "Grant",
+    "ProcessLimits",
     "SandboxLauncher",
     "SandboxProbe",
     "SandboxSetting",

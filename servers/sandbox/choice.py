@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from .launcher import SandboxLauncher
+from .pids import ProcessLimits
 from .probe import SandboxProbe, probe_sandbox
 
 __all__ = ["SandboxSetting", "ShellMode", "choose_shell_mode"]
@@ -41,13 +42,19 @@ class ShellMode:
 
 
 def choose_shell_mode(
-    root: Path, write: Sequence[Path], setting: SandboxSetting = "auto", probe: SandboxProbe | None = None
+    root: Path,
+    write: Sequence[Path],
+    setting: SandboxSetting = "auto",
+    probe: SandboxProbe | None = None,
+    limits: ProcessLimits | None = None,
+    pids_parent: Path | None = None,
 ) -> ShellMode:
-    """The shell's mode for an agent rooted at ``root`` that may write ``write``."""
+    """The shell's mode for an agent rooted at ``root`` that may write ``write``, its commands'
+    processes capped by ``limits`` (pids cgroups under ``pids_parent``, see :class:`SandboxLauncher`)."""
     if setting == "off":
         return ShellMode(None, True, None, UNSANDBOXED)
     found = probe or probe_sandbox()
     if not found.any_layer:
         return ShellMode(None, False, DISABLED, f"The shell tool is unavailable: {DISABLED}")
-    launcher = SandboxLauncher.create(root, write, found)
+    launcher = SandboxLauncher.create(root, write, found, limits, pids_parent)
     return ShellMode(launcher, False, None, launcher.describe())

@@ -3,7 +3,7 @@ each command with bubblewrap (outer layer) and Landlock (inner layer), with a pr
 
 argv of one command, outermost first::
 
-    sh -c 'echo $$ > CGROUP/cgroup.procs && exec "$@"'   (only with a pids cgroup)
+    sh -c 'echo $$ > CGROUP/cgroup.procs && exec "$@"'   (only with pids cgroups: hub > agent > command)
     bwrap NAMESPACES MOUNTS --chdir ROOT --               (only with bubblewrap)
     python -I -S -c LANDLOCK_HELPER --rw ... --          (only with Landlock)
     bash -c COMMAND
@@ -29,13 +29,12 @@ from dispatch.servers.paths import covered_by_any
 
 from . import landlock
 from .bwrap import BwrapLayout, private_areas
-from .pids import PidsCgroup
+from .pids import AgentPids, PidsCgroup, ProcessLimits
 from .policy import NETWORK, DeniedPaths, scrub_environment
 from .probe import SandboxProbe
 
-__all__ = ["DEFAULT_MAX_PROCESSES", "Grant", "SandboxLauncher"]
+__all__ = ["Grant", "SandboxLauncher"]
 
-DEFAULT_MAX_PROCESSES = 256
 _JOIN_CGROUP = 'echo $$ > "$0" && exec "$@"'
 
 
@@ -67,18 +66,35 @@ class SandboxLauncher:
     write: tuple[Path, ...]
     probe: SandboxProbe
     grants: tuple[Grant, ...] = ()
-    max_processes: int = DEFAULT_MAX_PROCESSES
+    limits: ProcessLimits = field(default_factory=ProcessLimits)
     denied: DeniedPaths = field(default_factory=DeniedPaths.current)
+    pids: AgentPids | None = field(default=None, compare=False, repr=False)
+    """The agent's pids cgroup (None: no pids cgroup on this machine), shared by widened copies."""
     _cgroups: dict[str, PidsCgroup] = field(default_factory=dict[str, PidsCgroup], compare=False, repr=False)
 
     @classmethod
     def create(
-        cls, root: Path, write: Sequence[Path], probe: SandboxProbe, max_processes: int = DEFAULT_MAX_PROCESSES
+        cls,
+        root: Path,
+        write: Sequence[Path],
+        probe: SandboxProbe,
+        limits: ProcessLimits | None = None,
+        pids_parent: Path | None = None,
     ) -> SandboxLauncher:
-        """A launcher for ``root`` with write access to ``write`` (the root itself, or paths inside)."""
+        """A launcher for one agent's commands in ``root`` with write access to ``write`` (the root
+        itself, or paths inside). Its cgroup goes under this process's own hub cgroup, made in
+        ``pids_parent`` (default: the probe's base)."""
         real_root = _real(root)
         writes = tuple(_real(p) for p in write)
-        return cls(real_root, writes, probe, max_processes=max_processes, denied=DeniedPaths.current(real_root))
+        limits = limits or ProcessLimits()
+        parent = pids_parent or probe.pids_cgroup
+        pids = AgentPids(parent, limits) if parent is not None else None
+        return cls(real_root, writes, probe, limits=limits, denied=DeniedPaths.current(real_root), pids=pids)
+
+    @property
+    def max_processes(self) -> int:
+        """How many processes one command may have at once."""
+        return self.limits.command
 
     # ---- what it allows ------------------------------------------------------------------------
 
@@ -119,11 +135,12 @@ class SandboxLauncher:
         """One paragraph for the agent's system prompt."""
         scope = ", ".join(str(p) for p in self.write) or "nowhere (read-only)"
         net = "the network is on (granted)" if self.network else "no network"
+        together = f" and {self.limits.agent} for all of them together" if self.pids is not None else ""
         return (
             f"Shell commands run in a sandbox ({self.probe.layers()}): they may write only in {scope}"
             f" (plus a private /tmp and home that vanish after each command), {net}, at most"
-            f" {self.max_processes} processes. A command refused a path or the network is re-run once"
-            " the user approves; pass `needs` to `run` to ask up front."
+            f" {self.limits.command} processes per command{together}. A command refused a path or the"
+            " network is re-run once the user approves; pass `needs` to `run` to ask up front."
         )
 
     # ---- the CommandLauncher protocol ----------------------------------------------------------
@@ -140,8 +157,8 @@ class SandboxLauncher:
                 self.probe.bwrap, self.root, self.write_paths(), read, self.network, self.probe.userns, self.denied
             )
             argv = layout.argv(argv)
-        if self.probe.pids_cgroup is not None:
-            cgroup = PidsCgroup(self.probe.pids_cgroup, self.max_processes)
+        if self.pids is not None:
+            cgroup = self.pids.command()
             self._cgroups[str(cgroup.procs)] = cgroup
             argv = ["/bin/sh", "-c", _JOIN_CGROUP, str(cgroup.procs), *argv]
         return argv
@@ -190,12 +207,18 @@ class SandboxLauncher:
             )
         return notes
 
-    def release(self, argv: Sequence[str]) -> None:
-        """After the command has ended: kill what is left of it and drop its cgroup."""
+    def release(self, argv: Sequence[str]) -> list[str]:
+        """After the command has ended: kill what is left of it and drop its cgroup; a note when
+        it ran into a process limit (forks past it failed)."""
+        notes: list[str] = []
         for arg in argv[:4]:
             cgroup = self._cgroups.pop(arg, None)
-            if cgroup is not None and not cgroup.remove():
+            if cgroup is None or self.pids is None:
+                continue
+            notes += [f"{limit}; forks past it failed" for limit in self.pids.limits_reached(cgroup)]
+            if not self.pids.release(cgroup):
                 self._cgroups[arg] = cgroup  # still busy; the next release or the exit sweep retries
+        return notes
 
 
 _DEVICES = tuple(

@@ -73,7 +73,8 @@ class SandboxProbe:
         else:
             rows.append(("openat2", "missing (Linux 5.6+): the fs tools cannot confine paths", "missing"))
         if self.pids_cgroup is not None:
-            rows.append(("processes", f"limited per command by cgroup pids.max under {self.pids_cgroup}", "ok"))
+            where = f"limited per command, per agent and per hub by cgroup pids.max under {self.pids_cgroup}"
+            rows.append(("processes", where, "ok"))
         elif os.geteuid() != 0 and self.landlock_abi:
             rows.append(("processes", "limited per command by RLIMIT_NPROC (set by the Landlock helper)", "ok"))
         elif os.geteuid() != 0:
