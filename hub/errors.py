@@ -10,6 +10,7 @@
         ├── ModelCallError     the model endpoint refused or could not be reached
         │   └── KeysExhausted    every key the model may use is exhausted for now (the agent waits)
         ├── BudgetExceeded     an agent's subtree reached its budget_usd or max_tokens cap
+        ├── StoreFull          the data directory is full: nothing can be saved until space is freed
         └── ToolServerError    a mounted tool server failed to start or answer
 
 Control flow (a refused summon, a cancelled agent) is not an error of this tree.
@@ -65,6 +66,12 @@ class CheckpointDenied(DispatchError):
 
 class RunError(DispatchError):
     """A run failed through no fault of the user's input."""
+
+
+class StoreFull(RunError):
+    """The disk of the data directory is full (SQLite's ``SQLITE_FULL``, or ``ENOSPC``): the
+    message names the directory and says to free space there. The API answers 507; agents wait
+    (``waiting_disk``) until a write succeeds again."""
 
 
 class ModelCallError(RunError):

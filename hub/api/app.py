@@ -13,7 +13,8 @@ routes live in small modules, one per resource; each returns the service's view 
     /                    the web UI (``web/index.html`` when present), mounted last
 
 Every mistake of the caller is a 4xx with ``{"detail": "what is wrong"}``: a malformed body or
-query (422), a ``UserError`` from the service (400), an unknown id (``NotFoundError``, 404).
+query (422), a ``UserError`` from the service (400), an unknown id (``NotFoundError``, 404). A
+write while the data directory is full answers 507, its detail naming the directory (``StoreFull``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from dispatch.hub.api.routes.agents import agents_router
 from dispatch.hub.api.routes.chats import chats_router
 from dispatch.hub.api.routes.hub import misc_router
 from dispatch.hub.api.routes.threads import threads_router
-from dispatch.hub.errors import NotFoundError, UserError
+from dispatch.hub.errors import NotFoundError, StoreFull, UserError
 from dispatch.hub.service.contract import HubService
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,10 @@ def _plain(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 async def _user_error(_: Request, error: Exception) -> JSONResponse:
     status = 404 if isinstance(error, NotFoundError) else 400
     return JSONResponse({"detail": str(error)}, status_code=status)
+
+
+async def _store_full(_: Request, error: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(error)}, status_code=507)
 
 
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
@@ -128,6 +133,7 @@ def create_app(
     )
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(UserError, _user_error)
+    app.add_exception_handler(StoreFull, _store_full)
     app.add_exception_handler(Exception, _unexpected)
     for router in (agents_router(service), chats_router(service), threads_router(service), misc_router(service)):
         app.include_router(router, responses=ERRORS)

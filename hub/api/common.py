@@ -40,5 +40,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": Problem, "description": "Host or Origin not allowed"},
     404: {"model": Problem, "description": "No such chat, agent, message, approval or artifact"},
     422: {"model": Problem, "description": "The body, query or path is malformed (the detail says where)"},
+    507: {
+        "model": Problem,
+        "description": "The hub's data directory is full: nothing can be saved until space is freed",
+    },
 }
 """The error answers every route may give, for the OpenAPI schema."""
