@@ -13,15 +13,21 @@ import shutil
 import sqlite3
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
+from dispatch.hub.api.auth import MAX_BODY_BYTES
+from dispatch.hub.mounts.untrusted import mark_untrusted
+from dispatch.servers.sandbox.policy import scrub_environment
 from tests.agent_helpers import call
-from tests.api_helpers import MODEL, start_hub
+from tests.api_helpers import MODEL, ServedHub, start_hub
 from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM
 
 # -- a full data directory -------------------------------------------------------------------------
@@ -140,3 +146,96 @@ async def test_a_full_data_directory_is_reported_agents_wait_and_go_on_once_ther
     [message] = [m for m in stored["messages"] if m["text"] == "keep going"]
     assert message["delivered_step"] is not None
     assert stored["usage"] == len(steps)  # every model call's usage, the one made while full included
+
+
+# -- the guard: origins, body size, the schema pages -------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_page_on_another_local_port_is_refused_while_the_hubs_own_page_works(served: ServedHub) -> None:
+    port = served.base_url.rsplit(":", 1)[1]
+    async with served.client() as http:
+        for foreign in ("http://localhost:1", f"http://127.0.0.1:{int(port) + 1}", f"https://127.0.0.1:{port}"):
+            refused = await http.get("/api/agents", headers={"Origin": foreign})
+            assert refused.status_code == 403, foreign
+            assert "origin" in refused.json()["detail"]
+        for own in (f"http://127.0.0.1:{port}", f"http://localhost:{port}"):
+            assert (await http.get("/api/agents", headers={"Origin": own})).status_code == 200, own
+    with pytest.raises(InvalidStatus) as refused_ws:
+        async with connect(
+            f"{served.ws_url}?token={served.token}", additional_headers={"Origin": "http://localhost:1"}
+        ):
+            pass
+    assert refused_ws.value.response.status_code == 403
+
+
+@pytest.mark.anyio
+async def test_a_body_over_the_documented_limit_is_refused_with_413(served: ServedHub) -> None:
+    huge = "x" * (MAX_BODY_BYTES + 1)
+    async with served.client() as http:
+        sized = await http.post("/api/chats", json={"title": huge})
+        assert sized.status_code == 413, sized.text
+        assert "1024 KiB" in sized.json()["detail"]
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
+            yield b'{"title": "'
+            for _ in range(60):
+                yield b"y" * ((1 << 20) // 32)
+            yield b'"}'
+
+        streamed = await http.post("/api/chats", content=chunks(), headers={"Content-Type": "application/json"})
+        assert streamed.status_code == 413, streamed.text
+        fits = await http.post("/api/chats", json={"title": "z" * (MAX_BODY_BYTES // 2)})
+        assert fits.status_code != 413
+        assert (await http.get("/api/chats")).status_code == 200  # the hub is fine
+    assert "1 MiB" in (Path(__file__).parents[1] / "README.md").read_text()
+
+
+@pytest.mark.anyio
+async def test_the_schema_and_its_page_need_the_token(served: ServedHub) -> None:
+    async with httpx.AsyncClient(base_url=served.base_url) as anonymous:
+        for path in ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"):
+            assert (await anonymous.get(path)).status_code == 401, path
+        assert (await anonymous.get("/api/health")).status_code == 200
+    async with served.client() as http:
+        assert "/api/agents" in (await http.get("/openapi.json")).json()["paths"]
+        page = await http.get("/docs")
+        assert page.status_code == 200 and "/openapi.json?token=" in page.text
+
+
+# -- credentials in the environment, text that reads out of order ---------------------------------
+
+
+def test_the_scrubber_drops_personal_tokens_jwts_and_urls_with_a_user_part() -> None:
+    env = {
+        "SENTRY_DSN": "https://0123456789abcdef@o1.ingest.sentry.io/1",
+        "PIP_INDEX_URL": "https://__token__@pypi.example/simple",
+        "UPSTREAM": "git+https://deploy:hunter2@git.example/repo.git",
+        "GH_PAT": "ghp_xxx",
+        "GITLAB_PAT": "glpat-xxx",
+        "CI_JOB_JWT": "eyJ...",
+        "CI_JOB_JWT_V2": "eyJ...",
+        "DB_PASS": "hunter2",
+        "PATH": "/usr/bin:/bin",
+        "PWD": "/work",
+        "PATHEXT": ".py",
+        "HOMEPAGE": "https://example.com/~me",
+        "MAILTO": "mailto:me@example.com",
+        "DOCS": "https://example.com/find?who=a@b",
+    }
+    assert scrub_environment(env) == {
+        "PATH": "/usr/bin:/bin",
+        "PWD": "/work",
+        "PATHEXT": ".py",
+        "HOMEPAGE": "https://example.com/~me",
+        "MAILTO": "mailto:me@example.com",
+        "DOCS": "https://example.com/find?who=a@b",
+    }
+
+
+def test_bidi_controls_do_not_survive_the_untrusted_data_filter() -> None:
+    controls = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+    page = f"access = 'user'{controls} # \u202eadmin only\u2066 ok\nשלום عربي"
+    marked = mark_untrusted(page, "web.fetch")
+    assert not any(c in marked for c in controls)
+    assert "access = 'user' # admin only ok\nשלום عربي" in marked  # the text itself is kept
