@@ -32,7 +32,7 @@ from websockets.asyncio.client import connect
 from bench._common import free_port, stop_process, wait_healthy
 
 TIMEOUT_S = 300.0
-ALIVE = {"pending", "running", "waiting_children", "waiting_user", "waiting_key", "queued"}
+ALIVE = {"pending", "running", "waiting_children", "waiting_user", "waiting_key", "waiting_disk", "queued"}
 LEAF = re.compile(r"part \d+\.\d+ of level 2")
 
 TEMPLATE = """name: fanout

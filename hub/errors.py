@@ -11,6 +11,7 @@
         │   └── KeysExhausted    every key the model may use is exhausted for now (the agent waits)
         ├── BudgetExceeded     an agent's subtree reached its budget_usd or max_tokens cap
         ├── StepLimitReached   an agent took as many steps as limits.max_steps allows
+        ├── StoreFull          the data directory is full: nothing can be saved until space is freed
         └── ToolServerError    a mounted tool server failed to start or answer
 
 Control flow (a refused summon, a cancelled agent) is not an error of this tree.
@@ -66,6 +67,12 @@ class CheckpointDenied(DispatchError):
 
 class RunError(DispatchError):
     """A run failed through no fault of the user's input."""
+
+
+class StoreFull(RunError):
+    """The disk of the data directory is full (SQLite's ``SQLITE_FULL``, or ``ENOSPC``): the
+    message names the directory and says to free space there. The API answers 507; agents wait
+    (``waiting_disk``) until a write succeeds again."""
 
 
 class ModelCallError(RunError):

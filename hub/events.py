@@ -216,6 +216,22 @@ class ConfigRefused(_Data):
     """What is wrong, naming the file and the field."""
 
 
+class DataDirFull(_Data):
+    """The hub's data directory is full (its agent id is :data:`HUB`): nothing is saved, agents wait
+    (``waiting_disk``) and the API's writes answer 507 until a write succeeds again."""
+
+    type: Literal["store.full"] = _kind("store.full")
+    error: str
+    """What is wrong, naming the data directory."""
+
+
+class DataDirWritable(_Data):
+    """A write to the data directory succeeded again after :class:`DataDirFull` (agent id :data:`HUB`):
+    what waited is saved and the agents go on."""
+
+    type: Literal["store.writable"] = _kind("store.writable")
+
+
 class OtherEvent(_Data):
     """An event of a kind this version does not know, or whose fields no longer fit its kind: read
     back from the store as it was written (its fields are the model's extras)."""
@@ -247,7 +263,9 @@ KnownEvent = Annotated[
     | ApprovalRequested
     | ApprovalResolved
     | ConfigReloaded
-    | ConfigRefused,
+    | ConfigRefused
+    | DataDirFull
+    | DataDirWritable,
     Field(discriminator="type"),
 ]
 """Every kind of event the hub publishes, told apart by ``type``."""
@@ -257,7 +275,7 @@ _KNOWN: TypeAdapter[KnownEvent] = TypeAdapter(KnownEvent)
 
 
 HUB = "hub"
-"""The agent id of events about the hub itself rather than one agent (its config)."""
+"""The agent id of events about the hub itself rather than one agent (its config, its data directory)."""
 
 
 class Event(BaseModel):

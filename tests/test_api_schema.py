@@ -44,7 +44,7 @@ def _check_every_operation(base_url: str, auth: dict[str, str], seeds: dict[str,
     """Random and schema-violating requests for every operation, and random ones about the seeded
     ids; the failures, one per operation that had any."""
     failures: list[str] = []
-    live = schemathesis.openapi.from_url(base_url + "/openapi.json")
+    live = schemathesis.openapi.from_url(base_url + "/openapi.json", headers=auth)
     for result in live.get_all_operations():
         operation = result.ok()
         names = [p.name for p in operation.path_parameters]

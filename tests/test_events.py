@@ -28,6 +28,8 @@ from dispatch.hub.events import (
     ArtifactSaved,
     ConfigRefused,
     ConfigReloaded,
+    DataDirFull,
+    DataDirWritable,
     Event,
     EventBus,
     EventData,
@@ -194,6 +196,11 @@ WIRE: list[tuple[EventData, dict[str, Any]]] = [
         ConfigRefused(error="config.yaml line 1: limits.running_agents: should be at least 1"),
         _envelope("config.refused", {"error": "config.yaml line 1: limits.running_agents: should be at least 1"}),
     ),
+    (
+        DataDirFull(error="the data directory /d is full (No space left on device)"),
+        _envelope("store.full", {"error": "the data directory /d is full (No space left on device)"}),
+    ),
+    (DataDirWritable(), _envelope("store.writable", {})),
 ]  # fmt: skip
 
 

@@ -34,6 +34,8 @@ class AgentState(StrEnum):
     pending = "pending"
     running = "running"
     waiting_key = "waiting_key"
+    waiting_disk = "waiting_disk"
+    """The data directory is full: the agent waits at its step boundary until a write succeeds."""
     waiting_user = "waiting_user"
     waiting_children = "waiting_children"
     done = "done"

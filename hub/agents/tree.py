@@ -3,7 +3,10 @@
 The tree runs every agent in its own task group, so children run concurrently (each parent's
 ``max_children`` at once; more wait as ``pending``). A child's report goes to its parent's inbox
 and nowhere else. The user may message any agent; the message waits in its inbox for the next
-tool boundary. :class:`TreeLink` is the hub side of each agent's ``HubLink``.
+tool boundary. :class:`TreeLink` is the hub side of each agent's ``HubLink``. When the store's
+disk fills up (:class:`DiskSpace`), every running agent turns ``waiting_disk``, with the store's
+reason: what it is doing ends (a model call's usage waits to be saved), and it waits at its next
+step boundary; once a write succeeds it is ``running`` again and goes on.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
@@ -29,7 +32,7 @@ from dispatch.hub.agents.link import ArtifactShelf, CheckpointGate, TreeLink
 from dispatch.hub.agents.loop import Agent, AgentHooks, ToolRun
 from dispatch.hub.agents.projects import Project
 from dispatch.hub.agents.spec import SETUP_FAILURE, AgentSpec, AgentState, resumable
-from dispatch.hub.errors import BudgetExceeded, DispatchError, UnknownAgentError, UserError, unwrap
+from dispatch.hub.errors import BudgetExceeded, DispatchError, StoreFull, UnknownAgentError, UserError, unwrap
 from dispatch.hub.events import (
     AgentModelSwitched,
     AgentReported,
@@ -72,6 +75,23 @@ async def _keep_open(outside: OutsideServers, *, task_status: TaskStatus[None] =
         await anyio.sleep_forever()
 
 
+class DiskSpace(Protocol):
+    """Whether the hub's store can write (the store itself)."""
+
+    @property
+    def full(self) -> StoreFull | None:
+        """While the disk is full: why (None when the last write succeeded)."""
+        ...
+
+    async def writable(self) -> None:
+        """Return once a write has succeeded again (at once when not full)."""
+        ...
+
+    def watch_space(self, watcher: Callable[[StoreFull | None], None]) -> None:
+        """Call ``watcher`` when the disk fills up (with why) and when a write succeeds again (None)."""
+        ...
+
+
 class AgentTree:
     """Every agent of one hub, alive or finished, and the task group they run in."""
 
@@ -89,6 +109,7 @@ class AgentTree:
         checkpoints: CheckpointGate | None = None,
         pins: ToolPins | None = None,
         agents: dict[str, Agent] | None = None,
+        space: DiskSpace | None = None,
     ) -> None:
         self.root = root.resolve()
         self.access = access
@@ -124,6 +145,10 @@ class AgentTree:
         self._interrupts: set[str] = set()
         self.draining = False
         """Set by :meth:`drain`: each agent stops (``interrupted``) at its next step boundary."""
+        self.space = space
+        """The store's disk: agents wait at a step boundary while it is full (None: never)."""
+        if space is not None:
+            space.watch_space(self._space_changed)
         self._group: TaskGroup | None = None
         self._keepers: TaskGroup | None = None
         """Where the outside servers of projects opened later are held open (entered and left in one task)."""
@@ -367,8 +392,26 @@ class AgentTree:
                 if self.draining and step.report is None:
                     agent.set_state(AgentState.interrupted, f"the hub stopped after step {step.index}; resume it")
                     return
+                await self._wait_for_space(agent)
         agent.set_state(AgentState.done)
         self.events.publish(agent.id, AgentReported(report=agent.report))
+
+    def _space_changed(self, full: StoreFull | None) -> None:
+        for agent in list(self.agents.values()):
+            if full is not None and agent.state is AgentState.running:
+                agent.set_state(AgentState.waiting_disk, str(full))
+            elif full is None and agent.state is AgentState.waiting_disk:
+                agent.set_state(AgentState.running)
+
+    async def _wait_for_space(self, agent: Agent) -> None:
+        """While the store's disk is full, wait (``waiting_disk``, its slot free) until a write succeeds."""
+        full = self.space.full if self.space is not None else None
+        if full is None or self.space is None:
+            return
+        agent.set_state(AgentState.waiting_disk, str(full))
+        async with self._idle(agent.id):
+            await self.space.writable()
+        agent.set_state(AgentState.running)
 
     def _enforce_budgets(self, agent: Agent, *, finishing: bool) -> None:
         """Stop every agent on the path to the root whose subtree reached its cap: the agent itself

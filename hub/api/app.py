@@ -1,8 +1,9 @@
 """The hub's HTTP + WebSocket API: a FastAPI app over a :class:`~dispatch.hub.service.contract.HubService`.
 
 ``create_app(service, token=...)`` builds it. Every request passes :class:`~dispatch.hub.api.auth.HubGuard`
-first (token, Host, Origin); only ``GET /api/health`` and the schema pages need no token. The
-routes live in small modules, one per resource; each returns the service's view models:
+first (token, Host, Origin, body size); only ``GET /api/health`` needs no token (the schema,
+``/openapi.json``, and its page, ``/docs``, need it too). The routes live in small modules, one
+per resource; each returns the service's view models:
 
     /api/agents ...      hub/api/routes/agents.py    the tree, transcripts, messages, model, cancel, resume
     /api/chats ...       hub/api/routes/chats.py     chats, their messages, fork, search
@@ -13,7 +14,8 @@ routes live in small modules, one per resource; each returns the service's view 
     /                    the web UI (``web/index.html`` when present), mounted last
 
 Every mistake of the caller is a 4xx with ``{"detail": "what is wrong"}``: a malformed body or
-query (422), a ``UserError`` from the service (400), an unknown id (``NotFoundError``, 404).
+query (422), a ``UserError`` from the service (400), an unknown id (``NotFoundError``, 404). A
+write while the data directory is full answers 507, its detail naming the directory (``StoreFull``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import BaseRoute
@@ -37,20 +40,20 @@ from dispatch.hub.api.routes.agents import agents_router
 from dispatch.hub.api.routes.chats import chats_router
 from dispatch.hub.api.routes.hub import misc_router
 from dispatch.hub.api.routes.threads import threads_router
-from dispatch.hub.errors import NotFoundError, UserError
+from dispatch.hub.errors import NotFoundError, StoreFull, UserError
 from dispatch.hub.service.contract import HubService
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = ("/api/health", "/openapi.json", "/docs", "/docs/oauth2-redirect")
-"""What needs no token: the health check and the API's own description (nothing of the hub's state)."""
+OPEN_PATHS = ("/api/health",)
+"""What needs no token: the health check (nothing of the hub's state)."""
 
 _FALLBACK_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Dispatch</title></head>
 <body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
 <h1>Dispatch hub</h1>
 <p>The API is up. The web UI is not installed in this build.</p>
-<p>See <a href="/docs">/docs</a> for the REST API; events stream on the WebSocket
+<p>See /docs (with the token) for the REST API; events stream on the WebSocket
 <code>/api/events?since=SEQ</code>. Every call needs the token, as
 <code>Authorization: Bearer TOKEN</code> or <code>?token=TOKEN</code>.</p>
 </body></html>
@@ -83,6 +86,10 @@ async def _user_error(_: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=status)
 
 
+async def _store_full(_: Request, error: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(error)}, status_code=507)
+
+
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
     """A bug, not the caller's mistake: logged with its traceback (the hub's log), answered in JSON."""
     log.error("%s %s failed", request.method, request.url.path, exc_info=error)
@@ -111,6 +118,17 @@ def _mount_ui(app: FastAPI) -> None:
         return _FALLBACK_PAGE
 
 
+def _mount_docs(app: FastAPI, token: str) -> None:
+    """``/docs``: the schema's page, which fetches ``/openapi.json`` with the token it was opened
+    with (the guard let only a holder of the token reach it)."""
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:  # pyright: ignore[reportUnusedFunction]
+        page = get_swagger_ui_html(openapi_url=f"/openapi.json?token={token}", title="Dispatch hub: API")
+        page.headers["Cache-Control"] = "no-store"
+        return page
+
+
 def create_app(
     service: HubService,
     *,
@@ -124,10 +142,15 @@ def create_app(
         title="Dispatch hub",
         version="1",
         description="Agents, chats, approvals, artifacts and usage of one Dispatch hub. Every call but "
-        "/api/health needs the token: `Authorization: Bearer TOKEN` or `?token=TOKEN`.",
+        "/api/health needs the token: `Authorization: Bearer TOKEN` or `?token=TOKEN`. A request body "
+        "may be 1 MiB at most (413 above).",
+        docs_url=None,
+        redoc_url=None,
     )
+    _mount_docs(app, token)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(UserError, _user_error)
+    app.add_exception_handler(StoreFull, _store_full)
     app.add_exception_handler(Exception, _unexpected)
     for router in (agents_router(service), chats_router(service), threads_router(service), misc_router(service)):
         app.include_router(router, responses=ERRORS)

@@ -1,12 +1,15 @@
-"""Who may talk to the hub: a token made on first start, and Host/Origin checks against DNS rebinding.
+"""Who may talk to the hub: a token made on first start, Host/Origin checks against DNS rebinding,
+and a cap on request bodies.
 
 The token lives in the data directory (mode 0600). Every HTTP and WebSocket request needs it, as
 ``Authorization: Bearer TOKEN`` or ``?token=TOKEN``, except the paths left open (health). The
 ``Host`` header must name an allowed host (loopback by default) and a browser's ``Origin``, when
-sent, must be one of the hub's own origins. Implemented as a pure ASGI middleware, so it guards
-the REST API, the WebSocket and the mounted MCP endpoint alike. A refused WebSocket handshake gets
-the same HTTP answer (401 or 403, JSON) where the server supports denial responses (uvicorn does),
-else a close with code 4000 + status (4401, 4403).
+sent, must be one of the hub's own origins: ``http``, an allowed host, and the port the hub
+serves on (another local port is another site). A request body over :data:`MAX_BODY_BYTES` is
+refused with 413 before any of it reaches the API. Implemented as a pure ASGI middleware, so it
+guards the REST API, the WebSocket and the mounted MCP endpoint alike. A refused WebSocket
+handshake gets the same HTTP answer (401 or 403, JSON) where the server supports denial responses
+(uvicorn does), else a close with code 4000 + status (4401, 4403).
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 TOKEN_FILE = "token"
+MAX_BODY_BYTES = 1 << 20
+"""The largest request body the API takes (1 MiB): a message, a task, a chat message, an MCP call."""
 
 
 SIGN_IN_PAGE = """<!doctype html>
@@ -62,6 +67,19 @@ def _host_of(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
+def _port_of(value: str, default: int) -> int | None:
+    """The port of a ``Host`` header or an origin's netloc (``default`` when none is written)."""
+    tail = value[value.find("]") + 1 :] if value.startswith("[") else value
+    if tail.count(":") != 1:
+        return default
+    written = tail.rsplit(":", 1)[1]
+    return int(written) if written.isdigit() else None
+
+
+class _TooLarge(Exception):
+    pass
+
+
 class HubGuard:
     """ASGI middleware: token, Host and Origin checks before anything else runs."""
 
@@ -87,12 +105,8 @@ class HubGuard:
         if host not in self._hosts:
             return 403, f"host {headers.get('host', '')!r} is not allowed (DNS rebinding guard)"
         origin = headers.get("origin")
-        if origin is not None and origin != "null":
-            origin_host = _host_of(urlsplit(origin).netloc).lower()
-            if origin_host not in self._hosts:
-                return 403, f"origin {origin!r} is not allowed"
-        elif origin == "null":
-            return 403, "origin 'null' is not allowed"
+        if origin == "null" or (origin is not None and not self._own_origin(scope, headers, origin)):
+            return 403, f"origin {origin!r} is not allowed (not the hub's own page)"
         if scope.get("path") in self._open:
             return None
         offered = ""
@@ -106,6 +120,15 @@ class HubGuard:
             return 401, "a valid token is required (Authorization: Bearer TOKEN or ?token=TOKEN)"
         return None
 
+    def _own_origin(self, scope: Scope, headers: dict[str, str], origin: str) -> bool:
+        """Whether ``origin`` is one of the hub's: http, an allowed host, the port it serves on."""
+        parts = urlsplit(origin)
+        if parts.scheme != "http" or _host_of(parts.netloc).lower() not in self._hosts:
+            return False
+        server = scope.get("server")
+        served = server[1] if server and server[1] else _port_of(headers.get("host", ""), 80)
+        return _port_of(parts.netloc, 80) == served
+
     def _wants_page(self, scope: Scope) -> bool:
         """A browser opening the UI without the token (not an API client): it gets a page saying how
         to get in instead of JSON."""
@@ -117,6 +140,16 @@ class HubGuard:
             await self._app(scope, receive, send)
             return
         problem = self._problem(scope)
+        if problem is None and scope["type"] == "http":
+            problem = self._body_problem(scope)
+        if problem is None and scope["type"] == "http":
+            try:
+                body = await self._read_body(receive)
+            except _TooLarge:
+                problem = self._too_large()
+            else:
+                await self._app(scope, self._replay(body, receive), send)
+                return
         if problem is None:
             await self._app(scope, receive, send)
             return
@@ -136,3 +169,39 @@ class HubGuard:
             return
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    def _too_large() -> tuple[int, str]:
+        return 413, f"the request body is larger than the API takes ({MAX_BODY_BYTES // 1024} KiB)"
+
+    def _body_problem(self, scope: Scope) -> tuple[int, str] | None:
+        length = self._headers(scope).get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return self._too_large()
+        return None
+
+    @staticmethod
+    async def _read_body(receive: Receive) -> list[Message]:
+        """The request's body messages, read ahead (a body sent in chunks, with no length, is
+        counted as it comes); _TooLarge once past :data:`MAX_BODY_BYTES`."""
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                return messages
+            size += len(message.get("body", b""))
+            if size > MAX_BODY_BYTES:
+                raise _TooLarge
+            if not message.get("more_body", False):
+                return messages
+
+    @staticmethod
+    def _replay(messages: list[Message], receive: Receive) -> Receive:
+        queued = list(messages)
+
+        async def replay() -> Message:
+            return queued.pop(0) if queued else await receive()
+
+        return replay

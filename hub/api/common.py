@@ -39,6 +39,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "No valid token"},
     403: {"model": Problem, "description": "Host or Origin not allowed"},
     404: {"model": Problem, "description": "No such chat, agent, message, approval or artifact"},
+    413: {"model": Problem, "description": "The request body is larger than 1 MiB"},
     422: {"model": Problem, "description": "The body, query or path is malformed (the detail says where)"},
+    507: {
+        "model": Problem,
+        "description": "The hub's data directory is full: nothing can be saved until space is freed",
+    },
 }
 """The error answers every route may give, for the OpenAPI schema."""

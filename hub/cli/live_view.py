@@ -38,6 +38,7 @@ STATE_STYLE: dict[AgentState, str] = {
     AgentState.pending: "dim",
     AgentState.running: "cyan",
     AgentState.waiting_key: "yellow",
+    AgentState.waiting_disk: "red",
     AgentState.waiting_user: "magenta",
     AgentState.waiting_children: "blue",
     AgentState.done: "green",

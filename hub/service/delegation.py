@@ -1,7 +1,8 @@
 """The ``HubService`` methods :class:`~dispatch.hub.service.hub.Hub` hands on: chats and detached
 agents' threads to its :class:`~dispatch.hub.service.chats.ChatService` (``hub.chat_service``), approvals
 to its :class:`~dispatch.hub.service.approvals.Approvals` (``hub.approval_service``), which own that logic;
-artifacts and usage to the store's records. A chat message (new work) is refused while the hub stops."""
+artifacts and usage to the store's records. New work (a chat message, an agent started, resumed or
+messaged) is refused while the hub stops, and while its data directory is full (``StoreFull``)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ class Delegation:
     store: Store
     _records: Records
 
+    def _refuse_new_work(self) -> None:
+        if self.stopping:
+            raise UserError("the hub is stopping; it takes no new work")
+        if self.store.full is not None:
+            raise self.store.full
+
     def attach(
         self, chats: ChatService, approvals: Approvals, *, default_model: str | None, interrupted: list[str]
     ) -> None:
@@ -56,8 +63,7 @@ class Delegation:
         return await self.chat_service.chat(chat_id)
 
     async def post_chat_message(self, chat_id: str, text: str) -> ChatMessageView:
-        if self.stopping:
-            raise UserError("the hub is stopping; it takes no new work")
+        self._refuse_new_work()
         return await self.chat_service.post_chat_message(chat_id, text)
 
     async def fork_chat(self, chat_id: str, message_id: str) -> ChatView:

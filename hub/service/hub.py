@@ -20,7 +20,7 @@ announced (:mod:`dispatch.hub.store.journal`); a call that returns has had its w
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,12 +35,14 @@ from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.projects import Project
 from dispatch.hub.agents.spec import AgentSpec, AgentState
 from dispatch.hub.agents.tree import AgentTree
-from dispatch.hub.errors import UnknownAgentError, UserError
+from dispatch.hub.errors import StoreFull, UnknownAgentError, UserError
 from dispatch.hub.events import (
     HUB,
     AgentModelSwitched,
     ConfigRefused,
     ConfigReloaded,
+    DataDirFull,
+    DataDirWritable,
     Event,
     EventBus,
     MessageSent,
@@ -90,7 +92,7 @@ def gated_tree(
     approvals = Approvals(store, events, root=root.resolve(), agents=agents)
     tree = AgentTree(
         root, model, events, catalog, lsp=lsp, access=approvals, artifacts=artifacts,
-        checkpoints=approvals, pins=ToolPins(store, approvals), agents=agents,
+        checkpoints=approvals, pins=ToolPins(store, approvals), agents=agents, space=store,
     )  # fmt: skip
     return tree, approvals
 
@@ -120,6 +122,11 @@ def _project_root(root: str) -> Path:
     if not asked.is_dir():
         raise UserError(f"root: {root} is not a directory")
     return resolved(asked)
+
+
+def _announce_space(events: EventBus, full: StoreFull | None) -> None:
+    """Tell everyone when the data directory fills up, and when it can be written again."""
+    events.publish(HUB, DataDirFull(error=str(full)) if full is not None else DataDirWritable())
 
 
 class Hub(Delegation):
@@ -165,6 +172,7 @@ class Hub(Delegation):
             store = await stack.enter_async_context(Store.open(home / DB_NAME))
             records = Records(store)
             bus = JournaledBus(records, Recorder(root), await records.last_event_id())
+            store.watch_space(lambda full: _announce_space(bus, full))
             writer = await stack.enter_async_context(anyio.create_task_group())
             writer.start_soon(bus.journal.run, name="journal writer")
             stack.push_async_callback(bus.journal.close)
@@ -200,10 +208,6 @@ class Hub(Delegation):
     def last_event_id(self) -> int:
         return self._bus.last_seq
 
-    def _refuse_new_work(self) -> None:
-        if self.stopping:
-            raise UserError("the hub is stopping; it takes no new work")
-
     async def stop(self, deadline_s: float = DEFAULT_DEADLINE_S) -> None:
         """Stop gracefully: no new work; running steps may finish for ``deadline_s``; then every
         agent still going is interrupted; everything is committed; event followers end."""
@@ -213,7 +217,8 @@ class Hub(Delegation):
         self.stopping = True
         with anyio.CancelScope(shield=True):
             await drain(self.tree, deadline_s)
-            await self._bus.journal.flush()
+            with suppress(StoreFull):  # the journal says at close what it could not save
+                await self._bus.journal.flush()
             self._bus.close_subscribers()
         self._stopped.set()
 

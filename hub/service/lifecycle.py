@@ -7,6 +7,8 @@
   lock when the process dies, so a crash leaves no stale lock.
 * :func:`hub_logging`: the hub's log, ``hub.log`` (0600) in the data directory. Tracebacks go
   there and nowhere else (the ``dispatch`` loggers stop propagating to the terminal meanwhile).
+  When the file cannot be written (a full disk), stderr gets one line saying so, and then at most
+  one line a minute counting the records lost, never a traceback per record.
 * :func:`drain`: stop the agents gracefully (each stops at the end of its current step), and after
   a deadline interrupt what still runs. Every stopped agent is ``interrupted``, resumable.
 * :func:`serve_until_signalled`: what ``dispatch serve`` runs: serve until SIGINT or SIGTERM, then
@@ -151,19 +153,52 @@ def running_hub(data_dir: Path) -> HubInfo | None:
     return None
 
 
+LOG_FALLBACK_EVERY_S = 60.0
+"""While ``hub.log`` cannot be written, stderr hears of it at most this often."""
+
+
 class _PrivateLog(RotatingFileHandler):
-    """A rotating log whose files are created 0600."""
+    """A rotating log whose files are created 0600. A record it cannot write is counted, and
+    stderr told in one line, at most every :data:`LOG_FALLBACK_EVERY_S` (logging's own fallback
+    prints a traceback per record: a flood while the disk is full)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, maxBytes=5_000_000, backupCount=3, encoding="utf-8")
+        self.lost = 0
+        self._told_at: float | None = None
 
     def _open(self) -> TextIOWrapper:
         descriptor = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         return os.fdopen(descriptor, "a", encoding=self.encoding or "utf-8")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        lost = self.lost
+        super().emit(record)
+        if self.lost == lost and lost:
+            _say(f"{self.baseFilename} can be written again; {lost} log records were lost")
+            self.lost, self._told_at = 0, None
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.lost += 1
+        error = sys.exc_info()[1]
+        stream, self.stream = self.stream, None  # pyright: ignore[reportAttributeAccessIssue]
+        with suppress(OSError, ValueError):  # what it could not write is dropped; the next record reopens
+            if stream is not None:  # pyright: ignore[reportUnnecessaryComparison]
+                stream.close()
+        now = time.monotonic()
+        if self._told_at is not None and now - self._told_at < LOG_FALLBACK_EVERY_S:
+            return
+        self._told_at = now
+        why = getattr(error, "strerror", None) or error or "unknown error"
+        last = record.getMessage()[:200]
+        _say(f"cannot write {self.baseFilename} ({why}); {self.lost} log records lost so far, the last: {last!r}")
 
 
 @contextmanager
 def hub_logging(data_dir: Path) -> Generator[Path]:
     """Log the ``dispatch`` loggers (INFO and up, tracebacks included) to ``hub.log`` only."""
     path = data_dir / LOG_FILE
-    handler = _PrivateLog(path, maxBytes=5_000_000, backupCount=3, encoding="utf-8")
+    handler = _PrivateLog(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("dispatch")
     level, propagate = logger.level, logger.propagate

@@ -26,7 +26,9 @@ on the event loop, would stall every agent while the disk catches up.
 
 from __future__ import annotations
 
+import errno
 import functools
+import logging
 import os
 import re
 import sqlite3
@@ -38,11 +40,13 @@ from typing import Any, Literal, TypeVar
 import anyio
 from sqlite_utils import Database
 
+from dispatch.hub.errors import StoreFull
 from dispatch.hub.llm.ledger import UsageRow
 from dispatch.hub.llm.types import Usage
 from dispatch.hub.store.group_commit import GroupCommit
 from dispatch.hub.store.schema import MIGRATIONS
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 Row = dict[str, Any]
 DB_NAME = "dispatch.db"
@@ -94,6 +98,19 @@ def _sync_file(path: Path) -> None:
         os.close(descriptor)
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+FULL_RETRY_S = (0.5, 5.0)
+"""While the disk is full, a write held for later is tried again after the first delay, doubling up
+to the second."""
+
+
+def no_space(error: BaseException) -> bool:
+    """Whether ``error`` says the disk (or the user's quota) is full."""
+    if isinstance(error, sqlite3.Error):
+        return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return isinstance(error, OSError) and error.errno in _NO_SPACE
+
+
 class Store:
     """The database of one hub. Open with :meth:`open` (or :meth:`memory` in tests); close at exit."""
 
@@ -102,6 +119,11 @@ class Store:
         self.path = path
         self._lock = anyio.Lock(fast_acquire=True)  # a free lock is taken without a turn of the loop
         self._usage = GroupCommit[UsageRow, int](self._insert_usage)
+        self.full: StoreFull | None = None
+        """While the disk is full: the error of the last write that failed (None once one succeeds)."""
+        self._space = anyio.Event()
+        self._space.set()
+        self._watchers: list[Callable[[StoreFull | None], None]] = []
 
     @classmethod
     def open(cls, path: Path | None = None) -> Store:
@@ -142,6 +164,40 @@ class Store:
     def applied_migrations(self) -> list[str]:
         return [m.name for m in MIGRATIONS.applied(self.db)]
 
+    def watch_space(self, watcher: Callable[[StoreFull | None], None]) -> None:
+        """Call ``watcher(error)`` when a write fails for lack of space after one succeeded (or
+        first), and ``watcher(None)`` when a write succeeds again."""
+        self._watchers.append(watcher)
+
+    async def writable(self) -> None:
+        """Return once the last write succeeded (at once unless the disk is full)."""
+        while self.full is not None:
+            await self._space.wait()
+
+    def _filled(self, error: BaseException) -> StoreFull:
+        where = self.path.parent if self.path is not None else "memory"
+        reason = getattr(error, "strerror", None) or str(error)
+        full = StoreFull(
+            f"the data directory {where} is full ({reason}): the hub cannot save; free space there "
+            "(agents wait meanwhile and go on by themselves)"
+        )
+        if self.full is None:
+            log.warning("%s", full)
+            self._space = anyio.Event()
+            self.full = full
+            for watcher in self._watchers:
+                watcher(full)
+        self.full = full
+        return full
+
+    def _wrote(self) -> None:
+        if self.full is not None:
+            log.warning("the data directory has space again: writes succeed")
+            self.full = None
+            self._space.set()
+            for watcher in self._watchers:
+                watcher(None)
+
     async def call(self, work: Callable[[Database], T], *, offload: bool = False) -> T:
         """Run ``work(db)``, serialised with every other call; a record module that keeps its SQL
         beside this one (:mod:`dispatch.hub.store.records`) reads and writes so. ``offload``: in a
@@ -158,10 +214,16 @@ class Store:
             self.db.execute("PRAGMA synchronous = FULL")
         try:
             with self.db.atomic():
-                return work(self.db)
+                result = work(self.db)
+        except (sqlite3.Error, OSError) as error:
+            if no_space(error):
+                raise self._filled(error) from None
+            raise
         finally:
             if durable:
                 self.db.execute("PRAGMA synchronous = NORMAL")
+        self._wrote()
+        return result
 
     async def sync_log(self) -> None:
         """Put every commit so far on the disk (they survive a power loss from now on)."""
@@ -183,8 +245,17 @@ class Store:
 
     async def record_usage(self, row: UsageRow) -> int:
         """Append one call to the ledger; returns its id once committed (with the rows other
-        callers added meanwhile, in one transaction: :mod:`dispatch.hub.store.group_commit`)."""
-        return await self._usage.add(row)
+        callers added meanwhile, in one transaction: :mod:`dispatch.hub.store.group_commit`).
+        While the disk is full it waits, trying again now and then: the call was made, so its row
+        must be kept."""
+        delay, longest = FULL_RETRY_S
+        while True:
+            try:
+                return await self._usage.add(row)
+            except StoreFull:
+                with anyio.move_on_after(delay):
+                    await self.writable()
+                delay = min(delay * 2, longest)
 
     async def _insert_usage(self, rows: Sequence[UsageRow]) -> list[int]:
         columns = [f.name for f in fields(UsageRow)]

@@ -14,6 +14,11 @@ flight and the next. The writer's batches survive a crash of the hub as soon as 
 committed; what a flush acknowledges is on the disk too (a commit that waits for it, or a sync of
 the log), so it survives a power loss.
 
+While the disk is full a batch cannot be written: its writes stay queued, in order, and the writer
+tries them again with a growing delay (:data:`~dispatch.hub.store.db.FULL_RETRY_S`) until one
+succeeds; their events are announced meanwhile (the store gets them, in order, once there is
+space), and a flush raises :class:`~dispatch.hub.errors.StoreFull` instead of acknowledging.
+
 What the recorder writes per event, from what the event says (never from the live tree):
 
     agent.spawned      the agent's row (spec as JSON, chat, root)
@@ -36,7 +41,7 @@ from typing import Any
 import anyio
 
 from dispatch.hub import times
-from dispatch.hub.errors import RunError
+from dispatch.hub.errors import RunError, StoreFull
 from dispatch.hub.events import (
     AgentModelSwitched,
     AgentProgress,
@@ -55,6 +60,7 @@ from dispatch.hub.events import (
     ToolCalled,
     ToolReturned,
 )
+from dispatch.hub.store.db import FULL_RETRY_S
 from dispatch.hub.store.records import (
     Op,
     Records,
@@ -197,6 +203,8 @@ class Journal:
         """Held while a batch is written: by the writer task, or by a caller of :meth:`flush`."""
         self._closing = False
         self._stopped = anyio.Event()
+        self._full: StoreFull | None = None
+        """Set while the queued writes could not be written for lack of space (they are kept)."""
         self.batches = 0
 
     def add(self, ops: Sequence[Op], event: Event | None = None) -> None:
@@ -214,11 +222,12 @@ class Journal:
         self._durable_wanted = max(self._durable_wanted, target)
         while self._committed < target:
             if self._stopped.is_set():
-                raise RunError("the hub's store is closed; the write was not saved")
+                raise self._full or RunError("the hub's store is closed; the write was not saved")
             if self._turn.locked():
                 await self._progress.wait()
-            else:
-                await self._commit_queued()
+            elif not await self._commit_queued():
+                assert self._full is not None
+                raise self._full
         if self._failed_through >= target:
             raise RunError("the hub could not save to its store (see hub.log in the data directory)")
         if self._synced < target:  # the writer committed it without waiting for the disk
@@ -227,24 +236,38 @@ class Journal:
             self._synced = max(self._synced, synced)
 
     async def run(self) -> None:
-        """The writer task: commit and deliver until :meth:`close`, then drain what is left."""
+        """The writer task: commit and deliver until :meth:`close`, then drain what is left (while
+        the disk is full: trying again after a growing delay; at close, once more)."""
+        first, longest = FULL_RETRY_S
+        delay = first
         try:
             while True:
-                await self._wake.wait()
+                if self._full is None:
+                    delay = first
+                    await self._wake.wait()
+                else:
+                    with anyio.move_on_after(delay):
+                        await self._wake.wait()
+                    delay = min(delay * 2, longest)
                 self._wake = anyio.Event()
                 await self._commit_queued()
                 if self._closing:
+                    if self._full is not None:
+                        log.error("the hub stopped with %d writes unsaved: %s", len(self._ops), self._full)
                     return
         finally:
             self._stopped.set()
             self._progress.set()
 
-    async def _commit_queued(self) -> None:
+    async def _commit_queued(self) -> bool:
+        """Commit what is queued; False when the disk is full (what is queued stays queued)."""
         async with self._turn:
             while self._ops or self._events:
-                await self._commit_batch()
+                if not await self._commit_batch():
+                    return False
+            return True
 
-    async def _commit_batch(self) -> None:
+    async def _commit_batch(self) -> bool:
         ops, events, target = self._ops, self._events, self._queued
         self._ops, self._events = [], []
         durable = self._durable_wanted > self._synced
@@ -254,17 +277,29 @@ class Journal:
                 await self._records.apply(ops, durable=durable)
             if durable:
                 self._synced = target
+        except StoreFull as full:  # kept, in order, for the next try; announced now
+            self._ops[:0] = ops
+            self._full = full
+            self._announce(events)
+            self._progress.set()  # a flush waiting on this batch hears that it failed
+            self._progress = anyio.Event()
+            return False
         except Exception:
             log.exception("could not write %d events to the store", len(events))
             self._failed_through = target
+        self._full = None
         self.batches += 1
         if time.perf_counter() - started > 1.0:
             log.warning("a store write of %d events took %.1f s", len(events), time.perf_counter() - started)
-        for event in events:
-            self._deliver(event)
+        self._announce(events)
         self._committed = target
         self._progress.set()
         self._progress = anyio.Event()
+        return True
+
+    def _announce(self, events: list[Event]) -> None:
+        for event in events:
+            self._deliver(event)
 
     async def close(self) -> None:
         """Commit what is queued and stop the writer."""

@@ -145,23 +145,32 @@ class DeniedPaths:
 
 # ---- the environment -----------------------------------------------------------------------
 
-_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "COOKIE", "SESSION")
+_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "COOKIE", "SESSION", "JWT")
 _AUTH = re.compile(r"AUTH(?!OR(?:_|S?$))")  # OAUTH, AUTHORIZATION, ... but not GIT_AUTHOR_NAME
+_SECRET_PARTS = frozenset({"PAT", "PASS", "PW", "PWD", "DSN", "CREDS", "BEARER"})
+"""Whole parts of a name (between ``_``, ``-`` or ``.``): GH_PAT, DB_PASS, SENTRY_DSN; the
+variable ``PWD`` alone is the working directory, not a password."""
 _SECRET_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_APPLICATION", "DISPATCH_", "SSH_", "GPG_", "KUBECONFIG", "DOCKER_")
-_URL_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", re.IGNORECASE)
+_URL_WITH_USERINFO = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s@]+@", re.IGNORECASE)
+"""A URL with a user part (``https://KEY@host``, ``https://user:password@host``): often a credential."""
+
+
+def _secret_name(upper: str) -> bool:
+    if any(w in upper for w in _SECRET_WORDS) or upper.startswith(_SECRET_PREFIXES) or _AUTH.search(upper):
+        return True
+    return upper not in ("PWD", "OLDPWD") and any(part in _SECRET_PARTS for part in re.split(r"[_.\-]+", upper))
 
 
 def scrub_environment(env: Mapping[str, str], keep: Sequence[str] = ()) -> dict[str, str]:
-    """``env`` without credentials: names with KEY, TOKEN, SECRET, PASSWORD, AUTH, ... (any case),
-    cloud and agent variables (``AWS_*``, ``SSH_AUTH_SOCK``, ``DISPATCH_*``, ...), and any value
-    that is a URL with a password in it. ``keep`` names survive whatever they are called.
+    """``env`` without credentials: names with KEY, TOKEN, SECRET, PASSWORD, AUTH, JWT, ... (any
+    case) or with a part PAT, PASS, DSN, ... (``GH_PAT``), cloud and agent variables (``AWS_*``,
+    ``SSH_AUTH_SOCK``, ``DISPATCH_*``, ...), and any value that is a URL with a user part
+    (``https://KEY@host``, with or without a password). ``keep`` names survive whatever they are called.
 
     The one environment rule for every process Dispatch starts for its agents: shell commands
     (sandboxed or not), stdio tool servers, language servers and outside MCP servers."""
     kept: dict[str, str] = {}
     for name, value in env.items():
-        upper = name.upper()
-        secret = any(w in upper for w in _SECRET_WORDS) or upper.startswith(_SECRET_PREFIXES) or _AUTH.search(upper)
-        if name in keep or not (secret or _URL_WITH_PASSWORD.search(value)):
+        if name in keep or not (_secret_name(name.upper()) or _URL_WITH_USERINFO.search(value)):
             kept[name] = value
     return kept
