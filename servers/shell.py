@@ -239,16 +239,17 @@ def plan_server(
     widener = Widener(chosen, ask) if isinstance(chosen, SandboxLauncher) else None
 
     async def execute(current: CommandLauncher, command: str, limit_s: float) -> _Outcome:
-        before = current.denied_present() if isinstance(current, SandboxLauncher) else set[Path]()
-        argv = current.argv(command, root)
+        sandboxed = current if isinstance(current, SandboxLauncher) else None
+        before = sandboxed.denied_present() if sandboxed is not None else None
+        argv = current.argv(command, root) if sandboxed is None else sandboxed.argv(command, root, before)
         try:
             outcome = await _execute(argv, root, current.environment(os.environ), limit_s)
         finally:
             if isinstance(current, SandboxLauncher):
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(current.release, argv)
-        if isinstance(current, SandboxLauncher):
-            outcome.notes.extend(current.remove_new_denied(before))
+        if sandboxed is not None and before is not None:
+            outcome.notes.extend(sandboxed.remove_new_denied(before))
         return outcome
 
     async def run(command: str, timeout_s: float | None = None, needs: list[NeedArg] | None = None) -> str:

@@ -149,7 +149,7 @@ def _by_rule(tree: GateTree, agent: Agent, path: str, operation: Operation) -> A
     if not os.path.isabs(expanded):
         return AccessDecision(granted=False, reason=f"{path!r} is not an absolute path")
     real = Path(os.path.realpath(expanded))
-    refused = DeniedPaths.current(tree.root).reason(real)
+    refused = DeniedPaths.current(tree.root).reason(real, operation)
     if refused is not None:
         return AccessDecision(granted=False, reason=refused)
     if paths.covers(tree.root, real):

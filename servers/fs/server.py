@@ -196,7 +196,7 @@ class FsTools:
             if SKIP_DIRS.intersection(rel.parts):
                 continue
             resolved = Path(os.path.realpath(match))
-            if not self.scope.contains(resolved) or self.scope.denied.reason(resolved):
+            if not self.scope.contains(resolved) or self.scope.denied.reason(resolved, "read"):
                 outside += 1  # reached through a symlink that leads out of the root, or always denied
                 continue
             found.append(rel.as_posix() + "/" if match.is_dir() else rel.as_posix())
@@ -222,7 +222,7 @@ class FsTools:
         denied = self.scope.denied
 
         def allowed(fd: int) -> bool:
-            return denied.reason(fd_path(fd)) is None
+            return denied.reason(fd_path(fd), "read") is None
 
         out = await _in_thread(opened, path, lambda: grep_tree(opened, shown, regex, allowed))
         return "\n".join(out) or f"no matches for {pattern!r} in {path!r}"
