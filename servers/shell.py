@@ -246,8 +246,9 @@ def plan_server(
     turns = anyio.CapacityLimiter(max_commands)
 
     async def execute(current: CommandLauncher, command: str, limit_s: float) -> _Outcome:
-        before = current.denied_present() if isinstance(current, SandboxLauncher) else set[Path]()
-        argv = current.argv(command, root)
+        sandboxed = current if isinstance(current, SandboxLauncher) else None
+        before = sandboxed.denied_present() if sandboxed is not None else None
+        argv = current.argv(command, root) if sandboxed is None else sandboxed.argv(command, root, before)
         limits: list[str] = []
         try:
             outcome = await _execute(argv, root, current.environment(os.environ), limit_s)
@@ -255,9 +256,9 @@ def plan_server(
             if isinstance(current, SandboxLauncher):
                 with anyio.CancelScope(shield=True):
                     limits = await anyio.to_thread.run_sync(current.release, argv)
-        if isinstance(current, SandboxLauncher):
+        if sandboxed is not None and before is not None:
             outcome.notes.extend(limits)
-            outcome.notes.extend(current.remove_new_denied(before))
+            outcome.notes.extend(sandboxed.remove_new_denied(before))
         return outcome
 
     async def run(command: str, timeout_s: float | None = None, needs: list[NeedArg] | None = None) -> str:

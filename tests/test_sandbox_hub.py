@@ -275,9 +275,9 @@ def test_output_is_made_terminal_safe_and_the_environment_scrubbed() -> None:
 def test_the_denied_set_matches_parts_not_prefixes(tmp_path: Path) -> None:
     root = tmp_path / "proj"
     denied = DeniedPaths.current(root)
-    assert denied.reason(root / ".git" / "hooks" / "x") is not None
-    assert denied.reason(root / "sub" / ".git" / "config") is not None
-    assert denied.reason(root / ".git" / "config.py") is None
-    assert denied.reason(root / ".github" / "hooks") is None
-    assert denied.reason(root / "docs" / ".mcp.json.example") is None
-    assert denied.reason(Path(os.environ["HOME"]) / ".sshx") is None
+    assert denied.reason(root / ".git" / "hooks" / "x", "read") is not None
+    assert denied.reason(root / "sub" / ".git" / "config", "read") is not None
+    assert denied.reason(root / ".git" / "config.py", "read") is None
+    assert denied.reason(root / ".github" / "hooks", "write") is None
+    assert denied.reason(root / "docs" / ".mcp.json.example", "write") is None
+    assert denied.reason(Path(os.environ["HOME"]) / ".sshx", "write") is None

@@ -148,7 +148,7 @@ def _by_rule(tree: GateTree, agent: Agent, path: str, operation: Operation) -> A
         return AccessDecision(granted=False, reason=f"{path!r} is not an absolute path")
     real = Path(os.path.realpath(expanded))
     project = tree.project_of(agent.spec)
-    refused = DeniedPaths.current(project.root).reason(real)
+    refused = DeniedPaths.current(project.root).reason(real, operation)
     if refused is not None:
         return AccessDecision(granted=False, reason=refused)
     if paths.covers(project.root, real):

@@ -120,7 +120,7 @@ class FsScope:
         hands the path to another program, such as a language server); never asks."""
         lexical = Path(os.path.realpath(self.root / path))
         if not lexical.exists() and self.contains(lexical):  # the other program says "not found"
-            self._refuse_denied(path, lexical)
+            self._refuse_denied(path, lexical, "read")
             return lexical
         found = self._open_inside(path, "any")
         if isinstance(found, _Escape) and self.contains(found.target):  # an absolute symlink inside
@@ -187,7 +187,7 @@ class FsScope:
         """From an ``O_PATH`` descriptor: check what it is and where, then open it for reading."""
         try:
             real = fd_path(path_fd)
-            self._refuse_denied(path, real)
+            self._refuse_denied(path, real, "read")
             mode = os.fstat(path_fd).st_mode
             is_dir = stat.S_ISDIR(mode)
             if is_dir and kind == "file":
@@ -305,14 +305,14 @@ class FsScope:
         try:
             if stat.S_ISLNK(self._lstat(slot)):
                 raise ToolError(f"refused: {path!r} changed while it was being opened; try again")
-            self._refuse_denied(path, slot.real)
+            self._refuse_denied(path, slot.real, "write")
         except BaseException:
             slot.close()
             raise
         return slot
 
     def _check_writable(self, path: str, real: Path) -> None:
-        self._refuse_denied(path, real)
+        self._refuse_denied(path, real, "write")
         if not self.contains(real) or any(real.is_relative_to(w) for w in self.write):
             return
         allowed = ", ".join(w.relative_to(self.root).as_posix() for w in self.write)
@@ -330,7 +330,7 @@ class FsScope:
 
     async def _granted(self, path: str, target: Path, op: Operation, why: str) -> Path:
         """``target`` (outside the root), once the hub grants ``op`` on it; else a ToolError."""
-        self._refuse_denied(path, target)
+        self._refuse_denied(path, target, op)
         where = f"refused: {path!r} resolves to '{target}', outside the project root '{self.root}'"
         if self.ask is None:
             raise ToolError(where)
@@ -341,8 +341,8 @@ class FsScope:
             )
         return target
 
-    def _refuse_denied(self, path: str, real: Path) -> None:
-        reason = self.denied.reason(real)
+    def _refuse_denied(self, path: str, real: Path, op: Operation) -> None:
+        reason = self.denied.reason(real, op)
         if reason is not None:
             raise ToolError(f"refused: {path!r}: {reason}")
 

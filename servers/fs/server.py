@@ -199,7 +199,7 @@ class FsTools:
             if SKIP_DIRS.intersection(rel.parts):
                 continue
             resolved = Path(os.path.realpath(match))
-            if not self.scope.contains(resolved) or self.scope.denied.reason(resolved):
+            if not self.scope.contains(resolved) or self.scope.denied.reason(resolved, "read"):
                 outside += 1  # reached through a symlink that leads out of the root, or always denied
                 continue
             found.append(rel.as_posix() + "/" if match.is_dir() else rel.as_posix())
@@ -226,7 +226,7 @@ class FsTools:
         denied = self.scope.denied
 
         def allowed(fd: int) -> bool:
-            return denied.reason(fd_path(fd)) is None
+            return denied.reason(fd_path(fd), "read") is None
 
         seconds = self.grep_seconds
         out = await _in_thread(opened, path, lambda: grep_tree(opened, shown, compiled, allowed, seconds))

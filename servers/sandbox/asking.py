@@ -84,4 +84,4 @@ class Widener:
 def _always_denied(need: Need, launcher: SandboxLauncher) -> str | None:
     if need.path == NETWORK:
         return None
-    return launcher.denied.reason(Path(os.path.realpath(need.path)))
+    return launcher.denied.reason(Path(os.path.realpath(need.path)), need.op)

@@ -7,10 +7,14 @@ Layout, in mount order (later mounts cover earlier ones):
    ``$HOME``: other users' files, the user's home and the host's unix sockets (docker, dbus, agents)
    are simply not there;
 3. read grants bound read-only, then the project root (or the agent's write scope inside it) and
-   each write grant bound read-write; ``<root>/.git`` is bound onto itself so that it cannot be
-   renamed away and replaced;
-4. the always-denied paths that exist and would be visible: an empty read-only tmpfs over a
-   directory, an empty read-only file over a file.
+   each write grant bound read-write; every writable ``.git`` directory found in the project is
+   bound onto itself so that it cannot be renamed away and replaced (it stays writable: git
+   creates its lock files, ``index.lock``, ``HEAD.lock``, in it);
+4. the always-denied paths that exist and would be visible (:meth:`.DeniedPaths.present`, at any
+   depth): the unreadable ones hidden, an empty read-only tmpfs over a directory, an empty
+   read-only file over a file; the writable ones that are only unwritable (a git directory's
+   entries outside git's working data, ``.git`` files) bound read-only onto themselves. A mount
+   point cannot be renamed or removed either.
 
 Namespaces: user (a non-zero uid, user namespaces disabled inside), pid, ipc, uts, cgroup, and
 net unless the network is granted; ``--cap-drop ALL`` when started as root; ``--die-with-parent``
@@ -31,7 +35,7 @@ from pathlib import Path
 
 from dispatch.servers.paths import covered_by_any
 
-from .policy import DeniedPaths
+from .policy import DeniedPaths, Present
 
 __all__ = ["BwrapLayout", "empty_file", "private_areas"]
 
@@ -80,6 +84,8 @@ class BwrapLayout:
     network: bool = False
     userns: bool = True
     denied: DeniedPaths = field(default_factory=DeniedPaths.current)
+    present: Present = field(default_factory=Present)
+    """The project's always-denied paths as the command starts."""
 
     def argv(self, inner: Sequence[str]) -> list[str]:
         """``bwrap ... -- INNER...``."""
@@ -111,9 +117,12 @@ class BwrapLayout:
         for path in self.write:
             if path.exists():
                 args += ["--bind", str(path), str(path)]
-        git = self.root / ".git"
-        if git.is_dir() and not git.is_symlink() and covered_by_any(git, self.write):
-            args += ["--bind", str(git), str(git)]
+        for git in self.present.git_dirs:
+            if covered_by_any(git, self.write):
+                args += ["--bind", str(git), str(git)]
+        for path in self.present.frozen:
+            if covered_by_any(path, self.write) and not path.is_symlink():
+                args += ["--ro-bind", str(path), str(path)]
         bound = (*self.read, *self.write)
         for path in self._hidden():
             if covered_by_any(path, bound) or not covered_by_any(path, areas):
@@ -121,7 +130,7 @@ class BwrapLayout:
         return args
 
     def _hidden(self) -> list[Path]:
-        paths = [p for p, _ in self.denied.absolute] + self.denied.in_root()
+        paths = [p for p, _ in self.denied.absolute] + list(self.present.hidden)
         if os.geteuid() == 0:
             paths += _root_secrets()
         return [p for p in dict.fromkeys(paths) if p.exists() and not p.is_symlink()]

@@ -30,7 +30,7 @@ from dispatch.servers.paths import covered_by_any
 from . import landlock
 from .bwrap import BwrapLayout, private_areas
 from .pids import AgentPids, PidsCgroup, ProcessLimits
-from .policy import NETWORK, DeniedPaths, scrub_environment
+from .policy import MAX_SCANNED_DIRS, NETWORK, DeniedPaths, Present, scrub_environment
 from .probe import SandboxProbe
 
 __all__ = ["Grant", "SandboxLauncher"]
@@ -145,7 +145,9 @@ class SandboxLauncher:
 
     # ---- the CommandLauncher protocol ----------------------------------------------------------
 
-    def argv(self, command: str, root: Path) -> list[str]:
+    def argv(self, command: str, root: Path, present: Present | None = None) -> list[str]:
+        """The command's argv; ``present`` is :meth:`denied_present` as it starts (found anew when
+        not given)."""
         argv = ["bash", "-c", command]
         if self.probe.landlock_abi:
             argv = [_interpreter(), "-I", "-S", "-c", _helper_code(), *self._landlock_options(), "--", *argv]
@@ -154,7 +156,14 @@ class SandboxLauncher:
             if self.in_private_area(Path(_interpreter())):
                 read += (Path(sys.base_prefix),)
             layout = BwrapLayout(
-                self.probe.bwrap, self.root, self.write_paths(), read, self.network, self.probe.userns, self.denied
+                self.probe.bwrap,
+                self.root,
+                self.write_paths(),
+                read,
+                self.network,
+                self.probe.userns,
+                self.denied,
+                self.denied_present() if present is None else present,
             )
             argv = layout.argv(argv)
         if self.pids is not None:
@@ -188,22 +197,34 @@ class SandboxLauncher:
             env["HOME"] = env["TMPDIR"] = str(scratch)
         return env
 
-    def denied_present(self) -> set[Path]:
-        """Which of the project's always-denied paths exist now (to compare after a command)."""
-        return {p for p in self.denied.in_root() if p.exists() or p.is_symlink()}
+    def denied_present(self) -> Present:
+        """The project's always-denied paths that exist now, at any depth (to mount over, and to
+        compare with after a command)."""
+        return self.denied.present()
 
-    def remove_new_denied(self, before: set[Path]) -> list[str]:
-        """Remove the always-denied paths a command created inside the project (a new
-        ``.mcp.json``, ``.dispatch/``, ``.git/hooks``, ...), which no mount could protect since they
-        did not exist; one note for each."""
+    def remove_new_denied(self, before: Present) -> list[str]:
+        """Remove the always-denied paths a command created anywhere in the project (a nested
+        ``.mcp.json`` or ``.dispatch/``, a ``.git`` file, a git directory's ``commondir``, config
+        or hooks, ...), also one put where it moved another away (the moved one stays: the same
+        file, unchanged since it was read-only). No mount could protect what did not exist, and a
+        git directory stays writable for git's lock files. One note for each; the command has
+        ended, with every process it started."""
+        after = self.denied.present()
+        earlier = set(before.identities().values())  # moved is not new: its content was read-only
         notes: list[str] = []
-        for path in sorted(self.denied_present() - before):
+        for path, identity in sorted(after.identities().items()):
+            if identity in earlier or not os.path.lexists(path):
+                continue
+            why = self.denied.reason(path, "write")
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+            notes.append(f"removed {path.relative_to(self.root)}, which the command created: {why}")
+        if not after.complete:
             notes.append(
-                f"removed {path.relative_to(self.root)}, which the command created: {self.denied.reason(path)}"
+                f"the project has more than {MAX_SCANNED_DIRS} directories: always-denied paths the"
+                " command may have created beyond them were not looked for"
             )
         return notes
 

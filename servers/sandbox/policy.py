@@ -1,10 +1,13 @@
 """What no agent may touch whatever its grants, and the environment a process Dispatch starts may see.
 
 Always denied: Dispatch's own data directory and config (global and the project's
-``.dispatch/``), ``~/.ssh``, ``~/.aws``, ``~/.gnupg``, the shell's rc files, and inside a project
-``.git/hooks``, ``.git/config`` and ``.mcp.json``: the places where a write turns into code the
-user runs later, or a read turns into a credential. The fs server refuses them; the sandbox
-hides them; the hub's access gate answers no without asking anyone.
+``.dispatch/``), ``~/.ssh``, ``~/.aws``, ``~/.gnupg``, the shell's rc files, ``.mcp.json``
+anywhere in a project, and inside any git directory whatever is not git's own working data
+(:func:`git_part`: config and hooks are not even readable): the places where a write turns into
+code the user runs later, or a read turns into a credential, or an agent grants itself more. The
+fs server refuses them; the sandbox hides them or binds them read-only, and removes those a
+command creates (:meth:`DeniedPaths.present` finds them); the hub's access gate answers no
+without asking anyone.
 
 Access requests name a path and an operation; two targets are not paths: :data:`NETWORK` (the
 shell's network) and :func:`command_target` (one command run without a sandbox).
@@ -15,18 +18,25 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from dispatch.servers.hublink import Operation
 from dispatch.servers.paths import covers
 
 __all__ = [
     "HOME_DENIED",
+    "MAX_SCANNED_DIRS",
     "NETWORK",
     "PROJECT_DENIED",
     "DeniedPaths",
+    "GitPart",
+    "Present",
     "command_target",
+    "git_part",
     "is_pseudo_target",
     "scrub_environment",
 ]
@@ -53,13 +63,118 @@ HOME_DENIED: tuple[tuple[str, str], ...] = (
 )
 """Paths under the home directory, with the reason given when one is refused."""
 
-PROJECT_DENIED: tuple[tuple[tuple[str, ...], str], ...] = (
-    ((".git", "hooks"), "git hooks run on the user's next commit"),
-    ((".git", "config"), "git config can name programs to run, and holds remote credentials"),
-    ((".mcp.json",), "MCP clients start the servers it lists"),
-    ((".dispatch",), "Dispatch's project config and templates"),
+PROJECT_DENIED: tuple[tuple[str, str], ...] = (
+    (".mcp.json", "MCP clients start the servers it lists"),
+    (".dispatch", "Dispatch's project config and templates"),
 )
-"""Path parts refused wherever they occur inside a project (nested repositories too)."""
+"""Names refused wherever they occur inside a project (nested directories too)."""
+
+GitPart = Literal["secret", "frozen", "way", "work"]
+"""What a path inside a git directory is to an agent (:func:`git_part`)."""
+
+_GIT_SECRET = frozenset({"config", "config.worktree", "hooks"})
+_GIT_WORK_DIRS = frozenset(
+    {"refs", "logs", "rebase-merge", "rebase-apply", "sequencer", "rr-cache", "reftable", "lfs", "NOTES_MERGE_WORKTREE"}
+)
+_GIT_WORK_FILES = frozenset(
+    {
+        "HEAD", "index", "ORIG_HEAD", "FETCH_HEAD", "MERGE_HEAD", "MERGE_MSG", "MERGE_MODE", "MERGE_RR",
+        "MERGE_AUTOSTASH", "AUTO_MERGE", "CHERRY_PICK_HEAD", "REVERT_HEAD", "REBASE_HEAD", "COMMIT_EDITMSG",
+        "TAG_EDITMSG", "SQUASH_MSG", "NOTES_MERGE_PARTIAL", "NOTES_MERGE_REF", "packed-refs", "shallow",
+        "description", "gc.pid", "gc.log",
+    }
+)  # fmt: skip
+_GIT_WORK_PREFIXES = ("BISECT_", "index.stash.", "next-index-")
+_GIT_INFO_WORK = frozenset({"exclude", "refs", "sparse-checkout"})
+_GIT_ALTERNATES = frozenset({"alternates", "http-alternates"})
+_GIT_NESTED = frozenset({"modules", "worktrees"})
+_GIT_REASONS: dict[GitPart, str] = {
+    "secret": "git config and hooks name programs git runs, and config holds remote credentials",
+    "frozen": "in a git directory only git's working data (objects, refs, index, HEAD, logs, ...) is"
+    " writable: the rest redirects git or names what it runs",
+}
+
+
+def git_part(rest: Sequence[str]) -> GitPart:
+    """What the path ``.git/<rest...>`` is to an agent, in any git directory (nested repositories,
+    submodules' ``.git/modules/<name>``, worktrees' ``.git/worktrees/<name>``, to any depth):
+
+    * ``work``: git's working data, which ordinary work (``add``, ``commit``, ``checkout``,
+      ``branch``, ``stash``, ``merge``, ``rebase``, ``cherry-pick``, ``fetch``, ``gc``, ``bisect``)
+      writes: ``objects/`` (but ``objects/info/alternates`` and ``http-alternates``), ``refs/``,
+      ``logs/``, ``reftable/``, the state directories of a merge, rebase, ``am`` or sequencer,
+      ``rr-cache/``, ``lfs/``; ``HEAD``, ``index``, ``packed-refs``, ``shallow``, ``ORIG_HEAD``,
+      ``FETCH_HEAD``, the ``MERGE_*``, ``*_HEAD`` and ``BISECT_*`` files, ``COMMIT_EDITMSG`` and
+      the other messages, ``description``, ``gc.pid``/``gc.log``, temporary indexes and every
+      ``*.lock`` (git never reads a lock file as the file it locks); ``info/exclude``,
+      ``info/refs`` and ``info/sparse-checkout``. None of it names a program or another place to
+      read git's settings from.
+    * ``way``: a directory on the way to such data (``objects``, ``objects/info``, ``info``,
+      ``modules/<name>``, ``worktrees/<name>``): it may be created, its entries are judged one by one.
+    * ``secret``: ``config``, ``config.worktree`` and ``hooks/``: they name programs git runs
+      (``core.fsmonitor``, ``core.pager``, hooks, filters) and config holds remote credentials, so
+      they are neither read nor written.
+    * ``frozen``: everything else, readable but not writable: ``commondir`` and ``gitdir`` (which
+      point git at another git directory, whose config then applies), the alternates (objects from
+      elsewhere), ``info/attributes`` and ``info/grafts`` (which programs run on which files,
+      history rewritten), and any name git work does not need. A ``.git`` itself (``rest`` empty)
+      is frozen as a file: a ``gitdir:`` file or symlink redirects git; as a directory it is a git
+      directory, judged by its entries.
+
+    Submodule names with a ``/`` are not told apart from a git directory's own entries: their git
+    directories are frozen as a whole (their config and hooks stay secret)."""
+    if not rest:
+        return "frozen"
+    while rest[0] in _GIT_NESTED:
+        if len(rest) <= 2:
+            return "way"
+        rest = rest[2:]
+    head, last = rest[0], len(rest) == 1
+    if last and head.endswith(".lock"):
+        return "work"
+    if head in _GIT_SECRET:
+        return "secret"
+    if head == "objects":
+        if last or rest[1] != "info":
+            return "way" if last else "work"
+        return "way" if len(rest) == 2 else "frozen" if rest[2] in _GIT_ALTERNATES else "work"
+    if head == "info":
+        return "way" if last else "work" if len(rest) == 2 and rest[1] in _GIT_INFO_WORK else "frozen"
+    if head in _GIT_WORK_DIRS or (last and (head in _GIT_WORK_FILES or head.startswith(_GIT_WORK_PREFIXES))):
+        return "work"
+    return "secret" if _GIT_SECRET.intersection(rest) else "frozen"
+
+
+def _git_kind(parts: Sequence[str]) -> GitPart | None:
+    """The strictest :func:`git_part` over every ``.git`` in ``parts``; None outside git dirs."""
+    kinds = {git_part(parts[at + 1 :]) for at, part in enumerate(parts) if part == ".git"}
+    strictest: tuple[GitPart, ...] = ("secret", "frozen", "way", "work")
+    return next((kind for kind in strictest if kind in kinds), None)
+
+
+_WATCHED = frozenset({name for name, _ in PROJECT_DENIED} | {".git"})
+"""The names a walk looks at outside git directories."""
+
+MAX_SCANNED_DIRS = 20_000
+"""How many directories :meth:`DeniedPaths.present` lists at most (the rest goes unchecked)."""
+
+
+@dataclass
+class Present:
+    """The always-denied paths that exist in a project now, each with its identity (device,
+    inode), found by a walk of at most :data:`MAX_SCANNED_DIRS` directories."""
+
+    hidden: dict[Path, tuple[int, int]] = field(default_factory=dict[Path, tuple[int, int]])
+    """Neither read nor written: git config and hooks, ``.mcp.json``, ``.dispatch/``."""
+    frozen: dict[Path, tuple[int, int]] = field(default_factory=dict[Path, tuple[int, int]])
+    """Read but not written: the rest of a git directory outside git's working data, ``.git`` files."""
+    git_dirs: list[Path] = field(default_factory=list[Path])
+    """Every ``.git`` directory found."""
+    complete: bool = True
+    """False when the walk stopped at its cap."""
+
+    def identities(self) -> dict[Path, tuple[int, int]]:
+        return {**self.hidden, **self.frozen}
 
 
 def command_target(command: str) -> str:
@@ -120,27 +235,67 @@ class DeniedPaths:
         _RESOLVED[key] = (now, resolved)
         return resolved
 
-    def reason(self, path: Path) -> str | None:
-        """Why ``path`` (absolute and resolved) is always denied, or None when it is not."""
+    def reason(self, path: Path, op: Operation) -> str | None:
+        """Why ``op`` on ``path`` (absolute and resolved) is always denied, or None when it is not
+        (``write`` means writing a file at ``path``; the directories on the way are judged by what
+        goes in them)."""
         for denied, why in self.absolute:
             if covers(denied, path):
                 return f"'{path}' is always denied ({why}: {denied})"
-        parts = path.parts
-        for pattern, why in PROJECT_DENIED:
-            size = len(pattern)
-            for at in range(len(parts) - size + 1):
-                if parts[at : at + size] == pattern and self._in_project(path):
-                    return f"'{path}' is always denied ({why})"
+        inside = self.root is None or covers(self.root, path)
+        parts = path.relative_to(self.root).parts if self.root is not None and inside else path.parts
+        for name, why in PROJECT_DENIED:
+            if inside and name in parts:
+                return f"'{path}' is always denied ({why})"
+        kind = _git_kind(parts)
+        if kind == "secret" or (kind == "frozen" and op == "write"):
+            return f"'{path}' is always denied ({_GIT_REASONS[kind]})"
         return None
 
-    def _in_project(self, path: Path) -> bool:
-        return self.root is None or covers(self.root, path)
-
-    def in_root(self) -> list[Path]:
-        """The project's own always-denied paths (at its top level), whether they exist or not."""
+    def present(self, limit: int = MAX_SCANNED_DIRS) -> Present:
+        """The always-denied paths that exist in the project now, at any depth, symlinks not
+        followed; inside a git directory only its ``way`` directories are listed (git's working
+        data, which may be large, is allowed whatever it holds)."""
+        found = Present()
         if self.root is None:
-            return []
-        return [self.root.joinpath(*pattern) for pattern, _ in PROJECT_DENIED]
+            return found
+        queue: deque[tuple[str, bool]] = deque([(str(self.root), False)])
+        listed = 0
+        while queue:
+            directory, in_git = queue.popleft()
+            listed += 1
+            if listed > limit:
+                found.complete = False
+                break
+            try:
+                with os.scandir(directory) as entries:
+                    for entry in entries:
+                        if in_git or entry.name in _WATCHED:
+                            self._sort(entry, in_git, found, queue)
+                        elif entry.is_dir(follow_symlinks=False):
+                            queue.append((entry.path, False))
+            except OSError:
+                continue
+        return found
+
+    def _sort(self, entry: os.DirEntry[str], in_git: bool, found: Present, queue: deque[tuple[str, bool]]) -> None:
+        """An entry of the walk with a watched name, or in a git directory: record it if denied,
+        queue it if it is a directory that may hold denied paths."""
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+            identity = (entry.stat(follow_symlinks=False).st_dev, entry.inode())
+        except OSError:
+            return
+        path = Path(entry.path)
+        if entry.name == ".git" and is_dir and not in_git:
+            found.git_dirs.append(path)
+            queue.append((entry.path, True))
+        elif self.reason(path, "read") is not None:
+            found.hidden[path] = identity
+        elif self.reason(path, "write") is not None:
+            found.frozen[path] = identity
+        elif is_dir and self.root is not None and _git_kind(path.relative_to(self.root).parts) == "way":
+            queue.append((entry.path, True))
 
 
 # ---- the environment -----------------------------------------------------------------------
