@@ -25,6 +25,7 @@ from dispatch.hub.agents.catalog import Catalog
 from dispatch.hub.agents.limits import Limits, RunningSlot
 from dispatch.hub.agents.link import ArtifactShelf, CheckpointGate, TreeLink
 from dispatch.hub.agents.loop import Agent, AgentHooks, ToolRun
+from dispatch.hub.agents.scopes import make_scopes
 from dispatch.hub.agents.spec import SETUP_FAILURE, AgentSpec, AgentState, resumable
 from dispatch.hub.errors import BudgetExceeded, DispatchError, UnknownAgentError, UserError, unwrap
 from dispatch.hub.events import (
@@ -264,6 +265,7 @@ class AgentTree:
             agent.set_state(AgentState.interrupted, "the hub stopped before it ran; resume it to start")
             return
         agent.set_state(AgentState.running)
+        await anyio.to_thread.run_sync(make_scopes, self.root, agent.spec.scope)  # before its servers start
         plan = MountPlan(
             self.root,
             agent.spec.grants,

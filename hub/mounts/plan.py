@@ -67,6 +67,10 @@ class MountPlan:
     def write_paths(self) -> list[Path]:
         return [self.root if p == ROOT else self.root / p for p in self.grants.write]
 
+    def read_paths(self) -> list[Path] | None:
+        """Where inside the root it may read besides its scope; None: the whole root."""
+        return None if ROOT in self.grants.read else [self.root / p for p in self.grants.read]
+
 
 def _module_params(module: str, args: list[str]) -> StdioServerParameters:
     # DISPATCH_HOME is no credential: the server's always-denied set includes the data directory.
@@ -76,8 +80,8 @@ def _module_params(module: str, args: list[str]) -> StdioServerParameters:
 
 def _fs_target(plan: MountPlan, link: HubLink) -> ServerTarget:
     if not plan.isolated:
-        return fs.plan_server(plan.root, plan.write_paths(), ask=link.request_access)
-    args = ["--root", str(plan.root)]
+        return fs.plan_server(plan.root, plan.write_paths(), ask=link.request_access, read=plan.read_paths())
+    args = ["--root", str(plan.root), *_read_args(plan)]
     if not plan.grants.write:
         args.append("--read-only")
     elif ROOT not in plan.grants.write:
@@ -86,9 +90,13 @@ def _fs_target(plan: MountPlan, link: HubLink) -> ServerTarget:
     return _module_params("dispatch.servers.fs", args)
 
 
+def _read_args(plan: MountPlan) -> list[str]:
+    return [] if plan.read_paths() is None else ["--read", *plan.grants.read]
+
+
 def shell_mode(plan: MountPlan) -> ShellMode:
     """How this agent's shell runs: sandboxed to its scope, disabled, or approved command by command."""
-    return choose_shell_mode(plan.root, plan.write_paths(), plan.sandbox)
+    return choose_shell_mode(plan.root, plan.write_paths(), plan.sandbox, read=plan.read_paths())
 
 
 def _shell_target(plan: MountPlan, link: HubLink) -> ServerTarget:
@@ -101,7 +109,7 @@ def _shell_target(plan: MountPlan, link: HubLink) -> ServerTarget:
             confirm_each=mode.confirm_each,
             refusal=mode.refusal,
         )
-    args = ["--root", str(plan.root), "--sandbox", plan.sandbox]
+    args = ["--root", str(plan.root), "--sandbox", plan.sandbox, *_read_args(plan)]
     if not plan.grants.write:
         args.append("--read-only")
     elif ROOT not in plan.grants.write:

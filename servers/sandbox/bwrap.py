@@ -6,9 +6,10 @@ Layout, in mount order (later mounts cover earlier ones):
 2. private, size-capped tmpfs over ``/tmp``, ``/var/tmp``, ``/run``, ``/home``, ``/root`` and
    ``$HOME``: other users' files, the user's home and the host's unix sockets (docker, dbus, agents)
    are simply not there;
-3. read grants bound read-only, then the project root (or the agent's write scope inside it) and
-   each write grant bound read-write; ``<root>/.git`` is bound onto itself so that it cannot be
-   renamed away and replaced;
+3. for an agent that sees only some paths of the root, an empty tmpfs over the root; read grants
+   (and those paths) bound read-only, then the project root (or the agent's write scope inside it)
+   and each write grant bound read-write; ``<root>/.git`` is bound onto itself so that it cannot be
+   renamed away and replaced; the tmpfs over the root is then made read-only;
 4. the always-denied paths that exist and would be visible: an empty read-only tmpfs over a
    directory, an empty read-only file over a file.
 
@@ -80,6 +81,8 @@ class BwrapLayout:
     network: bool = False
     userns: bool = True
     denied: DeniedPaths = field(default_factory=DeniedPaths.current)
+    hide_root: bool = False
+    """Whether only the bound paths of the root are seen (an empty tmpfs under them)."""
 
     def argv(self, inner: Sequence[str]) -> list[str]:
         """``bwrap ... -- INNER...``."""
@@ -104,6 +107,9 @@ class BwrapLayout:
         for area in areas:
             size = TMP_SIZE if area.is_relative_to("/tmp") or area == Path("/var/tmp") else HOME_SIZE
             args += ["--size", str(size), "--tmpfs", str(area)]
+        if self.hide_root:
+            args += ["--tmpfs", str(self.root)]
+            areas = [*areas, self.root]
         read = [*self.read, *([RESOLVER] if self.network and RESOLVER.is_dir() else [])]
         for path in read:
             if path.exists():
@@ -118,6 +124,8 @@ class BwrapLayout:
         for path in self._hidden():
             if covered_by_any(path, bound) or not covered_by_any(path, areas):
                 args += self._hide(path)
+        if self.hide_root:
+            args += ["--remount-ro", str(self.root)]
         return args
 
     def _hidden(self) -> list[Path]:

@@ -41,13 +41,18 @@ class ShellMode:
 
 
 def choose_shell_mode(
-    root: Path, write: Sequence[Path], setting: SandboxSetting = "auto", probe: SandboxProbe | None = None
+    root: Path,
+    write: Sequence[Path],
+    setting: SandboxSetting = "auto",
+    probe: SandboxProbe | None = None,
+    read: Sequence[Path] | None = None,
 ) -> ShellMode:
-    """The shell's mode for an agent rooted at ``root`` that may write ``write``."""
+    """The shell's mode for an agent rooted at ``root`` that may write ``write`` and read ``read``
+    inside it besides (None: the whole root)."""
     if setting == "off":
         return ShellMode(None, True, None, UNSANDBOXED)
     found = probe or probe_sandbox()
     if not found.any_layer:
         return ShellMode(None, False, DISABLED, f"The shell tool is unavailable: {DISABLED}")
-    launcher = SandboxLauncher.create(root, write, found)
+    launcher = SandboxLauncher.create(root, write, found, read=read)
     return ShellMode(launcher, False, None, launcher.describe())
