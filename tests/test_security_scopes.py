@@ -182,7 +182,7 @@ async def test_the_fs_tools_refuse_reads_outside_the_read_paths_even_through_a_s
 async def test_a_child_can_create_its_missing_scope_paths_with_fs_and_shell_and_nothing_beside(
     scripted_llm: ScriptedLLM, project: Path
 ) -> None:
-    scope = ["pkg/new/mod.py", "hello.py", "src/newpkg"]
+    scope = ["pkg/new/mod.py", "hello.py", "src/newpkg", ".mcp.json"]
     scripted_llm.script(
         "[parent]",
         [
@@ -208,6 +208,7 @@ async def test_a_child_can_create_its_missing_scope_paths_with_fs_and_shell_and_
     assert (project / "src" / "newpkg" / "y.py").read_text() == "y\n"
     assert "outside the writable paths" in beside and "end" in ran_beside
     assert sorted(p.name for p in (project / "pkg").iterdir()) == ["new"]
+    assert absent(project / ".mcp.json")  # an always-denied scope path is not made
 
 
 async def test_fs_makes_the_missing_folders_of_a_scope_and_no_others(project: Path) -> None:

@@ -8,7 +8,8 @@ refused, naming where it leads.
 When an agent starts, before its servers do, what is missing of each of its scopes is made
 (:func:`make_scopes`): the missing folders on its way, then the path itself, an empty file when
 its name has a suffix (``hello.py``) and a folder otherwise (``src/newpkg``). A path must exist to
-be bound writable in the sandbox; nothing but the scope's own chain is made. The walk follows no
+be bound writable in the sandbox; nothing but the scope's own chain is made, and nothing of an
+always-denied one (``.mcp.json``, ``.dispatch/``, which stay unwritable anyway). The walk follows no
 symlink: a scope that became one since it was resolved (a parent swapping a folder for a link) is
 refused, not followed.
 """
@@ -25,6 +26,7 @@ from dispatch.hub.errors import DispatchError
 from dispatch.hub.policy.paths import ROOT, normalize_path
 from dispatch.servers import paths
 from dispatch.servers.sandbox.openat2 import RESOLVE_NO_SYMLINKS, SAFE, openat2
+from dispatch.servers.sandbox.policy import DeniedPaths
 
 __all__ = ["ScopeError", "make_scopes", "resolve_scope"]
 
@@ -46,8 +48,9 @@ def make_scopes(root: Path, scopes: Iterable[str]) -> list[str]:
     """Make what is missing of each scope beneath ``root`` (see the module docstring); returns the
     root-relative paths it made. Raises ScopeError when a part is a symlink or a file."""
     made: list[str] = []
+    denied = DeniedPaths.current(root)
     for scope in scopes:
-        if scope != ROOT:
+        if scope != ROOT and denied.reason(root / scope) is None:  # a denied one stays unwritable
             made += _make(root, scope)
     return made
 
