@@ -356,11 +356,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("--write", type=Path, nargs="+", action="extend", help="writable paths (default: the root)")
     scope.add_argument("--read-only", action="store_true", help="commands may write nowhere in the root")
+    parser.add_argument(
+        "--read", type=Path, nargs="+", action="extend", help="the only paths of the root they see besides the writable"
+    )
     args = parser.parse_args(argv)
     root = existing_root(parser, args.root)
     write = [] if args.read_only else [root / p for p in args.write or [root]]
+    read = None if args.read is None else [root / p for p in args.read]
     mode = choose_shell_mode(
-        root, write, args.sandbox, limits=ProcessLimits(*args.processes), pids_parent=args.pids_parent
+        root, write, args.sandbox, limits=ProcessLimits(*args.processes), pids_parent=args.pids_parent, read=read
     )
     server = build_server(
         root,

@@ -90,13 +90,15 @@ def plan_server(link: HubLink) -> ServerPlan:
         max_tokens: int | None = None,
     ) -> str:
         """Start a child agent on `task`. `scope` lists the root-relative paths it may write
-        (none: read-only); it must not overlap a running sibling's. `template` gives it a role
-        (instructions, tools, skills; see `templates`); `skills` adds skills by name (see your
-        `skills` tool). `grants` narrows what it may do (shell, summon, lsp, web: true or a list
-        of hosts, web_private, read paths, max_depth); it can never exceed yours, nor its
-        template's. With `wait`,
-        returns the child's report when it finishes (or early if a message arrives for you);
-        otherwise returns its id at once. `model` is a tag (heavy, medium, light, coding, ...) or
+        (none: read-only); it must not overlap a running sibling's, and is checked where it
+        resolves (symlinks followed). A scope path that does not exist yet is made when the child
+        starts: an empty file if its name has a suffix (`hello.py`), else a folder. `template`
+        gives it a role (instructions, tools, skills; see `templates`); `skills` adds skills by
+        name (see your `skills` tool). `grants` narrows what it may do (shell, summon, lsp, web:
+        true or a list of hosts, web_private, `read`: the only paths it may read besides its
+        scope, max_depth); it can never exceed yours, nor its template's. With `wait`, returns
+        the child's report when it finishes (or early if a message arrives for you); otherwise
+        returns its id at once. `model` is a tag (heavy, medium, light, coding, ...) or
         a model name. `budget_usd` / `max_tokens` cap what the child and its own children may
         spend; they come out of what you have left."""
         request = SummonRequest(

@@ -6,6 +6,7 @@ projects.py  Project: a root the hub serves, with its catalog and outside server
 loop.py      Agent: the LLM <-> MCP tool loop, as an async iterator of steps
 tree.py      AgentTree: spawning, running, cancelling, and the events of every agent
 link.py      TreeLink: what summon and inbox ask of the tree (children, messages, access)
+scopes.py    write scopes on disk: resolved at summon, made (what is missing) when an agent starts
 access.py    grants of paths outside an agent's scope, asked of the user, remembered per session
 budgets.py   cost and token budgets along the ancestry
 inbox.py     Inbox: an agent's waiting messages

@@ -130,7 +130,9 @@ def chain_of(agents: Mapping[str, Agent], agent: Agent) -> list[Agent]:
 def _inside_root(agent: Agent, real: Path, root: Path, operation: Operation) -> AccessDecision:
     rel = real.relative_to(root).as_posix() if real != root else ROOT
     grants = agent.spec.grants
-    allowed, what = (grants.write, "write scope") if operation == "write" else (grants.read, "read paths")
+    allowed, what = (
+        (grants.write, "write scope") if operation == "write" else ((*grants.read, *grants.write), "read paths")
+    )
     if covered_by_any(rel, allowed):
         return AccessDecision(granted=True, reason=f"inside the agent's {what}")
     listed = ", ".join(repr(p) for p in allowed) or "none"

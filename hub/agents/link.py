@@ -2,7 +2,8 @@
 
 Every request is checked against the identity the link was built with: a summon is refused when
 it (or the template it names, see :mod:`dispatch.hub.agents.catalog`) asks for more than the agent's own
-grants, or a write scope that overlaps a running sibling's;
+grants, or a write scope that overlaps a running sibling's (scopes are compared, and kept, resolved:
+:mod:`dispatch.hub.agents.scopes`);
 ``message_child``, ``cancel_child`` and ``wait`` only reach the agent's own children.
 """
 
@@ -17,6 +18,7 @@ from dispatch.hub.agents.budgets import child_budget_refusal
 from dispatch.hub.agents.catalog import Catalog
 from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.projects import Project
+from dispatch.hub.agents.scopes import resolve_scope
 from dispatch.hub.agents.spec import AgentSpec, AgentState
 from dispatch.hub.config.skills import LoadedSkill
 from dispatch.hub.errors import UserError
@@ -28,7 +30,7 @@ from dispatch.hub.events import (
     MessageDelivered,
     SkillLoaded,
 )
-from dispatch.hub.policy.paths import normalize_path, overlaps
+from dispatch.hub.policy.paths import covered_by_any, normalize_path, overlaps
 from dispatch.servers.hublink import (
     AccessDecision,
     ArtifactInfo,
@@ -145,25 +147,44 @@ class TreeLink:
             raise LinkRefusal(f"{child_id!r} is not one of your children")
         return self._tree.agents[child_id]
 
+    def _resolved(self, asked: list[str], what: str) -> dict[str, str]:
+        """Each path resolved (symlinks followed) -> as asked (normalized); refused naming where a
+        path leads when that is outside the root."""
+        resolved: dict[str, str] = {}
+        for path in asked:
+            try:
+                lexical = normalize_path(path)
+                resolved.setdefault(resolve_scope(self._tree.project_of(self._agent.spec).root, lexical), lexical)
+            except ValueError as error:
+                raise LinkRefusal(f"{what}: {error}") from None
+        return resolved
+
     def _check_scope(self, scope: list[str]) -> list[str]:
-        try:
-            paths = [normalize_path(p) for p in scope]
-        except ValueError as error:
-            raise LinkRefusal(f"scope: {error}") from None
-        for sibling in self._tree.live_children(self._agent.id):
-            for mine in paths:
+        """The scope, each path resolved (symlinks followed): inside the root, inside this agent's
+        own scope and apart from every running sibling's; refused naming the path and where it leads."""
+        resolved = self._resolved(scope, "scope")
+        own = self._agent.spec.scope
+        for mine, asked in resolved.items():
+            named = repr(asked) if asked == mine else f"{asked!r} (it resolves to {mine!r})"
+            if asked != mine and not covered_by_any(mine, own):  # a plain path: the grants' check names it
+                allowed = ", ".join(repr(p) for p in own) or "nothing"
+                raise LinkRefusal(f"write scope {named} is outside your own write scope ({allowed})")
+            for sibling in self._tree.live_children(self._agent.id):
                 for theirs in sibling.spec.scope:
                     if overlaps(mine, theirs):
                         raise LinkRefusal(
-                            f"write scope {mine!r} overlaps the scope {theirs!r} of running sibling "
+                            f"write scope {named} overlaps the scope {theirs!r} of running sibling "
                             f"{sibling.id} ({sibling.spec.name}); give children that run at the same "
                             f"time disjoint scopes"
                         )
-        return paths
+        return list(resolved)
 
     async def summon(self, request: SummonRequest) -> str:
         parent = self._agent.spec
         scope = tuple(self._check_scope(request.scope))
+        if request.grants.read is not None:  # read paths too are checked and kept resolved
+            grants = request.grants.model_copy(update={"read": list(self._resolved(request.grants.read, "read"))})
+            request = request.model_copy(update={"grants": grants})
         number = len(self._tree.children_of(parent.id)) + 1
         spec = self._catalog.child_spec(parent, request, scope, number)
         spec = spec.model_copy(update=self._child_budget(request))

@@ -31,6 +31,7 @@ from dispatch.hub.agents.limits import Limits, RunningSlot
 from dispatch.hub.agents.link import ArtifactShelf, CheckpointGate, TreeLink
 from dispatch.hub.agents.loop import Agent, AgentHooks, ToolRun
 from dispatch.hub.agents.projects import Project
+from dispatch.hub.agents.scopes import make_scopes
 from dispatch.hub.agents.spec import SETUP_FAILURE, AgentSpec, AgentState, resumable
 from dispatch.hub.errors import BudgetExceeded, DispatchError, StoreFull, UnknownAgentError, UserError, unwrap
 from dispatch.hub.events import (
@@ -353,6 +354,7 @@ class AgentTree:
             return
         agent.set_state(AgentState.running)
         project = self.project_of(agent.spec)
+        await anyio.to_thread.run_sync(make_scopes, project.root, agent.spec.scope)  # before its servers start
         plan = MountPlan(
             project.root,
             agent.spec.grants,

@@ -72,6 +72,10 @@ class MountPlan:
     def write_paths(self) -> list[Path]:
         return [self.root if p == ROOT else self.root / p for p in self.grants.write]
 
+    def read_paths(self) -> list[Path] | None:
+        """Where inside the root it may read besides its scope; None: the whole root."""
+        return None if ROOT in self.grants.read else [self.root / p for p in self.grants.read]
+
 
 def _module_params(module: str, args: list[str]) -> StdioServerParameters:
     # DISPATCH_HOME is no credential: the server's always-denied set includes the data directory.
@@ -81,8 +85,8 @@ def _module_params(module: str, args: list[str]) -> StdioServerParameters:
 
 def _fs_target(plan: MountPlan, link: HubLink) -> ServerTarget:
     if not plan.isolated:
-        return fs.plan_server(plan.root, plan.write_paths(), ask=link.request_access)
-    args = ["--root", str(plan.root)]
+        return fs.plan_server(plan.root, plan.write_paths(), ask=link.request_access, read=plan.read_paths())
+    args = ["--root", str(plan.root), *_read_args(plan)]
     if not plan.grants.write:
         args.append("--read-only")
     elif ROOT not in plan.grants.write:
@@ -91,9 +95,13 @@ def _fs_target(plan: MountPlan, link: HubLink) -> ServerTarget:
     return _module_params("dispatch.servers.fs", args)
 
 
+def _read_args(plan: MountPlan) -> list[str]:
+    return [] if plan.read_paths() is None else ["--read", *plan.grants.read]
+
+
 def shell_mode(plan: MountPlan) -> ShellMode:
     """How this agent's shell runs: sandboxed to its scope, disabled, or approved command by command."""
-    return choose_shell_mode(plan.root, plan.write_paths(), plan.sandbox, limits=plan.processes)
+    return choose_shell_mode(plan.root, plan.write_paths(), plan.sandbox, read=plan.read_paths(), limits=plan.processes)
 
 
 def _shell_target(plan: MountPlan, link: HubLink) -> ServerTarget:
@@ -108,7 +116,8 @@ def _shell_target(plan: MountPlan, link: HubLink) -> ServerTarget:
             max_commands=plan.max_commands,
         )
     limits = plan.processes
-    args = ["--root", str(plan.root), "--sandbox", plan.sandbox, "--max-commands", str(plan.max_commands)]
+    args = ["--root", str(plan.root), "--sandbox", plan.sandbox, *_read_args(plan)]
+    args += ["--max-commands", str(plan.max_commands)]
     args += ["--processes", str(limits.total), str(limits.agent), str(limits.command)]
     base = pids_base()
     if base is not None:  # the server's cgroups go inside the hub's, so the hub's total holds

@@ -8,16 +8,24 @@ put to ``ask`` (the agent's ``HubLink.request_access``, which the hub answers by
 identity). Once granted it is opened beneath its own directory the same way, and refused if it
 changed meanwhile. A server without ``ask`` (standalone over stdio) refuses every outside path.
 Only regular files are read or written (never a FIFO or a device), through a size cap.
+
+Inside the root, an agent given read paths reads only those and its write paths (checked on the
+resolved path of the open descriptor; refused, never asked: a scope is set when the agent is
+summoned); without read paths it reads the whole root. A write may make the missing folders on
+its way only when the file it writes is writable (inside a write path): so only the missing
+ancestors of a write path, or folders inside one; a write refused after it made folders removes
+them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +33,7 @@ import anyio.to_thread
 
 from .._base import ToolError
 from ..hublink import AccessDecision, Operation
+from ..paths import covered_by_any
 from ..sandbox.openat2 import RESOLVE_NO_SYMLINKS, SAFE, fd_path, openat2
 from ..sandbox.policy import DeniedPaths
 
@@ -57,13 +66,27 @@ class Slot:
     dir_fd: int
     dir_real: Path
     name: str
+    made: list[tuple[int, str]] = field(default_factory=list[tuple[int, str]])
+    """The folders made on the way to it, outermost first: (an open descriptor of the folder
+    each was made in, its name)."""
 
     @property
     def real(self) -> Path:
         return self.dir_real / self.name
 
+    def undo(self) -> None:
+        """Remove the folders made for this write (a refused or failed one), innermost first;
+        one that is no longer empty stays."""
+        for parent_fd, name in reversed(self.made):
+            with contextlib.suppress(OSError):
+                os.rmdir(name, dir_fd=parent_fd)
+
     def close(self) -> None:
-        os.close(self.dir_fd)
+        if self.dir_fd != -1:
+            os.close(self.dir_fd)
+        for parent_fd, _ in self.made:
+            os.close(parent_fd)
+        self.made.clear()
 
 
 @dataclass(frozen=True)
@@ -85,7 +108,7 @@ def type_name(mode: int) -> str:
 
 
 class FsScope:
-    """The root and write paths of one ``fs`` server, and the opening of paths beneath them."""
+    """The root, read and write paths of one ``fs`` server, and the opening of paths beneath them."""
 
     def __init__(
         self,
@@ -93,19 +116,38 @@ class FsScope:
         write: Sequence[Path] | None = None,
         ask: Ask | None = None,
         denied: DeniedPaths | None = None,
+        read: Sequence[Path] | None = None,
     ) -> None:
         self.root = Path(os.path.realpath(root))
         if not self.root.is_dir():
             raise ValueError(f"project root {str(root)!r} is not a directory")
-        paths = [self.root] if write is None else [Path(os.path.realpath(self.root / p)) for p in write]
-        for given, resolved in zip(write or [], paths, strict=False):
-            if not self.contains(resolved):
-                raise ValueError(f"write path {str(given)!r} resolves to '{resolved}', outside '{self.root}'")
-        self.write: tuple[Path, ...] = tuple(paths)
+        self.write: tuple[Path, ...] = (self.root,) if write is None else self._inside("write", write)
+        self.read: tuple[Path, ...] | None = None if read is None else self._inside("read", read)
+        """Where inside the root it may read besides ``write``; None: the whole root."""
         self.ask = ask
         self.denied = denied or DeniedPaths.current(self.root)
         self.root_fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         weakref.finalize(self, os.close, self.root_fd)
+
+    def _inside(self, what: str, given: Sequence[Path]) -> tuple[Path, ...]:
+        resolved = [Path(os.path.realpath(self.root / p)) for p in given]
+        for path, real in zip(given, resolved, strict=True):
+            if not self.contains(real):
+                raise ValueError(f"{what} path {str(path)!r} resolves to '{real}', outside '{self.root}'")
+        return tuple(resolved)
+
+    def may_read(self, real: Path) -> bool:
+        """Whether a resolved path inside the root is within the read or write paths (outside the
+        root, the hub decides)."""
+        return self.read is None or not self.contains(real) or covered_by_any(real, (*self.read, *self.write))
+
+    def _refuse_unreadable(self, path: str, real: Path) -> None:
+        if not self.may_read(real):
+            listed = ", ".join(self.shown(p) for p in (*(self.read or ()), *self.write))
+            raise ToolError(
+                f"refused: {path!r} resolves to '{self.shown(real)}', outside this agent's read paths "
+                f"({listed}); they are set when the agent is summoned"
+            )
 
     def contains(self, resolved: Path) -> bool:
         """Whether an already resolved path is the root or inside it."""
@@ -121,6 +163,7 @@ class FsScope:
         lexical = Path(os.path.realpath(self.root / path))
         if not lexical.exists() and self.contains(lexical):  # the other program says "not found"
             self._refuse_denied(path, lexical, "read")
+            self._refuse_unreadable(path, lexical)
             return lexical
         found = self._open_inside(path, "any")
         if isinstance(found, _Escape) and self.contains(found.target):  # an absolute symlink inside
@@ -188,6 +231,7 @@ class FsScope:
         try:
             real = fd_path(path_fd)
             self._refuse_denied(path, real, "read")
+            self._refuse_unreadable(path, real)
             mode = os.fstat(path_fd).st_mode
             is_dir = stat.S_ISDIR(mode)
             if is_dir and kind == "file":
@@ -236,16 +280,18 @@ class FsScope:
         parent, name = os.path.split(rel.rstrip("/") if rel != "/" else rel)
         if name in ("", ".", ".."):
             raise ToolError(f"refused: {path!r} does not name a file")
-        dir_fd = self._parent_dir(path, parent or ".")
-        if isinstance(dir_fd, _Escape):
+        made = self._parent_dir(path, parent or ".", name)
+        if isinstance(made, _Escape):
             return _Escape(Path(os.path.realpath(self.root / rel)))
-        slot = Slot(dir_fd, fd_path(dir_fd), name)
+        dir_fd, folders = made
+        slot = Slot(dir_fd, fd_path(dir_fd), name, folders)
         try:
             if follow and stat.S_ISLNK(self._lstat(slot)):
                 slot.close()
                 return self._follow(path, rel)
             self._check_writable(path, slot.real)
         except BaseException:
+            slot.undo()
             slot.close()
             raise
         return slot
@@ -266,8 +312,9 @@ class FsScope:
             os.close(fd)
         return self._slot_inside(str(real), follow=False)
 
-    def _parent_dir(self, path: str, parent: str) -> int | _Escape:
-        """An ``O_PATH`` descriptor of the parent directory, made (inside the root) if missing."""
+    def _parent_dir(self, path: str, parent: str, name: str) -> tuple[int, list[tuple[int, str]]] | _Escape:
+        """An ``O_PATH`` descriptor of the parent directory of ``name``, made (inside the root) if
+        missing and ``name`` is writable there, and the folders it made (see :attr:`Slot.made`)."""
         parts = [p for p in parent.split("/") if p not in ("", ".")]
         done = len(parts)
         while True:  # find the deepest part of the parent that exists
@@ -281,24 +328,31 @@ class FsScope:
                     raise self._os_error(path, error) from error
                 done -= 1
         missing = parts[done:]
-        if not missing:
-            return fd
+        if ".." in missing:
+            os.close(fd)
+            raise ToolError(f"refused: {path!r} climbs with '..' out of a directory that does not exist")
+        return self._make_dirs(path, fd, missing, name)
+
+    def _make_dirs(self, path: str, fd: int, missing: list[str], name: str) -> tuple[int, list[tuple[int, str]]]:
+        """Make ``missing`` beneath ``fd`` (consumed) if ``name`` beneath them is writable: the
+        deepest one's descriptor and the folders made; on any failure, none is left."""
+        made: list[tuple[int, str]] = []
         try:
-            if ".." in missing:
-                raise ToolError(f"refused: {path!r} climbs with '..' out of a directory that does not exist")
-            self._check_writable(path, fd_path(fd).joinpath(*missing))
+            if missing:
+                self._check_writable(path, fd_path(fd).joinpath(*missing, name))  # the folders are on its way
             for part in missing:
                 os.mkdir(part, dir_fd=fd)
-                child = openat2(fd, part, os.O_PATH | os.O_DIRECTORY, resolve=SAFE | RESOLVE_NO_SYMLINKS)
-                os.close(fd)
-                fd = child
-        except OSError as error:
-            os.close(fd)
-            raise self._os_error(path, error) from error
-        except BaseException:
-            os.close(fd)
+                made.append((fd, part))
+                fd = -1  # held in ``made`` now
+                fd = openat2(made[-1][0], part, os.O_PATH | os.O_DIRECTORY, resolve=SAFE | RESOLVE_NO_SYMLINKS)
+        except BaseException as error:
+            undone = Slot(fd, Path(), "", made)
+            undone.undo()
+            undone.close()
+            if isinstance(error, OSError):
+                raise self._os_error(path, error) from error
             raise
-        return fd
+        return fd, made
 
     def _slot_outside(self, path: str, target: Path) -> Slot:
         slot = Slot(self._open_dir_exactly(path, target.parent), target.parent, target.name)

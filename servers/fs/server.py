@@ -102,8 +102,21 @@ def _closing(opened: Opened | Slot, work: Callable[[], _T]) -> Callable[[], _T]:
     return run
 
 
+def _undoing(slot: Slot, work: Callable[[], _T]) -> Callable[[], _T]:
+    def run() -> _T:
+        try:
+            return work()
+        except BaseException:
+            slot.undo()  # a failed write leaves no folders it made
+            raise
+
+    return run
+
+
 async def _in_thread(opened: Opened | Slot, path: str, work: Callable[[], _T]) -> _T:
     """Run blocking file work in a worker thread, then close the descriptor; OSErrors named."""
+    if isinstance(opened, Slot):
+        work = _undoing(opened, work)
     with _os_errors(path):
         return await anyio.to_thread.run_sync(_closing(opened, work))
 
@@ -199,13 +212,20 @@ class FsTools:
             if SKIP_DIRS.intersection(rel.parts):
                 continue
             resolved = Path(os.path.realpath(match))
-            if not self.scope.contains(resolved) or self.scope.denied.reason(resolved, "read"):
-                outside += 1  # reached through a symlink that leads out of the root, or always denied
+            if (
+                not self.scope.contains(resolved)
+                or self.scope.denied.reason(resolved, "read")
+                or not self.scope.may_read(resolved)
+            ):
+                outside += 1  # reached through a symlink that leads out of the root, always denied, or not readable
                 continue
             found.append(rel.as_posix() + "/" if match.is_dir() else rel.as_posix())
         text = _capped(sorted(found), MAX_PATHS, "matches", "narrow the pattern")
         if outside:
-            text += f"\n[{outside} matches left out: they resolve outside the project root or are always denied]"
+            text += (
+                f"\n[{outside} matches left out: they resolve outside the project root or this agent's read "
+                "paths, or are always denied]"
+            )
         return text.strip() or f"no paths match {pattern!r}"
 
     async def grep(
@@ -226,7 +246,8 @@ class FsTools:
         denied = self.scope.denied
 
         def allowed(fd: int) -> bool:
-            return denied.reason(fd_path(fd), "read") is None
+            real = fd_path(fd)
+            return denied.reason(real, "read") is None and self.scope.may_read(real)
 
         seconds = self.grep_seconds
         out = await _in_thread(opened, path, lambda: grep_tree(opened, shown, compiled, allowed, seconds))
@@ -234,16 +255,22 @@ class FsTools:
 
 
 def plan_server(
-    root: Path, write: Sequence[Path] | None = None, ask: Ask | None = None, *, grep_seconds: float = GREP_SECONDS
+    root: Path,
+    write: Sequence[Path] | None = None,
+    ask: Ask | None = None,
+    read: Sequence[Path] | None = None,
+    *,
+    grep_seconds: float = GREP_SECONDS,
 ) -> ServerPlan:
     """An ``fs`` server scoped to ``root``: writable everywhere (``write=None``), in the given
-    paths (relative to the root or absolute inside it), or nowhere (an empty list).
+    paths (relative to the root or absolute inside it), or nowhere (an empty list); readable in
+    the whole root (``read=None``), or only in ``read`` and ``write``.
 
     ``ask`` requests access to a path outside the root from the hub (the agent's
     ``HubLink.request_access``); without it such paths are refused. ``grep_seconds``: how long
     one ``grep`` may take.
     """
-    tools = FsTools(FsScope(root, write, ask), grep_seconds)
+    tools = FsTools(FsScope(root, write, ask, read=read), grep_seconds)
     listed = ToolList()
     for fn in (tools.read_file, tools.list_dir, tools.glob, tools.grep):
         listed.add(fn, annotations=_READ)
@@ -262,7 +289,7 @@ build_server = builds(plan_server)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m dispatch.servers.fs --root DIR [--write PATH ...]``: serve over stdio."""
+    """``python -m dispatch.servers.fs --root DIR [--write PATH ...] [--read PATH ...]``: serve over stdio."""
     parser = argparse.ArgumentParser(prog="python -m dispatch.servers.fs", description=__doc__)
     root_argument(parser)
     scope = parser.add_mutually_exclusive_group()
@@ -270,10 +297,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--write", type=Path, nargs="+", action="extend", help="writable paths (default: the whole root)"
     )
     scope.add_argument("--read-only", action="store_true", help="refuse every write")
+    parser.add_argument(
+        "--read", type=Path, nargs="+", action="extend", help="the only readable paths besides the writable ones"
+    )
     args = parser.parse_args(argv)
     root = existing_root(parser, args.root)
     try:
-        server = build_server(root, [] if args.read_only else args.write)
+        server = build_server(root, [] if args.read_only else args.write, read=args.read)
     except ValueError as e:
         parser.error(str(e))
     serve_stdio(server)

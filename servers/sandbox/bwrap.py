@@ -6,10 +6,12 @@ Layout, in mount order (later mounts cover earlier ones):
 2. private, size-capped tmpfs over ``/tmp``, ``/var/tmp``, ``/run``, ``/home``, ``/root`` and
    ``$HOME``: other users' files, the user's home and the host's unix sockets (docker, dbus, agents)
    are simply not there;
-3. read grants bound read-only, then the project root (or the agent's write scope inside it) and
-   each write grant bound read-write; every writable ``.git`` directory found in the project is
-   bound onto itself so that it cannot be renamed away and replaced (it stays writable: git
-   creates its lock files, ``index.lock``, ``HEAD.lock``, in it);
+3. for an agent that sees only some paths of the root, an empty tmpfs over the root; read grants
+   (and those paths) bound read-only, then the project root (or the agent's write scope inside it)
+   and each write grant bound read-write; every writable ``.git`` directory found in the project
+   is bound onto itself so that it cannot be renamed away and replaced (it stays writable: git
+   creates its lock files, ``index.lock``, ``HEAD.lock``, in it); the tmpfs over the root is then
+   made read-only;
 4. the always-denied paths that exist and would be visible (:meth:`.DeniedPaths.present`, at any
    depth): the unreadable ones hidden, an empty read-only tmpfs over a directory, an empty
    read-only file over a file; the writable ones that are only unwritable (a git directory's
@@ -86,6 +88,8 @@ class BwrapLayout:
     denied: DeniedPaths = field(default_factory=DeniedPaths.current)
     present: Present = field(default_factory=Present)
     """The project's always-denied paths as the command starts."""
+    hide_root: bool = False
+    """Whether only the bound paths of the root are seen (an empty tmpfs under them)."""
 
     def argv(self, inner: Sequence[str]) -> list[str]:
         """``bwrap ... -- INNER...``."""
@@ -110,6 +114,9 @@ class BwrapLayout:
         for area in areas:
             size = TMP_SIZE if area.is_relative_to("/tmp") or area == Path("/var/tmp") else HOME_SIZE
             args += ["--size", str(size), "--tmpfs", str(area)]
+        if self.hide_root:
+            args += ["--tmpfs", str(self.root)]
+            areas = [*areas, self.root]
         read = [*self.read, *([RESOLVER] if self.network and RESOLVER.is_dir() else [])]
         for path in read:
             if path.exists():
@@ -117,6 +124,15 @@ class BwrapLayout:
         for path in self.write:
             if path.exists():
                 args += ["--bind", str(path), str(path)]
+        args += self._protected(areas)
+        if self.hide_root:
+            args += ["--remount-ro", str(self.root)]
+        return args
+
+    def _protected(self, areas: Sequence[Path]) -> list[str]:
+        """Git directories pinned in place, their non-working entries read-only, and the
+        always-denied paths hidden (where the command could otherwise see them)."""
+        args: list[str] = []
         for git in self.present.git_dirs:
             if covered_by_any(git, self.write):
                 args += ["--bind", str(git), str(git)]

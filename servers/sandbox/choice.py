@@ -48,13 +48,15 @@ def choose_shell_mode(
     probe: SandboxProbe | None = None,
     limits: ProcessLimits | None = None,
     pids_parent: Path | None = None,
+    read: Sequence[Path] | None = None,
 ) -> ShellMode:
-    """The shell's mode for an agent rooted at ``root`` that may write ``write``, its commands'
-    processes capped by ``limits`` (pids cgroups under ``pids_parent``, see :class:`SandboxLauncher`)."""
+    """The shell's mode for an agent rooted at ``root`` that may write ``write`` and read ``read``
+    inside it besides (None: the whole root), its commands' processes capped by ``limits`` (pids
+    cgroups under ``pids_parent``, see :class:`SandboxLauncher`)."""
     if setting == "off":
         return ShellMode(None, True, None, UNSANDBOXED)
     found = probe or probe_sandbox()
     if not found.any_layer:
         return ShellMode(None, False, DISABLED, f"The shell tool is unavailable: {DISABLED}")
-    launcher = SandboxLauncher.create(root, write, found, limits, pids_parent)
+    launcher = SandboxLauncher.create(root, write, found, limits, pids_parent, read=read)
     return ShellMode(launcher, False, None, launcher.describe())

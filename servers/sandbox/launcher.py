@@ -10,6 +10,12 @@ argv of one command, outermost first::
 
 A launcher is immutable; :meth:`SandboxLauncher.widened` returns a new one with more grants, and
 that is the only way a sandbox grows: by exactly the grants the user approved.
+
+An agent given read paths (``root_reads``) sees only those and its scope of the root: bubblewrap
+hides the rest of the root under an empty read-only tmpfs, and Landlock grants reading everywhere
+but the root, then those paths. Each command binds only paths that still resolve to themselves:
+one swapped for a symlink since the launcher was made (a parent relinking a child's scope) is
+left out, not followed.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from functools import cache
 from pathlib import Path
 
 from dispatch.servers.hublink import Operation
-from dispatch.servers.paths import covered_by_any
+from dispatch.servers.paths import covered_by_any, covers
 
 from . import landlock
 from .bwrap import BwrapLayout, private_areas
@@ -60,7 +66,8 @@ def _real(path: Path) -> Path:
 
 @dataclass(frozen=True)
 class SandboxLauncher:
-    """Runs commands confined to ``root`` (read) and ``write`` (read-write), plus ``grants``."""
+    """Runs commands confined to ``root`` (read; only ``root_reads`` of it when given) and
+    ``write`` (read-write), plus ``grants``."""
 
     root: Path
     write: tuple[Path, ...]
@@ -70,6 +77,8 @@ class SandboxLauncher:
     denied: DeniedPaths = field(default_factory=DeniedPaths.current)
     pids: AgentPids | None = field(default=None, compare=False, repr=False)
     """The agent's pids cgroup (None: no pids cgroup on this machine), shared by widened copies."""
+    root_reads: tuple[Path, ...] | None = None
+    """The only paths of the root a command sees besides ``write``; None: the whole root."""
     _cgroups: dict[str, PidsCgroup] = field(default_factory=dict[str, PidsCgroup], compare=False, repr=False)
 
     @classmethod
@@ -80,16 +89,20 @@ class SandboxLauncher:
         probe: SandboxProbe,
         limits: ProcessLimits | None = None,
         pids_parent: Path | None = None,
+        read: Sequence[Path] | None = None,
     ) -> SandboxLauncher:
         """A launcher for one agent's commands in ``root`` with write access to ``write`` (the root
-        itself, or paths inside). Its cgroup goes under this process's own hub cgroup, made in
-        ``pids_parent`` (default: the probe's base)."""
+        itself, or paths inside), seeing only ``read`` of the root besides (None: all of it). Its
+        cgroup goes under this process's own hub cgroup, made in ``pids_parent`` (default: the
+        probe's base)."""
         real_root = _real(root)
         writes = tuple(_real(p) for p in write)
+        reads = None if read is None else tuple(_real(p) for p in read)
         limits = limits or ProcessLimits()
         parent = pids_parent or probe.pids_cgroup
         pids = AgentPids(parent, limits) if parent is not None else None
-        return cls(real_root, writes, probe, limits=limits, denied=DeniedPaths.current(real_root), pids=pids)
+        denied = DeniedPaths.current(real_root)
+        return cls(real_root, writes, probe, limits=limits, denied=denied, pids=pids, root_reads=reads)
 
     @property
     def max_processes(self) -> int:
@@ -110,8 +123,13 @@ class SandboxLauncher:
     def read_paths(self) -> tuple[Path, ...]:
         """Bound read-only: the root (when not writable as a whole) and read/execute grants."""
         granted = [_real(Path(g.path)) for g in self.grants if g.op != "write" and g.path != NETWORK]
-        base = [] if self.root in self.write else [self.root]
+        base = [] if self.root in self.write else [self.root] if self.root_reads is None else self.root_reads
         return tuple(dict.fromkeys((*base, *granted)))
+
+    @property
+    def hides_root(self) -> bool:
+        """Whether commands see only parts of the root (read paths given, the root not writable)."""
+        return self.root_reads is not None and self.root not in self.write
 
     def writable(self, path: Path) -> bool:
         """Whether a command may already write ``path`` on the host (so widening cannot help);
@@ -121,7 +139,9 @@ class SandboxLauncher:
     def visible(self, path: Path) -> bool:
         """Whether a command can already see ``path`` as it is on the host (the private areas are
         a tmpfs under bubblewrap, unreadable under Landlock alone)."""
-        return covered_by_any(path, (*self.read_paths(), *self.write_paths())) or not self.in_private_area(path)
+        bound = (*self.read_paths(), *self.write_paths())
+        hidden = self.in_private_area(path) or (self.hides_root and covers(self.root, path))
+        return covered_by_any(path, bound) or not hidden
 
     def in_private_area(self, path: Path) -> bool:
         return covered_by_any(path, private_areas(self.denied.home))
@@ -152,18 +172,19 @@ class SandboxLauncher:
         if self.probe.landlock_abi:
             argv = [_interpreter(), "-I", "-S", "-c", _helper_code(), *self._landlock_options(), "--", *argv]
         if self.probe.bwrap is not None:
-            read = self.read_paths()
+            read = _unmoved(self.read_paths())
             if self.in_private_area(Path(_interpreter())):
                 read += (Path(sys.base_prefix),)
             layout = BwrapLayout(
                 self.probe.bwrap,
                 self.root,
-                self.write_paths(),
+                _unmoved(self.write_paths()),
                 read,
                 self.network,
                 self.probe.userns,
                 self.denied,
                 self.denied_present() if present is None else present,
+                hide_root=self.hides_root,
             )
             argv = layout.argv(argv)
         if self.pids is not None:
@@ -173,15 +194,19 @@ class SandboxLauncher:
         return argv
 
     def _landlock_options(self) -> list[str]:
-        write = [*self.write_paths(), *_DEVICES]
+        write = [*_unmoved(self.write_paths()), *_DEVICES]
         read: list[Path] = []
         if self.probe.has_bwrap:
             write += private_areas(self.denied.home)  # private tmpfs mounts inside the sandbox
+            if self.hides_root:
+                read = [*_all_but(self.root, [Path("/")]), *_unmoved(self.read_paths())]
         else:  # Landlock alone: hide the private areas by not granting them, and give a scratch dir
             write.append(_scratch())
             hidden = private_areas(self.denied.home)
             read = [Path("/", name) for name in sorted(os.listdir("/")) if not covered_by_any(Path("/", name), hidden)]
-            read += [*self.read_paths(), *self.write_paths(), Path(sys.base_prefix)]
+            if self.hides_root:
+                read = _all_but(self.root, read)
+            read += [*_unmoved(self.read_paths()), *_unmoved(self.write_paths()), Path(sys.base_prefix)]
         options = [arg for path in write for arg in ("--rw", str(path))]
         options += [arg for path in read for arg in ("--ro", str(path))]
         return [*options, "--nproc", str(self.max_processes)]
@@ -245,6 +270,29 @@ class SandboxLauncher:
 _DEVICES = tuple(
     Path("/dev", name) for name in ("null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm")
 )
+
+
+def _unmoved(paths: Iterable[Path]) -> tuple[Path, ...]:
+    """The paths that still resolve to themselves (none has become, or gone through, a symlink)."""
+    return tuple(p for p in paths if os.path.realpath(p) == str(p))
+
+
+def _all_but(excluded: Path, tops: Iterable[Path]) -> list[Path]:
+    """Paths that cover what ``tops`` cover, less ``excluded`` and what is beneath it: a top that
+    holds it is replaced by its entries, each the same way."""
+    kept: list[Path] = []
+    for top in tops:
+        if covers(excluded, top):
+            continue
+        if not covers(top, excluded):
+            kept.append(top)
+            continue
+        try:
+            entries = sorted(os.listdir(top))
+        except OSError:
+            continue
+        kept += _all_but(excluded, (top / name for name in entries))
+    return kept
 
 
 @cache
