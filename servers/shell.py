@@ -239,16 +239,19 @@ def plan_server(
     widener = Widener(chosen, ask) if isinstance(chosen, SandboxLauncher) else None
 
     async def execute(current: CommandLauncher, command: str, limit_s: float) -> _Outcome:
-        before = current.denied_present() if isinstance(current, SandboxLauncher) else set[Path]()
         argv = current.argv(command, root)
+        guard = current.guard() if isinstance(current, SandboxLauncher) else None
+        notes: list[str] = []
         try:
             outcome = await _execute(argv, root, current.environment(os.environ), limit_s)
         finally:
             if isinstance(current, SandboxLauncher):
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(current.release, argv)
-        if isinstance(current, SandboxLauncher):
-            outcome.notes.extend(current.remove_new_denied(before))
+            if guard is not None:  # the always-denied paths as they were before the command
+                with anyio.CancelScope(shield=True):
+                    notes = await anyio.to_thread.run_sync(guard.restore)
+        outcome.notes.extend(notes)
         return outcome
 
     async def run(command: str, timeout_s: float | None = None, needs: list[NeedArg] | None = None) -> str:
@@ -320,14 +323,14 @@ async def _run_widening(widener: Widener, execute: Execute, command: str, limit_
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m dispatch.servers.shell --root DIR [--write PATH ...] [--sandbox auto|off]``:
+    """``python -m dispatch.servers.shell --root DIR [--write PATH ...] [--sandbox auto|landlock|off]``:
     serve the shell tools over stdio. Standalone there is no one to approve anything: refused
     paths stay refused, and ``--sandbox off`` refuses every command."""
     parser = argparse.ArgumentParser(prog="python -m dispatch.servers.shell", description=__doc__)
     root_argument(parser)
     parser.add_argument("--default-timeout", type=float, default=120, help="seconds (default 120)")
     parser.add_argument("--max-timeout", type=float, default=1800, help="seconds (default 1800)")
-    parser.add_argument("--sandbox", choices=["auto", "off"], default="auto", help="default: auto")
+    parser.add_argument("--sandbox", choices=["auto", "landlock", "off"], default="auto", help="default: auto")
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("--write", type=Path, nargs="+", action="extend", help="writable paths (default: the root)")
     scope.add_argument("--read-only", action="store_true", help="commands may write nowhere in the root")

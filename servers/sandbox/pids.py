@@ -4,7 +4,8 @@
 namespace, their kernel uid is still 0), so the limit that holds is the cgroup ``pids``
 controller: v1 (``/sys/fs/cgroup/pids/...``) or v2 with ``pids`` enabled. Each command gets its
 own child cgroup; the command's first process joins it before it ``exec`` s bwrap, so everything
-it starts is counted. Empty cgroups are removed after the command, and at exit.
+it starts is counted. Empty cgroups are removed after the command, and at exit; a killed hub's, by
+the next one to start (:func:`sweep_dead_cgroups`, from :mod:`.leftovers`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import atexit
 import contextlib
 import itertools
 import os
+import re
 import signal
 import time
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
-__all__ = ["PidsCgroup", "pids_base"]
+__all__ = ["PidsCgroup", "pids_base", "sweep_dead_cgroups"]
 
 _counter = itertools.count(1)
 _made: set[Path] = set()
@@ -119,3 +122,27 @@ def sweep() -> None:
 
 
 atexit.register(sweep)
+
+_OWNED = re.compile(r"dispatch-(?:probe-)?(\d+)(?:-\d+)?$")
+
+
+def sweep_dead_cgroups(base: Path, alive: Callable[[int], bool]) -> None:
+    """Remove the command cgroups under ``base`` (``dispatch-<pid>-<n>``) whose owner ``pid`` is
+    not ``alive``: left by a hub that was killed; whatever still runs in one is killed first."""
+    with contextlib.suppress(OSError):
+        for path in base.iterdir():
+            owner = _OWNED.match(path.name)
+            if owner is None or alive(int(owner.group(1))) or not path.is_dir():
+                continue
+            for pid in _read(path / "cgroup.procs").split():
+                with contextlib.suppress(OSError):
+                    os.kill(int(pid), signal.SIGKILL)
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                try:
+                    path.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.01)
