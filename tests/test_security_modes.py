@@ -22,7 +22,6 @@ import httpx
 import pytest
 from mcp import Client, StdioServerParameters
 
-from dispatch.servers.sandbox.landlock import NETWORK_ABI
 from tests.agent_helpers import call, tool_messages
 from tests.api_helpers import serving
 from tests.fakes.scripted_llm import Reply, ScriptedLLM
@@ -42,6 +41,8 @@ pytestmark = [can_hide_bwrap]
 DISPATCH = [sys.executable, "-m", "dispatch.hub.cli"]
 HOOK = "#!/bin/sh\necho the user's own hook\n"
 FAKE_SECRET = "sk-fake-hub-secret-do-not-leak"
+TCP_RULES_ABI = 4
+"""Landlock's first ABI with network rules."""
 
 
 @pytest.fixture
@@ -192,7 +193,7 @@ async def test_landlock_mode_has_no_network_without_a_grant(project: Path, tmp_p
         thread.join()
         listener.close()
     assert "end" in text
-    if PROBE.landlock_abi >= NETWORK_ABI:
+    if PROBE.landlock_abi >= TCP_RULES_ABI:
         assert accepted == [], text
     else:  # the kernel cannot refuse it: the mode's note says so instead
         from dispatch.servers.sandbox import SandboxProbe, choose_shell_mode
