@@ -61,7 +61,7 @@ def refusal(setting: SandboxSetting, probe: SandboxProbe) -> str | None:
             f"{INSTALL[0].upper()}{INSTALL[1:]}, or set `sandbox: off` in the Dispatch config to run "
             "commands unconfined, each one approved by the user first."
         )
-    why = probe.bwrap_problem or "it is not installed"
+    why = (probe.bwrap_problem or "it is not installed").rstrip(".")
     return (
         f"the shell is disabled: bubblewrap is not usable here ({why}). {INSTALL[0].upper()}{INSTALL[1:]}; "
         "or set `sandbox: landlock` in the Dispatch config to run commands under Landlock alone, which "
