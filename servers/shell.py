@@ -248,16 +248,22 @@ def plan_server(
     async def execute(current: CommandLauncher, command: str, limit_s: float) -> _Outcome:
         sandboxed = current if isinstance(current, SandboxLauncher) else None
         before = sandboxed.denied_present() if sandboxed is not None else None
+        guard = sandboxed.guard() if sandboxed is not None else None
         argv = current.argv(command, root) if sandboxed is None else sandboxed.argv(command, root, before)
         limits: list[str] = []
+        notes: list[str] = []
         try:
             outcome = await _execute(argv, root, current.environment(os.environ), limit_s)
         finally:
             if isinstance(current, SandboxLauncher):
                 with anyio.CancelScope(shield=True):
                     limits = await anyio.to_thread.run_sync(current.release, argv)
-        if sandboxed is not None and before is not None:
-            outcome.notes.extend(limits)
+            if guard is not None:  # the always-denied paths as they were before the command
+                with anyio.CancelScope(shield=True):
+                    notes = await anyio.to_thread.run_sync(guard.restore)
+        outcome.notes.extend(limits)
+        outcome.notes.extend(notes)
+        if sandboxed is not None and before is not None:  # and none new anywhere in the project
             outcome.notes.extend(sandboxed.remove_new_denied(before))
         return outcome
 
@@ -332,14 +338,14 @@ async def _run_widening(widener: Widener, execute: Execute, command: str, limit_
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m dispatch.servers.shell --root DIR [--write PATH ...] [--sandbox auto|off]``:
+    """``python -m dispatch.servers.shell --root DIR [--write PATH ...] [--sandbox auto|landlock|off]``:
     serve the shell tools over stdio. Standalone there is no one to approve anything: refused
     paths stay refused, and ``--sandbox off`` refuses every command."""
     parser = argparse.ArgumentParser(prog="python -m dispatch.servers.shell", description=__doc__)
     root_argument(parser)
     parser.add_argument("--default-timeout", type=float, default=120, help="seconds (default 120)")
     parser.add_argument("--max-timeout", type=float, default=1800, help="seconds (default 1800)")
-    parser.add_argument("--sandbox", choices=["auto", "off"], default="auto", help="default: auto")
+    parser.add_argument("--sandbox", choices=["auto", "landlock", "off"], default="auto", help="default: auto")
     limits = ProcessLimits()
     parser.add_argument(
         "--max-commands", type=int, default=MAX_COMMANDS, help=f"commands at once (default {MAX_COMMANDS})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,30 @@ needs_bwrap = pytest.mark.skipif(
     reason=f"needs bubblewrap: {PROBE.bwrap_problem or 'not installed (apt-get install bubblewrap)'}",
 )
 needs_landlock = pytest.mark.skipif(not PROBE.landlock_abi, reason="the kernel offers no Landlock")
+can_hide_bwrap = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="hiding bubblewrap needs root and unshare (util-linux)"
+)
+UNUSABLE_BWRAP = """#!/bin/sh
+echo 'bwrap: No permissions to create a new namespace, likely because the kernel does not allow' \\
+  'non-privileged user namespaces.' >&2
+exit 1
+"""
+
+
+def bwrap_hidden(argv: Sequence[str], folder: Path) -> list[str]:
+    """``argv`` run where bubblewrap is installed but unusable, as in a container: in a private
+    mount namespace (``unshare -m``) with a stand-in that fails as bwrap does there bound over the
+    real one. The host's bwrap is untouched. Needs root (:data:`can_hide_bwrap`)."""
+    fake = folder / "unusable-bwrap"
+    fake.write_text(UNUSABLE_BWRAP)
+    fake.chmod(0o755)
+    real = shutil.which("bwrap")
+    if real is None:  # not installed: already as on such a machine
+        return list(argv)
+    bind = 'mount --bind "$0" "$1" && shift && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", bind, str(fake), real, *argv]
+
+
 needs_process_limit = pytest.mark.skipif(
     PROBE.pids_cgroup is None and os.geteuid() == 0, reason="no process limit holds for root without a pids cgroup"
 )

@@ -20,9 +20,14 @@ from dispatch.hub.llm.defaults import KEY_VARIABLES, PROVIDER_DEFAULTS, DefaultM
 from dispatch.hub.llm.models_config import ModelsConfig
 from dispatch.servers.lsp.languages import LANGUAGES, plan_servers
 from dispatch.servers.lsp.settings import LspSettings
-from dispatch.servers.sandbox import SandboxProbe, SandboxSetting, probe_sandbox
+from dispatch.servers.sandbox import SandboxProbe, SandboxSetting, mode_in_force, probe_sandbox
+from dispatch.servers.sandbox.choice import refusal
 
 __all__ = ["Finding", "check_language_servers", "check_models", "check_sandbox", "run_doctor"]
+
+
+Status = Literal["ok", "missing", "off", "weaker", "changed", "failed"]
+_SHELL_STATUS: dict[SandboxSetting, Status] = {"auto": "ok", "landlock": "weaker", "off": "off"}
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,7 @@ class Finding:
 
     topic: str
     text: str
-    status: Literal["ok", "missing", "off", "changed", "failed"] = "ok"
+    status: Status = "ok"
 
 
 def check_language_servers(root: Path, settings: LspSettings, search_path: str | None = None) -> list[Finding]:
@@ -96,18 +101,18 @@ def check_models(
 
 def check_sandbox(probe: SandboxProbe | None = None, setting: SandboxSetting = "auto") -> list[Finding]:
     """A finding per sandbox layer (bubblewrap, Landlock, openat2, the process limit), and the
-    shell's resulting mode. With ``sandbox: off`` a missing layer is not a problem."""
+    shell's mode in force. A layer the setting does not use is not missing: bubblewrap under
+    ``sandbox: landlock``, any under ``sandbox: off``; Landlock alone is ``weaker``."""
     found = probe or probe_sandbox()
     findings = [Finding(topic, text, status) for topic, text, status in found.findings()]
-    if setting == "off":
-        findings = [Finding(f.topic, f.text, "off" if f.status == "missing" else f.status) for f in findings]
-        findings.append(Finding("shell", "sandbox: off in the config: every command is approved by the user", "off"))
-    elif found.any_layer:
-        findings.append(Finding("shell", f"commands run in the sandbox ({found.layers()})"))
-    else:
-        findings.append(
-            Finding("shell", "disabled: neither bubblewrap nor Landlock (or set `sandbox: off`)", "missing")
-        )
+    unused: set[str] = (
+        {"bubblewrap"} if setting == "landlock" else {f.topic for f in findings} if setting == "off" else set()
+    )
+    findings = [
+        Finding(f.topic, f.text, "off" if f.status == "missing" and f.topic in unused else f.status) for f in findings
+    ]
+    status: Status = "missing" if refusal(setting, found) is not None else _SHELL_STATUS[setting]
+    findings.append(Finding("shell", mode_in_force(setting, found).removeprefix("the shell is "), status))
     return findings
 
 

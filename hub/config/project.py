@@ -112,10 +112,11 @@ class DispatchConfig(BaseModel):
         description="language servers per language: true (detect), false (off), or a command, "
         "initialization options and settings that override detection",
     )
-    sandbox: Literal["auto", "off"] = Field(
+    sandbox: Literal["auto", "landlock", "off"] = Field(
         default="auto",
-        description="auto: shell commands run in the OS sandbox (bubblewrap and/or Landlock), and the shell is "
-        "disabled where there is neither; off: no sandbox, and the user approves every command first",
+        description="auto: shell commands run in bubblewrap (with Landlock inside), and the shell is disabled "
+        "where bubblewrap is not usable; landlock: Landlock alone, a weaker sandbox (dispatch doctor says what "
+        "it loses); off: no sandbox, and the user approves every command first",
     )
     limits: LimitsConfig = Field(
         default_factory=LimitsConfig,

@@ -69,6 +69,7 @@ from dispatch.hub.views import AgentDetail, AgentView, ChatView, HubView, Limits
 from dispatch.servers.hublink import USER_KINDS, MessageKind
 from dispatch.servers.lsp import LspBackend
 from dispatch.servers.lsp.manager import LspManager
+from dispatch.servers.sandbox import mode_in_force
 
 VIEWS_PER_TURN = 250
 """How many agents' views :meth:`Hub.agents` builds before it lets the event loop turn (fewer made
@@ -227,7 +228,8 @@ class Hub(Delegation):
         return self.tree.limits.view()
 
     def about(self) -> HubView:
-        """The projects this hub serves, and the model a new chat's dispatch agent would get."""
+        """The projects this hub serves, the model a new chat's dispatch agent would get, and how
+        its shell commands run."""
         catalog = self.tree.catalog
         picked = catalog.model_for(DEFAULT_TEMPLATE, self.default_model)
         if picked is not None and self.default_model:
@@ -239,6 +241,7 @@ class Hub(Delegation):
             projects=list(projects),
             default_model=picked.model if picked else None,
             default_model_source=picked.source if picked else f"no model: {no_model_hint()}",
+            shell=mode_in_force(catalog.config.sandbox),
         )
 
     async def _project(self, root: str | None) -> Project:

@@ -26,10 +26,7 @@ be scrubbed: ``/proc/1/environ`` inside shows it).
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -37,9 +34,10 @@ from pathlib import Path
 
 from dispatch.servers.paths import covered_by_any
 
+from .leftovers import private_dir
 from .policy import DeniedPaths, Present
 
-__all__ = ["BwrapLayout", "empty_file", "private_areas"]
+__all__ = ["BwrapLayout", "empty_file", "private_areas", "root_secrets"]
 
 TMP_SIZE = 512 * 1024 * 1024
 HOME_SIZE = 128 * 1024 * 1024
@@ -53,9 +51,7 @@ ROOT_SECRETS = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", 
 @cache
 def empty_file() -> Path:
     """A read-only empty file to mount over files that must not be seen."""
-    folder = Path(tempfile.mkdtemp(prefix="dispatch-sandbox-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    path = folder / "empty"
+    path = private_dir("sandbox") / "empty"
     path.touch(mode=0o444)
     return path
 
@@ -67,7 +63,8 @@ def private_areas(home: Path) -> list[Path]:
     return sorted(found, key=lambda p: (len(p.parts), str(p)))
 
 
-def _root_secrets() -> list[Path]:
+def root_secrets() -> list[Path]:
+    """The files only root may read that exist here (hidden from a root hub's commands)."""
     found = [Path(p) for p in ROOT_SECRETS]
     ssh = Path("/etc/ssh")
     if ssh.is_dir():
@@ -148,7 +145,7 @@ class BwrapLayout:
     def _hidden(self) -> list[Path]:
         paths = [p for p, _ in self.denied.absolute] + list(self.present.hidden)
         if os.geteuid() == 0:
-            paths += _root_secrets()
+            paths += root_secrets()
         return [p for p in dict.fromkeys(paths) if p.exists() and not p.is_symlink()]
 
     @staticmethod

@@ -2,11 +2,12 @@
 to read that the sandbox hides, or the network. Each becomes a :class:`Need` to ask the user for.
 
 The kernel's refusals reach the output as the error texts of ``EROFS`` (a read-only bind),
-``EACCES`` (Landlock), ``ENOENT`` (a path under a private tmpfs) and ``ENETUNREACH`` or a failed
-name lookup (no network). A path the command cannot see is asked for ``read`` first (its parent,
-when it does not exist yet); a path it sees but may not change, ``write``. Tools quote paths in
-several ways (``'x'``, ``‘x’``, ``"x"``, ``x: error``); every path-looking token on such a line is
-a candidate, kept only when widening the sandbox by it could change the outcome.
+``EACCES`` (Landlock), ``ENOENT`` (a path under a private tmpfs) and ``ENETUNREACH``, a failed
+name lookup or (Landlock alone) a refused ``connect`` (no network). A path the command cannot
+see is asked for ``read`` first (its parent, when it does not exist yet); a path it sees but may
+not change, ``write``. Tools quote paths in several ways (``'x'``, ``‘x’``, ``"x"``,
+``x: error``); every path-looking token on such a line is a candidate (bash's ``/dev/tcp/...``
+excepted), kept only when widening the sandbox by it could change the outcome.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ _NETWORK_ERRORS = (
     "Name or service not known",
     "No address associated with hostname",
     "getaddrinfo failed",
+    "connect: Permission denied",
 )
 _QUOTED = re.compile(r"'([^'\n]+)'|‘([^’\n]+)’|\"([^\"\n]+)\"|`([^'\n]+)'")
 _BEFORE_COLON = re.compile(r"(?:^|\s)([~/.][^\s:'\"‘’]*|[^\s:'\"‘’]+/[^\s:'\"‘’]*): ")
@@ -51,7 +53,8 @@ def _candidates(line: str) -> list[str]:
     found = [next(g for g in m.groups() if g) for m in _QUOTED.finditer(line)]
     found += [m.group(1) for m in _BEFORE_COLON.finditer(line)]
     found += [m.group(1) for m in _AFTER_WORD.finditer(line)]
-    return [c for c in dict.fromkeys(found) if "/" in c or c.startswith(("~", "."))]
+    paths = [c for c in dict.fromkeys(found) if "/" in c or c.startswith(("~", "."))]
+    return [c for c in paths if not c.startswith(("/dev/tcp/", "/dev/udp/"))]  # bash's sockets, not files
 
 
 def _absolute(candidate: str, root: Path, home: Path) -> Path:

@@ -4,9 +4,11 @@ A Landlock ruleset, once applied, holds for the process and everything it starts
 ruleset can only narrow it (rulesets stack), so a command cannot widen its own. Used two ways:
 
 * :func:`abi` tells the probe which Landlock ABI the kernel offers (0: none);
-* run as a script (``python -I -S -c <this file> --rw DIR ... -- bash -c CMD``), it restricts
-  itself to reading everywhere it may see and writing only in the ``--rw`` paths, then ``exec`` s
-  the command. It imports nothing but the standard library, so it starts in milliseconds.
+* run as a script (``python -I -S -c <this file> --rw DIR ... -- bash -c CMD``), it drops every
+  capability it holds (started by a root hub), restricts itself to reading beneath the ``--ro``
+  paths and writing only in the ``--rw`` paths (and with ``--no-network``, ABI 4+, to no TCP bind
+  or connect), then ``exec`` s the command. It imports nothing but the standard library, so it
+  starts in milliseconds.
 """
 
 from __future__ import annotations
@@ -17,12 +19,20 @@ import resource
 import sys
 from collections.abc import Sequence
 
-__all__ = ["abi", "main", "restrict"]
+__all__ = ["NETWORK_ABI", "abi", "drop_capabilities", "main", "restrict"]
 
 _CREATE_RULESET, _ADD_RULE, _RESTRICT_SELF = 444, 445, 446
 _CREATE_RULESET_VERSION = 1
 _RULE_PATH_BENEATH = 1
 _PR_SET_NO_NEW_PRIVS = 38
+_PR_CAPBSET_DROP, _PR_SET_SECUREBITS, _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 24, 28, 47, 4
+_SECUREBITS = 0b11101111
+"""NOROOT, NO_SETUID_FIXUP, NO_CAP_AMBIENT_RAISE, each locked, and KEEP_CAPS locked off: neither
+``exec`` nor a uid change can give capabilities back."""
+_CAPABILITY_VERSION_3 = 0x20080522
+NETWORK_ABI = 4
+"""The first ABI with network rules (TCP bind and connect)."""
+_NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1
 
 EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 REMOVE_DIR, REMOVE_FILE, MAKE_CHAR, MAKE_DIR = 1 << 4, 1 << 5, 1 << 6, 1 << 7
@@ -74,15 +84,17 @@ def abi() -> int:
         return 0
 
 
-def restrict(write: Sequence[str], read: Sequence[str] = ("/",)) -> int:
+def restrict(write: Sequence[str], read: Sequence[str] = ("/",), network: bool = True) -> int:
     """Restrict this process: read (and execute) beneath ``read``, write beneath ``write``;
-    scope signals and abstract unix sockets to the sandbox (ABI 6+). Returns the ABI used.
+    scope signals and abstract unix sockets to the sandbox (ABI 6+); without ``network``, no TCP
+    bind or connect at all (ABI 4+; earlier ABIs cannot refuse it). Returns the ABI used.
     Paths that do not exist are skipped. Raises OSError when Landlock is unavailable."""
     version = abi()
     if version < 1:
         raise OSError("Landlock is not available")
     handled = _FS_BY_ABI.get(version, (1 << 16) - 1)
-    attr = _RulesetAttr(handled, 0, SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if version >= 6 else 0)
+    net = 0 if network or version < NETWORK_ABI else _NET_BIND_TCP | _NET_CONNECT_TCP
+    attr = _RulesetAttr(handled, net, SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if version >= 6 else 0)
     size = 24 if version >= 6 else 16 if version >= 4 else 8
     libc = _libc()
     libc.syscall.restype = ctypes.c_long
@@ -120,13 +132,53 @@ def _add_rule(libc: ctypes.CDLL, ruleset: int, path: str, rights: int) -> None:
         os.close(fd)
 
 
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _permitted() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("CapPrm:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def drop_capabilities() -> None:
+    """Give up every capability for good, when this process holds any (a root hub's child): the
+    bounding and ambient sets emptied, the securebits locked so that ``exec`` as uid 0 gains none,
+    then nothing effective, permitted or inheritable. The uid stays; its powers go."""
+    if not _permitted():
+        return
+    libc = _libc()
+    for cap in range(64):
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22:  # EINVAL: no such cap
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+    for option, value in ((_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL), (_PR_SET_SECUREBITS, _SECUREBITS)):
+        if libc.prctl(option, value, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl failed while dropping capabilities")
+    header = _CapHeader(_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+    if _permitted():
+        raise OSError("capabilities are still permitted after dropping them")
+
+
 def main(argv: Sequence[str]) -> None:
-    """``--rw PATH ... [--ro PATH ...] [--nproc N] -- COMMAND ...``: restrict, then exec COMMAND."""
+    """``--rw PATH ... [--ro PATH ...] [--nproc N] [--no-network] -- COMMAND ...``: drop
+    capabilities, restrict, then exec COMMAND."""
     args = list(argv)
     if "--" not in args:
-        sys.exit("landlock helper: usage: --rw PATH ... [--ro PATH ...] [--nproc N] -- COMMAND ...")
+        sys.exit("landlock helper: usage: --rw PATH ... [--ro PATH ...] [--nproc N] [--no-network] -- COMMAND ...")
     split = args.index("--")
     options, command = args[:split], args[split + 1 :]
+    network = "--no-network" not in options
+    options = [o for o in options if o != "--no-network"]
     write: list[str] = []
     read: list[str] = []
     for flag, value in zip(options[::2], options[1::2], strict=True):
@@ -138,9 +190,10 @@ def main(argv: Sequence[str]) -> None:
             limit = int(value)
             resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
     try:
-        restrict(write, read or ["/"])
+        drop_capabilities()
+        restrict(write, read or ["/"], network)
     except OSError as error:
-        sys.exit(f"dispatch sandbox: Landlock could not be applied ({error}); refusing to run unconfined")
+        sys.exit(f"dispatch sandbox: the sandbox could not be applied ({error}); refusing to run unconfined")
     os.execvp(command[0], command)
 
 

@@ -8,6 +8,11 @@ argv of one command, outermost first::
     python -I -S -c LANDLOCK_HELPER --rw ... --          (only with Landlock)
     bash -c COMMAND
 
+Without bubblewrap (``sandbox: landlock``) the helper is the whole sandbox: it drops every
+capability, hides what bubblewrap would cover with tmpfs by not granting it (the homes, ``/tmp``,
+``/run``, the host's ``/dev/shm``, the data directory, root's secret files), refuses TCP (ABI 4+),
+and the always-denied paths in the project are put back after each command (:mod:`.guard`).
+
 A launcher is immutable; :meth:`SandboxLauncher.widened` returns a new one with more grants, and
 that is the only way a sandbox grows: by exactly the grants the user approved.
 
@@ -20,11 +25,9 @@ left out, not followed.
 
 from __future__ import annotations
 
-import atexit
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -34,12 +37,14 @@ from dispatch.servers.hublink import Operation
 from dispatch.servers.paths import covered_by_any, covers
 
 from . import landlock
-from .bwrap import BwrapLayout, private_areas
+from .bwrap import BwrapLayout, private_areas, root_secrets
+from .guard import Guard
+from .leftovers import private_dir, sweep_leftovers
 from .pids import AgentPids, PidsCgroup, ProcessLimits
 from .policy import MAX_SCANNED_DIRS, NETWORK, DeniedPaths, Present, scrub_environment
 from .probe import SandboxProbe
 
-__all__ = ["Grant", "SandboxLauncher"]
+__all__ = ["Grant", "SandboxLauncher", "landlock_losses"]
 
 _JOIN_CGROUP = 'echo $$ > "$0" && exec "$@"'
 
@@ -94,7 +99,8 @@ class SandboxLauncher:
         """A launcher for one agent's commands in ``root`` with write access to ``write`` (the root
         itself, or paths inside), seeing only ``read`` of the root besides (None: all of it). Its
         cgroup goes under this process's own hub cgroup, made in ``pids_parent`` (default: the
-        probe's base)."""
+        probe's base). The first in a process sweeps what killed hubs left (:mod:`.leftovers`)."""
+        sweep_leftovers()
         real_root = _real(root)
         writes = tuple(_real(p) for p in write)
         reads = None if read is None else tuple(_real(p) for p in read)
@@ -152,14 +158,24 @@ class SandboxLauncher:
         return replace(self, grants=self.grants + extra) if extra else self
 
     def describe(self) -> str:
-        """One paragraph for the agent's system prompt."""
+        """One paragraph for the agent's system prompt, naming the mode in force."""
         scope = ", ".join(str(p) for p in self.write) or "nowhere (read-only)"
         net = "the network is on (granted)" if self.network else "no network"
         together = f" and {self.limits.agent} for all of them together" if self.pids is not None else ""
+        if self.probe.has_bwrap:
+            mode = f"Shell commands run in a sandbox ({self.probe.layers()}; `sandbox: auto`)"
+            scratch = "a private /tmp and home that vanish after each command"
+        else:
+            mode = f"Shell commands run under Landlock alone (`sandbox: landlock`, ABI {self.probe.landlock_abi})"
+            scratch = "a scratch $HOME and $TMPDIR kept between commands"
+            if not self.network and self.probe.landlock_abi >= landlock.NETWORK_ABI:
+                net = "no TCP connection or listening port, not even on localhost"
+        lost = (
+            "" if self.probe.has_bwrap else f" Compared with bubblewrap this mode loses: {landlock_losses(self.probe)}."
+        )
         return (
-            f"Shell commands run in a sandbox ({self.probe.layers()}): they may write only in {scope}"
-            f" (plus a private /tmp and home that vanish after each command), {net}, at most"
-            f" {self.limits.command} processes per command{together}. A command refused a path or the"
+            f"{mode}: they may write only in {scope} (plus {scratch}), {net}, at most"
+            f" {self.limits.command} processes per command{together}.{lost} A command refused a path or the"
             " network is re-run once the user approves; pass `needs` to `run` to ask up front."
         )
 
@@ -194,22 +210,28 @@ class SandboxLauncher:
         return argv
 
     def _landlock_options(self) -> list[str]:
-        write = [*_unmoved(self.write_paths()), *_DEVICES]
+        write = [*_unmoved(self.write_paths())]
         read: list[Path] = []
+        flags: list[str] = []
         if self.probe.has_bwrap:
-            write += private_areas(self.denied.home)  # private tmpfs mounts inside the sandbox
+            write += [*_DEVICES, Path("/dev/shm"), *private_areas(self.denied.home)]  # private mounts inside
             if self.hides_root:
                 read = [*_all_but(self.root, [Path("/")]), *_unmoved(self.read_paths())]
-        else:  # Landlock alone: hide the private areas by not granting them, and give a scratch dir
-            write.append(_scratch())
-            hidden = private_areas(self.denied.home)
-            read = [Path("/", name) for name in sorted(os.listdir("/")) if not covered_by_any(Path("/", name), hidden)]
+        else:  # Landlock alone: hide what bubblewrap would cover by not granting it; give a scratch dir
+            write += [*_DEVICES, _scratch()]
+            read = _readable(Path("/"), self._hidden())
             if self.hides_root:
                 read = _all_but(self.root, read)
             read += [*_unmoved(self.read_paths()), *_unmoved(self.write_paths()), Path(sys.base_prefix)]
+            flags = [] if self.network else ["--no-network"]
         options = [arg for path in write for arg in ("--rw", str(path))]
         options += [arg for path in read for arg in ("--ro", str(path))]
-        return [*options, "--nproc", str(self.max_processes)]
+        return [*options, "--nproc", str(self.max_processes), *flags]
+
+    def _hidden(self) -> list[Path]:
+        """Without bubblewrap, what no read rule may cover (what its tmpfs mounts and hides cover)."""
+        hidden = [*private_areas(self.denied.home), Path("/dev/shm"), *(p for p, _ in self.denied.absolute)]
+        return hidden + (root_secrets() if os.geteuid() == 0 else [])
 
     def environment(self, base: Mapping[str, str]) -> dict[str, str]:
         env = scrub_environment(base)
@@ -253,6 +275,12 @@ class SandboxLauncher:
             )
         return notes
 
+    def guard(self) -> Guard:
+        """Before a command: the always-denied paths it could change (the project's own, and any
+        inside the write scope), to put back after it with :meth:`Guard.restore`."""
+        inside = [(p, why) for p, why in self.denied.absolute if covered_by_any(p, self.write_paths())]
+        return Guard.take(self.root, [*self.denied.in_root(), *inside], self.root / ".git")
+
     def release(self, argv: Sequence[str]) -> list[str]:
         """After the command has ended: kill what is left of it and drop its cgroup; a note when
         it ran into a process limit (forks past it failed)."""
@@ -267,9 +295,44 @@ class SandboxLauncher:
         return notes
 
 
-_DEVICES = tuple(
-    Path("/dev", name) for name in ("null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm")
-)
+_DEVICES = tuple(Path("/dev", name) for name in ("null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts"))
+
+
+def landlock_losses(probe: SandboxProbe) -> str:
+    """What commands under Landlock alone lack, compared with bubblewrap (for the prompt, doctor,
+    the shell's refusal under ``auto``)."""
+    net = (
+        "UDP is not refused (TCP is)"
+        if probe.landlock_abi >= landlock.NETWORK_ABI
+        else f"the network is open (Landlock ABI {landlock.NETWORK_ABI}+ refuses TCP; this kernel has"
+        f" {probe.landlock_abi or 'none'})"
+    )
+    return (
+        "no namespaces, so the host's processes and network interfaces are visible; the project's"
+        " .git/hooks, .git/config, .mcp.json and .dispatch/ can be read, and changed while a command"
+        " runs (they are put back after it); a root hub's commands keep uid 0, without capabilities,"
+        f" so the root-owned files they can see are theirs; {net}; the scratch folder is not size-capped"
+    )
+
+
+def _readable(top: Path, hidden: Sequence[Path]) -> list[Path]:
+    """The paths to grant read beneath so that all of ``top`` but ``hidden`` is readable: ``top``
+    itself when nothing hidden lies beneath it, else its entries, recursively (links skipped: a
+    rule on one would cover its target; their targets are granted where they are)."""
+    if covered_by_any(top, hidden):
+        return []
+    if not any(covers(top, h) for h in hidden):
+        return [top]
+    try:
+        names = sorted(os.listdir(top))
+    except OSError:
+        return []
+    found: list[Path] = []
+    for name in names:
+        child = top / name
+        if not child.is_symlink():
+            found += _readable(child, hidden)
+    return found
 
 
 def _unmoved(paths: Iterable[Path]) -> tuple[Path, ...]:
@@ -298,9 +361,7 @@ def _all_but(excluded: Path, tops: Iterable[Path]) -> list[Path]:
 @cache
 def _scratch() -> Path:
     """Without bubblewrap: the one writable temp and home directory of this process's commands."""
-    scratch = Path(tempfile.mkdtemp(prefix="dispatch-scratch-"))
-    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
-    return scratch
+    return private_dir("scratch")
 
 
 def _interpreter() -> str:

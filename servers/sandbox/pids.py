@@ -12,7 +12,8 @@ process in its cgroup and every ancestor, and refuses a fork that would pass any
 
 The command's first process joins its cgroup before it ``exec`` s bwrap, so everything it starts
 is counted. A command's cgroup is removed after the command, an agent's when its last running
-command has ended, the hub's at exit.
+command has ended, the hub's at exit; a killed hub's, by the next one to start
+(:func:`sweep_dead_cgroups`, from :mod:`.leftovers`).
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ import atexit
 import contextlib
 import itertools
 import os
+import re
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-__all__ = ["AgentPids", "PidsCgroup", "ProcessLimits", "pids_base"]
+__all__ = ["AgentPids", "PidsCgroup", "ProcessLimits", "pids_base", "sweep_dead_cgroups"]
 
 _counter = itertools.count(1)
 _made: set[Path] = set()
@@ -225,3 +228,36 @@ def sweep() -> None:
 
 
 atexit.register(sweep)
+
+_OWNED = re.compile(r"dispatch-(?:probe-)?(\d+)(?:-\d+)?$")
+
+
+def sweep_dead_cgroups(base: Path, alive: Callable[[int], bool]) -> None:
+    """Remove the cgroups under ``base`` (``dispatch-<pid>`` with its agents' and commands' inside,
+    ``dispatch-probe-<pid>``) whose owner ``pid`` is not ``alive``: left by a hub that was killed;
+    whatever still runs in one is killed first, and the innermost go first (a cgroup with children
+    cannot be removed)."""
+    with contextlib.suppress(OSError):
+        for path in base.iterdir():
+            owner = _OWNED.match(path.name)
+            if owner is None or alive(int(owner.group(1))) or not path.is_dir():
+                continue
+            tree = [Path(folder) for folder, _, _ in os.walk(path)]
+            for cgroup in tree:
+                for pid in _read(cgroup / "cgroup.procs").split():
+                    with contextlib.suppress(OSError):
+                        os.kill(int(pid), signal.SIGKILL)
+            for cgroup in sorted(tree, key=lambda p: len(p.parts), reverse=True):
+                _remove_when_empty(cgroup)
+
+
+def _remove_when_empty(cgroup: Path, wait_s: float = 2.0) -> None:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            cgroup.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.01)

@@ -252,6 +252,15 @@ class DeniedPaths:
             return f"'{path}' is always denied ({_GIT_REASONS[kind]})"
         return None
 
+    def in_root(self) -> list[tuple[Path, str]]:
+        """The project's own always-denied paths at its top level, whether they exist or not (what
+        a command under Landlock alone is put back from): ``.mcp.json``, ``.dispatch``, and the
+        root repository's config and hooks."""
+        if self.root is None:
+            return []
+        own = [(self.root / name, why) for name, why in PROJECT_DENIED]
+        return own + [(self.root / ".git" / name, _GIT_REASONS["secret"]) for name in sorted(_GIT_SECRET)]
+
     def present(self, limit: int = MAX_SCANNED_DIRS) -> Present:
         """The always-denied paths that exist in the project now, at any depth, symlinks not
         followed; inside a git directory only its ``way`` directories are listed (git's working
