@@ -123,5 +123,6 @@ async def test_the_journal_records_what_the_events_say_with_no_tree_to_ask(tmp_p
     assert row is not None and kid is not None
     assert (row.state, row.report, row.steps, row.progress) == ("done", "one file", 2, ["listed", "counted"])
     assert (row.tokens_in, row.tokens_out, row.cost_usd) == (120, 8, 0.01)
-    assert row.spec == spec and (row.chat_id, kid.chat_id) == ("c-1", "c-1")  # the child files under its top's chat
+    assert row.spec == spec.model_copy(update={"root": str(tmp_path)})  # the project it worked in, from its row
+    assert (row.root, row.chat_id, kid.chat_id) == (str(tmp_path), "c-1", "c-1")  # the child files under its top's chat
     assert transcript == [*first, call, *second]

@@ -14,11 +14,13 @@ import pytest
 from dispatch.hub.agents.access import SessionAnswers, gate_request
 from dispatch.hub.agents.catalog import Catalog
 from dispatch.hub.agents.loop import Agent, AgentHooks
+from dispatch.hub.agents.projects import Project
 from dispatch.hub.agents.spec import AgentSpec
 from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.cli.doctor import check_sandbox, run_doctor
 from dispatch.hub.config.project import DispatchConfig, Permissions
 from dispatch.hub.llm.client import LiteLLMClient
+from dispatch.hub.mounts.outside import OutsideServers
 from dispatch.hub.policy.grants import Grants
 from dispatch.servers.hublink import AccessDecision, Operation
 from dispatch.servers.sandbox import SandboxProbe
@@ -54,6 +56,9 @@ class GateTree:
     catalog: Catalog = field(default_factory=Catalog.builtin)
     agents: dict[str, Agent] = field(default_factory=dict[str, Agent])
     session_answers: SessionAnswers = field(default_factory=SessionAnswers)
+
+    def project_of(self, spec: AgentSpec) -> Project:
+        return Project(self.root, self.catalog, OutsideServers())
 
     def add(self, agent_id: str, parent: str | None = None, **grants: object) -> Agent:
         spec = AgentSpec(id=agent_id, parent_id=parent, name=agent_id, task="t", model=MODEL, grants=Grants(**grants))

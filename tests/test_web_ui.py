@@ -250,3 +250,41 @@ def test_the_page_says_which_model_a_new_chat_uses_and_follows_a_config_edit(
     expect(note).to_have_text("New chats use openai/gpt-5.2 (models.default in the config).")
     page.close()
     assert errors == []
+
+
+def test_a_new_chat_in_another_project_works_there_and_the_lists_filter_by_project(
+    scripted_llm: ScriptedLLM, chat_hub: ServedHub, browser: Browser, project: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    other.mkdir()
+    scripted_dispatch(other)
+    scripted_llm.script("[here]", [Reply(text="answered here")])
+    scripted_llm.script(
+        "[there]", [Reply(tool_calls=[call("write_file", path="there.txt", content="x")]), Reply(text="wrote there")]
+    )
+    page, errors = _open(browser, chat_hub, 1280, 900)
+    try:
+        page.get_by_label("message to dispatch").fill("[here] hello")
+        page.get_by_role("button", name="Send to dispatch").click()
+        expect(page.get_by_label("chat messages")).to_contain_text("answered here", timeout=30_000)
+        expect(page.get_by_label("project of new chats")).to_have_value(str(project.resolve()))
+
+        page.get_by_label("project of new chats").fill(str(other))
+        page.get_by_role("button", name="New chat").click()
+        page.get_by_label("message to dispatch").fill("[there] write a file")
+        page.get_by_role("button", name="Send to dispatch").click()
+        expect(page.get_by_label("chat messages")).to_contain_text("wrote there", timeout=30_000)
+        expect(page.locator("#chat-list li")).to_have_count(2)
+
+        page.get_by_label("agents shown").select_option("all")
+        page.get_by_label("project shown").select_option(str(other.resolve()))
+        expect(page.locator("#chat-list li")).to_have_count(1)
+        expect(page.locator("#tree button.agent")).to_have_count(1)
+        expect(page.locator("#tree")).to_contain_text("done")
+        page.get_by_label("project shown").select_option(str(project.resolve()))
+        expect(page.locator("#chat-list li")).to_have_count(1)
+        expect(page.locator("#tree button.agent")).to_have_count(1)
+    finally:
+        page.close()
+    assert (other / "there.txt").read_text() == "x" and not (project / "there.txt").exists()
+    assert errors == []
