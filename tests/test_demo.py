@@ -55,6 +55,7 @@ def test_the_demo_runs_a_tree_to_done_with_no_key_and_an_empty_home(tmp_path: Pa
         approvals = client.get("/api/approvals", params={"state": "approved"}).json()
         top = next(a for a in agents if a["parent_id"] is None)
         transcript = client.get(f"/api/agents/{top['id']}").json()["transcript"]
+        usage = client.get("/api/usage").json()
     finally:
         demo.send_signal(signal.SIGTERM)
         _, stderr = demo.communicate(timeout=60)
@@ -67,3 +68,6 @@ def test_the_demo_runs_a_tree_to_done_with_no_key_and_an_empty_home(tmp_path: Pa
     assert any("Keep the greeting friendly" in str(m.get("content")) for m in transcript), "the message was read"
     assert [a["checkpoint"] for a in approvals] == ["before_report"], "its report waited for an approval"
     assert not any(home.iterdir()), "the demo touched the user's home"
+    spent = sum(a["tokens_in"] + a["tokens_out"] for a in agents)
+    assert spent > 0 and usage["total"]["tokens_in"] + usage["total"]["tokens_out"] == spent, "the ledger has its calls"
+    assert set(usage["by_agent"]) == {a["id"] for a in agents}

@@ -8,6 +8,7 @@ through the worker; starting the worker early), ``model_process`` / ``model_work
 none is named; the provider key variables), ``resolve`` (tag or name -> candidates), ``failures``
 (what a provider error means), ``keys`` (key availability and budget windows), ``router`` (the
 ModelClient over many keys), ``ledger`` (the usage ledger the router writes, as a protocol),
+``recorded`` (the ledger kept for a client without keys: the demo's),
 ``clock`` (injectable time), ``providers`` (litellm's provider names, read without importing it),
 ``scripted`` (a deterministic in-process model answering from scripts: tests, benchmarks, the demo).
 """

@@ -51,6 +51,7 @@ from dispatch.hub.events import (
 from dispatch.hub.ids import new_id
 from dispatch.hub.llm.client import start_model_worker
 from dispatch.hub.llm.defaults import DefaultModel, no_model_hint
+from dispatch.hub.llm.recorded import RecordedCalls
 from dispatch.hub.llm.router import Router
 from dispatch.hub.llm.types import ModelClient
 from dispatch.hub.mounts.pins import ToolPins
@@ -70,6 +71,9 @@ from dispatch.servers.hublink import USER_KINDS, MessageKind
 from dispatch.servers.lsp import LspBackend
 from dispatch.servers.lsp.manager import LspManager
 from dispatch.servers.sandbox import mode_in_force
+
+IN_PROCESS_KEY = "in-process"
+"""The usage ledger's key name for the calls of a model client the hub was given (the demo's)."""
 
 VIEWS_PER_TURN = 250
 """How many agents' views :meth:`Hub.agents` builds before it lets the event loop turn (fewer made
@@ -179,7 +183,9 @@ class Hub(Delegation):
             stack.push_async_callback(bus.journal.close)
             interrupted = await mark_interrupted(records, bus)
             lsp = await stack.enter_async_context(LspManager(catalog.config.lsp))
-            client = model or Router(catalog.config.models, store)
+            client = (
+                Router(catalog.config.models, store) if model is None else RecordedCalls(model, store, IN_PROCESS_KEY)
+            )
             tree, approvals = gated_tree(root, client, bus, catalog, store, lsp=lsp, artifacts=records)
             await stack.enter_async_context(tree)
             chats = await stack.enter_async_context(ChatService(store, tree, model=default_model))
