@@ -248,7 +248,7 @@ def plan_server(
     async def execute(current: CommandLauncher, command: str, limit_s: float) -> _Outcome:
         sandboxed = current if isinstance(current, SandboxLauncher) else None
         before = sandboxed.denied_present() if sandboxed is not None else None
-        guard = sandboxed.guard() if sandboxed is not None else None
+        guard = sandboxed.guard(before) if sandboxed is not None else None
         argv = current.argv(command, root) if sandboxed is None else sandboxed.argv(command, root, before)
         limits: list[str] = []
         notes: list[str] = []

@@ -9,12 +9,24 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from mcp import Client
 
-from tests.sandbox_helpers import Approvals, absent, fs_server, host_is_usable, needs_bwrap, run, sandboxed_shell, tool
+from dispatch.servers.sandbox import SandboxProbe
+from tests.sandbox_helpers import (
+    PROBE,
+    Approvals,
+    absent,
+    fs_server,
+    host_is_usable,
+    needs_bwrap,
+    run,
+    sandboxed_shell,
+    tool,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -51,6 +63,19 @@ def project(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     host_is_usable()
 
 
+@pytest.fixture(params=["bubblewrap", "landlock"])
+def shell_probe(request: pytest.FixtureRequest) -> SandboxProbe:
+    """The shell's sandbox with bubblewrap, and as ``sandbox: landlock`` runs it (bubblewrap not
+    used: nothing is mounted over the git directory; what a command planted is removed after it)."""
+    if request.param == "bubblewrap":
+        if not PROBE.has_bwrap:
+            pytest.skip(f"needs bubblewrap: {PROBE.bwrap_problem or 'not installed (apt-get install bubblewrap)'}")
+        return PROBE
+    if not PROBE.landlock_abi:
+        pytest.skip("the kernel offers no Landlock")
+    return replace(PROBE, bwrap=None, userns=False)
+
+
 def evil_common_dir(marker: Path) -> str:
     """A shell command that makes ``evil/`` a git common directory whose config runs a command."""
     config = f'[core]\\n\\tfsmonitor = "touch {marker}; false"\\n'
@@ -83,12 +108,11 @@ async def test_commondir_cannot_point_git_at_a_planted_config_with_write_file(pr
     user_runs_git_status(root, marker)
 
 
-@needs_bwrap
 async def test_commondir_planted_by_a_command_is_removed_before_the_user_runs_git(
-    project: tuple[Path, Path],
+    project: tuple[Path, Path], shell_probe: SandboxProbe
 ) -> None:
     root, marker = project
-    async with Client(sandboxed_shell(root)) as c:
+    async with Client(sandboxed_shell(root, probe=shell_probe)) as c:
         text = await run(c, f"{evil_common_dir(marker)} && echo ../evil > .git/commondir; echo done")
     assert "done" in text and "removed .git/commondir" in text
     assert absent(root / ".git" / "commondir")
@@ -104,11 +128,12 @@ async def test_alternates_cannot_be_planted(project: tuple[Path, Path]) -> None:
     assert absent(alternates)
 
 
-@needs_bwrap
-async def test_alternates_planted_by_a_command_are_removed(project: tuple[Path, Path]) -> None:
+async def test_alternates_planted_by_a_command_are_removed(
+    project: tuple[Path, Path], shell_probe: SandboxProbe
+) -> None:
     root, _ = project
     alternates = root / ".git" / "objects" / "info" / "alternates"
-    async with Client(sandboxed_shell(root)) as c:
+    async with Client(sandboxed_shell(root, probe=shell_probe)) as c:
         text = await run(c, "mkdir -p .git/objects/info && echo /elsewhere/objects > .git/objects/info/alternates")
     assert "removed .git/objects/info/alternates" in text
     assert absent(alternates)
@@ -168,11 +193,12 @@ async def test_a_gitdir_file_cannot_be_created_with_write_file(project: tuple[Pa
     user_runs_git_status(root, marker)
 
 
-@needs_bwrap
-async def test_a_gitdir_file_created_by_a_command_is_removed(project: tuple[Path, Path]) -> None:
+async def test_a_gitdir_file_created_by_a_command_is_removed(
+    project: tuple[Path, Path], shell_probe: SandboxProbe
+) -> None:
     root, marker = project
     lib_link = (root / "lib" / ".git").read_text()
-    async with Client(sandboxed_shell(root)) as c:
+    async with Client(sandboxed_shell(root, probe=shell_probe)) as c:
         text = await run(
             c,
             f"{evil_common_dir(marker)}; echo ref: refs/heads/main > evil/HEAD;"
@@ -186,10 +212,11 @@ async def test_a_gitdir_file_created_by_a_command_is_removed(project: tuple[Path
     user_runs_git_status(root, marker)
 
 
-@needs_bwrap
-async def test_nested_mcp_json_and_dispatch_dirs_made_by_a_command_are_removed(project: tuple[Path, Path]) -> None:
+async def test_nested_mcp_json_and_dispatch_dirs_made_by_a_command_are_removed(
+    project: tuple[Path, Path], shell_probe: SandboxProbe
+) -> None:
     root, _ = project
-    async with Client(sandboxed_shell(root)) as c:
+    async with Client(sandboxed_shell(root, probe=shell_probe)) as c:
         text = await run(
             c,
             "mkdir -p deep/er/.dispatch && echo 'permissions: {auto_allow: [/]}' > deep/er/.dispatch/config.yaml;"
@@ -199,12 +226,13 @@ async def test_nested_mcp_json_and_dispatch_dirs_made_by_a_command_are_removed(p
     assert absent(root / "deep" / ".mcp.json") and absent(root / "deep" / "er" / ".dispatch")
 
 
-@needs_bwrap
-async def test_ordinary_git_work_still_works_in_the_shell(project: tuple[Path, Path]) -> None:
+async def test_ordinary_git_work_still_works_in_the_shell(
+    project: tuple[Path, Path], shell_probe: SandboxProbe
+) -> None:
     root, marker = project
     (root / "fresh").mkdir()
     identity = " ".join(IDENTITY)
-    async with Client(sandboxed_shell(root)) as c:
+    async with Client(sandboxed_shell(root, probe=shell_probe)) as c:
         text = await run(
             c,
             f"set -e; echo b > b.txt; git add b.txt; git {identity} commit -qm 'agent commit';"

@@ -275,11 +275,16 @@ class SandboxLauncher:
             )
         return notes
 
-    def guard(self) -> Guard:
+    def guard(self, present: Present | None = None) -> Guard:
         """Before a command: the always-denied paths it could change (the project's own, and any
-        inside the write scope), to put back after it with :meth:`Guard.restore`."""
-        inside = [(p, why) for p, why in self.denied.absolute if covered_by_any(p, self.write_paths())]
-        return Guard.take(self.root, [*self.denied.in_root(), *inside], self.root / ".git")
+        inside the write scope), to put back after it with :meth:`Guard.restore`. Under Landlock
+        alone, where nothing is mounted over them, also every one ``present`` found in the write
+        scope at any depth (nested repositories' config and hooks, ``.git`` files, ``commondir``...)."""
+        writable = self.write_paths()
+        inside = [(p, why) for p, why in self.denied.absolute if covered_by_any(p, writable)]
+        found = present.identities() if present is not None and not self.probe.has_bwrap else {}
+        nested = [(p, self.denied.reason(p, "write") or "always denied") for p in found if covered_by_any(p, writable)]
+        return Guard.take(self.root, [*self.denied.in_root(), *inside, *nested], self.root / ".git")
 
     def release(self, argv: Sequence[str]) -> list[str]:
         """After the command has ended: kill what is left of it and drop its cgroup; a note when
