@@ -26,6 +26,7 @@ BENCHMARKS = {
         "agent step, read_file",
         "agent step, check_messages",
     ),
+    "shell_command": ("shell command, project of 5 folders", "shell command, project of 200 folders"),
     "start_time": (
         "start, dispatch --help",
         "start, serve to /api/health",
