@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import anyio
 import pytest
 from mcp import Client
 
@@ -248,3 +249,26 @@ async def test_ordinary_git_work_still_works_in_the_shell(
     assert absent(root / "fresh" / ".git" / "config") and absent(root / "fresh" / ".git" / "hooks")
     assert "removed fresh/.git/config" in text
     user_runs_git_status(root, marker)
+
+
+async def test_later_commands_walk_only_what_changed_yet_miss_nothing(
+    project: tuple[Path, Path], shell_probe: SandboxProbe
+) -> None:
+    """From the second command on, the walk lists only folders whose ctime moved: a file planted
+    in an old folder whose time the command then sets back is still found (ctime cannot be set
+    back), and one the user adds between two commands is the user's, left alone."""
+    root, _ = project
+    (root / "old" / "older").mkdir(parents=True)
+    await anyio.sleep(1.2)  # older than the slack within which a folder is always listed again
+    async with Client(sandboxed_shell(root, probe=shell_probe)) as c:
+        await run(c, "true")
+        planted = await run(  # the folders' times put back exactly as they were
+            c,
+            "touch -r old/older $TMPDIR/was-older && touch -r old $TMPDIR/was-old && echo '{}' > old/older/.mcp.json"
+            " && touch -m -r $TMPDIR/was-older old/older && touch -m -r $TMPDIR/was-old old && echo planted",
+        )
+        (root / "old" / ".dispatch").mkdir()  # the user's, between two commands
+        after = await run(c, "echo next")
+    assert "planted" in planted and "removed old/older/.mcp.json" in planted
+    assert absent(root / "old" / "older" / ".mcp.json")
+    assert "removed" not in after and (root / "old" / ".dispatch").is_dir()

@@ -55,6 +55,7 @@ from dispatch.hub.mounts.outside import OutsideServers
 from dispatch.hub.mounts.pins import ToolPins
 from dispatch.hub.mounts.plan import MountPlan
 from dispatch.hub.mounts.toolset import ToolGate
+from dispatch.hub.policy.paths import ROOT
 from dispatch.servers.hublink import InboxMessage, MessageKind
 from dispatch.servers.lsp.server import LspBackend
 
@@ -354,7 +355,8 @@ class AgentTree:
             return
         agent.set_state(AgentState.running)
         project = self.project_of(agent.spec)
-        await anyio.to_thread.run_sync(make_scopes, project.root, agent.spec.scope)  # before its servers start
+        if any(scope != ROOT for scope in agent.spec.scope):  # the root exists: no thread hop for it
+            await anyio.to_thread.run_sync(make_scopes, project.root, agent.spec.scope)  # before its servers start
         plan = MountPlan(
             project.root,
             agent.spec.grants,

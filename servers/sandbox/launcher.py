@@ -85,6 +85,8 @@ class SandboxLauncher:
     root_reads: tuple[Path, ...] | None = None
     """The only paths of the root a command sees besides ``write``; None: the whole root."""
     _cgroups: dict[str, PidsCgroup] = field(default_factory=dict[str, PidsCgroup], compare=False, repr=False)
+    _walks: dict[str, Present] = field(default_factory=dict[str, Present], compare=False, repr=False)
+    """The last walk for always-denied paths (shared by widened copies), refreshed by the next."""
 
     @classmethod
     def create(
@@ -246,8 +248,11 @@ class SandboxLauncher:
 
     def denied_present(self) -> Present:
         """The project's always-denied paths that exist now, at any depth (to mount over, and to
-        compare with after a command)."""
-        return self.denied.present()
+        compare with after a command): the last walk's, refreshed where directories changed."""
+        last = self._walks.get("last")
+        found = self.denied.present() if last is None else self.denied.refreshed(last)
+        self._walks["last"] = found
+        return found
 
     def remove_new_denied(self, before: Present) -> list[str]:
         """Remove the always-denied paths a command created anywhere in the project (a nested
@@ -256,7 +261,7 @@ class SandboxLauncher:
         file, unchanged since it was read-only). No mount could protect what did not exist, and a
         git directory stays writable for git's lock files. One note for each; the command has
         ended, with every process it started."""
-        after = self.denied.present()
+        after = self._walks["last"] = self.denied.refreshed(before)
         earlier = set(before.identities().values())  # moved is not new: its content was read-only
         notes: list[str] = []
         for path, identity in sorted(after.identities().items()):
