@@ -288,6 +288,18 @@ async def test_binary_output_is_summarised_and_escapes_stripped(world: tuple[Pat
         assert bad not in escapes, repr(bad)
 
 
+async def test_bidirectional_controls_do_not_reach_the_model(world: tuple[Path, Path]) -> None:
+    """A file name or output may carry Unicode's bidi overrides, which make text read in another
+    order than it is written (``rm -rf /`` shown as something harmless): they are stripped, as
+    from web pages and outside tools' results."""
+    root, _ = world
+    async with Client(sandboxed_shell(root)) as c:
+        text = await run(c, "printf 'safe \\342\\200\\256txt.exe\\342\\201\\246 done\\n'")
+    assert "safe txt.exe done" in text
+    for bidi in ("\u202e", "\u2066"):
+        assert bidi not in text
+
+
 async def test_file_names_like_options_and_substitutions_stay_names(world: tuple[Path, Path]) -> None:
     root, _ = world
     async with Client(sandboxed_shell(root)) as c:
