@@ -6,9 +6,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +131,37 @@ def snapshot(*tops: Path) -> dict[str, str]:
 
 def absent(path: str | Path) -> bool:
     return not os.path.lexists(path)
+
+
+@contextmanager
+def loopback_listener() -> Iterator[tuple[int, list[str]]]:
+    """A TCP server on 127.0.0.1: its port, and what each connection that reached it sent."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    accepted: list[str] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(3)
+            try:
+                accepted.append(conn.recv(100).decode(errors="replace"))
+            except OSError:
+                accepted.append("")
+            conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], accepted
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
 
 
 def host_is_usable() -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ from tests.sandbox_helpers import (
     Approvals,
     absent,
     host_is_usable,
+    loopback_listener,
     needs_bwrap,
     needs_landlock,
     needs_process_limit,
@@ -174,25 +173,8 @@ async def test_home_credentials_are_hidden(world: tuple[Path, Path]) -> None:
 
 async def test_no_tcp_connection_without_a_network_grant(world: tuple[Path, Path]) -> None:
     root, _ = world
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    port = listener.getsockname()[1]
-    accepted: list[str] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            accepted.append(conn.recv(100).decode())
-            conn.close()
-
-    server = threading.Thread(target=accept, daemon=True)
-    server.start()
-    connect = f"python3 -c \"import socket; s = socket.create_connection(('127.0.0.1', {port}), 3); s.send(b'hi')\""
-    try:
+    with loopback_listener() as (port, accepted):
+        connect = f"python3 -c \"import socket; s = socket.create_connection(('127.0.0.1', {port}), 3); s.send(b'hi')\""
         ask = Approvals()
         async with Client(sandboxed_shell(root, ask)) as c:
             text = await run(c, f"{connect}; exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected")
@@ -204,10 +186,6 @@ async def test_no_tcp_connection_without_a_network_grant(world: tuple[Path, Path
         async with Client(sandboxed_shell(root, Approvals.granting())) as c:  # granted up front
             text = await run(c, connect, needs=[{"path": "network", "op": "execute"}])
         assert "network access granted" in text
-    finally:
-        stop.set()
-        server.join()
-        listener.close()
     assert accepted == ["hi"]
 
 

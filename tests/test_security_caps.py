@@ -6,7 +6,10 @@ hub (or real MCP sessions) and checks that the hub and the host stay usable."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -210,6 +213,27 @@ STORM = (  # no fork but the sleeps: a fork refused at the cap may end the shell
 )
 
 
+@contextmanager
+def _peak_count(marker: bytes) -> Iterator[list[int]]:
+    """The most processes with command line ``marker`` seen at once while inside (``[0]``),
+    sampled every 50 ms in a thread."""
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _count(marker))
+            stop.wait(0.05)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        thread.join()
+
+
 def _count(marker: bytes) -> int:
     count = 0
     for proc in Path("/proc").glob("[0-9]*"):
@@ -229,22 +253,11 @@ async def test_twelve_parallel_fork_storms_of_one_agent_stay_under_its_process_c
     config = "limits:\n  processes: {agent: 150, command: 100}\n"
     (root / ".dispatch" / "config.yaml").write_text(config)
     storm = Reply(tool_calls=[call("run", command=STORM, timeout_s=60)] * 12)
-    peak = 0
-    sampling = True
-
-    def sample() -> None:
-        nonlocal peak
-        while sampling:
-            peak = max(peak, _count(b"sleep\x002.3456\x00"))
-            time.sleep(0.05)
-
     with ScriptedModel([Script(match="[storm]", steps=[storm, Reply(text="done")])]) as model:
-        async with AgentTree(root, model, catalog=Catalog.load(root)) as tree, anyio.create_task_group() as group:
-            group.start_soon(anyio.to_thread.run_sync, sample)
-            try:
+        async with AgentTree(root, model, catalog=Catalog.load(root)) as tree:
+            with _peak_count(b"sleep\x002.3456\x00") as sampled:
                 agent = await tree.run(top_spec("[storm] fork a lot, twelve times at once"))
-            finally:
-                sampling = False
+    peak = sampled[0]
     assert_done(agent)
     answers = tool_messages(model.requests_for("[storm]")[-1].messages)
     assert len(answers) == 12
@@ -272,23 +285,11 @@ async def test_the_hubs_total_holds_over_two_agents(tmp_path: Path) -> None:
         shell.build_server(tmp_path, launcher=choose_shell_mode(tmp_path, [tmp_path], limits=limits).sandbox)
         for _ in range(2)
     ]
-    peak = 0
-    sampling = True
-
-    def sample() -> None:
-        nonlocal peak
-        while sampling:
-            peak = max(peak, _count(b"sleep\x002.3456\x00"))
-            time.sleep(0.05)
-
-    async with Client(shells[0]) as first, Client(shells[1]) as second, anyio.create_task_group() as group:
-        group.start_soon(anyio.to_thread.run_sync, sample)
-        try:
-            async with anyio.create_task_group() as storms:
-                for client in (first, second) * 2:
-                    storms.start_soon(partial(_run_into, answers, client))
-        finally:
-            sampling = False
+    with _peak_count(b"sleep\x002.3456\x00") as sampled:
+        async with Client(shells[0]) as first, Client(shells[1]) as second, anyio.create_task_group() as storms:
+            for client in (first, second) * 2:
+                storms.start_soon(partial(_run_into, answers, client))
+    peak = sampled[0]
     assert 50 < peak <= 120, f"{peak} processes at once"
     capped = "[sandbox: the commands of every agent together reached 120 processes (limits.processes.total)"
     assert sum(capped in a for a in answers) >= 2, answers

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +28,7 @@ from tests.sandbox_helpers import (
     absent,
     bwrap_hidden,
     can_hide_bwrap,
+    loopback_listener,
     needs_landlock,
     run,
     snapshot,
@@ -168,31 +167,10 @@ async def test_landlock_mode_keeps_credentials_capabilities_and_host_files_out(p
 @needs_landlock
 @pytest.mark.anyio
 async def test_landlock_mode_has_no_network_without_a_grant(project: Path, tmp_path: Path) -> None:
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    port = listener.getsockname()[1]
-    accepted: list[str] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            accepted.append("connected")
-            conn.close()
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
+    with loopback_listener() as (port, accepted):
         async with shell_server(project, "landlock", hidden=True, folder=tmp_path) as c:
             text = await run(c, f"echo hi > /dev/tcp/127.0.0.1/{port}; echo end")
             asked = "[sandbox: network access not granted" in text or PROBE.landlock_abi < TCP_RULES_ABI
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
     assert "end" in text and asked, text  # the refusal becomes a request for the network, not for /dev
     assert "access to /dev" not in text
     if PROBE.landlock_abi >= TCP_RULES_ABI:

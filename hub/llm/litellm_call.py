@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cache
 from types import ModuleType
 from typing import Any, cast
@@ -46,20 +46,23 @@ def _usage_of(litellm: ModuleType, response: Any, model: str) -> Usage:
     return Usage(prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost, calls=1)
 
 
+def _chain(error: BaseException, depth: int = 10) -> Iterator[BaseException]:
+    """``error`` and what caused it, outermost first (at most ``depth`` of them)."""
+    seen: BaseException | None = error
+    for _ in range(depth):
+        if seen is None:
+            return
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
 def _connection_failed(litellm: ModuleType, error: BaseException) -> bool:
     """Whether the endpoint was never reached (litellm reports some of these as server errors)."""
-    seen: BaseException | None = error
-    for _ in range(10):
-        if seen is None:
-            return False
-        if isinstance(seen, ConnectionError | litellm.APIConnectionError) or type(seen).__name__ in (
-            "APIConnectionError",
-            "ConnectError",
-            "ConnectTimeout",
-        ):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return any(
+        isinstance(seen, ConnectionError | litellm.APIConnectionError)
+        or type(seen).__name__ in ("APIConnectionError", "ConnectError", "ConnectTimeout")
+        for seen in _chain(error)
+    )
 
 
 def is_unknown_model(litellm: ModuleType, error: BaseException) -> bool:
@@ -90,16 +93,8 @@ def url_tried(error: BaseException, api_base: str | None) -> str | None:
     the HTTP client's the real one)."""
     if api_base is not None:
         return api_base
-    found: str | None = None
-    seen: BaseException | None = error
-    for _ in range(10):
-        if seen is None:
-            break
-        url = getattr(getattr(seen, "request", None), "url", None)
-        if url is not None and str(url).startswith(("http://", "https://")):
-            found = str(url)
-        seen = seen.__cause__ or seen.__context__
-    return found
+    urls = [str(getattr(getattr(seen, "request", None), "url", "")) for seen in _chain(error)]
+    return next((url for url in reversed(urls) if url.startswith(("http://", "https://"))), None)
 
 
 def model_error(litellm: ModuleType, model: str, error: Exception, api_base: str | None = None) -> Exception:
