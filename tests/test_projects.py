@@ -69,8 +69,11 @@ async def test_a_root_that_is_not_a_project_is_refused_naming_it(scripted_llm: S
     async with Hub.open(a, tmp_path / "data", default_model=MODEL) as hub:
         with pytest.raises(UserError, match="root: 'relative/path' is not an absolute path"):
             await hub.start("anything", root="relative/path")
-        with pytest.raises(UserError, match=f"root: {tmp_path / 'missing'} is not a directory"):
+        with pytest.raises(UserError, match=f"root: '{tmp_path / 'missing'}' is not a directory"):
             await hub.create_chat(root=str(tmp_path / "missing"))
+        for odd in ("~no-such-user-here/x", "/tmp/nul\x00byte", "/tmp/\udc80"):  # as a fuzzer sends them
+            with pytest.raises(UserError, match="is not a directory"):
+                await hub.start("anything", root=odd)
         with pytest.raises(ConfigError, match="running_agents"):
             await hub.start("anything", root=str(broken))
         assert hub.about().projects == [str(a)]

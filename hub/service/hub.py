@@ -121,12 +121,15 @@ def _watch_config(project: Project, client: ModelClient | None, events: EventBus
 
 def _project_root(root: str) -> Path:
     """``root`` as a project root: absolute, an existing directory, symlinks resolved."""
-    asked = Path(root.strip()).expanduser()
-    if not asked.is_absolute():
-        raise UserError(f"root: {root!r} is not an absolute path")
-    if not asked.is_dir():
-        raise UserError(f"root: {root} is not a directory")
-    return resolved(asked)
+    try:
+        asked = Path(root.strip()).expanduser()  # "~someone" of no such user: RuntimeError
+        if not asked.is_absolute():
+            raise UserError(f"root: {root!r} is not an absolute path")
+        if asked.is_dir():
+            return resolved(asked)
+    except (RuntimeError, ValueError, OSError):  # no such home, a NUL byte, a name the OS refuses
+        pass
+    raise UserError(f"root: {root!r} is not a directory")
 
 
 def _announce_space(events: EventBus, full: StoreFull | None) -> None:
