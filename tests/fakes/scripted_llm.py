@@ -4,8 +4,9 @@ boundary, never by replacing Dispatch's own model client.
 
 Its room is the tests' model boundary, nothing more: ``POST /v1/chat/completions`` (JSON or SSE,
 with tools and tool calls), ``GET /v1/models`` and, for litellm's ``anthropic/`` provider with
-:attr:`ScriptedLLM.anthropic_base_url` as its base URL, Anthropic's ``POST /v1/messages`` (JSON), served by uvicorn on a free
-port in a background thread with its own event loop, so sync and async tests share it.
+:attr:`ScriptedLLM.anthropic_base_url` as its base URL, Anthropic's ``POST /v1/messages`` (JSON),
+served by uvicorn on a free port in a background thread with its own event loop, so sync and async
+tests share it.
 
 Both faces play a provider's prompt cache (:mod:`tests.fakes.prompt_cache`): ``/v1/messages``
 always, as Anthropic's, caching up to the request's ``cache_control`` marks and answering with
