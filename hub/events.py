@@ -46,6 +46,8 @@ class Spent(BaseModel):
     tokens_in: int
     tokens_out: int
     cost_usd: float
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 class _Data(BaseModel):

@@ -41,8 +41,10 @@ class AgentView(View):
     model: str
     scope: list[str]
     detached: bool
-    tokens_in: int
+    tokens_in: int = Field(description="prompt tokens, cached ones included")
     tokens_out: int
+    cache_read_tokens: int = Field(default=0, description="of tokens_in: read from the provider's prompt cache")
+    cache_write_tokens: int = Field(default=0, description="of tokens_in: written to the provider's prompt cache")
     cost_usd: float
     steps: int
     report: str | None

@@ -11,6 +11,7 @@ from dispatch.hub.config.project import load_config
 from dispatch.hub.errors import ConfigError
 from dispatch.hub.llm.models_config import Budget, ModelsConfig, load_models_section
 from dispatch.hub.llm.providers import known_providers
+from dispatch.hub.llm.types import Usage
 
 
 def section(**extra: Any) -> dict[str, Any]:
@@ -54,7 +55,9 @@ def test_the_requirements_example_loads_with_names_budgets_order_and_defaults() 
     assert "sk-ant-one" not in repr(models)
     assert [str(k.budget) for k in models.keys] == ["$50/month", "$5/day", "$100 total"]
     assert models.keys[2].budget == Budget(amount_usd=100, window="total")
-    assert models.keys[2].models["local"].cost_usd(1_000_000, 2_000_000) == pytest.approx(2.5)
+    prices = models.keys[2].models["local"].prices
+    assert prices is not None
+    assert prices.cost_usd(Usage(prompt_tokens=1_000_000, completion_tokens=2_000_000)) == pytest.approx(2.5)
     assert models.keys[0].litellm_model("claude-opus-4") == "anthropic/claude-opus-4"
     assert (models.probe_interval, models.keys[0].base_url) == (60.0, None)
     assert load_models_section({"probe_interval": "2m"}, "c.yaml").probe_interval == 120.0
@@ -77,6 +80,10 @@ def test_the_requirements_example_loads_with_names_budgets_order_and_defaults() 
         (
             {"models": {"gpt-4.5": {"input_usd_per_mtok": 1}}},
             "config.yaml: models.keys[0].models['gpt-4.5']: give both",
+        ),
+        (
+            {"models": {"gpt-4.5": {"cache_read_usd_per_mtok": 0.1}}},
+            "models.keys[0].models['gpt-4.5']: cache_read_usd_per_mtok is given without input_usd_per_mtok",
         ),
     ],
 )

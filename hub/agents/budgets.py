@@ -6,6 +6,12 @@ A parent's remainder is its cap minus its own spend, minus, for each child, the 
 while the child runs (reserved) or what the child's subtree actually spent. A summon asking for
 more than the remainder is refused. After every step the tree checks the agent and its ancestors;
 one that has reached its cap stops with state ``failed`` and reason ``budget``.
+
+``budget_usd`` counts what the calls were billed (cache reads and writes at their own prices).
+``max_tokens`` counts the prompt and completion tokens the model processed anew, leaving out the
+prompt tokens read from the provider's prompt cache: every step re-sends the whole transcript, and
+with caching those re-read tokens are billed at a tenth or less, so counting them would stop a
+long-running agent on its own history long before its spend warranted it.
 """
 
 from __future__ import annotations
@@ -45,7 +51,8 @@ def rolled_up(tree: TreeView, agent_id: str) -> Usage:
 
 
 def _tokens(usage: Usage) -> int:
-    return usage.prompt_tokens + usage.completion_tokens
+    """What counts toward ``max_tokens``: every token but those read from the prompt cache."""
+    return usage.prompt_tokens - usage.cache_read_tokens + usage.completion_tokens
 
 
 def remainder(tree: TreeView, agent: Agent) -> tuple[float | None, int | None]:

@@ -77,7 +77,9 @@ class AgentSpec(BaseModel):
         default=None, gt=0, description="the most this agent and its descendants may spend, in US dollars"
     )
     max_tokens: int | None = Field(
-        default=None, gt=0, description="the most tokens (in + out) this agent and its descendants may use"
+        default=None,
+        gt=0,
+        description="the most tokens (in + out, prompt-cache reads left out) this agent and its descendants may use",
     )
 
     @property

@@ -527,4 +527,10 @@ class AgentTree:
 
 def _spent(agent: Agent) -> Spent:
     usage = agent.usage
-    return Spent(tokens_in=usage.prompt_tokens, tokens_out=usage.completion_tokens, cost_usd=usage.cost_usd)
+    return Spent(
+        tokens_in=usage.prompt_tokens,
+        tokens_out=usage.completion_tokens,
+        cost_usd=usage.cost_usd,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+    )

@@ -7,7 +7,9 @@ The key router writes and reads it through :class:`Ledger`; the hub's store
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+from dispatch.hub.llm.types import Usage
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,21 @@ class UsageRow:
     latency_s: float = 0.0
     outcome: str = "ok"
     error: str | None = None
+    cache_read_tokens: int = 0
+    """Of ``tokens_in``: read from the provider's prompt cache (:class:`~dispatch.hub.llm.types.Usage`)."""
+    cache_write_tokens: int = 0
+    """Of ``tokens_in``: written to the provider's prompt cache."""
+
+
+def usage_columns(usage: Usage) -> dict[str, Any]:
+    """A successful call's tokens and cost as the ledger row's fields."""
+    return {
+        "tokens_in": usage.prompt_tokens,
+        "tokens_out": usage.completion_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "cost_usd": usage.cost_usd,
+    }
 
 
 class Ledger(Protocol):

@@ -3,8 +3,9 @@
 
 litellm is imported on first use (:func:`load_litellm`, seconds and some 170 MiB); :func:`acompletion`
 makes one ``litellm.acompletion`` call with litellm's retries off and reads the answer into a
-:class:`~dispatch.hub.llm.types.Completion`; :func:`model_error` turns litellm's exceptions into
-Dispatch's, and the predicates here tell :mod:`dispatch.hub.llm.failures` what kind they are.
+:class:`~dispatch.hub.llm.types.Completion`, priced at :func:`litellm_prices`; :func:`model_error`
+turns litellm's exceptions into Dispatch's, and the predicates here tell
+:mod:`dispatch.hub.llm.failures` what kind they are.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from types import ModuleType
 from typing import Any, cast
 
 from dispatch.hub.errors import ModelCallError, UserError
+from dispatch.hub.llm.prices import Prices
+from dispatch.hub.llm.prompt_cache import needs_breakpoints, with_breakpoints
 from dispatch.hub.llm.types import Completion, JsonDict, ToolCallRequest, Usage
 
 
@@ -31,19 +34,56 @@ def load_litellm() -> ModuleType:
     return litellm
 
 
-def _usage_of(litellm: ModuleType, response: Any, model: str) -> Usage:
-    usage = getattr(response, "usage", None)
-    prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
-    completion = int(getattr(usage, "completion_tokens", 0) or 0)
-    hidden: Any = getattr(response, "_hidden_params", None)
-    known: Any = cast(dict[str, Any], hidden).get("response_cost") if isinstance(hidden, dict) else None
-    if known is not None:  # litellm priced it already while logging the call
-        return Usage(prompt_tokens=prompt, completion_tokens=completion, cost_usd=float(known), calls=1)
+@cache
+def litellm_prices(model: str) -> Prices | None:
+    """litellm's prices for ``model`` (a litellm model name), read from its cost map once per
+    model; None when litellm has none (the config's, applied by the key router, are then the
+    only ones)."""
     try:
-        cost = float(litellm.completion_cost(completion_response=response) or 0.0)
-    except Exception:  # litellm raises for models missing from its cost map; prices come with keys
-        cost = 0.0
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost, calls=1)
+        info: Any = load_litellm().get_model_info(model=model)
+    except Exception:  # litellm raises for models missing from its cost map
+        return None
+    found = cast(dict[str, Any], info)
+    given = [found.get(k) for k in ("input_cost_per_token", "output_cost_per_token")]
+    if not any(given):
+        return None
+    read, write = found.get("cache_read_input_token_cost"), found.get("cache_creation_input_token_cost")
+    return Prices(
+        input=float(given[0] or 0.0),
+        output=float(given[1] or 0.0),
+        cache_read=None if read is None else float(read),
+        cache_write=None if write is None else float(write),
+    )
+
+
+def _count(source: Any, *names: str) -> int:
+    """The first of ``names`` that ``source`` (an object or a dict) has as a number, else 0."""
+    for name in names:
+        value = cast(dict[str, Any], source).get(name) if isinstance(source, dict) else getattr(source, name, None)
+        if isinstance(value, int | float) and value:
+            return int(value)
+    return 0
+
+
+def _usage_of(response: Any, model: str) -> Usage:
+    """The call's tokens (as :class:`~dispatch.hub.llm.types.Usage` defines them) and its cost at
+    litellm's prices for ``model``. litellm reports every provider the OpenAI way: ``prompt_tokens``
+    includes the cached tokens, ``prompt_tokens_details.cached_tokens`` are the cache reads and
+    Anthropic's cache writes are ``cache_creation_tokens`` there (and ``cache_creation_input_tokens``
+    on the usage itself)."""
+    usage = getattr(response, "usage", None)
+    details = getattr(usage, "prompt_tokens_details", None)
+    counted = Usage(
+        prompt_tokens=_count(usage, "prompt_tokens"),
+        completion_tokens=_count(usage, "completion_tokens"),
+        cache_read_tokens=_count(details, "cached_tokens") or _count(usage, "cache_read_input_tokens"),
+        cache_write_tokens=_count(details, "cache_creation_tokens") or _count(usage, "cache_creation_input_tokens"),
+        calls=1,
+    )
+    prices = litellm_prices(model)
+    if prices is not None:
+        counted.cost_usd = prices.cost_usd(counted)
+    return counted
 
 
 def _chain(error: BaseException, depth: int = 10) -> Iterator[BaseException]:
@@ -128,8 +168,13 @@ async def acompletion(
     api_base: str | None,
     extra: JsonDict | None,
 ) -> Completion:
-    """The ``litellm.acompletion`` call itself (in the model worker)."""
+    """The ``litellm.acompletion`` call itself (in the model worker), with prompt-cache
+    breakpoints for the models that need them (:mod:`dispatch.hub.llm.prompt_cache`); the
+    answer's cost is litellm's price for the model (:func:`litellm_prices`), never litellm's
+    per-call cost bookkeeping."""
     started = time.perf_counter()
+    if needs_breakpoints(model):
+        messages, tools = with_breakpoints(messages, tools)
     kwargs: JsonDict = {"model": model, "messages": list(messages), "num_retries": 0, "timeout": timeout_s}
     if tools:
         kwargs["tools"] = list(tools)
@@ -148,7 +193,7 @@ async def acompletion(
     return Completion(
         text=choice.content,
         tool_calls=calls,
-        usage=_usage_of(litellm, response, model),
+        usage=_usage_of(response, model),
         model=model,
         latency_s=time.perf_counter() - started,
     )

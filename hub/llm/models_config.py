@@ -10,6 +10,8 @@
           models:
             claude-opus-4:   {tags: [heavy, coding, review]}
             my-local-model:  {tags: [light], input_usd_per_mtok: 0.1, output_usd_per_mtok: 0.4}
+            my-cached-model: {input_usd_per_mtok: 3, output_usd_per_mtok: 15, cache_read_usd_per_mtok: 0.3,
+                              cache_write_usd_per_mtok: 3.75}
       fallback_order: [anthropic-main, openai-main]   # key names or ${VAR} references
       probe_interval: 60                              # seconds (or "90s", "5m"); at least 1
       default: heavy                                  # the model of chats and runs that name none
@@ -24,11 +26,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Any, Literal, Self, cast
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from dispatch.hub.errors import ConfigError, field_path
+from dispatch.hub.llm.prices import PER_MTOK, Prices
 from dispatch.hub.llm.providers import known_providers
 
 BUILTIN_TAGS = ("heavy", "medium", "light", "coding", "review", "research")
@@ -86,23 +90,41 @@ class ModelEntry(BaseModel):
         description="capability labels agents ask for: heavy, medium, light, coding, review, research, or your own",
     )
     input_usd_per_mtok: float | None = Field(
-        default=None, ge=0, description="price of a million prompt tokens, for models litellm has no price for"
+        default=None, ge=0, description="price of a million prompt tokens; set: used instead of litellm's price"
     )
     output_usd_per_mtok: float | None = Field(
-        default=None, ge=0, description="price of a million completion tokens, for models litellm has no price for"
+        default=None, ge=0, description="price of a million completion tokens; given with input_usd_per_mtok"
+    )
+    cache_read_usd_per_mtok: float | None = Field(
+        default=None, ge=0, description="price of a million prompt tokens read from the prompt cache; unset: input's"
+    )
+    cache_write_usd_per_mtok: float | None = Field(
+        default=None, ge=0, description="price of a million prompt tokens written to the prompt cache; unset: input's"
     )
 
     @model_validator(mode="after")
     def _both_prices(self) -> Self:
         if (self.input_usd_per_mtok is None) != (self.output_usd_per_mtok is None):
             raise ValueError("give both input_usd_per_mtok and output_usd_per_mtok, or neither")
+        if self.input_usd_per_mtok is None:
+            for name in ("cache_read_usd_per_mtok", "cache_write_usd_per_mtok"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} is given without input_usd_per_mtok and output_usd_per_mtok")
         return self
 
-    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float | None:
-        """The price of a call from the configured prices; None when none are configured."""
+    @cached_property
+    def prices(self) -> Prices | None:
+        """The configured prices per token, worked out once; None when none are configured
+        (litellm's apply)."""
         if self.input_usd_per_mtok is None or self.output_usd_per_mtok is None:
             return None
-        return (prompt_tokens * self.input_usd_per_mtok + completion_tokens * self.output_usd_per_mtok) / 1e6
+        read, write = self.cache_read_usd_per_mtok, self.cache_write_usd_per_mtok
+        return Prices(
+            input=self.input_usd_per_mtok / PER_MTOK,
+            output=self.output_usd_per_mtok / PER_MTOK,
+            cache_read=None if read is None else read / PER_MTOK,
+            cache_write=None if write is None else write / PER_MTOK,
+        )
 
 
 class KeyConfig(BaseModel):

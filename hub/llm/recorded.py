@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from dispatch.hub.llm.failures import FailureKind
-from dispatch.hub.llm.ledger import Ledger, UsageRow
+from dispatch.hub.llm.ledger import Ledger, UsageRow, usage_columns
 from dispatch.hub.llm.types import Completion, JsonDict, ModelClient
 
 __all__ = ["RecordedCalls"]
@@ -44,14 +44,8 @@ class RecordedCalls:
                 replace(row, outcome=FailureKind.fatal.value, error=str(error)[:500], latency_s=latency)
             )
             raise
-        usage = completion.usage
         done = replace(
-            row,
-            model=completion.model or model,
-            tokens_in=usage.prompt_tokens,
-            tokens_out=usage.completion_tokens,
-            cost_usd=usage.cost_usd,
-            latency_s=completion.latency_s,
+            row, model=completion.model or model, latency_s=completion.latency_s, **usage_columns(completion.usage)
         )
         await self._ledger.record_usage(done)
         return completion

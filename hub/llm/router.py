@@ -34,7 +34,7 @@ from dispatch.hub.llm.clock import Clock, SystemClock
 from dispatch.hub.llm.defaults import missing_key, no_key_problem
 from dispatch.hub.llm.failures import Failure, FailureKind
 from dispatch.hub.llm.keys import Blocked, KeyStates, budget_block, describe_wait, window_bounds
-from dispatch.hub.llm.ledger import Ledger, UsageRow
+from dispatch.hub.llm.ledger import Ledger, UsageRow, usage_columns
 from dispatch.hub.llm.model_process import RemoteCallError
 from dispatch.hub.llm.models_config import ModelsConfig
 from dispatch.hub.llm.resolve import Candidate, resolve
@@ -180,12 +180,13 @@ class Router:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _price(self, candidate: Candidate, completion: Completion) -> None:
+        """The configured prices of the model, when given, instead of litellm's (the worker priced
+        the call at litellm's); a model with neither is warned about once."""
         usage = completion.usage
-        if candidate.entry is not None:
-            configured = candidate.entry.cost_usd(usage.prompt_tokens, usage.completion_tokens)
-            if configured is not None:
-                usage.cost_usd = configured
-                return
+        configured = candidate.entry.prices if candidate.entry is not None else None
+        if configured is not None:
+            usage.cost_usd = configured.cost_usd(usage)
+            return
         if usage.cost_usd == 0 and candidate.key is not None and candidate.litellm_model not in self._unpriced:
             self._unpriced.add(candidate.litellm_model)
             log.warning(
@@ -214,9 +215,7 @@ class Router:
         )
         if isinstance(outcome, Completion):
             usage = outcome.usage
-            row = replace(
-                row, tokens_in=usage.prompt_tokens, tokens_out=usage.completion_tokens, cost_usd=usage.cost_usd
-            )
+            row = replace(row, **usage_columns(usage))
         else:
             row = replace(row, outcome=outcome.kind.value, error=outcome.detail[:500])
         await self._ledger.record_usage(row)

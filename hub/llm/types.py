@@ -25,18 +25,35 @@ class ToolCallRequest(BaseModel):
 
 
 class Usage(BaseModel):
-    """Tokens and cost of model calls."""
+    """Tokens and cost of model calls.
+
+    The one place the token counts are defined. ``prompt_tokens`` is every token of the prompt,
+    cached or not, as OpenAI counts them and as litellm reports every provider (it adds
+    Anthropic's ``cache_read_input_tokens`` and ``cache_creation_input_tokens`` to its
+    ``input_tokens``, which excludes them). ``cache_read_tokens`` and ``cache_write_tokens`` are
+    the part of ``prompt_tokens`` read from and written to the provider's prompt cache, so the
+    prompt tokens billed at the plain input price are ``uncached_prompt_tokens``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     cost_usd: float = 0.0
     calls: int = 0
+
+    @property
+    def uncached_prompt_tokens(self) -> int:
+        """The prompt tokens neither read from nor written to the prompt cache."""
+        return max(self.prompt_tokens - self.cache_read_tokens - self.cache_write_tokens, 0)
 
     def add(self, other: Usage) -> None:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
+        self.cache_read_tokens += other.cache_read_tokens
+        self.cache_write_tokens += other.cache_write_tokens
         self.cost_usd += other.cost_usd
         self.calls += other.calls
 

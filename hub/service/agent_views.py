@@ -29,6 +29,8 @@ def live_view(agent: Agent, *, chat_id: str | None = None, question: str | None 
         detached=agent.spec.detached,
         tokens_in=agent.usage.prompt_tokens,
         tokens_out=agent.usage.completion_tokens,
+        cache_read_tokens=agent.usage.cache_read_tokens,
+        cache_write_tokens=agent.usage.cache_write_tokens,
         cost_usd=agent.usage.cost_usd,
         steps=agent.steps_taken,
         report=agent.report,
@@ -56,6 +58,8 @@ def stored_view(row: AgentRow) -> AgentView:
         detached=spec.detached,
         tokens_in=row.tokens_in,
         tokens_out=row.tokens_out,
+        cache_read_tokens=row.cache_read_tokens,
+        cache_write_tokens=row.cache_write_tokens,
         cost_usd=row.cost_usd,
         steps=row.steps,
         report=row.report,
@@ -68,6 +72,8 @@ def usage_figures(usage: Usage) -> dict[str, float]:
     return {
         "tokens_in": float(usage.prompt_tokens),
         "tokens_out": float(usage.completion_tokens),
+        "cache_read_tokens": float(usage.cache_read_tokens),
+        "cache_write_tokens": float(usage.cache_write_tokens),
         "cost_usd": usage.cost_usd,
         "calls": float(usage.calls),
     }

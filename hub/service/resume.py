@@ -119,7 +119,13 @@ class Restorer:
 
         def restore(agent: Agent) -> None:
             agent.transcript = transcript
-            agent.usage = Usage(prompt_tokens=row.tokens_in, completion_tokens=row.tokens_out, cost_usd=row.cost_usd)
+            agent.usage = Usage(
+                prompt_tokens=row.tokens_in,
+                completion_tokens=row.tokens_out,
+                cache_read_tokens=row.cache_read_tokens,
+                cache_write_tokens=row.cache_write_tokens,
+                cost_usd=row.cost_usd,
+            )
             agent.steps_taken = row.steps
             agent.report, agent.progress = row.report, list(row.progress)
             agent.error = None if run else row.error  # a setup failure resumed: its error is over

@@ -69,6 +69,8 @@ def _usage(row: dict[str, Any]) -> Usage:
     return Usage(
         prompt_tokens=int(row["tokens_in"] or 0),
         completion_tokens=int(row["tokens_out"] or 0),
+        cache_read_tokens=int(row["cache_read_tokens"] or 0),
+        cache_write_tokens=int(row["cache_write_tokens"] or 0),
         cost_usd=float(row["cost_usd"] or 0.0),
         calls=int(row["calls"] or 0),
     )
@@ -76,6 +78,8 @@ def _usage(row: dict[str, Any]) -> Usage:
 
 _TOTALS = (
     "coalesce(sum(tokens_in), 0) as tokens_in, coalesce(sum(tokens_out), 0) as tokens_out, "
+    "coalesce(sum(cache_read_tokens), 0) as cache_read_tokens, "
+    "coalesce(sum(cache_write_tokens), 0) as cache_write_tokens, "
     "coalesce(sum(cost_usd), 0) as cost_usd, coalesce(sum(outcome = 'ok'), 0) as calls"
 )
 

@@ -179,7 +179,7 @@ class Recorder:
 def _spent(spent: Spent | None) -> dict[str, Any]:
     if spent is None:
         return {}
-    return {"tokens_in": spent.tokens_in, "tokens_out": spent.tokens_out, "cost_usd": spent.cost_usd}
+    return spent.model_dump()
 
 
 class Journal:

@@ -34,6 +34,9 @@ Times (m104): every time column holds POSIX seconds (REAL); the views show them 
 (:mod:`dispatch.hub.times`). Before m104 the tables of m004, m006 and m100-m103 kept ISO strings.
 
 Projects (m105): ``chats.root``, the project a chat's agents work in (NULL: the hub's own).
+
+Prompt caching (m106): ``cache_read_tokens`` and ``cache_write_tokens`` on ``usage`` and
+``agents``, the part of ``tokens_in`` read from and written to the provider's prompt cache.
 """
 
 from __future__ import annotations
@@ -273,3 +276,12 @@ def m104_times_in_seconds(db: Database) -> None:
 def m105_chat_roots(db: Database) -> None:
     """A chat keeps the project root its agents work in (NULL: the hub's own, as before)."""
     db.table("chats").add_column("root", str)
+
+
+@MIGRATIONS()
+def m106_cache_tokens(db: Database) -> None:
+    """The prompt-cache tokens of each call in the ledger and of each agent: how many of its
+    prompt tokens were read from and written to the provider's cache (0 before m106)."""
+    for name in ("usage", "agents"):
+        for column in ("cache_read_tokens", "cache_write_tokens"):
+            db.table(name).add_column(column, int, not_null_default=0)

@@ -3,8 +3,17 @@ from a script, so tests keep the real litellm path under test: the model is fake
 boundary, never by replacing Dispatch's own model client.
 
 Its room is the tests' model boundary, nothing more: ``POST /v1/chat/completions`` (JSON or SSE,
-with tools and tool calls) and ``GET /v1/models``, served by uvicorn on a free port in a
-background thread with its own event loop, so sync and async tests share it.
+with tools and tool calls), ``GET /v1/models`` and, for litellm's ``anthropic/`` provider with
+:attr:`ScriptedLLM.anthropic_base_url` as its base URL, Anthropic's ``POST /v1/messages`` (JSON),
+served by uvicorn on a free port in a background thread with its own event loop, so sync and async
+tests share it.
+
+Both faces play a provider's prompt cache (:mod:`tests.fakes.prompt_cache`): ``/v1/messages``
+always, as Anthropic's, caching up to the request's ``cache_control`` marks and answering with
+``cache_read_input_tokens`` and ``cache_creation_input_tokens``; the OpenAI face when started with
+``prompt_cache=True``, as OpenAI's automatic cache, answering with
+``prompt_tokens_details.cached_tokens``. A ``/v1/messages`` request is recorded with its messages
+and tools in OpenAI's format, so scripts read it as any other; its ``body`` is Anthropic's.
 
 The scripts, their steps and how a request finds its script are the shipped in-process model's
 (:mod:`dispatch.hub.llm.scripted`): a :class:`Reply`, a :class:`Fail` (here an HTTP error answer)
@@ -40,6 +49,7 @@ from dispatch.hub.llm.scripted import (
     ToolCall,
 )
 from dispatch.hub.llm.types import JsonDict
+from tests.fakes.prompt_cache import CacheUse, PromptCache, anthropic_blocks, openai_blocks, openai_request
 
 __all__ = ["Fail", "RecordedRequest", "Reply", "Script", "ScriptedLLM", "Step", "StepFn", "ToolCall"]
 
@@ -47,14 +57,17 @@ __all__ = ["Fail", "RecordedRequest", "Reply", "Script", "ScriptedLLM", "Step", 
 class ScriptedLLM(ScriptPlayer):
     """The server and its scripts. ``start()`` / ``stop()``, or use it as a context manager."""
 
-    def __init__(self, scripts: Iterable[Script] = ()) -> None:
+    def __init__(self, scripts: Iterable[Script] = (), *, prompt_cache: bool = False) -> None:
         super().__init__(scripts)
+        self.prompt_cache = PromptCache()
+        self._openai_cache = prompt_cache
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._port = 0
         self.app = FastAPI()
         self.app.post("/v1/chat/completions")(self._chat)
         self.app.get("/v1/models")(self._models)
+        self.app.post("/v1/messages")(self._messages)
         self.app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])(self._unexpected)
 
     @property
@@ -62,6 +75,11 @@ class ScriptedLLM(ScriptPlayer):
         if not self._port:
             raise RuntimeError("the scripted model server is not started")
         return f"http://127.0.0.1:{self._port}/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """The base URL of the Anthropic face: litellm's ``anthropic/`` provider adds ``/v1/messages``."""
+        return self.base_url.removesuffix("/v1")
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -159,7 +177,66 @@ class ScriptedLLM(ScriptPlayer):
 
     def _usage_json(self, recorded: RecordedRequest, reply: Reply, calls: list[JsonDict]) -> JsonDict:
         prompt, completion = self._usage(recorded, reply, json.dumps(calls))
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        usage: JsonDict = {"prompt_tokens": prompt, "completion_tokens": completion}
+        usage["total_tokens"] = prompt + completion
+        if self._openai_cache:
+            cached = self.prompt_cache.use(openai_blocks(recorded.body), explicit=False).read
+            usage["prompt_tokens_details"] = {"cached_tokens": min(cached, prompt)}
+        return usage
+
+    # -- the Anthropic Messages API face --------------------------------------------------------
+
+    def _anthropic_error(self, message: str, status: int = 500) -> JSONResponse:
+        return JSONResponse({"type": "error", "error": {"type": "api_error", "message": message}}, status)
+
+    async def _messages(self, request: Request) -> Response:
+        try:
+            body: JsonDict = await request.json()
+        except ValueError:
+            self._fail("request body is not JSON")
+            return self._anthropic_error("request body is not JSON")
+        if body.get("stream"):
+            self._fail("a streamed /v1/messages request: the Anthropic face answers JSON only")
+            return self._anthropic_error("streaming is not scripted on /v1/messages", 400)
+        messages, tools = openai_request(body)
+        recorded = self._record(str(body.get("model", "")), messages, tools, body=body, headers=dict(request.headers))
+        try:
+            step = await self._answer(recorded)
+        except ScriptError as error:
+            response: Response = self._anthropic_error(str(error))
+        else:
+            await asyncio.sleep(step.delay_s)
+            if isinstance(step, Fail):
+                response = JSONResponse(step.body, step.status, step.headers)
+            else:
+                cache = self.prompt_cache.use(anthropic_blocks(body), explicit=True)
+                response = JSONResponse(self._anthropic_message(recorded, step, cache))
+        recorded.status, recorded.finished_at = response.status_code, time.monotonic()
+        return response
+
+    def _anthropic_message(self, recorded: RecordedRequest, reply: Reply, cache: CacheUse) -> JsonDict:
+        calls = [
+            {"type": "tool_use", "id": f"toolu_{self._call_id()}", "name": c.name, "input": c.arguments}
+            for c in reply.tool_calls
+        ]
+        _, completion = self._usage(recorded, reply, json.dumps(calls))
+        prompt = reply.usage[0] if reply.usage is not None else cache.total
+        content = ([{"type": "text", "text": reply.text}] if reply.text else []) + calls
+        return {
+            "id": f"msg_{recorded.index}",
+            "type": "message",
+            "role": "assistant",
+            "model": recorded.model,
+            "content": content,
+            "stop_reason": "tool_use" if calls else "end_turn",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": max(prompt - cache.read - cache.written, 0),
+                "output_tokens": completion,
+                "cache_creation_input_tokens": cache.written,
+                "cache_read_input_tokens": cache.read,
+            },
+        }
 
     def _tool_calls(self, reply: Reply) -> list[JsonDict]:
         return [
