@@ -3,8 +3,9 @@
 
 litellm is imported on first use (:func:`load_litellm`, seconds and some 170 MiB); :func:`acompletion`
 makes one ``litellm.acompletion`` call with litellm's retries off and reads the answer into a
-:class:`~dispatch.hub.llm.types.Completion`; :func:`model_error` turns litellm's exceptions into
-Dispatch's, and the predicates here tell :mod:`dispatch.hub.llm.failures` what kind they are.
+:class:`~dispatch.hub.llm.types.Completion`; :func:`measure` reads a model's window and counts
+tokens; :func:`model_error` turns litellm's exceptions into Dispatch's, and the predicates here
+tell :mod:`dispatch.hub.llm.failures` what kind they are.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from functools import cache
 from types import ModuleType
 from typing import Any, cast
 
-from dispatch.hub.errors import ModelCallError, UserError
-from dispatch.hub.llm.types import Completion, JsonDict, ToolCallRequest, Usage
+from dispatch.hub.errors import ContextTooLong, ModelCallError, UserError
+from dispatch.hub.llm.types import Completion, JsonDict, Measured, ToolCallRequest, Usage
 
 
 @cache
@@ -70,6 +71,12 @@ def is_unknown_model(litellm: ModuleType, error: BaseException) -> bool:
     return isinstance(error, litellm.BadRequestError) and "LLM Provider NOT provided" in str(error)
 
 
+def is_context_too_long(litellm: ModuleType, error: BaseException) -> bool:
+    """The provider refused the request as longer than the model's context window (litellm's
+    ``ContextWindowExceededError``, or the provider's own ``context_length_exceeded`` code)."""
+    return isinstance(error, litellm.ContextWindowExceededError) or "context_length_exceeded" in str(error)
+
+
 def is_unreachable(litellm: ModuleType, error: BaseException) -> bool:
     """The endpoint was never reached (a timeout is not this: it reached a slow endpoint)."""
     return not isinstance(error, litellm.Timeout) and _connection_failed(litellm, error)
@@ -114,8 +121,31 @@ def model_error(litellm: ModuleType, model: str, error: Exception, api_base: str
         return ModelCallError(f"model {model!r}: rate limited or out of quota ({detail})")
     if isinstance(error, litellm.Timeout):
         return ModelCallError(f"model {model!r}: no answer in time ({detail})")
+    if is_context_too_long(litellm, error):
+        return ContextTooLong(f"model {model!r}: the request is longer than its context window ({detail})")
     status = getattr(error, "status_code", None)
     return ModelCallError(f"model {model!r}: the call failed{f' (HTTP {status})' if status else ''}: {detail}")
+
+
+def measure(
+    litellm: ModuleType, model: str, messages: Sequence[JsonDict] | None, tools: Sequence[JsonDict]
+) -> Measured:
+    """litellm's knowledge of ``model``: its input window from litellm's model info (None when
+    litellm does not know the model) and, given ``messages``, their tokens by litellm's counter."""
+    window: int | None = None
+    try:
+        info: Any = litellm.get_model_info(model)
+        found = info.get("max_input_tokens") or info.get("max_tokens")
+        window = int(found) if found else None
+    except Exception:  # litellm raises for a model missing from its map: the window is unknown
+        window = None
+    tokens: int | None = None
+    if messages is not None:
+        try:
+            tokens = int(litellm.token_counter(model=model, messages=list(messages), tools=list(tools) or None))
+        except Exception:  # a message shape litellm's counter does not take: the hub estimates
+            tokens = None
+    return Measured(window=window, tokens=tokens)
 
 
 async def acompletion(

@@ -36,7 +36,7 @@ Op = Callable[[Database], None]
 AGENT_COLUMNS = (
     *("id", "parent_id", "chat_id", "root", "name", "template", "task", "model", "spec", "state", "reason"),
     *("waiting_until", "question", "report", "error", "tokens_in", "tokens_out", "cost_usd", "steps", "progress"),
-    *("created_at", "updated_at"),
+    *("created_at", "updated_at", "compaction", "compactions"),
 )
 
 
@@ -62,6 +62,9 @@ class AgentRow:
     progress: list[str]
     created_at: float
     updated_at: float
+    compaction: str | None = None
+    """The agent's last compaction record, as JSON (None: it never compacted)."""
+    compactions: int = 0
 
 
 def _agent_row(raw: dict[str, Any]) -> AgentRow:
@@ -89,6 +92,8 @@ def _agent_row(raw: dict[str, Any]) -> AgentRow:
         progress=list(json.loads(raw["progress"] or "[]")),
         created_at=float(raw["created_at"]),
         updated_at=float(raw["updated_at"] or raw["created_at"]),
+        compaction=raw.get("compaction"),
+        compactions=int(raw.get("compactions") or 0),
     )
 
 

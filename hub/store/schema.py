@@ -34,6 +34,10 @@ Times (m104): every time column holds POSIX seconds (REAL); the views show them 
 (:mod:`dispatch.hub.times`). Before m104 the tables of m004, m006 and m100-m103 kept ISO strings.
 
 Projects (m105): ``chats.root``, the project a chat's agents work in (NULL: the hub's own).
+
+Compaction (m106): ``agents.compaction``, the agent's last compaction record as JSON (what it
+sends in place of its whole transcript, which ``transcripts`` keeps whole), and
+``agents.compactions``, how many times it compacted.
 """
 
 from __future__ import annotations
@@ -273,3 +277,11 @@ def m104_times_in_seconds(db: Database) -> None:
 def m105_chat_roots(db: Database) -> None:
     """A chat keeps the project root its agents work in (NULL: the hub's own, as before)."""
     db.table("chats").add_column("root", str)
+
+
+@MIGRATIONS()
+def m106_compactions(db: Database) -> None:
+    """An agent keeps its last compaction (what it sends in place of its whole transcript, as JSON)
+    and how many times it compacted."""
+    db.table("agents").add_column("compaction", str)
+    db.table("agents").add_column("compactions", int, not_null_default=0)
