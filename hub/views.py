@@ -48,6 +48,9 @@ class AgentView(View):
     report: str | None
     error: str | None
     question: str | None = Field(default=None, description="what a waiting_user agent asked")
+    compactions: int = Field(
+        default=0, description="how many times it compacted what it sends its model (its transcript is kept whole)"
+    )
 
 
 class AgentDetail(AgentView):

@@ -9,15 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mcp import Client
 
 from dispatch.hub.agents.compaction import SUMMARY_PROMPT, Compaction
 from dispatch.hub.agents.spec import AgentState
 from dispatch.hub.events import AgentCompacted, Event
+from dispatch.hub.llm.context import estimate_tokens
 from dispatch.hub.llm.router import Router
 from dispatch.hub.llm.scripted import RecordedRequest, Reply, ToolCall
+from dispatch.hub.mcp import tools as mcp_hub
 from dispatch.hub.policy.grants import Grants
+from dispatch.hub.service.hub import Hub
 from dispatch.hub.store.db import Store
+from dispatch.servers.hublink import MessageKind
+from tests.agent_helpers import call, until
 from tests.fakes.scripted_llm import ScriptedLLM
+from tests.hub_helpers import MODEL, dirs
 from tests.models_helpers import config, spec
 
 pytestmark = pytest.mark.anyio
@@ -123,3 +130,85 @@ async def test_an_unknown_window_is_learned_from_the_refusal(tmp_path: Path) -> 
     assert len(llm.refused) >= 1, "the provider refused once"
     compacted = _compacted(events, agent.id)
     assert compacted and compacted[0].model is not None
+
+
+async def test_a_resumed_agent_sends_its_compacted_transcript_and_keeps_the_users_message(
+    scripted_llm: ScriptedLLM, tmp_path: Path
+) -> None:
+    """Refused as too long, the agent compacts (the user's message kept verbatim) and goes on; the
+    hub dies mid-call; resumed, it sends the compacted transcript, not the whole one, which the
+    store keeps."""
+    root, data = dirs(tmp_path)
+    for index in range(2):
+        (root / f"part_{index}.txt").write_text(f"secret-{index}-{WORDS[index]}\n" + "lorem ipsum dolor. " * 420)
+
+    def first(request: RecordedRequest) -> Reply:  # the window: room for 3000 tokens of work
+        scripted_llm.context_window = estimate_tokens(request.messages, request.tools) + 3000
+        return Reply(tool_calls=[call("read_file", path="part_0.txt")], delay_s=0.5)
+
+    summary = "You read part_0.txt: secret-0-amber. The user asked you to mind the tests."
+    scripted_llm.script(
+        "[resume-c]",
+        [
+            first,
+            Reply(text="Noted secret-0-amber.", tool_calls=[call("read_file", path="part_1.txt")]),
+            Reply(text=summary),  # the summary, asked for after the refusal
+            Reply(text="lost with the hub", delay_s=3),
+            Reply(text="Secrets: amber, birch"),
+        ],
+    )
+    async with Hub.open(root, data) as hub:
+        agent = await hub.start("[resume-c] Read part_0.txt and part_1.txt; report their secrets.", model=MODEL)
+        await until(lambda: len(scripted_llm.requests_for("[resume-c]")) == 1)
+        await hub.send(agent.id, "Mind the tests.", MessageKind.instruction)
+        await until(lambda: len(scripted_llm.requests_for("[resume-c]")) == 4, timeout_s=30)
+        compacted = hub.view(agent.id)
+    assert len(scripted_llm.refused) == 1 and compacted.compactions == 1
+
+    async with Hub.open(root, data) as hub:
+        assert hub.view(agent.id).state == "interrupted"
+        await hub.resume(agent.id)
+        done = await hub.wait_finished(agent.id)
+        detail = await hub.agent(agent.id)
+
+    assert done.state == "done" and done.report == "Secrets: amber, birch" and done.compactions == 1
+    resumed = scripted_llm.requests_for("[resume-c]")[-1]
+    sent = [str(m.get("content") or "") for m in resumed.messages]
+    assert any(summary in text and "[Context compacted" in text for text in sent)
+    assert any(text.endswith("\nMind the tests.") for text in sent), "the user's message is kept verbatim"
+    assert not any("secret-0-amber\nlorem" in text for text in sent), "part_0's contents are summarised away"
+    assert "secret-1-birch\nlorem" in sent[-1], "the latest turn is sent whole"
+    whole = [str(m.get("content") or "") for m in detail.transcript]
+    assert any(text.startswith("secret-0-amber\nlorem") for text in whole), "the store keeps everything"
+
+
+async def test_the_user_asks_a_running_agent_to_compact_through_mcp(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
+    root, data = dirs(tmp_path)
+    for index in range(2):
+        (root / f"part_{index}.txt").write_text(f"secret-{index}-{WORDS[index]}\n" + "lorem ipsum dolor. " * 100)
+    summary = "You read part_0.txt (secret-0-amber) and part_1.txt."
+    scripted_llm.script(
+        "[manual-c]",
+        [
+            Reply(tool_calls=[call("read_file", path="part_0.txt")]),
+            Reply(tool_calls=[call("read_file", path="part_1.txt")], delay_s=1.0),
+            Reply(text=summary),
+            Reply(text="Secrets: amber, birch"),
+        ],
+    )
+    async with Hub.open(root, data) as hub, Client(mcp_hub.build_server(hub)) as client:
+        agent = await hub.start("[manual-c] Read part_0.txt and part_1.txt; report their secrets.", model=MODEL)
+        await until(lambda: len(scripted_llm.requests_for("[manual-c]")) == 2)
+        asked = await client.call_tool("compact", {"agent_id": agent.id})
+        assert not asked.is_error
+        done = await hub.wait_finished(agent.id)
+        again = await client.call_tool("compact", {"agent_id": agent.id})
+
+    assert done.state == "done" and done.compactions == 1
+    assert again.is_error and "has finished (done)" in str(again.content[0])
+    summarising, last = scripted_llm.requests_for("[manual-c]")[2:]
+    assert summarising.messages[0]["content"] == SUMMARY_PROMPT and not summarising.tools
+    assert "secret-0-amber" in str(summarising.messages[1]["content"])
+    sent = [str(m.get("content") or "") for m in last.messages]
+    assert any(summary in text for text in sent) and not any(t.startswith("secret-0-amber\nlorem") for t in sent)
+    assert sent[-1].startswith("secret-1-birch\nlorem"), "the latest turn is sent whole"

@@ -480,6 +480,14 @@ class AgentTree:
             agent.set_state(AgentState.cancelled, "cancelled")
         return agent
 
+    def request_compaction(self, agent_id: str) -> Agent:
+        """Have the agent compact what it sends before its next model call, whatever its size."""
+        agent = self.get(agent_id)
+        if agent.state.terminal:
+            raise UserError(f"agent {agent_id} has finished ({agent.state.value}); it makes no more model calls")
+        agent.compact_requested = True
+        return agent
+
     def drain(self) -> None:
         """Stop taking new steps: every agent stops, ``interrupted``, when its current step ends."""
         self.draining = True

@@ -409,6 +409,15 @@ class Hub(Delegation):
         await self._refresh(*await self._restorer.cancel(agent_id))
         return self.view(agent_id)
 
+    async def compact(self, agent_id: str) -> AgentView:
+        """Have a running agent compact what it sends its model before its next call (an
+        ``agent.compacted`` event follows); its transcript is kept whole."""
+        agent = self.tree.agents.get(agent_id)
+        if agent is None or paused(agent):
+            state = agent.state.value if agent is not None else self._row(agent_id).state
+            raise UserError(f"agent {agent_id} is {state}, not running: resume it first, or start a new one")
+        return self._view(self.tree.request_compaction(agent_id))
+
     async def resume(self, agent_id: str) -> AgentView:
         """Continue an interrupted agent (or one failed by a setup problem) from its last persisted
         step; its interrupted descendants continue from theirs. Returns at once."""

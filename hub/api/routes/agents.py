@@ -80,6 +80,12 @@ def agents_router(service: HubService) -> APIRouter:
         """Cancel the agent and, through it, its descendants."""
         return await service.cancel(agent_id)
 
+    @router.post("/{agent_id}/compact", status_code=202)
+    async def compact_agent(agent_id: AgentId) -> AgentView:
+        """Have a running agent compact what it sends its model before its next call (the older
+        part of its transcript summarised; the transcript is kept whole). ``agent.compacted`` follows."""
+        return await service.compact(agent_id)
+
     @router.post("/{agent_id}/resume")
     async def resume_agent(agent_id: AgentId) -> AgentView:
         """Continue an interrupted agent from its last persisted step (its unfinished children too)."""
