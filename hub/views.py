@@ -58,6 +58,11 @@ class AgentDetail(AgentView):
 
     transcript: list[dict[str, Any]]
     progress: list[str]
+    compacted_at: list[int] = Field(
+        default_factory=list[int],
+        description="transcript indices where it compacted: from there on its model was sent a summary of what "
+        "came before (the transcript itself is whole)",
+    )
 
 
 class ChatMessageView(View):

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from dispatch.hub.agents.compaction import SUMMARY_PROMPT, Compaction
+from dispatch.hub.agents.compaction import SUMMARY_PROMPT, Compaction, kept_messages, plan, sent
 from dispatch.hub.agents.spec import AgentState
+from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.events import AgentCompacted, Event
 from dispatch.hub.llm.context import estimate_tokens
 from dispatch.hub.llm.router import Router
@@ -72,8 +73,6 @@ def _compacted(events: list[Event], agent_id: str) -> list[AgentCompacted]:
 
 
 async def _run(tmp_path: Path, llm: ScriptedLLM, models: dict[str, Any]) -> tuple[Any, list[Event]]:
-    from dispatch.hub.agents.tree import AgentTree
-
     root = tmp_path / "project"
     root.mkdir()
     _project(root)
@@ -180,6 +179,8 @@ async def test_a_resumed_agent_sends_its_compacted_transcript_and_keeps_the_user
     assert "secret-1-birch\nlorem" in sent[-1], "the latest turn is sent whole"
     whole = [str(m.get("content") or "") for m in detail.transcript]
     assert any(text.startswith("secret-0-amber\nlorem") for text in whole), "the store keeps everything"
+    (mark,) = detail.compacted_at  # where the UI draws its marker: before the turn that read part_1
+    assert "part_1.txt" in str(detail.transcript[mark]["tool_calls"])
 
 
 async def test_the_user_asks_a_running_agent_to_compact_through_mcp(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
@@ -212,3 +213,76 @@ async def test_the_user_asks_a_running_agent_to_compact_through_mcp(scripted_llm
     sent = [str(m.get("content") or "") for m in last.messages]
     assert any(summary in text for text in sent) and not any(t.startswith("secret-0-amber\nlorem") for t in sent)
     assert sent[-1].startswith("secret-1-birch\nlorem"), "the latest turn is sent whole"
+
+
+@pytest.mark.parametrize("configured", [True, False], ids=["window configured", "window unknown"])
+async def test_what_cannot_fit_even_compacted_fails_in_one_line(tmp_path: Path, configured: bool) -> None:
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "huge.txt").write_text("secret-0-amber\n" + "x y z " * WINDOW)  # more than the window alone
+    store = Store.open(tmp_path / "data" / "dispatch.db")
+    with ScriptedLLM(context_window=WINDOW) as llm:
+        llm.script("[huge]", [Reply(tool_calls=[ToolCall("read_file", {"path": "huge.txt"})])])
+        key = _key(llm, context_window=WINDOW) if configured else _key(llm)
+        try:
+            async with AgentTree(root, Router(config(key), store)) as tree:
+                grants = Grants(tools={"fs": ("read_file",)})
+                agent = await tree.run(spec("[huge] Read huge.txt.", "m", grants=grants))
+        finally:
+            store.close()
+
+    assert agent.state is AgentState.failed and agent.error is not None
+    assert "\n" not in agent.error and "Traceback" not in agent.error
+    assert agent.error.startswith("model 'm': even compacted, the request is ")
+    window = f"of {WINDOW} tokens" if configured else "(not known: set context_window in the config)"
+    assert agent.error.endswith(f"more than its context window {window}")
+    assert llm.failures == []
+
+
+def _turns(count: int) -> list[dict[str, Any]]:
+    transcript: list[dict[str, Any]] = [{"role": "system", "content": "prompt"}, {"role": "user", "content": "task"}]
+    for turn in range(count):
+        ids = [f"c{turn}a", f"c{turn}b"]
+        calls = [{"id": i, "type": "function", "function": {"name": "read_file", "arguments": "{}"}} for i in ids]
+        transcript.append({"role": "assistant", "content": f"turn {turn}", "tool_calls": calls})
+        transcript.extend({"role": "tool", "tool_call_id": i, "content": f"{i} " + "x" * 4000} for i in ids)
+        if turn % 3 == 1:
+            transcript.append(
+                {"role": "user", "content": f"[instruction from the user · message m-{turn}]\nkeep {turn}"}
+            )
+    return transcript
+
+
+def _pairs_whole(messages: list[dict[str, Any]]) -> bool:
+    """Every tool result follows the assistant message that called it, and every call has its result."""
+    open_calls: set[str] = set()
+    for message in messages:
+        if message["role"] == "tool":
+            if message["tool_call_id"] not in open_calls:
+                return False
+            open_calls.discard(message["tool_call_id"])
+            continue
+        if open_calls:
+            return False
+        open_calls = {c["id"] for c in message.get("tool_calls") or []}
+    return not open_calls
+
+
+@pytest.mark.parametrize("limit", [2000, 6000, 20000])
+def test_what_is_sent_keeps_tool_pairs_the_users_words_and_the_last_turn(limit: int) -> None:
+    transcript = _turns(9)
+    planned = plan(transcript, None, limit)
+    assert planned is not None
+    kept = kept_messages(transcript, None, planned.tail, limit)
+    summarised = planned.shortened.model_copy(update={"summary": "S", "summarised": planned.tail, "kept": kept})
+    last_turn = transcript[max(i for i, m in enumerate(transcript) if m["role"] == "assistant") :]
+    for record in (planned.shortened, summarised):
+        out = sent(transcript, record)
+        assert _pairs_whole(out) and out[:2] == transcript[:2]
+        assert out[-len(last_turn) :] == last_turn, "the latest turn is sent whole"
+    shortened = sent(transcript, planned.shortened)
+    assert len(str(shortened)) < len(str(transcript)) and len(shortened) == len(transcript)
+    users = [m for m in transcript[: planned.tail] if m["role"] == "user" and m["content"].startswith("[instruction")]
+    assert users and all(m in sent(transcript, summarised) for m in users[-len(kept) :]) and kept
+    again = plan(transcript + _turns(2)[2:], summarised, limit)
+    assert again is None or again.tail >= summarised.summarised, "a later compaction never un-summarises"

@@ -73,6 +73,8 @@ class Compaction(BaseModel):
     """Tool results from ``summarised`` up to here are sent cut short."""
     count: int = 0
     """How many times the agent has compacted."""
+    marks: list[int] = Field(default_factory=list[int])
+    """Where each compaction cut: the transcript index of the first message it left as it was."""
 
 
 def _cut_short(message: JsonDict) -> JsonDict:
@@ -130,7 +132,8 @@ def plan(transcript: Sequence[JsonDict], current: Compaction | None, limit: int)
         if estimate_tokens(transcript[start:]) > budget:
             break
         tail = start
-    shortened = base.model_copy(update={"shortened": max(tail, base.shortened), "count": base.count + 1})
+    update = {"shortened": max(tail, base.shortened), "count": base.count + 1, "marks": [*base.marks, tail]}
+    shortened = base.model_copy(update=update)
     return Plan(tail, shortened)
 
 

@@ -216,10 +216,12 @@ class Agent:
             return await meter.count(self.model, messages, tools)
         return estimate_tokens(messages, tools) * 4 // 3
 
-    async def _limit(self) -> int | None:
+    async def _window(self) -> int | None:
         meter = self.hooks.meter
-        window = await meter.window(self.model) if meter is not None else None
-        return window or self._ceiling
+        return await meter.window(self.model) if meter is not None else None
+
+    async def _limit(self) -> int | None:
+        return await self._window() or self._ceiling
 
     async def _compact_if_due(self, model: ModelClient, tools: Sequence[JsonDict]) -> None:
         """Compact when asked to, or when the next request would pass ``compact_at`` of the window."""
@@ -297,14 +299,16 @@ class Agent:
             try:
                 completion = await model.complete(self.model, self.sent(), tools, agent_id=self.id)
             except ContextTooLong as error:
-                size = await self._count(tools, exact=True)
+                size, window = await self._count(tools, exact=True), await self._window()
                 if refused is not None:
+                    known = f"of {window} tokens" if window else "(not known: set context_window in the config)"
                     raise ContextTooLong(
-                        f"model {self.model!r}: even compacted, the request ({size} tokens) is refused as longer "
-                        f"than its context window (not known: set context_window for it in the config)"
+                        f"model {self.model!r}: even compacted, the request is {size} tokens, more than its context "
+                        f"window {known}"
                     ) from error
                 refused = size
-                self._ceiling = min(size, self._ceiling or size)
+                if window is None:  # compact before this size from now on
+                    self._ceiling = min(size, self._ceiling or size)
                 await self.compact(model, tools, size, None)
                 continue
             except KeysExhausted as exhausted:

@@ -41,7 +41,7 @@ class ModelRequest(Body):
 
 
 def _summary(detail: AgentDetail) -> AgentView:
-    return AgentView.model_validate(detail.model_dump(exclude={"transcript", "progress"}))
+    return AgentView.model_validate(detail.model_dump(exclude={"transcript", "progress", "compacted_at"}))
 
 
 def agents_router(service: HubService) -> APIRouter:
