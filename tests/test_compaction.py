@@ -15,7 +15,7 @@ from dispatch.hub.agents.compaction import SUMMARY_PROMPT, Compaction, kept_mess
 from dispatch.hub.agents.spec import AgentState
 from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.events import AgentCompacted, Event
-from dispatch.hub.llm.context import estimate_tokens
+from dispatch.hub.llm.context import ContextMeter, estimate_tokens
 from dispatch.hub.llm.router import Router
 from dispatch.hub.llm.scripted import RecordedRequest, Reply, ToolCall
 from dispatch.hub.mcp import tools as mcp_hub
@@ -104,6 +104,7 @@ def _check_report(agent: Any, llm: ScriptedLLM) -> None:
     assert agent.state is AgentState.done, agent.error
     assert agent.report == "Secrets: " + ", ".join(WORDS)
     assert llm.failures == []
+    assert agent.usage.calls == len(llm.requests) - len(llm.refused), "the summaries are charged to the agent"
     reads = [m for m in agent.transcript if m.get("role") == "tool"]
     assert len(reads) == FILES and all(len(m["content"]) >= FILE_CHARS for m in reads), "the transcript is kept whole"
 
@@ -286,3 +287,12 @@ def test_what_is_sent_keeps_tool_pairs_the_users_words_and_the_last_turn(limit: 
     assert users and all(m in sent(transcript, summarised) for m in users[-len(kept) :]) and kept
     again = plan(transcript + _turns(2)[2:], summarised, limit)
     assert again is None or again.tail >= summarised.summarised, "a later compaction never un-summarises"
+
+
+async def test_a_window_litellm_knows_comes_from_its_model_info_through_the_worker() -> None:
+    """No context_window configured: litellm's model info answers, asked of the model worker."""
+    meter = ContextMeter(config())
+    assert await meter.window("openai/gpt-4o-mini") == 128000
+    assert await meter.window("openai/scripted") is None, "a model litellm does not know: unknown"
+    counted = await meter.count("openai/gpt-4o-mini", [{"role": "user", "content": "hello " * 100}])
+    assert 90 <= counted <= 120, "litellm's tokenizer, not an estimate of four characters a token"

@@ -4,7 +4,8 @@ the wait state, all through litellm (which loads only in the model worker proces
 ``types`` (ModelClient, Completion, Usage: the shapes of a call), ``client`` (one litellm call
 through the worker; starting the worker early), ``model_process`` / ``model_worker`` /
 ``model_loop`` / ``litellm_call`` / ``openai_body`` (the worker and its side of a call),
-``models_config`` (the ``models:`` config section), ``defaults`` (the model a top agent gets when
+``models_config`` (the ``models:`` config section), ``context`` (models' context windows and
+token counts), ``defaults`` (the model a top agent gets when
 none is named; the provider key variables), ``resolve`` (tag or name -> candidates), ``failures``
 (what a provider error means), ``keys`` (key availability and budget windows), ``router`` (the
 ModelClient over many keys), ``ledger`` (the usage ledger the router writes, as a protocol),

@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from functools import cache
+from importlib import resources
 from types import ModuleType
 from typing import Any, cast
 
@@ -141,6 +142,10 @@ def measure(
         window = None
     tokens: int | None = None
     if messages is not None:
+        # litellm points tiktoken at its bundled tokenizers when it loads; the worker takes the hub's
+        # environment over whole before a call, which drops that, and tiktoken would go online
+        bundled = str(resources.files(litellm).joinpath("litellm_core_utils/tokenizers"))
+        os.environ.setdefault("TIKTOKEN_CACHE_DIR", os.environ.get("CUSTOM_TIKTOKEN_CACHE_DIR") or bundled)
         try:
             tokens = int(litellm.token_counter(model=model, messages=list(messages), tools=list(tools) or None))
         except Exception:  # a message shape litellm's counter does not take: the hub estimates
