@@ -138,12 +138,13 @@ def plan(transcript: Sequence[JsonDict], current: Compaction | None, limit: int)
 
 
 def kept_messages(transcript: Sequence[JsonDict], current: Compaction | None, tail: int, limit: int) -> list[int]:
-    """The user's own messages before ``tail`` sent verbatim: the newest, within a share of the window."""
+    """The user's own messages before ``tail`` sent verbatim: the newest always, older ones within a
+    share of the window (the summary keeps what they said)."""
     budget, kept = int(limit * KEEP_USER), list[int]()
     for index in reversed(range(HEAD, tail)):
         if from_user(transcript[index]):
             budget -= estimate_tokens([transcript[index]])
-            if budget < 0:
+            if budget < 0 and kept:
                 break
             kept.insert(0, index)
     return kept
