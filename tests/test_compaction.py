@@ -17,7 +17,7 @@ from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.events import AgentCompacted, Event
 from dispatch.hub.llm.context import ContextMeter, estimate_tokens
 from dispatch.hub.llm.router import Router
-from dispatch.hub.llm.scripted import RecordedRequest, Reply, ToolCall
+from dispatch.hub.llm.scripted import RecordedRequest, Reply, ScriptedModel, ToolCall
 from dispatch.hub.mcp import tools as mcp_hub
 from dispatch.hub.policy.grants import Grants
 from dispatch.hub.service.hub import Hub
@@ -296,3 +296,49 @@ async def test_a_window_litellm_knows_comes_from_its_model_info_through_the_work
     assert await meter.window("openai/scripted") is None, "a model litellm does not know: unknown"
     counted = await meter.count("openai/gpt-4o-mini", [{"role": "user", "content": "hello " * 100}])
     assert 90 <= counted <= 120, "litellm's tokenizer, not an estimate of four characters a token"
+
+
+async def test_a_parent_asks_its_child_to_compact(tmp_path: Path) -> None:
+    def compact_it(request: RecordedRequest) -> Reply:
+        child_id = re.search(r"a-[0-9a-f]{8}", str(request.messages[-1]["content"]))
+        assert child_id is not None
+        return Reply(tool_calls=[ToolCall("compact_child", {"id": child_id.group(0)})], delay_s=0.2)
+
+    model = ScriptedModel()
+    model.script(
+        "[cc-parent]",
+        [
+            Reply(tool_calls=[ToolCall("summon", {"task": "[cc-child] look twice"})]),
+            compact_it,
+            Reply(tool_calls=[ToolCall("wait", {})]),
+            Reply(text="the child looked"),
+        ],
+    )
+    model.script(
+        "[cc-child]",
+        [
+            Reply(text="first look", tool_calls=[ToolCall("list_dir", {"path": "."})]),
+            Reply(text="second look", tool_calls=[ToolCall("list_dir", {"path": "."})], delay_s=0.5),
+            Reply(text="You listed the root twice."),  # the summary its parent asked for
+            Reply(text="looked twice"),
+        ],
+    )
+    (tmp_path / "root").mkdir()
+    with model:
+        async with AgentTree(tmp_path / "root", model) as tree, tree.events.subscribe() as stream:
+            parent = await tree.run(spec("[cc-parent] delegate", "scripted"))
+            events: list[Event] = []
+            while True:
+                try:
+                    events.append(stream.receive_nowait())
+                except Exception:
+                    break
+
+    assert parent.state is AgentState.done, parent.error
+    (child,) = tree.children_of(parent.id)
+    (compacted,) = _compacted(events, child.id)
+    assert compacted.model == "scripted" and child.compaction is not None and child.compaction.count == 1
+    last = model.requests_for("[cc-child]")[-1]
+    assert "You listed the root twice." in str(last.messages[2]["content"]) and len(last.messages) < len(
+        child.transcript
+    )

@@ -234,17 +234,18 @@ class Agent:
                 return
             if await self._count(tools, exact=True) < threshold:
                 return
-        self.compact_requested = False
-        await self.compact(model, tools, await self._count(tools, exact=True), limit)
+        if await self.compact(model, tools, await self._count(tools, exact=True), limit):
+            self.compact_requested = False  # a request waits until there is more than the last turn
 
-    async def compact(self, model: ModelClient, tools: Sequence[JsonDict], before: int, limit: int | None) -> None:
+    async def compact(self, model: ModelClient, tools: Sequence[JsonDict], before: int, limit: int | None) -> bool:
         """Compact what is sent: old tool results cut short when that is enough, else the older part
-        summarised by a model (charged to this agent); the transcript itself is kept whole."""
+        summarised by a model (charged to this agent); the transcript itself is kept whole. False
+        when there is nothing before the latest turn to compact."""
         settings = self.hooks.compaction()
         size = limit or before
         planned = compaction.plan(self.transcript, self.compaction, size)
         if planned is None:
-            return
+            return False
         after_shortening = estimate_tokens(compaction.sent(self.transcript, planned.shortened), tools)
         usage, writer = Usage(), None
         if limit is not None and after_shortening <= limit * settings.compact_at / 2:
@@ -271,6 +272,7 @@ class Agent:
                 f"model {self.model!r}: even compacted, the transcript is {after} tokens, more than its context "
                 f"window of {limit} tokens"
             )
+        return True
 
     async def _ask_plainly(self, model: ModelClient, name: str, messages: list[JsonDict]) -> Completion:
         """A call without tools (a summary), waiting like any other while every key is exhausted."""
