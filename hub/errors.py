@@ -8,7 +8,8 @@
     ├── CheckpointDenied     the user denied a checkpoint (the agent stops, failed, naming it and who)
     └── RunError             a run failed through no fault of the input
         ├── ModelCallError     the model endpoint refused or could not be reached
-        │   └── KeysExhausted    every key the model may use is exhausted for now (the agent waits)
+        │   ├── KeysExhausted    every key the model may use is exhausted for now (the agent waits)
+        │   └── ContextTooLong   the request is longer than the model's context window (the agent compacts)
         ├── BudgetExceeded     an agent's subtree reached its budget_usd or max_tokens cap
         ├── StepLimitReached   an agent took as many steps as limits.max_steps allows
         ├── StoreFull          the data directory is full: nothing can be saved until space is freed
@@ -95,6 +96,11 @@ class KeysExhausted(ModelCallError):
 
     async def wait(self) -> None:
         await self._wait()
+
+
+class ContextTooLong(ModelCallError):
+    """The provider refused the request as longer than the model's context window; the agent
+    compacts its transcript and asks again once (:mod:`dispatch.hub.agents.compaction`)."""
 
 
 class BudgetExceeded(RunError):

@@ -115,6 +115,28 @@ class AgentStepped(_Data):
     """Journal only: the agent's usage so far, this step included."""
 
 
+class AgentCompacted(_Data):
+    """The agent compacted what it sends its model (its transcript is kept whole): before the
+    model call about to pass ``models.compact_at`` of its window, after the provider refused one
+    as too long, or when asked to."""
+
+    type: Literal["agent.compacted"] = _kind("agent.compacted")
+    tokens_before: int
+    tokens_after: int
+    model: str | None
+    """The model that wrote the summary (None: old tool results were only cut short)."""
+    compactions: int
+    """How many times the agent has compacted, this one included."""
+    upto: int
+    """The transcript index before which messages were summarised or cut short."""
+    summary: str | None = None
+    """The message that stands in for the summarised part (None: nothing newly summarised)."""
+    compaction_json: str = Field(default="", exclude=True)
+    """Journal only: the compaction record, what a resumed agent sends from."""
+    spent: Spent | None = Field(default=None, exclude=True)
+    """Journal only: the agent's usage so far, the summary's included."""
+
+
 class AgentReported(_Data):
     type: Literal["agent.report"] = _kind("agent.report")
     report: str | None
@@ -252,6 +274,7 @@ KnownEvent = Annotated[
     | AgentResumed
     | AgentStateChanged
     | AgentStepped
+    | AgentCompacted
     | AgentReported
     | AgentModelSwitched
     | AgentProgress

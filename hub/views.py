@@ -50,6 +50,9 @@ class AgentView(View):
     report: str | None
     error: str | None
     question: str | None = Field(default=None, description="what a waiting_user agent asked")
+    compactions: int = Field(
+        default=0, description="how many times it compacted what it sends its model (its transcript is kept whole)"
+    )
 
 
 class AgentDetail(AgentView):
@@ -57,6 +60,11 @@ class AgentDetail(AgentView):
 
     transcript: list[dict[str, Any]]
     progress: list[str]
+    compacted_at: list[int] = Field(
+        default_factory=list[int],
+        description="transcript indices where it compacted: from there on its model was sent a summary of what "
+        "came before (the transcript itself is whole)",
+    )
 
 
 class ChatMessageView(View):

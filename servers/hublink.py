@@ -217,6 +217,10 @@ class HubLink(Protocol):
         """Send a message to one of the agent's own children; returns the message id."""
         ...
 
+    async def compact_child(self, child_id: str) -> ChildInfo:
+        """Have a running child compact what it sends its model before its next call."""
+        ...
+
     async def cancel_child(self, child_id: str) -> ChildInfo:
         """Cancel one of the agent's own children (and its descendants)."""
         ...

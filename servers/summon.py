@@ -70,6 +70,18 @@ def _add_templates_tool(tools: ToolList, link: HubLink) -> None:
         return render_templates(link.templates())
 
 
+def _add_compact_tool(tools: ToolList, link: HubLink) -> None:
+    @tools.add
+    async def compact_child(id: str) -> str:
+        """Have one of your running children compact its context before its next model call: the
+        older part of its transcript is summarised (it does so by itself near its model's window)."""
+        try:
+            child = await link.compact_child(id)
+        except LinkRefusal as refusal:
+            raise ToolError(str(refusal)) from refusal
+        return json.dumps(_child_line(child))
+
+
 def plan_server(link: HubLink) -> ServerPlan:
     """The summon server for the agent ``link`` is bound to."""
     tools = ToolList()
@@ -160,6 +172,7 @@ def plan_server(link: HubLink) -> ServerPlan:
         return json.dumps([c.model_dump() for c in link.children()], indent=1)
 
     _add_templates_tool(tools, link)
+    _add_compact_tool(tools, link)
     return ServerPlan(
         "summon",
         "Start child agents for parts of your task, wait for their reports, message or cancel them. "

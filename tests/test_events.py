@@ -15,6 +15,7 @@ from sqlite_utils import Database
 
 from dispatch.hub.cli.logs import ActivityLog
 from dispatch.hub.events import (
+    AgentCompacted,
     AgentModelSwitched,
     AgentProgress,
     AgentQuestion,
@@ -145,6 +146,16 @@ WIRE: list[tuple[EventData, dict[str, Any]]] = [
         _envelope("agent.step", {
             "index": 2, "text": None, "tool_calls": ["read_file"], "tokens_in": 500, "tokens_out": 20,
             "cost_usd": 0.001,
+        }),
+    ),
+    (
+        AgentCompacted(
+            tokens_before=7000, tokens_after=3000, model="light", compactions=2, upto=12, summary="[Context...",
+            compaction_json='{"summary": "[Context..."}', spent=SPENT,
+        ),
+        _envelope("agent.compacted", {
+            "tokens_before": 7000, "tokens_after": 3000, "model": "light", "compactions": 2, "upto": 12,
+            "summary": "[Context...",
         }),
     ),
     (AgentReported(report="done: 3 files"), _envelope("agent.report", {"report": "done: 3 files"})),

@@ -245,6 +245,13 @@ class TreeLink:
         await child.finished.wait()
         return child_info(child)
 
+    async def compact_child(self, child_id: str) -> ChildInfo:
+        child = self._own_child(child_id)
+        if child.state.terminal:
+            raise LinkRefusal(f"child {child_id} has finished ({child.state.value})")
+        child.compact_requested = True
+        return child_info(child)
+
     def children(self) -> list[ChildInfo]:
         return [child_info(c) for c in self._tree.children_of(self._agent.id)]
 

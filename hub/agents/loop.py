@@ -7,6 +7,11 @@ without tool calls is the agent's report, unless messages arrived meanwhile or c
 :class:`~dispatch.hub.agents.limits.StepCaps` stop a runaway: past ``max_steps`` the agent fails,
 and the tool calls of one answer beyond ``tool_calls_per_step`` are answered with an error, not run.
 The loop is an async iterator of :class:`Step`; the tree, not the loop, announces each step.
+
+Before each model call the agent compacts what it sends (:mod:`dispatch.hub.agents.compaction`)
+when the request would pass ``models.compact_at`` of its model's window, or when asked to; when
+the window is unknown and the provider refuses the request as too long, it compacts and asks once
+more. The transcript itself only grows.
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ from datetime import datetime
 
 import anyio
 
+from dispatch.hub.agents import compaction
+from dispatch.hub.agents.compaction import Compaction
 from dispatch.hub.agents.inbox import Inbox
 from dispatch.hub.agents.limits import StepCaps
 from dispatch.hub.agents.spec import AgentSpec, AgentState
 from dispatch.hub.config.skills import LoadedSkill
-from dispatch.hub.errors import KeysExhausted, StepLimitReached
+from dispatch.hub.errors import ContextTooLong, KeysExhausted, StepLimitReached
+from dispatch.hub.llm.context import ContextMeter, estimate_tokens
 from dispatch.hub.llm.types import Completion, JsonDict, ModelClient, ToolCallRequest, Usage
 from dispatch.hub.mounts.toolset import Mounts, ToolOutcome
 from dispatch.servers.hublink import InboxMessage
@@ -52,6 +60,26 @@ class Step:
     """Set on the last step: the agent's report."""
 
 
+@dataclass(frozen=True)
+class Compacted:
+    """One compaction of what an agent sends."""
+
+    compaction: Compaction
+    tokens_before: int
+    tokens_after: int
+    model: str | None
+    """The model that wrote the summary (None: old tool results were only cut short)."""
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class CompactionSettings:
+    """``models.compact_at`` and ``models.compact_model`` of the config in force."""
+
+    compact_at: float = 0.8
+    model: str | None = None
+
+
 @dataclass
 class AgentHooks:
     """What the agent asks of the tree it lives in."""
@@ -66,6 +94,12 @@ class AgentHooks:
     idle: Callable[[], AbstractAsyncContextManager[None]] = nullcontext
     """Held around a wait on others (children, the user, a key): the tree gives the agent's
     running slot back meanwhile (:mod:`dispatch.hub.agents.limits`)."""
+    meter: ContextMeter | None = None
+    """Models' context windows and token counts (None: windows unknown, tokens estimated)."""
+    compaction: Callable[[], CompactionSettings] = CompactionSettings
+    on_compacted: Callable[[Agent, Compacted], None] = lambda agent, compacted: None
+    children_note: Callable[[], str] = lambda: ""
+    """The agent's children and their states, one line each, for a compaction's summary."""
 
 
 @dataclass
@@ -88,6 +122,14 @@ class Agent:
     """While ``waiting_key``: the earliest known reset of a key it may use (None: unknown)."""
     loaded_skills: list[LoadedSkill] = field(default_factory=list[LoadedSkill])
     """In loading order: those in the system prompt, then those loaded through ``load_skill``."""
+    compaction: Compaction | None = None
+    """What it sends in place of its whole transcript, since it last compacted (None: never)."""
+    compact_requested: bool = False
+    """Set by the user or its parent: compact before the next model call, whatever the size."""
+    _measured: tuple[int, int] | None = None
+    """The transcript length and the tokens of what was sent for it, as last known."""
+    _ceiling: int | None = None
+    """While the window is unknown: the size of a request the provider refused as too long."""
 
     @property
     def id(self) -> str:
@@ -154,19 +196,129 @@ class Agent:
         )
         return [*await self._run_tools(mounts, calls[:cap]), *(ToolRun(call, refusal, 0.0) for call in calls[cap:])]
 
-    async def _ask(self, model: ModelClient, mounts: Mounts) -> Completion:
-        """One model call; while every key is exhausted, wait in ``waiting_key`` and ask again
-        (with the model as it is then: a switch meanwhile applies), the transcript untouched."""
+    def sent(self) -> list[JsonDict]:
+        """What the model is sent: the transcript as compacted (:mod:`dispatch.hub.agents.compaction`)."""
+        return compaction.sent(self.transcript, self.compaction)
+
+    async def _count(self, tools: Sequence[JsonDict], *, exact: bool) -> int:
+        """The tokens of the next request: those of the last one as the provider reported them plus
+        what was added since (litellm's counter when ``exact``, else a generous estimate)."""
+        meter, known = self.hooks.meter, self._measured
+        if known is not None and known[0] <= len(self.transcript):
+            added = self.transcript[known[0] :]
+            if not added:
+                return known[1]
+            if exact and meter is not None:
+                return known[1] + await meter.count(self.model, added)
+            return known[1] + estimate_tokens(added) * 4 // 3
+        messages = self.sent()
+        if exact and meter is not None:
+            return await meter.count(self.model, messages, tools)
+        return estimate_tokens(messages, tools) * 4 // 3
+
+    async def _window(self) -> int | None:
+        meter = self.hooks.meter
+        return await meter.window(self.model) if meter is not None else None
+
+    async def _limit(self) -> int | None:
+        return await self._window() or self._ceiling
+
+    async def _compact_if_due(self, model: ModelClient, tools: Sequence[JsonDict]) -> None:
+        """Compact when asked to, or when the next request would pass ``compact_at`` of the window."""
+        limit = await self._limit()
+        if not self.compact_requested:
+            if limit is None:
+                return
+            threshold = limit * self.hooks.compaction().compact_at
+            if await self._count(tools, exact=False) < threshold:
+                return
+            if await self._count(tools, exact=True) < threshold:
+                return
+        if await self.compact(model, tools, await self._count(tools, exact=True), limit):
+            self.compact_requested = False  # a request waits until there is more than the last turn
+
+    async def compact(self, model: ModelClient, tools: Sequence[JsonDict], before: int, limit: int | None) -> bool:
+        """Compact what is sent: old tool results cut short when that is enough, else the older part
+        summarised by a model (charged to this agent); the transcript itself is kept whole. False
+        when there is nothing before the latest turn to compact."""
+        settings = self.hooks.compaction()
+        size = limit or before
+        planned = compaction.plan(self.transcript, self.compaction, size)
+        if planned is None:
+            return False
+        after_shortening = estimate_tokens(compaction.sent(self.transcript, planned.shortened), tools)
+        usage, writer = Usage(), None
+        if limit is not None and after_shortening <= limit * settings.compact_at / 2:
+            new = planned.shortened
+        else:
+            writer = settings.model or self.model
+            summary = self.compaction.summary if self.compaction is not None else None
+            for piece in compaction.pieces(self.transcript, self.compaction, planned.tail, size):
+                request = compaction.summary_request(self.spec.task, summary, piece)
+                written = await self._ask_plainly(model, writer, request)
+                usage.add(written.usage)
+                summary = written.text or ""
+            kept = compaction.kept_messages(self.transcript, self.compaction, planned.tail, size)
+            text = compaction.summary_message(summary or "", planned.tail, self.hooks.children_note())
+            new = planned.shortened.model_copy(update={"summary": text, "summarised": planned.tail, "kept": kept})
+        self.usage.add(usage)
+        self.compaction = new
+        self._measured = None
+        after = await self._count(tools, exact=True)
+        self._measured = (len(self.transcript), after)
+        self.hooks.on_compacted(self, Compacted(new, before, after, writer, usage))
+        if limit is not None and after >= limit:
+            raise ContextTooLong(
+                f"model {self.model!r}: even compacted, the transcript is {after} tokens, more than its context "
+                f"window of {limit} tokens"
+            )
+        return True
+
+    async def _ask_plainly(self, model: ModelClient, name: str, messages: list[JsonDict]) -> Completion:
+        """A call without tools (a summary), waiting like any other while every key is exhausted."""
         while True:
             try:
-                return await model.complete(self.model, self.transcript, mounts.tool_schemas(), agent_id=self.id)
+                return await model.complete(name, messages, [], agent_id=self.id)
             except KeysExhausted as exhausted:
-                self.waiting_until = exhausted.until
-                self.set_state(AgentState.waiting_key, exhausted.reason)
-                async with self.hooks.idle():
-                    await exhausted.wait()
-                self.waiting_until = None
-                self.set_state(AgentState.running)
+                await self._wait_for_key(exhausted)
+
+    async def _wait_for_key(self, exhausted: KeysExhausted) -> None:
+        self.waiting_until = exhausted.until
+        self.set_state(AgentState.waiting_key, exhausted.reason)
+        async with self.hooks.idle():
+            await exhausted.wait()
+        self.waiting_until = None
+        self.set_state(AgentState.running)
+
+    async def _ask(self, model: ModelClient, mounts: Mounts) -> Completion:
+        """One model call, compacting first when due; while every key is exhausted, wait in
+        ``waiting_key`` and ask again (with the model as it is then: a switch meanwhile applies).
+        Refused as too long: compact and ask once more."""
+        refused: int | None = None
+        while True:
+            tools = mounts.tool_schemas()
+            await self._compact_if_due(model, tools)
+            try:
+                completion = await model.complete(self.model, self.sent(), tools, agent_id=self.id)
+            except ContextTooLong as error:
+                size, window = await self._count(tools, exact=True), await self._window()
+                if refused is not None:
+                    known = f"of {window} tokens" if window else "(not known: set context_window in the config)"
+                    raise ContextTooLong(
+                        f"model {self.model!r}: even compacted, the request is {size} tokens, more than its context "
+                        f"window {known}"
+                    ) from error
+                refused = size
+                if window is None:  # compact before this size from now on
+                    self._ceiling = min(size, self._ceiling or size)
+                await self.compact(model, tools, size, None)
+                continue
+            except KeysExhausted as exhausted:
+                await self._wait_for_key(exhausted)
+                continue
+            if completion.usage.prompt_tokens:
+                self._measured = (len(self.transcript), completion.usage.prompt_tokens)
+            return completion
 
     async def steps(self, mounts: Mounts, model: ModelClient, caps: StepCaps | None = None) -> AsyncGenerator[Step]:
         """The loop, one model call per step, until the agent reports (or passes ``caps``)."""

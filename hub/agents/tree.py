@@ -29,12 +29,13 @@ from dispatch.hub.agents.budgets import capped_ancestry, rolled_up
 from dispatch.hub.agents.catalog import Catalog
 from dispatch.hub.agents.limits import Limits, RunningSlot
 from dispatch.hub.agents.link import ArtifactShelf, CheckpointGate, TreeLink
-from dispatch.hub.agents.loop import Agent, AgentHooks, ToolRun
+from dispatch.hub.agents.loop import Agent, AgentHooks, Compacted, CompactionSettings, ToolRun
 from dispatch.hub.agents.projects import Project
 from dispatch.hub.agents.scopes import make_scopes
 from dispatch.hub.agents.spec import SETUP_FAILURE, AgentSpec, AgentState, resumable
 from dispatch.hub.errors import BudgetExceeded, DispatchError, StoreFull, UnknownAgentError, UserError, unwrap
 from dispatch.hub.events import (
+    AgentCompacted,
     AgentModelSwitched,
     AgentReported,
     AgentResumed,
@@ -49,6 +50,8 @@ from dispatch.hub.events import (
     ToolReturned,
 )
 from dispatch.hub.ids import new_id
+from dispatch.hub.llm.context import ContextMeter
+from dispatch.hub.llm.router import Router
 from dispatch.hub.llm.types import ModelClient, ToolCallRequest, Usage
 from dispatch.hub.mounts.connection import open_mounts
 from dispatch.hub.mounts.outside import OutsideServers
@@ -137,6 +140,8 @@ class AgentTree:
         self.limits = limits or Limits(home.config.limits)
         """Agents taking steps and model calls in flight at once, hub-wide (the config's ``limits``)."""
         self.model = self.limits.capped(model)
+        self.meter = model.meter if isinstance(model, Router) else ContextMeter(home.config.models, worker=False)
+        """Models' context windows and token counts (litellm's, through the model worker, for the router's models)."""
         self.agents: dict[str, Agent] = {} if agents is None else agents
         """Every agent by id; ``agents`` shares the dict with whoever else reads it (the hub's approvals)."""
         self._children: dict[str, list[str]] = {}
@@ -267,6 +272,10 @@ class AgentTree:
             on_tool_result=self._announce_tool_result,
             before_report=self._before_report,
             idle=lambda: self._idle(spec.id),
+            meter=self.meter,
+            compaction=self._compaction_settings,
+            on_compacted=self._announce_compacted,
+            children_note=lambda: self._children_note(spec.id),
         )
         agent = Agent(spec=spec, hooks=hooks, loaded_skills=skills)
         if restore is not None:
@@ -471,6 +480,14 @@ class AgentTree:
             agent.set_state(AgentState.cancelled, "cancelled")
         return agent
 
+    def request_compaction(self, agent_id: str) -> Agent:
+        """Have the agent compact what it sends before its next model call, whatever its size."""
+        agent = self.get(agent_id)
+        if agent.state.terminal:
+            raise UserError(f"agent {agent_id} has finished ({agent.state.value}); it makes no more model calls")
+        agent.compact_requested = True
+        return agent
+
     def drain(self) -> None:
         """Stop taking new steps: every agent stops, ``interrupted``, when its current step ends."""
         self.draining = True
@@ -500,6 +517,34 @@ class AgentTree:
             state=agent.state.value, reason=agent.reason, until=until, error=agent.error, spent=_spent(agent)
         )
         self.events.publish(agent.id, changed)
+
+    def _compaction_settings(self) -> CompactionSettings:
+        models = self.catalog.config.models
+        return CompactionSettings(models.compact_at, models.compact_model)
+
+    def _children_note(self, agent_id: str) -> str:
+        lines: list[str] = []
+        for child in self.children_of(agent_id):
+            line = f"- {child.spec.name} [{child.id}]: {child.state.value}; task: {child.spec.task[:200]}"
+            outcome = child.report if child.state is AgentState.done else child.error
+            if outcome:
+                line += f"; reported: {outcome[:300]}" + ("..." if len(outcome) > 300 else "")
+            lines.append(line)
+        return "\n".join(lines)
+
+    def _announce_compacted(self, agent: Agent, compacted: Compacted) -> None:
+        record = compacted.compaction
+        event = AgentCompacted(
+            tokens_before=compacted.tokens_before,
+            tokens_after=compacted.tokens_after,
+            model=compacted.model,
+            compactions=record.count,
+            upto=record.summarised if compacted.model is not None else record.shortened,
+            summary=record.summary if compacted.model is not None else None,
+            compaction_json=record.model_dump_json(),
+            spent=_spent(agent),
+        )
+        self.events.publish(agent.id, event)
 
     def _announce_tool_call(self, agent: Agent, call: ToolCallRequest) -> None:
         self.events.publish(agent.id, ToolCalled(call_id=call.id, name=call.name, arguments=call.arguments))

@@ -17,6 +17,7 @@ from pathlib import Path
 import anyio
 
 from dispatch.hub.events import (
+    AgentCompacted,
     AgentModelSwitched,
     AgentProgress,
     AgentQuestion,
@@ -112,6 +113,9 @@ class ActivityLog:
                 return f"report: {_first(report, 200)}"
             case AgentModelSwitched(model=model):
                 return f"model → {model}"
+            case AgentCompacted(tokens_before=before, tokens_after=after, model=model):
+                how = f"older turns summarised by {model}" if model else "old tool results cut short"
+                return f"compacted its context: {before} → {after} tokens ({how})"
             case SkillLoaded(skill=skill):
                 return f"loaded skill {skill}"
             case _:  # approvals, and kinds of another version: as stored

@@ -50,6 +50,7 @@ def summary(tree: AgentTree, top: Agent) -> dict[str, Any]:
                 "report": agent.report,
                 "error": agent.error,
                 "usage": agent.usage.model_dump(),
+                "compactions": agent.compaction.count if agent.compaction is not None else 0,
             }
         )
     return {

@@ -6,7 +6,8 @@ through the worker; starting the worker early), ``model_process`` / ``model_work
 ``model_loop`` / ``litellm_call`` / ``openai_body`` (the worker and its side of a call),
 ``prompt_cache`` (cache_control breakpoints for the models that need them), ``prices`` (what a
 call costs: per-token prices, cache reads and writes included),
-``models_config`` (the ``models:`` config section), ``defaults`` (the model a top agent gets when
+``models_config`` (the ``models:`` config section), ``context`` (models' context windows and
+token counts), ``defaults`` (the model a top agent gets when
 none is named; the provider key variables), ``resolve`` (tag or name -> candidates), ``failures``
 (what a provider error means), ``keys`` (key availability and budget windows), ``router`` (the
 ModelClient over many keys), ``ledger`` (the usage ledger the router writes, as a protocol),

@@ -5,7 +5,8 @@
     auth         401/403: the key is refused until the config changes
     transient    5xx, 408, timeouts: retry on the same key with backoff, then move on
     unreachable  the endpoint was never reached: move on
-    fatal        anything else (a bad request, a too-long context): raise at once
+    context      the request is longer than the model's context window: raise at once (the agent compacts)
+    fatal        anything else (a bad request): raise at once
 
 Reset headers read: ``retry-after-ms``, ``retry-after`` (seconds or an HTTP date),
 ``x-ratelimit-reset-requests`` / ``-tokens`` (``1s``, ``6m0s``, ``250ms``), and Anthropic's
@@ -23,7 +24,7 @@ from enum import StrEnum
 from types import ModuleType
 from typing import Any, cast
 
-from dispatch.hub.llm.litellm_call import is_unknown_model, is_unreachable
+from dispatch.hub.llm.litellm_call import is_context_too_long, is_unknown_model, is_unreachable
 
 TRANSIENT_STATUS = frozenset({408, 409, 500, 502, 503, 504, 520, 522, 524, 529})
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -36,6 +37,7 @@ class FailureKind(StrEnum):
     auth = "auth"
     transient = "transient"
     unreachable = "unreachable"
+    context = "context"
     fatal = "fatal"
 
     @property
@@ -154,7 +156,9 @@ def classify(litellm: ModuleType, error: BaseException, now: float) -> Failure:
         return Failure(FailureKind.rate_limit, reset_from_headers(headers_of(error), now), detail)
     if isinstance(error, litellm.AuthenticationError | litellm.PermissionDeniedError) or status in (401, 403):
         return Failure(FailureKind.auth, None, detail)
-    if isinstance(error, litellm.ContextWindowExceededError | litellm.BadRequestError):
+    if is_context_too_long(litellm, error):
+        return Failure(FailureKind.context, None, detail)
+    if isinstance(error, litellm.BadRequestError):
         return Failure(FailureKind.fatal, None, detail)
     if status in TRANSIENT_STATUS or isinstance(
         error, litellm.ServiceUnavailableError | litellm.InternalServerError | litellm.APIConnectionError

@@ -3,9 +3,9 @@
 
 litellm is imported on first use (:func:`load_litellm`, seconds and some 170 MiB); :func:`acompletion`
 makes one ``litellm.acompletion`` call with litellm's retries off and reads the answer into a
-:class:`~dispatch.hub.llm.types.Completion`, priced at :func:`litellm_prices`; :func:`model_error`
-turns litellm's exceptions into Dispatch's, and the predicates here tell
-:mod:`dispatch.hub.llm.failures` what kind they are.
+:class:`~dispatch.hub.llm.types.Completion`, priced at :func:`litellm_prices`; :func:`measure`
+reads a model's window and counts tokens; :func:`model_error` turns litellm's exceptions into
+Dispatch's, and the predicates here tell :mod:`dispatch.hub.llm.failures` what kind they are.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from functools import cache
+from importlib import resources
 from types import ModuleType
 from typing import Any, cast
 
-from dispatch.hub.errors import ModelCallError, UserError
+from dispatch.hub.errors import ContextTooLong, ModelCallError, UserError
 from dispatch.hub.llm.prices import Prices
 from dispatch.hub.llm.prompt_cache import needs_breakpoints, with_breakpoints
-from dispatch.hub.llm.types import Completion, JsonDict, ToolCallRequest, Usage
+from dispatch.hub.llm.types import Completion, JsonDict, Measured, ToolCallRequest, Usage
 
 
 @cache
@@ -110,6 +111,12 @@ def is_unknown_model(litellm: ModuleType, error: BaseException) -> bool:
     return isinstance(error, litellm.BadRequestError) and "LLM Provider NOT provided" in str(error)
 
 
+def is_context_too_long(litellm: ModuleType, error: BaseException) -> bool:
+    """The provider refused the request as longer than the model's context window (litellm's
+    ``ContextWindowExceededError``, or the provider's own ``context_length_exceeded`` code)."""
+    return isinstance(error, litellm.ContextWindowExceededError) or "context_length_exceeded" in str(error)
+
+
 def is_unreachable(litellm: ModuleType, error: BaseException) -> bool:
     """The endpoint was never reached (a timeout is not this: it reached a slow endpoint)."""
     return not isinstance(error, litellm.Timeout) and _connection_failed(litellm, error)
@@ -154,8 +161,35 @@ def model_error(litellm: ModuleType, model: str, error: Exception, api_base: str
         return ModelCallError(f"model {model!r}: rate limited or out of quota ({detail})")
     if isinstance(error, litellm.Timeout):
         return ModelCallError(f"model {model!r}: no answer in time ({detail})")
+    if is_context_too_long(litellm, error):
+        return ContextTooLong(f"model {model!r}: the request is longer than its context window ({detail})")
     status = getattr(error, "status_code", None)
     return ModelCallError(f"model {model!r}: the call failed{f' (HTTP {status})' if status else ''}: {detail}")
+
+
+def measure(
+    litellm: ModuleType, model: str, messages: Sequence[JsonDict] | None, tools: Sequence[JsonDict]
+) -> Measured:
+    """litellm's knowledge of ``model``: its input window from litellm's model info (None when
+    litellm does not know the model) and, given ``messages``, their tokens by litellm's counter."""
+    window: int | None = None
+    try:
+        info: Any = litellm.get_model_info(model)
+        found = info.get("max_input_tokens") or info.get("max_tokens")
+        window = int(found) if found else None
+    except Exception:  # litellm raises for a model missing from its map: the window is unknown
+        window = None
+    tokens: int | None = None
+    if messages is not None:
+        # litellm points tiktoken at its bundled tokenizers when it loads; the worker takes the hub's
+        # environment over whole before a call, which drops that, and tiktoken would go online
+        bundled = str(resources.files(litellm).joinpath("litellm_core_utils/tokenizers"))
+        os.environ.setdefault("TIKTOKEN_CACHE_DIR", os.environ.get("CUSTOM_TIKTOKEN_CACHE_DIR") or bundled)
+        try:
+            tokens = int(litellm.token_counter(model=model, messages=list(messages), tools=list(tools) or None))
+        except Exception:  # a message shape litellm's counter does not take: the hub estimates
+            tokens = None
+    return Measured(window=window, tokens=tokens)
 
 
 async def acompletion(

@@ -20,12 +20,19 @@ import signal
 import sys
 from functools import cache
 
-from dispatch.hub.errors import ModelCallError, UserError
+from dispatch.hub.errors import ContextTooLong, ModelCallError, UserError
 from dispatch.hub.llm.failures import Failure, FailureKind, reset_from_headers
-from dispatch.hub.llm.model_worker import LINE_LIMIT, READY_LINE, CallAnswer, CallFailed, CallRequest
-from dispatch.hub.llm.types import Completion
+from dispatch.hub.llm.model_worker import (
+    LINE_LIMIT,
+    READY_LINE,
+    CallAnswer,
+    CallFailed,
+    CallRequest,
+    MeasureRequest,
+)
+from dispatch.hub.llm.types import Completion, Measured
 
-__all__ = ["CallRequest", "ModelProcess", "RemoteCallError", "model_process"]
+__all__ = ["CallRequest", "MeasureRequest", "ModelProcess", "RemoteCallError", "model_process"]
 
 
 class RemoteCallError(Exception):
@@ -42,8 +49,12 @@ class RemoteCallError(Exception):
         return Failure(kind, reset, self.failed.detail)
 
     def dispatch_error(self) -> Exception:
-        """The error Dispatch shows: the user's (an unknown model) or the call's."""
-        return UserError(self.failed.message) if self.failed.user_error else ModelCallError(self.failed.message)
+        """The error Dispatch shows: the user's (an unknown model), a context too long, or the call's."""
+        if self.failed.user_error:
+            return UserError(self.failed.message)
+        if self.failed.kind == FailureKind.context.value:
+            return ContextTooLong(self.failed.message)
+        return ModelCallError(self.failed.message)
 
 
 def _stopped(code: int | None) -> CallFailed:
@@ -141,27 +152,39 @@ class ModelProcess:
         changed = environment if environment != self._env_sent else None
         self._env_sent = environment
         request = request.model_copy(update={"id": next(self._ids), "env": changed})
-        answer = asyncio.get_running_loop().create_future()
-        running.pending[request.id] = answer
-        stdin = running.process.stdin
-        assert stdin is not None
-        try:
-            stdin.write(request.model_dump_json().encode() + b"\n")
-            await stdin.drain()
-            result: CallAnswer = await answer
-        except asyncio.CancelledError:
-            running.pending.pop(request.id, None)
-            if not stdin.is_closing():
-                stdin.write(b'{"id": %d, "cancel": true}\n' % request.id)
-            raise
-        except (BrokenPipeError, ConnectionResetError) as error:
-            running.pending.pop(request.id, None)
-            raise RemoteCallError(_stopped(running.process.returncode)) from error
+        result = await self._exchange(running, request.id, request.model_dump_json().encode())
         if result.failed is not None:
             raise RemoteCallError(result.failed)
         if result.completion is None:
             raise ModelCallError(f"the model worker answered call {request.id} with neither a completion nor a failure")
         return result.completion
+
+    async def measure(self, request: MeasureRequest) -> Measured:
+        """litellm's window of a model and, given messages, their tokens, from the worker."""
+        running = await self._started()
+        ident = next(self._ids)
+        line = b'{"id": %d, "measure": %s}' % (ident, request.model_dump_json().encode())
+        result = await self._exchange(running, ident, line)
+        return result.measured or Measured()
+
+    async def _exchange(self, running: _Running, ident: int, line: bytes) -> CallAnswer:
+        """Write one request line and wait for its answer (cancelling it in the worker if cancelled)."""
+        answer = asyncio.get_running_loop().create_future()
+        running.pending[ident] = answer
+        stdin = running.process.stdin
+        assert stdin is not None
+        try:
+            stdin.write(line + b"\n")
+            await stdin.drain()
+            return await answer
+        except asyncio.CancelledError:
+            running.pending.pop(ident, None)
+            if not stdin.is_closing():
+                stdin.write(b'{"id": %d, "cancel": true}\n' % ident)
+            raise
+        except (BrokenPipeError, ConnectionResetError) as error:
+            running.pending.pop(ident, None)
+            raise RemoteCallError(_stopped(running.process.returncode)) from error
 
 
 @cache

@@ -6,11 +6,12 @@ lock against the hub's event loop, and under load every event, API answer and st
 wait for it. So the hub sends each call here (:mod:`dispatch.hub.llm.model_process`) and only
 waits for the answer.
 
-The protocol is JSON lines: the hub writes a :class:`CallRequest` (or ``{"id": N, "cancel":
-true}``) to the worker's stdin; the worker answers each request, in any order, with one
-:class:`CallAnswer` on its stdout: the completion, or the failure already classified (the kind
-the key router acts on, the provider's headers for a rate limit's reset, and the error Dispatch
-shows). The worker exits when its stdin closes. ``python -m dispatch.hub.llm.model_worker``.
+The protocol is JSON lines: the hub writes a :class:`CallRequest`, ``{"id": N, "cancel": true}``
+or ``{"id": N, "measure": MeasureRequest}`` to the worker's stdin; the worker answers each
+request, in any order, with one :class:`CallAnswer` on its stdout: the completion, or the failure
+already classified (the kind the key router acts on, the provider's headers for a rate limit's
+reset, and the error Dispatch shows), or for a measure what litellm knows of the model's context
+window and the request's tokens. The worker exits when its stdin closes. ``python -m dispatch.hub.llm.model_worker``.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from pydantic import BaseModel, ConfigDict
 from dispatch.hub.errors import UserError
 from dispatch.hub.heap import settle_heap
 from dispatch.hub.llm.failures import classify, headers_of
-from dispatch.hub.llm.litellm_call import acompletion, load_litellm, model_error
+from dispatch.hub.llm.litellm_call import acompletion, load_litellm, measure, model_error
 from dispatch.hub.llm.openai_body import send_chat_bodies_as_given
-from dispatch.hub.llm.types import Completion, JsonDict
+from dispatch.hub.llm.types import Completion, JsonDict, Measured
 
 LINE_LIMIT = 256 * 1024 * 1024
 """The longest line either side reads: a request carries the whole transcript."""
@@ -52,6 +53,16 @@ class CallRequest(BaseModel):
     env: dict[str, str] | None = None
     """The hub's environment, when it changed since the worker last had it (litellm reads its
     keys and base URLs from there); the worker takes it over whole before this call."""
+
+
+class MeasureRequest(BaseModel):
+    """A model's context window (litellm's model info) and, given messages, their tokens (litellm's counter)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    messages: list[JsonDict] | None = None
+    tools: list[JsonDict] = []
 
 
 class CallFailed(BaseModel):
@@ -80,6 +91,7 @@ class CallAnswer(BaseModel):
     id: int
     completion: Completion | None = None
     failed: CallFailed | None = None
+    measured: Measured | None = None
 
 
 def failed_call(error: Exception, model: str, api_base: str | None = None) -> CallFailed:
@@ -132,6 +144,11 @@ class _Worker:
             task = self._calls.pop(int(cast(dict[str, Any], raw)["id"]), None)
             if task is not None:
                 task.cancel()
+            return
+        if isinstance(raw, dict) and "measure" in raw:
+            asked = MeasureRequest.model_validate(cast(dict[str, Any], raw)["measure"])
+            measured = measure(load_litellm(), asked.model, asked.messages, asked.tools)
+            self._answer(CallAnswer(id=int(cast(dict[str, Any], raw)["id"]), measured=measured))
             return
         request = CallRequest.model_validate(raw)
         if request.env is not None:

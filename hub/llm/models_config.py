@@ -9,12 +9,14 @@
           base_url: ...                 # optional (OpenAI-compatible endpoints, local servers)
           models:
             claude-opus-4:   {tags: [heavy, coding, review]}
-            my-local-model:  {tags: [light], input_usd_per_mtok: 0.1, output_usd_per_mtok: 0.4}
+            my-local-model:  {tags: [light], input_usd_per_mtok: 0.1, output_usd_per_mtok: 0.4, context_window: 32000}
             my-cached-model: {input_usd_per_mtok: 3, output_usd_per_mtok: 15, cache_read_usd_per_mtok: 0.3,
                               cache_write_usd_per_mtok: 3.75}
       fallback_order: [anthropic-main, openai-main]   # key names or ${VAR} references
       probe_interval: 60                              # seconds (or "90s", "5m"); at least 1
       default: heavy                                  # the model of chats and runs that name none
+      compact_at: 0.8                                 # compact an agent's transcript past 80% of the window
+      compact_model: light                            # who writes the summary (default: the agent's model)
 
 :class:`ModelsConfig` is the pydantic model; :func:`load_models_section` validates a parsed
 mapping and turns every mistake into a :class:`~dispatch.hub.errors.ConfigError` naming the file
@@ -100,6 +102,11 @@ class ModelEntry(BaseModel):
     )
     cache_write_usd_per_mtok: float | None = Field(
         default=None, ge=0, description="price of a million prompt tokens written to the prompt cache; unset: input's"
+    )
+    context_window: int | None = Field(
+        default=None,
+        ge=256,
+        description="the most tokens one request may hold; unset: litellm's model info, else unknown",
     )
 
     @model_validator(mode="after")
@@ -190,6 +197,17 @@ class ModelsConfig(BaseModel):
     )
     backoff_s: float = Field(default=1.0, ge=0, description="first retry delay in seconds; doubles each retry")
     timeout_s: float = Field(default=600.0, gt=0, description="seconds one model call may take")
+    compact_at: float = Field(
+        default=0.8,
+        gt=0.1,
+        le=1.0,
+        description="the share of a model's context window past which an agent compacts its transcript first",
+    )
+    compact_model: str | None = Field(
+        default=None,
+        min_length=1,
+        description="the tag or model name that writes compaction summaries; unset: the agent's own model",
+    )
 
     @field_validator("probe_interval", mode="before")
     @classmethod

@@ -9,6 +9,7 @@ off. On a failure (:mod:`.failures`):
   candidate at once;
 * 5xx or a timeout: retried on the same key with exponential backoff, then the next candidate;
 * an unreachable endpoint: the next candidate;
+* a request longer than the model's context window: raised at once (the agent compacts);
 * anything else (a bad request): raised at once.
 
 When no candidate is left and at least one key will come back (a known reset, or a probe of a
@@ -31,6 +32,7 @@ import anyio
 from dispatch.hub.errors import ConfigError, KeysExhausted, ModelCallError
 from dispatch.hub.llm.client import call_litellm
 from dispatch.hub.llm.clock import Clock, SystemClock
+from dispatch.hub.llm.context import ContextMeter
 from dispatch.hub.llm.defaults import missing_key, no_key_problem
 from dispatch.hub.llm.failures import Failure, FailureKind
 from dispatch.hub.llm.keys import Blocked, KeyStates, budget_block, describe_wait, window_bounds
@@ -69,6 +71,8 @@ class Router:
         self._clock: Clock = clock or SystemClock()
         self._states = KeyStates(self._clock, config.probe_interval)
         self._unpriced: set[str] = set()
+        self.meter = ContextMeter(config)
+        """The context windows and token counts of this config's models (litellm's, in the worker)."""
 
     @property
     def config(self) -> ModelsConfig:
@@ -85,6 +89,7 @@ class Router:
         self._states.clear_environment()
         self._states.probe_interval = config.probe_interval
         self._config = config
+        self.meter.use(config)
 
     def candidates(self, requested: str) -> list[Candidate]:
         """The (model, key) candidates for a tag or model name, first choice first."""
@@ -170,7 +175,7 @@ class Router:
                 if failure.kind is FailureKind.transient and attempt + 1 < attempts:
                     await anyio.sleep(self._config.backoff_s * 2**attempt)
                     continue
-                if failure.kind is FailureKind.fatal:
+                if failure.kind in (FailureKind.fatal, FailureKind.context):  # context: the agent compacts
                     raise mapped from error
                 raise _MoveOn(mapped) from error
             self._price(candidate, completion)

@@ -59,7 +59,7 @@ from pydantic import (
 )
 from pydantic import dataclasses as pydantic_dataclasses
 
-from dispatch.hub.errors import ConfigError, ModelCallError
+from dispatch.hub.errors import ConfigError, ContextTooLong, ModelCallError
 from dispatch.hub.llm.types import Completion, JsonDict, ToolCallRequest, Usage
 
 __all__ = [
@@ -145,6 +145,15 @@ class Fail:
     def auth(cls) -> Fail:
         """401: the key is wrong."""
         return cls._error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+
+    @classmethod
+    def context_too_long(cls, window: int, tokens: int) -> Fail:
+        """400 ``context_length_exceeded``: the request is longer than the model's context window."""
+        message = (
+            f"This model's maximum context length is {window} tokens. However, your messages resulted in "
+            f"{tokens} tokens. Please reduce the length of the messages."
+        )
+        return cls._error(400, message, "invalid_request_error", "context_length_exceeded")
 
     @classmethod
     def unavailable(cls) -> Fail:
@@ -259,9 +268,16 @@ class _Playing:
 
 class ScriptPlayer:
     """Scripts, the requests they answered and what went wrong: thread-safe, shared by the
-    in-process :class:`ScriptedModel` and the test suite's HTTP server."""
+    in-process :class:`ScriptedModel` and the test suite's HTTP server.
 
-    def __init__(self, scripts: Iterable[Script] = ()) -> None:
+    With a ``context_window``, a request of more tokens (counted as :attr:`RecordedRequest`
+    usage is: about four characters a token of its messages and tools) is refused as a provider
+    does (:meth:`Fail.context_too_long`) without taking a step of its script."""
+
+    def __init__(self, scripts: Iterable[Script] = (), *, context_window: int | None = None) -> None:
+        self.context_window = context_window
+        self.refused: list[RecordedRequest] = []
+        """The requests refused as longer than ``context_window``."""
         self._lock = threading.Lock()
         self._playing: list[_Playing] = []
         self._requests: list[RecordedRequest] = []
@@ -345,6 +361,17 @@ class ScriptPlayer:
             self._requests.append(recorded)
         return recorded
 
+    def _too_long(self, recorded: RecordedRequest) -> Fail | None:
+        """The refusal of a request longer than the context window, if it is."""
+        if self.context_window is None:
+            return None
+        tokens = _tokens(json.dumps(recorded.messages) + json.dumps(recorded.tools))
+        if tokens <= self.context_window:
+            return None
+        with self._lock:
+            self.refused.append(recorded)
+        return Fail.context_too_long(self.context_window, tokens)
+
     def _fail(self, message: str) -> None:
         with self._lock:
             self._failures.append(message)
@@ -401,6 +428,10 @@ class ScriptedModel(ScriptPlayer):
         self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict], *, agent_id: str | None = None
     ) -> Completion:
         recorded = self._record(model, list(messages), list(tools), agent_id=agent_id)
+        refusal = self._too_long(recorded)
+        if refusal is not None:
+            recorded.status, recorded.finished_at = refusal.status, time.monotonic()
+            raise ContextTooLong(f"{model}: the scripted model answered {refusal.status}: {refusal.message}")
         step = self._next_step(recorded)
         answer = step if isinstance(step, Reply | Fail) else await self._call(step, recorded)
         if answer.delay_s:

@@ -1,6 +1,7 @@
 """The shapes of one model call, shared by every room that calls a model or counts its cost: the
 :class:`ModelClient` protocol agents hold, a :class:`Completion` with its :class:`Usage`, the
-:class:`ToolCallRequest` s in it, and ``JsonDict``. A leaf of the llm room: pydantic only.
+:class:`ToolCallRequest` s in it, what is :class:`Measured` of a model's context, and ``JsonDict``.
+A leaf of the llm room: pydantic only.
 """
 
 from __future__ import annotations
@@ -56,6 +57,16 @@ class Usage(BaseModel):
         self.cache_write_tokens += other.cache_write_tokens
         self.cost_usd += other.cost_usd
         self.calls += other.calls
+
+
+class Measured(BaseModel):
+    """What litellm knows of a model and a request: the model's input window (None: unknown) and
+    the request's tokens by litellm's counter (None: not counted)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window: int | None = None
+    tokens: int | None = None
 
 
 class Completion(BaseModel):

@@ -186,6 +186,12 @@ class HubTools:
         agent = await _service_call(lambda: self._service.cancel(check_agent_id(agent_id)))
         return _dump(_brief(agent))
 
+    async def compact(self, agent_id: str) -> str:
+        """Have a running agent compact its context before its next model call: the older part of
+        its transcript is summarised (it does so by itself near its model's window)."""
+        agent = await _service_call(lambda: self._service.compact(check_agent_id(agent_id)))
+        return _dump(_brief(agent) | {"compactions": agent.compactions})
+
     async def approvals(self) -> str:
         """Pending approvals: path permissions and checkpoints, with the asking agent's chain."""
         pending = await _service_call(lambda: self._service.approvals("pending"))
@@ -214,7 +220,10 @@ def build_server(service: HubService) -> MCPServer:
         log_level="WARNING",
     )
     tools = HubTools(service)
-    for name in ("start", "agents", "status", "wait", "result", "send", "cancel", "approvals", "approve", "chats"):
+    for name in (
+        *("start", "agents", "status", "wait", "result", "send", "cancel", "compact"),
+        *("approvals", "approve", "chats"),
+    ):
         server.add_tool(getattr(tools, name), structured_output=False)
     return server
 

@@ -74,7 +74,7 @@ SUMMON = BuiltinServer(
     "flag",
     "child agents: summon, wait, message, cancel",
     needs_depth=True,
-    tools=("summon", "wait", "message_child", "cancel_child", "children", "templates"),
+    tools=("summon", "wait", "message_child", "cancel_child", "compact_child", "children", "templates"),
 )
 LSP = BuiltinServer("lsp", "flag", "language-server diagnostics", inherited=True)
 WEB = BuiltinServer(

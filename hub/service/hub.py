@@ -30,6 +30,7 @@ import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from dispatch.hub.agents.catalog import DEFAULT_TEMPLATE, Catalog
+from dispatch.hub.agents.compaction import Compaction
 from dispatch.hub.agents.link import ArtifactShelf
 from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.projects import Project
@@ -327,10 +328,14 @@ class Hub(Delegation):
     async def agent(self, agent_id: str) -> AgentDetail:
         agent = self.tree.agents.get(agent_id)
         if agent is not None:
-            transcript, progress = list(agent.transcript), list(agent.progress)
+            transcript, progress, compaction = list(agent.transcript), list(agent.progress), agent.compaction
         else:
-            transcript, progress = await self._records.transcript(agent_id), self._row(agent_id).progress
-        return AgentDetail(**self.view(agent_id).model_dump(), transcript=transcript, progress=progress)
+            row = self._row(agent_id)
+            transcript, progress = await self._records.transcript(agent_id), row.progress
+            compaction = Compaction.model_validate_json(row.compaction) if row.compaction else None
+        marks = list(compaction.marks) if compaction is not None else []
+        view = self.view(agent_id).model_dump()
+        return AgentDetail(**view, transcript=transcript, progress=progress, compacted_at=marks)
 
     async def start(
         self,
@@ -408,6 +413,15 @@ class Hub(Delegation):
         await self._bus.journal.flush()
         await self._refresh(*await self._restorer.cancel(agent_id))
         return self.view(agent_id)
+
+    async def compact(self, agent_id: str) -> AgentView:
+        """Have a running agent compact what it sends its model before its next call (an
+        ``agent.compacted`` event follows); its transcript is kept whole."""
+        agent = self.tree.agents.get(agent_id)
+        if agent is None or paused(agent):
+            state = agent.state.value if agent is not None else self._row(agent_id).state
+            raise UserError(f"agent {agent_id} is {state}, not running: resume it first, or start a new one")
+        return self._view(self.tree.request_compaction(agent_id))
 
     async def resume(self, agent_id: str) -> AgentView:
         """Continue an interrupted agent (or one failed by a setup problem) from its last persisted

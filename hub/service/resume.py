@@ -1,5 +1,6 @@
 """Crash-safe resume: what a dead hub left running is marked ``interrupted``; an interrupted agent
-is rebuilt from the store and continues from its last persisted step.
+is rebuilt from the store and continues from its last persisted step (and, if it compacted, sends
+what it sent then: its last compaction record, never the whole transcript).
 
 On open, :func:`mark_interrupted` finds every agent whose stored state is not final (running,
 pending, waiting) and publishes its change to ``interrupted`` (so the event log says so too), with
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import anyio
 
+from dispatch.hub.agents.compaction import Compaction
 from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.spec import AgentState, resumable
 from dispatch.hub.agents.tree import AgentTree
@@ -128,6 +130,8 @@ class Restorer:
             )
             agent.steps_taken = row.steps
             agent.report, agent.progress = row.report, list(row.progress)
+            if row.compaction:  # it sends what it sent before it stopped, never the whole transcript
+                agent.compaction = Compaction.model_validate_json(row.compaction)
             agent.error = None if run else row.error  # a setup failure resumed: its error is over
             agent.state = AgentState.pending if run else AgentState(row.state)
             agent.reason = "resuming from its last step" if run else row.reason

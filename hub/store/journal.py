@@ -24,6 +24,7 @@ What the recorder writes per event, from what the event says (never from the liv
     agent.spawned      the agent's row (spec as JSON, chat, root)
     agent.state        state, reason, the question it waits on; usage and error when the tree says
     agent.step         the transcript messages added since the last step, usage, the step count
+    agent.compacted    the compaction record and count, usage (the transcript is untouched)
     agent.report       the report                     agent.model   the model
     agent.progress     the note, appended             agent.question   (kept for agent.state)
     message.sent       the message (text included)    message.delivered   the step that read it
@@ -43,6 +44,7 @@ import anyio
 from dispatch.hub import times
 from dispatch.hub.errors import RunError, StoreFull
 from dispatch.hub.events import (
+    AgentCompacted,
     AgentModelSwitched,
     AgentProgress,
     AgentQuestion,
@@ -102,6 +104,9 @@ class Recorder:
                 added = [json.dumps(m, default=str) for m in step.messages]
                 values = _spent(step.spent) | {"steps": step.index, "updated_at": at}
                 return [append_transcript(agent_id, step.first, step.index, added), update_agent(agent_id, values)]
+            case AgentCompacted() as compacted:
+                values = _spent(compacted.spent) | {"compactions": compacted.compactions, "updated_at": at}
+                return [update_agent(agent_id, values | {"compaction": compacted.compaction_json})]
             case AgentReported(report=report):
                 return [update_agent(agent_id, {"report": report, "updated_at": at})]
             case AgentModelSwitched(model=model):  # the row's model overrides its spec's when read

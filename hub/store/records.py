@@ -36,7 +36,7 @@ Op = Callable[[Database], None]
 AGENT_COLUMNS = (
     *("id", "parent_id", "chat_id", "root", "name", "template", "task", "model", "spec", "state", "reason"),
     *("waiting_until", "question", "report", "error", "tokens_in", "tokens_out", "cost_usd", "steps", "progress"),
-    *("created_at", "updated_at", "cache_read_tokens", "cache_write_tokens"),
+    *("created_at", "updated_at", "cache_read_tokens", "cache_write_tokens", "compaction", "compactions"),
 )
 
 
@@ -64,6 +64,9 @@ class AgentRow:
     updated_at: float
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    compaction: str | None = None
+    """The agent's last compaction record, as JSON (None: it never compacted)."""
+    compactions: int = 0
 
 
 def _agent_row(raw: dict[str, Any]) -> AgentRow:
@@ -93,6 +96,8 @@ def _agent_row(raw: dict[str, Any]) -> AgentRow:
         updated_at=float(raw["updated_at"] or raw["created_at"]),
         cache_read_tokens=int(raw["cache_read_tokens"] or 0),
         cache_write_tokens=int(raw["cache_write_tokens"] or 0),
+        compaction=raw.get("compaction"),
+        compactions=int(raw.get("compactions") or 0),
     )
 
 

@@ -37,6 +37,10 @@ Projects (m105): ``chats.root``, the project a chat's agents work in (NULL: the 
 
 Prompt caching (m106): ``cache_read_tokens`` and ``cache_write_tokens`` on ``usage`` and
 ``agents``, the part of ``tokens_in`` read from and written to the provider's prompt cache.
+
+Compaction (m107): ``agents.compaction``, the agent's last compaction record as JSON (what it
+sends in place of its whole transcript, which ``transcripts`` keeps whole), and
+``agents.compactions``, how many times it compacted.
 """
 
 from __future__ import annotations
@@ -285,3 +289,11 @@ def m106_cache_tokens(db: Database) -> None:
     for name in ("usage", "agents"):
         for column in ("cache_read_tokens", "cache_write_tokens"):
             db.table(name).add_column(column, int, not_null_default=0)
+
+
+@MIGRATIONS()
+def m107_compactions(db: Database) -> None:
+    """An agent keeps its last compaction (what it sends in place of its whole transcript, as JSON)
+    and how many times it compacted."""
+    db.table("agents").add_column("compaction", str)
+    db.table("agents").add_column("compactions", int, not_null_default=0)

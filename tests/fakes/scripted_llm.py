@@ -19,7 +19,9 @@ The scripts, their steps and how a request finds its script are the shipped in-p
 (:mod:`dispatch.hub.llm.scripted`): a :class:`Reply`, a :class:`Fail` (here an HTTP error answer)
 or a function of the :class:`RecordedRequest`. No script, several scripts, an exhausted script or
 a function step that raises answer HTTP 500 *and* land in :attr:`ScriptedLLM.failures`;
-:meth:`ScriptedLLM.assert_complete` fails on those and on unused steps.
+:meth:`ScriptedLLM.assert_complete` fails on those and on unused steps. With ``context_window``
+it refuses a request of more tokens as OpenAI does (400 ``context_length_exceeded``), before
+any script step is taken.
 """
 
 from __future__ import annotations
@@ -57,8 +59,10 @@ __all__ = ["Fail", "RecordedRequest", "Reply", "Script", "ScriptedLLM", "Step", 
 class ScriptedLLM(ScriptPlayer):
     """The server and its scripts. ``start()`` / ``stop()``, or use it as a context manager."""
 
-    def __init__(self, scripts: Iterable[Script] = (), *, prompt_cache: bool = False) -> None:
-        super().__init__(scripts)
+    def __init__(
+        self, scripts: Iterable[Script] = (), *, prompt_cache: bool = False, context_window: int | None = None
+    ) -> None:
+        super().__init__(scripts, context_window=context_window)
         self.prompt_cache = PromptCache()
         self._openai_cache = prompt_cache
         self._server: uvicorn.Server | None = None
@@ -157,8 +161,9 @@ class ScriptedLLM(ScriptPlayer):
         messages: list[JsonDict] = list(body.get("messages") or [])
         tools: list[JsonDict] = list(body.get("tools") or [])
         recorded = self._record(str(body.get("model", "")), messages, tools, body=body, headers=dict(request.headers))
+        refusal = self._too_long(recorded)
         try:
-            step = await self._answer(recorded)
+            step = refusal or await self._answer(recorded)
         except ScriptError as error:
             response: Response = self._error(str(error))
         else:

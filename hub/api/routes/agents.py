@@ -41,7 +41,7 @@ class ModelRequest(Body):
 
 
 def _summary(detail: AgentDetail) -> AgentView:
-    return AgentView.model_validate(detail.model_dump(exclude={"transcript", "progress"}))
+    return AgentView.model_validate(detail.model_dump(exclude={"transcript", "progress", "compacted_at"}))
 
 
 def agents_router(service: HubService) -> APIRouter:
@@ -79,6 +79,12 @@ def agents_router(service: HubService) -> APIRouter:
     async def cancel_agent(agent_id: AgentId) -> AgentView:
         """Cancel the agent and, through it, its descendants."""
         return await service.cancel(agent_id)
+
+    @router.post("/{agent_id}/compact", status_code=202)
+    async def compact_agent(agent_id: AgentId) -> AgentView:
+        """Have a running agent compact what it sends its model before its next call (the older
+        part of its transcript summarised; the transcript is kept whole). ``agent.compacted`` follows."""
+        return await service.compact(agent_id)
 
     @router.post("/{agent_id}/resume")
     async def resume_agent(agent_id: AgentId) -> AgentView:
