@@ -10,7 +10,7 @@
         ├── ModelCallError     the model endpoint refused or could not be reached
         │   └── KeysExhausted    every key the model may use is exhausted for now (the agent waits)
         ├── BudgetExceeded     an agent's subtree reached its budget_usd or max_tokens cap
-        ├── StepLimitReached   an agent took as many steps as limits.max_steps allows
+        ├── StepLimitReached   an agent took as many steps as its max_steps or limits.max_steps allows
         ├── StoreFull          the data directory is full: nothing can be saved until space is freed
         └── ToolServerError    a mounted tool server failed to start or answer
 
@@ -102,7 +102,8 @@ class BudgetExceeded(RunError):
 
 
 class StepLimitReached(RunError):
-    """An agent took as many steps (model calls) as ``limits.max_steps`` allows without reporting."""
+    """An agent took as many steps (model calls) as its ``max_steps`` or ``limits.max_steps`` allows
+    without reporting."""
 
 
 class ToolServerError(RunError):

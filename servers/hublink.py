@@ -99,6 +99,7 @@ class SummonRequest(BaseModel):
     detached: bool = False
     budget_usd: float | None = Field(default=None, description="dollars for it and its children, out of yours")
     max_tokens: int | None = Field(default=None, description="tokens for it and its children, out of yours")
+    max_steps: int | None = Field(default=None, description="steps (model calls) it may take")
 
 
 class ChildInfo(BaseModel):

@@ -88,6 +88,7 @@ def plan_server(link: HubLink) -> ServerPlan:
         wait: bool = False,
         budget_usd: float | None = None,
         max_tokens: int | None = None,
+        max_steps: int | None = None,
     ) -> str:
         """Start a child agent on `task`. `scope` lists the root-relative paths it may write
         (none: read-only); it must not overlap a running sibling's, and is checked where it
@@ -100,7 +101,9 @@ def plan_server(link: HubLink) -> ServerPlan:
         the child's report when it finishes (or early if a message arrives for you); otherwise
         returns its id at once. `model` is a tag (heavy, medium, light, coding, ...) or
         a model name. `budget_usd` / `max_tokens` cap what the child and its own children may
-        spend; they come out of what you have left."""
+        spend; they come out of what you have left. `max_steps` caps the child's own steps (model
+        calls): it fails when it reaches them without a report. A template's caps apply too (the
+        lower one)."""
         request = SummonRequest(
             task=task,
             name=name,
@@ -113,6 +116,7 @@ def plan_server(link: HubLink) -> ServerPlan:
             detached=detached,
             budget_usd=budget_usd,
             max_tokens=max_tokens,
+            max_steps=max_steps,
         )
         try:
             child_id = await link.summon(request)

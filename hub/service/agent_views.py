@@ -36,6 +36,7 @@ def live_view(agent: Agent, *, chat_id: str | None = None, question: str | None 
         report=agent.report,
         error=agent.error,
         question=question if agent.state is AgentState.waiting_user else None,
+        **agent.spec.caps.spec_fields(),
     )
 
 
@@ -65,6 +66,7 @@ def stored_view(row: AgentRow) -> AgentView:
         report=row.report,
         error=row.error,
         question=row.question if row.state == AgentState.waiting_user.value else None,
+        **spec.caps.spec_fields(),
     )
 
 

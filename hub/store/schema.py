@@ -37,6 +37,9 @@ Projects (m105): ``chats.root``, the project a chat's agents work in (NULL: the 
 
 Prompt caching (m106): ``cache_read_tokens`` and ``cache_write_tokens`` on ``usage`` and
 ``agents``, the part of ``tokens_in`` read from and written to the provider's prompt cache.
+
+Caps (m107): ``chats.budget_usd``, ``chats.max_tokens``, ``chats.max_steps``, the caps of each
+dispatch agent the chat starts (NULL: its template's).
 """
 
 from __future__ import annotations
@@ -285,3 +288,12 @@ def m106_cache_tokens(db: Database) -> None:
     for name in ("usage", "agents"):
         for column in ("cache_read_tokens", "cache_write_tokens"):
             db.table(name).add_column(column, int, not_null_default=0)
+
+
+@MIGRATIONS()
+def m107_chat_caps(db: Database) -> None:
+    """A chat keeps the caps of the dispatch agents it starts (NULL: the template's, as before)."""
+    chats = db.table("chats")
+    chats.add_column("budget_usd", float)
+    chats.add_column("max_tokens", int)
+    chats.add_column("max_steps", int)
