@@ -205,11 +205,10 @@ class TreeLink:
         if refusal is None:
             return
         asked = request_caps(request)
-        if (asked.budget_usd, asked.max_tokens) != (child.budget_usd, child.max_tokens):
-            refusal += (
-                f"; template {child.template!r} gives each of its agents that much: summon it with a "
-                "budget_usd / max_tokens you have"
-            )
+        pairs = (("budget_usd", child.budget_usd, asked.budget_usd), ("max_tokens", child.max_tokens, asked.max_tokens))
+        given = [f"{name} {value:g}" for name, value, wanted in pairs if value is not None and value != wanted]
+        if given:
+            refusal += f"; template {child.template!r} gives each of its agents {', '.join(given)}: summon it with less"
         raise LinkRefusal(refusal)
 
     async def wait_children(self, ids: list[str], timeout_s: float | None) -> WaitOutcome:
