@@ -27,7 +27,7 @@ from mcp import Client
 from mcp_types import TextContent
 
 from dispatch.hub.agents.catalog import Catalog
-from dispatch.hub.agents.spec import AgentState
+from dispatch.hub.agents.spec import AgentState, Caps
 from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.api.app import create_app
 from dispatch.hub.errors import ConfigError
@@ -330,3 +330,25 @@ def test_a_templates_bad_cap_names_the_file_line_and_field(tmp_path: Path) -> No
     assert str(refused.value) == (
         f"{tmp_path / '.dispatch' / 'templates' / 'dispatch.yaml'} line 1: budget_usd: expected greater than 0, got -2"
     )
+
+
+@pytest.mark.anyio
+async def test_a_resumed_agent_keeps_its_caps_and_counts_on_from_its_steps(tmp_path: Path) -> None:
+    root, data = tmp_path / "root", tmp_path / "data"
+    root.mkdir()
+    lost = Reply(text="lost with the hub", delay_s=3)
+    model = ScriptedModel([Script(match="[resumed]", steps=[LOOKING, lost, LOOKING, LOOKING])])
+    with model:
+        async with Hub.open(root, data, model=model, default_model="scripted") as hub:
+            started = await hub.start("[resumed] list forever", caps=Caps(max_steps=3, max_tokens=10_000))
+            with anyio.fail_after(30):
+                while len(model.requests_for("[resumed]")) < 2:
+                    await anyio.sleep(0.02)
+        async with Hub.open(root, data, model=model, default_model="scripted") as hub:
+            stored = hub.view(started.id)
+            await hub.resume(started.id)
+            ended = await hub.wait_finished(started.id)
+
+    assert (stored.state, stored.steps, stored.max_steps, stored.max_tokens) == ("interrupted", 1, 3, 10_000)
+    assert (ended.state, ended.steps, ended.max_steps, ended.tokens_in) == ("failed", 3, 3, 90)
+    assert ended.reason.startswith("stopped after 3 steps without a report (its own max_steps is 3;")
