@@ -146,6 +146,7 @@ class TemplateInfo(BaseModel):
     description: str
     tools: str = Field(description="its servers, and the tools of those it narrows: 'fs[read_file,grep] shell'")
     detached: bool = False
+    caps: str = Field(default="", description="the caps it gives each of its agents: '$2, 50 steps'; '': none")
 
 
 Operation = Literal["read", "write", "execute"]

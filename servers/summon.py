@@ -53,7 +53,9 @@ def render_templates(listed: list[TemplateInfo]) -> str:
     if not listed:
         return "No templates: summon children without one."
     return "\n".join(
-        f"- {t.name}{' (detached)' if t.detached else ''}: {t.description} [tools: {t.tools}]" for t in listed
+        f"- {t.name}{' (detached)' if t.detached else ''}: {t.description} [tools: {t.tools}]"
+        + (f" [caps: {t.caps}]" if t.caps else "")
+        for t in listed
     )
 
 
@@ -66,7 +68,8 @@ def _add_templates_tool(tools: ToolList, link: HubLink) -> None:
     @tools.add
     async def templates() -> str:
         """The templates you may summon children with (`summon(template=NAME, ...)`): each is a
-        role with its own instructions, tools and skills. A template never gets more than you have."""
+        role with its own instructions, tools, skills and caps. A template never gets more than you
+        have; its budget comes out of what you have left."""
         return render_templates(link.templates())
 
 

@@ -231,6 +231,7 @@ async def test_summon_with_max_steps_caps_the_child_and_a_template_may_only_be_l
 async def test_a_templates_budget_beyond_what_the_parent_has_left_is_refused_naming_it(tmp_path: Path) -> None:
     project_template(tmp_path, "big", "description: big\ntools: {fs: true}\nmax_tokens: 5000\n")
     summons = [
+        call("templates"),
         call("summon", task="[big-a] never starts", template="big"),
         call("summon", task="[big-b] within", template="big", max_tokens=400, wait=True),
     ]
@@ -249,8 +250,9 @@ async def test_a_templates_budget_beyond_what_the_parent_has_left_is_refused_nam
             told = tool_messages(model.requests_for("[parent]")[-1].messages)
 
     assert_done(parent)
+    assert "- big: big [tools: fs] [caps: 5000 tokens]" in told.pop(0).splitlines()
     assert told[0] == (
-        "Error executing tool summon: summon refused: max_tokens 5000 is more than you have left (990); template "
+        "Error executing tool summon: summon refused: max_tokens 5000 is more than you have left (980); template "
         "'big' gives each of its agents max_tokens 5000: summon it with less"
     )
     (child,) = tree.children_of(parent.id)

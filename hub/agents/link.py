@@ -16,7 +16,7 @@ import anyio
 
 from dispatch.hub.agents.access import AccessBroker, SessionAnswers, gate_request
 from dispatch.hub.agents.budgets import child_budget_refusal
-from dispatch.hub.agents.catalog import Catalog, request_caps
+from dispatch.hub.agents.catalog import Catalog, request_caps, template_caps
 from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.projects import Project
 from dispatch.hub.agents.scopes import resolve_scope
@@ -258,7 +258,13 @@ class TreeLink:
 
     def templates(self) -> list[TemplateInfo]:
         return [
-            TemplateInfo(name=t.name, description=t.description, tools=t.tools_summary(), detached=t.detached)
+            TemplateInfo(
+                name=t.name,
+                description=t.description,
+                tools=t.tools_summary(),
+                detached=t.detached,
+                caps=template_caps(t).summary(),
+            )
             for t in self._catalog.summonable(self._agent.spec)
         ]
 

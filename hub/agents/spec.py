@@ -175,6 +175,13 @@ class Caps:
             _lower(self.max_steps, base.max_steps),
         )
 
+    def summary(self) -> str:
+        """``$2, 10000 tokens, 50 steps``: those set; '' for none."""
+        parts = [f"${self.budget_usd:g}"] if self.budget_usd is not None else []
+        parts += [f"{self.max_tokens} tokens"] if self.max_tokens is not None else []
+        parts += [f"{self.max_steps} steps"] if self.max_steps is not None else []
+        return ", ".join(parts)
+
     def spec_fields(self) -> CapFields:
         """As the fields of a spec, a view or a chat's row."""
         return {"budget_usd": self.budget_usd, "max_tokens": self.max_tokens, "max_steps": self.max_steps}
