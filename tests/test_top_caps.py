@@ -124,8 +124,10 @@ async def test_a_chat_with_a_budget_gives_it_to_its_dispatch_agent(scripted_llm:
             while len(messages := (await client.get(f"/api/chats/{chat['id']}")).json()["messages"]) < 2:
                 await anyio.sleep(0.05)
         agent = await finished(client, messages[1]["agent_id"])
+        fork = (await client.post(f"/api/chats/{chat['id']}/fork", json={"message_id": messages[0]["id"]})).json()
 
     assert (agent["state"], agent["reason"], agent["budget_usd"]) == ("failed", "budget", 0.05)
+    assert (fork["budget_usd"], fork["max_tokens"], fork["max_steps"]) == (0.05, None, None)
     assert messages[1]["text"] == "(the dispatch agent failed: budget: spent $0.06 of its $0.05 budget)"
 
 
