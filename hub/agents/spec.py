@@ -147,16 +147,13 @@ class Caps:
         (``names`` maps a field to what the caller calls it, e.g. ``budget_usd`` -> ``--budget``)."""
         for spot in fields(self):
             value: object = getattr(self, spot.name)
-            whole = spot.name != "budget_usd"
-            if value is None:
+            kind = float if spot.name == "budget_usd" else int  # dollars may be whole too
+            if value is None or (
+                isinstance(value, kind | int) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+            ):
                 continue
-            if isinstance(value, bool) or not isinstance(value, int | float) or (whole and not isinstance(value, int)):
-                bad = True
-            else:
-                bad = not (math.isfinite(value) and value > 0)
-            if bad:
-                name = (names or {}).get(spot.name, spot.name)
-                raise UserError(f"{name}: expected {_EXPECTED[spot.name]}, got {value!r}")
+            name = (names or {}).get(spot.name, spot.name)
+            raise UserError(f"{name}: expected {_EXPECTED[spot.name]}, got {value!r}")
         return self
 
     def over(self, base: Caps) -> Caps:
