@@ -11,7 +11,7 @@
         │   ├── KeysExhausted    every key the model may use is exhausted for now (the agent waits)
         │   └── ContextTooLong   the request is longer than the model's context window (the agent compacts)
         ├── BudgetExceeded     an agent's subtree reached its budget_usd or max_tokens cap
-        ├── StepLimitReached   an agent took as many steps as limits.max_steps allows
+        ├── StepLimitReached   an agent took as many steps as its max_steps or limits.max_steps allows
         ├── StoreFull          the data directory is full: nothing can be saved until space is freed
         └── ToolServerError    a mounted tool server failed to start or answer
 
@@ -108,7 +108,8 @@ class BudgetExceeded(RunError):
 
 
 class StepLimitReached(RunError):
-    """An agent took as many steps (model calls) as ``limits.max_steps`` allows without reporting."""
+    """An agent took as many steps (model calls) as its ``max_steps`` or ``limits.max_steps`` allows
+    without reporting."""
 
 
 class ToolServerError(RunError):

@@ -53,6 +53,9 @@ class AgentView(View):
     compactions: int = Field(
         default=0, description="how many times it compacted what it sends its model (its transcript is kept whole)"
     )
+    budget_usd: float | None = Field(default=None, description="its cap in US dollars, with its descendants")
+    max_tokens: int | None = Field(default=None, description="its cap in tokens (in + out), with its descendants")
+    max_steps: int | None = Field(default=None, description="its own cap on steps (the hub's limits.max_steps too)")
 
 
 class AgentDetail(AgentView):
@@ -85,6 +88,9 @@ class ChatView(View):
     forked_from: str | None = Field(description="'CHAT_ID:MESSAGE_ID' this chat was forked at")
     agent_id: str | None = Field(description="its dispatch agent while one runs")
     root: str | None = Field(default=None, description="the project root its agents work in (null: the hub's)")
+    budget_usd: float | None = Field(default=None, description="the cap of each of its dispatch agents, in US dollars")
+    max_tokens: int | None = Field(default=None, description="the cap of each of its dispatch agents, in tokens")
+    max_steps: int | None = Field(default=None, description="the cap of each of its dispatch agents, in steps")
 
 
 class ChatDetail(ChatView):

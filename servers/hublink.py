@@ -99,6 +99,7 @@ class SummonRequest(BaseModel):
     detached: bool = False
     budget_usd: float | None = Field(default=None, description="dollars for it and its children, out of yours")
     max_tokens: int | None = Field(default=None, description="tokens for it and its children, out of yours")
+    max_steps: int | None = Field(default=None, description="steps (model calls) it may take")
 
 
 class ChildInfo(BaseModel):
@@ -145,6 +146,7 @@ class TemplateInfo(BaseModel):
     description: str
     tools: str = Field(description="its servers, and the tools of those it narrows: 'fs[read_file,grep] shell'")
     detached: bool = False
+    caps: str = Field(default="", description="the caps it gives each of its agents: '$2, 50 steps'; '': none")
 
 
 Operation = Literal["read", "write", "execute"]

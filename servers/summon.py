@@ -53,7 +53,9 @@ def render_templates(listed: list[TemplateInfo]) -> str:
     if not listed:
         return "No templates: summon children without one."
     return "\n".join(
-        f"- {t.name}{' (detached)' if t.detached else ''}: {t.description} [tools: {t.tools}]" for t in listed
+        f"- {t.name}{' (detached)' if t.detached else ''}: {t.description} [tools: {t.tools}]"
+        + (f" [caps: {t.caps}]" if t.caps else "")
+        for t in listed
     )
 
 
@@ -66,7 +68,8 @@ def _add_templates_tool(tools: ToolList, link: HubLink) -> None:
     @tools.add
     async def templates() -> str:
         """The templates you may summon children with (`summon(template=NAME, ...)`): each is a
-        role with its own instructions, tools and skills. A template never gets more than you have."""
+        role with its own instructions, tools, skills and caps. A template never gets more than you
+        have; its budget comes out of what you have left."""
         return render_templates(link.templates())
 
 
@@ -100,6 +103,7 @@ def plan_server(link: HubLink) -> ServerPlan:
         wait: bool = False,
         budget_usd: float | None = None,
         max_tokens: int | None = None,
+        max_steps: int | None = None,
     ) -> str:
         """Start a child agent on `task`. `scope` lists the root-relative paths it may write
         (none: read-only); it must not overlap a running sibling's, and is checked where it
@@ -112,7 +116,9 @@ def plan_server(link: HubLink) -> ServerPlan:
         the child's report when it finishes (or early if a message arrives for you); otherwise
         returns its id at once. `model` is a tag (heavy, medium, light, coding, ...) or
         a model name. `budget_usd` / `max_tokens` cap what the child and its own children may
-        spend; they come out of what you have left."""
+        spend; they come out of what you have left. `max_steps` caps the child's own steps (model
+        calls): it fails when it reaches them without a report. A template's caps apply too (the
+        lower one)."""
         request = SummonRequest(
             task=task,
             name=name,
@@ -125,6 +131,7 @@ def plan_server(link: HubLink) -> ServerPlan:
             detached=detached,
             budget_usd=budget_usd,
             max_tokens=max_tokens,
+            max_steps=max_steps,
         )
         try:
             child_id = await link.summon(request)

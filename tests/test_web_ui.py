@@ -288,3 +288,24 @@ def test_a_new_chat_in_another_project_works_there_and_the_lists_filter_by_proje
         page.close()
     assert (other / "there.txt").read_text() == "x" and not (project / "there.txt").exists()
     assert errors == []
+
+
+def test_a_new_chat_with_caps_gives_them_to_its_dispatch_agent(
+    scripted_llm: ScriptedLLM, chat_hub: ServedHub, browser: Browser
+) -> None:
+    scripted_llm.script("[ui-loop]", [Reply(tool_calls=[call("list_dir", path=".")])])
+    page, errors = _open(browser, chat_hub, 1280, 900)
+    try:
+        page.get_by_label("budget of new chats").fill("5")
+        page.get_by_label("max steps of new chats").fill("1")
+        page.get_by_role("button", name="New chat").click()
+        page.get_by_label("message to dispatch").fill("[ui-loop] list forever")
+        page.get_by_role("button", name="Send to dispatch").click()
+        expect(page.get_by_label("chat messages")).to_contain_text(
+            "(the dispatch agent failed: stopped after 1 steps without a report (its own max_steps is 1;",
+            timeout=30_000,
+        )
+        expect(page.locator("#tree button.agent").first).to_contain_text("caps $5, 1 steps", timeout=30_000)
+    finally:
+        page.close()
+    assert errors == []

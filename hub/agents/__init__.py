@@ -1,6 +1,6 @@
 """Agents: a spec, the loop that runs it, and the tree that spawns, links and budgets them.
 
-spec.py      AgentSpec, AgentState, the built-in instructions
+spec.py      AgentSpec, AgentState, Caps (budget, tokens, steps), the built-in instructions
 catalog.py   Catalog: templates and skills turned into specs for top agents and children
 projects.py  Project: a root the hub serves, with its catalog and outside servers
 loop.py      Agent: the LLM <-> MCP tool loop, as an async iterator of steps

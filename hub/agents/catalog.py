@@ -8,6 +8,8 @@ templates and skills only, for trees built without a project's config (tests, em
 :meth:`Catalog.top_spec` is the top agent from a template; :meth:`Catalog.child_spec` is a summoned
 child: the parent's template may limit which templates it summons, the child's template narrows the
 parent's grants (never widens: the excess is refused, named), and the request narrows further.
+A template's caps (:class:`~dispatch.hub.agents.spec.Caps`) apply to every agent of it: the user's
+caps for a top agent replace them, a summon's for a child may only lower them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from dispatch.hub.agents.spec import AgentSpec
+from dispatch.hub.agents.spec import NO_CAPS, AgentSpec, Caps
 from dispatch.hub.config.files import Loc
 from dispatch.hub.config.project import DispatchConfig, load_config
 from dispatch.hub.config.skills import LoadedSkill, SkillIndex
@@ -174,9 +176,12 @@ class Catalog:
         template: str = DEFAULT_TEMPLATE,
         skills: Sequence[str] = (),
         isolated: bool = False,
+        caps: Caps = NO_CAPS,
     ) -> AgentSpec:
-        """The top agent of a run, from a template. Raises UserError (an unknown template or
-        skill, no model)."""
+        """The top agent of a run, from a template, with the user's ``caps`` over the template's
+        (checked: :meth:`Caps.check`). Raises UserError (an unknown template or skill, no model, a
+        cap that is not a positive number)."""
+        caps.check()
         chosen = self.template(template)
         picked = self.model_for(chosen.name, model)
         if picked is None:
@@ -205,6 +210,7 @@ class Catalog:
             checkpoints=dict(chosen.checkpoints),
             isolated=isolated,
             max_children=chosen.max_children or AgentSpec.model_fields["max_children"].default,
+            **caps.over(template_caps(chosen)).spec_fields(),
         )
         self.skills_for(spec)
         return spec
@@ -212,8 +218,10 @@ class Catalog:
     def child_spec(self, parent: AgentSpec, request: SummonRequest, scope: tuple[str, ...], number: int) -> AgentSpec:
         """The spec of a child ``parent`` summons; ``scope`` is checked against siblings already.
 
-        Raises LinkRefusal naming what is wrong: a template the parent may not use, grants or a
-        template asking for more than the parent has, an unknown or ambiguous skill.
+        Its caps are the request's, each lowered to its template's (the caller checks them against
+        what the parent has left). Raises LinkRefusal naming what is wrong: a template the parent
+        may not use, grants or a template asking for more than the parent has, an unknown or
+        ambiguous skill.
         """
         template, qualified = self._child_template(parent, request.template) if request.template else (None, None)
         try:
@@ -242,12 +250,23 @@ class Catalog:
             checkpoints=dict(template.checkpoints) if template else {},
             max_children=(template.max_children if template else None) or parent.max_children,
             isolated=parent.isolated,
+            **request_caps(request).within(template_caps(template) if template else NO_CAPS).spec_fields(),
         )
         try:
             self.skills_for(spec)
         except UserError as error:
             raise LinkRefusal(f"skills: {error}") from None
         return spec
+
+
+def template_caps(template: Template) -> Caps:
+    """The caps a template gives each of its agents."""
+    return Caps(template.budget_usd, template.max_tokens, template.max_steps)
+
+
+def request_caps(request: SummonRequest) -> Caps:
+    """The caps a summon asks for its child."""
+    return Caps(request.budget_usd, request.max_tokens, request.max_steps)
 
 
 @cache

@@ -1,8 +1,8 @@
 """Hub-wide limits that protect the machine: how many agents take steps at once, and how many
 model calls are in flight at once. Beyond either, work queues, and the queue shows in the API.
-And what stops one runaway agent (:class:`StepCaps`): how many steps it may take, and how many
-tool calls one of its steps may make; and how many processes and commands its shell may run
-(handed to its mounts).
+And what stops one runaway agent (:class:`StepCaps`): how many steps it may take (the hub's
+``max_steps`` and the agent's own, the lower one), and how many tool calls one of its steps may
+make; and how many processes and commands its shell may run (handed to its mounts).
 
 An agent holds a *running* slot while it works: from its start until it reports, except while it
 waits on something other than itself (its children, the user, a spent key), when it gives the
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 
@@ -89,10 +89,35 @@ class RunningSlot:
 
 @dataclass(frozen=True)
 class StepCaps:
-    """What one agent may do before it is stopped (the config's ``limits``; None: no cap)."""
+    """What one agent may do before it is stopped (the config's ``limits``; None: no cap), and
+    the agent's own ``max_steps`` (its spec's: :meth:`for_agent`). The lower step cap applies."""
 
     max_steps: int | None = None
     tool_calls_per_step: int | None = None
+    own_steps: int | None = None
+    """The agent's own ``max_steps`` (from its template, the user or ``summon``); None: only the hub's."""
+
+    def for_agent(self, own_steps: int | None) -> StepCaps:
+        """These caps with the agent's own ``max_steps``."""
+        return replace(self, own_steps=own_steps)
+
+    def stop(self, steps_taken: int) -> str | None:
+        """Why an agent that has taken ``steps_taken`` steps may take no more (naming the cap that
+        stopped it and how to raise it), or None while it may go on."""
+        hub, own = self.max_steps, self.own_steps
+        if own is not None and (hub is None or own < hub) and steps_taken >= own:
+            higher = f"; the hub's limits.max_steps is {hub}" if hub is not None else ""
+            return (
+                f"stopped after {steps_taken} steps without a report (its own max_steps is {own}{higher}): "
+                "give it a higher max_steps (dispatch run --max-steps, the request's or summon's max_steps, "
+                "or its template's) if the task needs more"
+            )
+        if hub is not None and steps_taken >= hub:
+            return (
+                f"stopped after {steps_taken} steps without a report (limits.max_steps is {hub}): raise it in "
+                "the config if the task needs more"
+            )
+        return None
 
 
 class Limits:

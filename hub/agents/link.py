@@ -2,8 +2,9 @@
 
 Every request is checked against the identity the link was built with: a summon is refused when
 it (or the template it names, see :mod:`dispatch.hub.agents.catalog`) asks for more than the agent's own
-grants, or a write scope that overlaps a running sibling's (scopes are compared, and kept, resolved:
-:mod:`dispatch.hub.agents.scopes`);
+grants, a budget (its own or its template's) beyond what the agent has left
+(:mod:`dispatch.hub.agents.budgets`), a cap that is not a positive number, or a write scope that
+overlaps a running sibling's (scopes are compared, and kept, resolved: :mod:`dispatch.hub.agents.scopes`);
 ``message_child``, ``cancel_child`` and ``wait`` only reach the agent's own children.
 """
 
@@ -15,7 +16,7 @@ import anyio
 
 from dispatch.hub.agents.access import AccessBroker, SessionAnswers, gate_request
 from dispatch.hub.agents.budgets import child_budget_refusal
-from dispatch.hub.agents.catalog import Catalog
+from dispatch.hub.agents.catalog import Catalog, request_caps, template_caps
 from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.projects import Project
 from dispatch.hub.agents.scopes import resolve_scope
@@ -181,27 +182,34 @@ class TreeLink:
 
     async def summon(self, request: SummonRequest) -> str:
         parent = self._agent.spec
+        try:
+            request_caps(request).check()
+        except UserError as error:
+            raise LinkRefusal(str(error)) from None
         scope = tuple(self._check_scope(request.scope))
         if request.grants.read is not None:  # read paths too are checked and kept resolved
             grants = request.grants.model_copy(update={"read": list(self._resolved(request.grants.read, "read"))})
             request = request.model_copy(update={"grants": grants})
         number = len(self._tree.children_of(parent.id)) + 1
         spec = self._catalog.child_spec(parent, request, scope, number)
-        spec = spec.model_copy(update=self._child_budget(request))
+        self._check_budget(request, spec)
         try:
             return self._tree.start(spec).id
         except UserError as error:
             raise LinkRefusal(str(error)) from None
 
-    def _child_budget(self, request: SummonRequest) -> dict[str, float | int | None]:
-        """The child's caps, refused when not positive or more than this agent has left."""
-        usd, tokens = request.budget_usd, request.max_tokens
-        if (usd is not None and usd <= 0) or (tokens is not None and tokens <= 0):
-            raise LinkRefusal("budget_usd and max_tokens must be positive when given")
-        refusal = child_budget_refusal(self._tree, self._agent, usd, tokens)
-        if refusal is not None:
-            raise LinkRefusal(refusal)
-        return {"budget_usd": usd, "max_tokens": tokens}
+    def _check_budget(self, request: SummonRequest, child: AgentSpec) -> None:
+        """Refuse a child whose budget (asked for, or its template's) is more than this agent has
+        left; naming the template when the budget is its."""
+        refusal = child_budget_refusal(self._tree, self._agent, child.budget_usd, child.max_tokens)
+        if refusal is None:
+            return
+        asked = request_caps(request)
+        pairs = (("budget_usd", child.budget_usd, asked.budget_usd), ("max_tokens", child.max_tokens, asked.max_tokens))
+        given = [f"{name} {value:g}" for name, value, wanted in pairs if value is not None and value != wanted]
+        if given:
+            refusal += f"; template {child.template!r} gives each of its agents {', '.join(given)}: summon it with less"
+        raise LinkRefusal(refusal)
 
     async def wait_children(self, ids: list[str], timeout_s: float | None) -> WaitOutcome:
         kids = [self._own_child(i) for i in ids] if ids else self._tree.children_of(self._agent.id)
@@ -257,7 +265,13 @@ class TreeLink:
 
     def templates(self) -> list[TemplateInfo]:
         return [
-            TemplateInfo(name=t.name, description=t.description, tools=t.tools_summary(), detached=t.detached)
+            TemplateInfo(
+                name=t.name,
+                description=t.description,
+                tools=t.tools_summary(),
+                detached=t.detached,
+                caps=template_caps(t).summary(),
+            )
             for t in self._catalog.summonable(self._agent.spec)
         ]
 

@@ -4,8 +4,9 @@ Each step of the loop asks the model (with the tool schemas of the agent's mount
 calls it asked for concurrently through the MCP client sessions, and then drains the agent's
 inbox into the transcript, so a message is read right after the next tool result. An answer
 without tool calls is the agent's report, unless messages arrived meanwhile or children still run.
-:class:`~dispatch.hub.agents.limits.StepCaps` stop a runaway: past ``max_steps`` the agent fails,
-and the tool calls of one answer beyond ``tool_calls_per_step`` are answered with an error, not run.
+:class:`~dispatch.hub.agents.limits.StepCaps` stop a runaway: past ``max_steps`` (the hub's, or its
+own when lower) the agent fails, and the tool calls of one answer beyond ``tool_calls_per_step``
+are answered with an error, not run.
 The loop is an async iterator of :class:`Step`; the tree, not the loop, announces each step.
 
 Before each model call the agent compacts what it sends (:mod:`dispatch.hub.agents.compaction`)
@@ -322,15 +323,12 @@ class Agent:
 
     async def steps(self, mounts: Mounts, model: ModelClient, caps: StepCaps | None = None) -> AsyncGenerator[Step]:
         """The loop, one model call per step, until the agent reports (or passes ``caps``)."""
-        caps = caps or StepCaps()
+        caps = (caps or StepCaps()).for_agent(self.spec.max_steps)
         announced = len(self.transcript) if self.steps_taken else 0  # a resumed agent's are stored already
         self._begin_transcript(mounts.notes)
         while True:
-            if caps.max_steps is not None and self.steps_taken >= caps.max_steps:
-                raise StepLimitReached(
-                    f"stopped after {self.steps_taken} steps without a report (limits.max_steps is "
-                    f"{caps.max_steps}): raise it in the config if the task needs more"
-                )
+            if (stop := caps.stop(self.steps_taken)) is not None:
+                raise StepLimitReached(stop)
             completion = await self._ask(model, mounts)
             self.usage.add(completion.usage)
             self.steps_taken += 1

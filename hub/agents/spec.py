@@ -1,17 +1,22 @@
 """What an agent is before it runs: :class:`AgentSpec` (task, model, grants, scope, skills,
-checkpoints, limits), :class:`AgentState` (every state an agent can be in), and the built-in
-instructions of workers and orchestrators. Reading a spec loads neither the loop nor the tool
-servers; the loop is :mod:`dispatch.hub.agents.loop`.
+checkpoints, limits), :class:`Caps` (what it may spend and how many steps it may take, as a user,
+a template or a parent asks), :class:`AgentState` (every state an agent can be in), and the
+built-in instructions of workers and orchestrators. Reading a spec loads neither the loop nor the
+tool servers; the loop is :mod:`dispatch.hub.agents.loop`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from enum import StrEnum
+from typing import TypedDict, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from dispatch.hub.config.skills import LoadedSkill, render_skills
+from dispatch.hub.errors import UserError
 from dispatch.hub.policy.checkpoints import CheckpointMode, Checkpoints
 from dispatch.hub.policy.grants import Grants
 
@@ -81,6 +86,13 @@ class AgentSpec(BaseModel):
         gt=0,
         description="the most tokens (in + out, prompt-cache reads left out) this agent and its descendants may use",
     )
+    max_steps: int | None = Field(
+        default=None, gt=0, description="the most steps (model calls) it may take; the hub's limits.max_steps too"
+    )
+
+    @property
+    def caps(self) -> Caps:
+        return Caps(self.budget_usd, self.max_tokens, self.max_steps)
 
     @property
     def scope(self) -> tuple[str, ...]:
@@ -95,6 +107,91 @@ class AgentSpec(BaseModel):
             text += ORCHESTRATOR_INSTRUCTIONS
         parts = [text, (self.instructions or "").strip(), render_skills(skills)]
         return "\n\n".join(p for p in parts if p)
+
+
+N = TypeVar("N", int, float)
+
+_EXPECTED = {
+    "budget_usd": "a positive number of US dollars",
+    "max_tokens": "a positive whole number of tokens",
+    "max_steps": "a positive whole number of steps",
+}
+
+
+class CapFields(TypedDict):
+    """:class:`Caps` as the fields of a spec, a view or a chat's row."""
+
+    budget_usd: float | None
+    max_tokens: int | None
+    max_steps: int | None
+
+
+@dataclass(frozen=True)
+class Caps:
+    """What an agent may use before it is stopped (None: no cap of its own).
+
+    ``budget_usd`` and ``max_tokens`` cover the agent *and its descendants* (tree budgets,
+    :mod:`dispatch.hub.agents.budgets`: it fails with reason ``budget``); ``max_steps`` counts the
+    agent's own model calls (the hub's ``limits.max_steps`` applies too, the lower one wins:
+    :class:`~dispatch.hub.agents.limits.StepCaps`). They come from a template's fields, from the
+    user for a top agent (``dispatch run --budget``, a request's ``budget_usd``, a chat's), which
+    replace the template's, or from ``summon`` for a child, which may only lower them.
+    """
+
+    budget_usd: float | None = None
+    max_tokens: int | None = None
+    max_steps: int | None = None
+
+    def check(self, names: Mapping[str, str] | None = None) -> Caps:
+        """Itself, or UserError in one line naming the first field that is not a positive number
+        (``names`` maps a field to what the caller calls it, e.g. ``budget_usd`` -> ``--budget``)."""
+        for spot in fields(self):
+            value: object = getattr(self, spot.name)
+            kind = float if spot.name == "budget_usd" else int  # dollars may be whole too
+            if value is None or (
+                isinstance(value, kind | int) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+            ):
+                continue
+            name = (names or {}).get(spot.name, spot.name)
+            raise UserError(f"{name}: expected {_EXPECTED[spot.name]}, got {value!r}")
+        return self
+
+    def over(self, base: Caps) -> Caps:
+        """These caps where set, else ``base``'s (a user's over a template's)."""
+        return Caps(
+            base.budget_usd if self.budget_usd is None else self.budget_usd,
+            base.max_tokens if self.max_tokens is None else self.max_tokens,
+            base.max_steps if self.max_steps is None else self.max_steps,
+        )
+
+    def within(self, base: Caps) -> Caps:
+        """Each cap the lower of these and ``base``'s (a summon's request under a template's)."""
+        return Caps(
+            _lower(self.budget_usd, base.budget_usd),
+            _lower(self.max_tokens, base.max_tokens),
+            _lower(self.max_steps, base.max_steps),
+        )
+
+    def summary(self) -> str:
+        """``$2, 10000 tokens, 50 steps``: those set; '' for none."""
+        parts = [f"${self.budget_usd:g}"] if self.budget_usd is not None else []
+        parts += [f"{self.max_tokens} tokens"] if self.max_tokens is not None else []
+        parts += [f"{self.max_steps} steps"] if self.max_steps is not None else []
+        return ", ".join(parts)
+
+    def spec_fields(self) -> CapFields:
+        """As the fields of a spec, a view or a chat's row."""
+        return {"budget_usd": self.budget_usd, "max_tokens": self.max_tokens, "max_steps": self.max_steps}
+
+
+NO_CAPS = Caps()
+"""No caps of one's own (the template's apply)."""
+
+
+def _lower(one: N | None, other: N | None) -> N | None:
+    if one is None:
+        return other
+    return one if other is None else min(one, other)
 
 
 SETUP_FAILURE = "setup: "

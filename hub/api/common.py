@@ -1,5 +1,5 @@
-"""What the API's route modules share: the base of request bodies, the field types they check, and
-the shape of every error answer."""
+"""What the API's route modules share: the base of request bodies (and of those that give caps), the
+field types they check, and the shape of every error answer."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dispatch.hub.agents.spec import Caps
 from dispatch.hub.views import View
 
 
@@ -47,3 +48,22 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     },
 }
 """The error answers every route may give, for the OpenAPI schema."""
+
+
+class CapsBody(Body):
+    """The caps a request may give a top agent (or a chat's dispatch agents), over the template's.
+    Their values are checked by the hub: one that is not a positive number is a 400 naming it."""
+
+    budget_usd: float | None = Field(
+        default=None, description="the most it and its descendants may spend, in US dollars; the template's if left out"
+    )
+    max_tokens: int | None = Field(
+        default=None,
+        description="the most tokens (in + out) it and its descendants may use; the template's if left out",
+    )
+    max_steps: int | None = Field(
+        default=None, description="the most steps (model calls) it may take; the template's if left out"
+    )
+
+    def caps(self) -> Caps:
+        return Caps(self.budget_usd, self.max_tokens, self.max_steps)

@@ -13,7 +13,7 @@ import typer
 
 if TYPE_CHECKING:
     from dispatch.hub.agents.catalog import Catalog
-    from dispatch.hub.agents.spec import AgentSpec
+    from dispatch.hub.agents.spec import AgentSpec, Caps
 
 app = typer.Typer(
     name="dispatch",
@@ -56,11 +56,24 @@ def run(
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="approve every checkpoint and outside-path request without asking")
     ] = False,
+    budget: Annotated[
+        float | None, typer.Option("--budget", help="US dollars the run may spend (the template's by default)")
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", help="tokens (in + out) the run may use (the template's by default)")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="steps the top agent may take (the template's by default)")
+    ] = None,
 ) -> None:
     """Run a top agent (which may summon children) on TASK to completion and print its report. The
     run is journaled in the data directory (dispatch logs, dispatch resume); checkpoints and requests
-    for paths outside the project are asked in the terminal (refused when there is none)."""
-    spec = _top_spec(_catalog(root), task, model, template, skill or [], isolated)
+    for paths outside the project are asked in the terminal (refused when there is none). A run
+    stopped by --budget, --max-tokens or --max-steps exits 1, saying which."""
+    from dispatch.hub.agents.spec import Caps
+
+    caps = Caps(budget, max_tokens, max_steps)
+    spec = _top_spec(_catalog(root), task, model, template, skill or [], isolated, caps)
     from dispatch.hub.llm.client import begin_model_worker
 
     begin_model_worker()  # litellm loads in the worker while this process loads the rest
@@ -107,15 +120,17 @@ def demo(
 
 
 def _top_spec(
-    catalog: Catalog, task: str, model: str | None, template: str, skills: list[str], isolated: bool
+    catalog: Catalog, task: str, model: str | None, template: str, skills: list[str], isolated: bool, caps: Caps
 ) -> AgentSpec:
     """The run's top agent, checked before the tree and the model worker load: an unknown template
-    or skill, no model at all, or a model whose provider's key is not set exits 2 in one line."""
+    or skill, no model at all, a model whose provider's key is not set, or a cap that is not a
+    positive number exits 2 in one line."""
     from dispatch.hub.errors import UserError
     from dispatch.hub.llm.defaults import unkeyed
 
     try:
-        spec = catalog.top_spec(task, model=model, template=template, skills=skills, isolated=isolated)
+        caps.check({"budget_usd": "--budget", "max_tokens": "--max-tokens", "max_steps": "--max-steps"})
+        spec = catalog.top_spec(task, model=model, template=template, skills=skills, isolated=isolated, caps=caps)
         problem = unkeyed(catalog.config.models, spec.model)
     except UserError as error:
         spec, problem = None, str(error)

@@ -5,8 +5,9 @@ Searched in order, a later file replacing an earlier one of the same name: Dispa
 (``<root>/.dispatch/templates/``). A template sets instructions, a model (tag or name), which tool
 servers and which tools of each (``fs: [read_file, grep]``, ``shell: true``), skills, the child
 templates its agents may summon (by name, or inline), how many children run at once, checkpoints,
-and whether it is detached. :func:`narrow` turns a template into grants under a parent's; a
-template can only narrow what its parent has (the caller refuses the excess).
+whether it is detached, and caps on each of its agents (``budget_usd`` and ``max_tokens`` for it
+and its children, ``max_steps`` for its own steps). :func:`narrow` turns a template into grants
+under a parent's; a template can only narrow what its parent has (the caller refuses the excess).
 """
 
 from __future__ import annotations
@@ -109,6 +110,11 @@ class Template(BaseModel):
         "before_destructive (destructive)",
     )
     detached: bool = Field(default=False, description="the agent also has its own conversation with the user")
+    budget_usd: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="US dollars each agent of it (with its children) may spend"
+    )
+    max_tokens: int | None = Field(default=None, gt=0, description="tokens (in + out) each agent of it may use")
+    max_steps: int | None = Field(default=None, gt=0, description="steps (model calls) each agent of it may take")
 
     def child(self, name: str) -> Template | str | None:
         """An inline child template of this name, the name if it is listed by name, else None."""

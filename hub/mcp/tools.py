@@ -17,6 +17,7 @@ import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
+from dispatch.hub.agents.spec import Caps
 from dispatch.hub.errors import UserError
 from dispatch.hub.events import (
     AgentProgress,
@@ -93,14 +94,20 @@ class HubTools:
         model: str | None = None,
         detached: bool = False,
         root: str | None = None,
+        budget_usd: float | None = None,
+        max_tokens: int | None = None,
+        max_steps: int | None = None,
     ) -> str:
         """Start a top agent on `task` (optionally as a template, with a model name or tag) in the
         project `root` (an absolute path; default: the project `dispatch mcp` was started for, else
-        the hub's). Returns its id at once; the work runs in the background."""
+        the hub's). `budget_usd` / `max_tokens` cap what it and its children may spend (it fails,
+        reason `budget`, on reaching one), `max_steps` its own steps; the template's when left out.
+        Returns its id at once; the work runs in the background."""
         if not task.strip():
             raise ToolError("task is empty")
+        caps = Caps(budget_usd, max_tokens, max_steps)
         agent = await _service_call(
-            lambda: self._service.start(task, template=template, model=model, detached=detached, root=root)
+            lambda: self._service.start(task, template=template, model=model, detached=detached, root=root, caps=caps)
         )
         return _dump({"agent_id": agent.id, "state": agent.state})
 
@@ -109,7 +116,7 @@ class HubTools:
         return _dump([_brief(a) for a in (await self._service.agents())])
 
     async def status(self, agent_id: str) -> str:
-        """One agent's state and reason, its latest progress notes, what it waits on, and usage."""
+        """One agent's state and reason, its latest progress notes, what it waits on, usage and caps."""
         detail = await _service_call(lambda: self._service.agent(check_agent_id(agent_id)))
         body = _brief(detail) | {
             "steps": detail.steps,
@@ -117,6 +124,7 @@ class HubTools:
             "question": detail.question,
             "waiting_until": detail.waiting_until,
             "error": detail.error,
+            "caps": {"budget_usd": detail.budget_usd, "max_tokens": detail.max_tokens, "max_steps": detail.max_steps},
         }
         return _dump(body)
 

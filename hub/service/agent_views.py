@@ -37,6 +37,7 @@ def live_view(agent: Agent, *, chat_id: str | None = None, question: str | None 
         error=agent.error,
         question=question if agent.state is AgentState.waiting_user else None,
         compactions=agent.compaction.count if agent.compaction is not None else 0,
+        **agent.spec.caps.spec_fields(),
     )
 
 
@@ -67,6 +68,7 @@ def stored_view(row: AgentRow) -> AgentView:
         error=row.error,
         question=row.question if row.state == AgentState.waiting_user.value else None,
         compactions=row.compactions,
+        **spec.caps.spec_fields(),
     )
 
 

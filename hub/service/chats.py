@@ -7,6 +7,8 @@ chat's dispatch agent: while one runs it gets the message in its inbox (kind ``i
 otherwise a new top agent starts (template ``dispatch``), its transcript seeded with the chat's
 earlier user and assistant turns, and its report becomes the assistant message. A chat loaded
 from an earlier hub run therefore brings back its history only: its old agents are not revived.
+A chat may carry caps (``budget_usd``, ``max_tokens``, ``max_steps``): each dispatch agent it
+starts gets them, over its template's; a fork keeps them.
 
 Search is full text (FTS5) over the title and every message of a chat's history (a fork's shared
 messages included); ``since`` / ``until`` filter on the last update. Detached agents' user threads
@@ -24,7 +26,7 @@ from anyio.abc import TaskGroup
 from dispatch.hub import times
 from dispatch.hub.agents.catalog import DEFAULT_TEMPLATE, Catalog
 from dispatch.hub.agents.loop import Agent
-from dispatch.hub.agents.spec import AgentSpec, AgentState
+from dispatch.hub.agents.spec import NO_CAPS, AgentSpec, AgentState, Caps
 from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.errors import NotFoundError, UserError
 from dispatch.hub.ids import new_id
@@ -34,6 +36,8 @@ from dispatch.hub.views import ChatDetail, ChatMessageView, ChatView
 from dispatch.servers.hublink import MessageKind
 
 TITLE_CHARS = 80
+CAPS = ("budget_usd", "max_tokens", "max_steps")
+"""A chat's caps: those of each dispatch agent it starts (its row's columns, the views' fields)."""
 
 
 def _moment(value: str | None, field: str) -> float | None:
@@ -113,15 +117,17 @@ class ChatService:
 
     def _view(self, row: Row) -> ChatView:
         live = self._live(row)
-        fields = {k: row[k] for k in ("id", "title", "created_at", "updated_at", "forked_from", "root")}
+        fields = {k: row[k] for k in ("id", "title", "created_at", "updated_at", "forked_from", "root", *CAPS)}
         return ChatView(**fields, agent_id=live.id if live else None)
 
-    async def create_chat(self, title: str | None = None, root: Path | None = None) -> ChatView:
+    async def create_chat(self, title: str | None = None, root: Path | None = None, caps: Caps = NO_CAPS) -> ChatView:
         """A new, empty chat whose agents work in ``root`` (an open project of the tree; None: the
-        hub's own); without a title, its first message gives it one."""
+        hub's own), each of its dispatch agents with ``caps`` (checked) over its template's; without
+        a title, its first message gives it one."""
         now = times.now()
         row: Row = {"id": new_id("c"), "title": (title or "").strip(), "created_at": now, "updated_at": now}
         row["root"] = None if root is None else str(root)
+        row |= caps.check().spec_fields()
         await self._store.add_chat(row)
         return self._view(await self._row(row["id"]))
 
@@ -201,7 +207,8 @@ class ChatService:
         if catalog is None:
             root = row["root"]
             catalog = (await self._tree.open_project(Path(root))).catalog if root else self._tree.catalog
-        return catalog.top_spec(text, model=self._model, template=self._template)
+        caps = Caps(row["budget_usd"], row["max_tokens"], row["max_steps"])
+        return catalog.top_spec(text, model=self._model, template=self._template, caps=caps)
 
     async def _start(self, chat_id: str, message: ChatMessageView, spec: AgentSpec) -> None:
         """Start the chat's dispatch agent on ``message``, its transcript seeded with the history."""
@@ -256,6 +263,7 @@ class ChatService:
             "forked_from": f"{chat_id}:{message_id}",
             "head_id": message_id,
             "root": row["root"],
+            **{k: row[k] for k in CAPS},
         }
         await self._store.add_chat(fork)
         return self._view(await self._row(fork["id"]))

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
+from dispatch.hub.agents.spec import NO_CAPS, Caps
 from dispatch.hub.events import Event
 from dispatch.hub.views import (
     AgentDetail,
@@ -34,7 +35,8 @@ from dispatch.servers.hublink import MessageKind
 
 class HubService(Protocol):
     """Everything an interface may do. Unknown ids raise ``UnknownAgentError`` (or another
-    ``UserError`` naming the id); bad input raises ``UserError`` saying what is wrong."""
+    ``UserError`` naming the id); bad input raises ``UserError`` saying what is wrong (a cap of
+    ``caps`` that is not a positive number: naming the field)."""
 
     # agents
     async def agents(self) -> list[AgentView]: ...
@@ -52,10 +54,13 @@ class HubService(Protocol):
         model: str | None = None,
         detached: bool = False,
         root: str | None = None,
+        caps: Caps = NO_CAPS,
     ) -> AgentView: ...
 
     # chats
-    async def create_chat(self, title: str | None = None, root: str | None = None) -> ChatView: ...
+    async def create_chat(
+        self, title: str | None = None, root: str | None = None, caps: Caps = NO_CAPS
+    ) -> ChatView: ...
     async def open_project(self, root: str) -> HubView: ...
     async def chats(
         self, query: str | None = None, since: str | None = None, until: str | None = None

@@ -34,7 +34,7 @@ from dispatch.hub.agents.compaction import Compaction
 from dispatch.hub.agents.link import ArtifactShelf
 from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.projects import Project
-from dispatch.hub.agents.spec import AgentSpec, AgentState
+from dispatch.hub.agents.spec import NO_CAPS, AgentSpec, AgentState, Caps
 from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.errors import StoreFull, UnknownAgentError, UserError
 from dispatch.hub.events import (
@@ -267,10 +267,12 @@ class Hub(Delegation):
         await self._project(root)
         return self.about()
 
-    async def create_chat(self, title: str | None = None, root: str | None = None) -> ChatView:
-        """A new, empty chat whose agents work in ``root`` (None: the hub's own project)."""
+    async def create_chat(self, title: str | None = None, root: str | None = None, caps: Caps = NO_CAPS) -> ChatView:
+        """A new, empty chat whose agents work in ``root`` (None: the hub's own project), each of
+        its dispatch agents with ``caps`` over its template's."""
+        caps.check()
         project = await self._project(root)
-        return await self.chat_service.create_chat(title, None if project is self.tree.home else project.root)
+        return await self.chat_service.create_chat(title, None if project is self.tree.home else project.root, caps)
 
     async def tool_servers(self) -> list[ToolServerView]:
         """The config's outside MCP servers: transport, state, tools and any pending approval."""
@@ -345,16 +347,17 @@ class Hub(Delegation):
         model: str | None = None,
         detached: bool = False,
         root: str | None = None,
+        caps: Caps = NO_CAPS,
     ) -> AgentView:
         """Start a top agent (not in a chat) on ``task`` in the project ``root`` (None: the hub's
-        own); returns at once, once it is recorded."""
+        own), with ``caps`` over its template's; returns at once, once it is recorded."""
         self._refuse_new_work()
         if not task.strip():
             raise UserError("task: give the agent something to do")
         project = await self._project(root)
         name = template or DEFAULT_TEMPLATE
         chosen = model or self.default_model  # else the template's, else the config's (Catalog.model_for)
-        spec = project.catalog.top_spec(task.strip(), model=chosen, template=name)
+        spec = project.catalog.top_spec(task.strip(), model=chosen, template=name, caps=caps)
         if detached:
             spec = spec.model_copy(update={"detached": True})
         return self._view(await self.launch(spec))

@@ -41,6 +41,9 @@ Prompt caching (m106): ``cache_read_tokens`` and ``cache_write_tokens`` on ``usa
 Compaction (m107): ``agents.compaction``, the agent's last compaction record as JSON (what it
 sends in place of its whole transcript, which ``transcripts`` keeps whole), and
 ``agents.compactions``, how many times it compacted.
+
+Caps (m108): ``chats.budget_usd``, ``chats.max_tokens``, ``chats.max_steps``, the caps of each
+dispatch agent the chat starts (NULL: its template's).
 """
 
 from __future__ import annotations
@@ -297,3 +300,12 @@ def m107_compactions(db: Database) -> None:
     and how many times it compacted."""
     db.table("agents").add_column("compaction", str)
     db.table("agents").add_column("compactions", int, not_null_default=0)
+
+
+@MIGRATIONS()
+def m108_chat_caps(db: Database) -> None:
+    """A chat keeps the caps of the dispatch agents it starts (NULL: the template's, as before)."""
+    chats = db.table("chats")
+    chats.add_column("budget_usd", float)
+    chats.add_column("max_tokens", int)
+    chats.add_column("max_steps", int)

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path
 from pydantic import Field
 
-from dispatch.hub.api.common import Body, Text
+from dispatch.hub.api.common import Body, CapsBody, Text
 from dispatch.hub.service.contract import HubService
 from dispatch.hub.views import AgentDetail, AgentView, View
 from dispatch.servers.hublink import MessageKind
@@ -17,7 +17,7 @@ AgentId = Annotated[str, Path(description="the agent's id, as GET /api/agents li
 UserKind = Literal["instruction", "correction", "context", "data"]
 
 
-class StartRequest(Body):
+class StartRequest(CapsBody):
     task: Text = Field(description="what the new top agent should do")
     template: str | None = Field(default=None, description="its template; the default one when left out")
     model: str | None = Field(default=None, description="a model tag or litellm name; the template's when left out")
@@ -56,7 +56,12 @@ def agents_router(service: HubService) -> APIRouter:
     async def start_agent(body: StartRequest) -> AgentView:
         """Start a top agent on a task."""
         return await service.start(
-            body.task, template=body.template, model=body.model, detached=body.detached, root=body.root
+            body.task,
+            template=body.template,
+            model=body.model,
+            detached=body.detached,
+            root=body.root,
+            caps=body.caps(),
         )
 
     @router.get("/{agent_id}")

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from pydantic import BeforeValidator, Field
 
-from dispatch.hub.api.common import Body, Text
+from dispatch.hub.api.common import Body, CapsBody, Text
 from dispatch.hub.service.contract import HubService
 from dispatch.hub.views import ChatDetail, ChatMessageView, ChatView
 
@@ -39,7 +39,7 @@ def _utc(value: datetime | date | None) -> str | None:
     return value.astimezone(UTC).isoformat()
 
 
-class NewChat(Body):
+class NewChat(CapsBody):
     title: str | None = Field(default=None, description="a title; one is made from the first message when left out")
     root: str | None = Field(
         default=None, description="the project root its agents work in (an absolute path); the hub's own when left out"
@@ -59,10 +59,11 @@ def chats_router(service: HubService) -> APIRouter:
 
     @router.post("", status_code=201)
     async def create_chat(body: NewChat | None = None) -> ChatView:
-        """Start a chat (its dispatch agent starts with the first message)."""
+        """Start a chat (its dispatch agent starts with the first message); its caps are those of
+        each dispatch agent it starts."""
         if body is None:
             return await service.create_chat()
-        return await service.create_chat(body.title, root=body.root)
+        return await service.create_chat(body.title, root=body.root, caps=body.caps())
 
     @router.get("")
     async def list_chats(
