@@ -11,6 +11,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 BENCHMARKS = {
+    "long_agent": (
+        "long, whole, tokens sent",
+        "long, whole, billed",
+        "long, compacting, compactions",
+        "long, compacting, tokens sent",
+        "long, compacting, billed uncached",
+    ),
     "model_calls": (
         "model call, 10 msgs",
         "model call, 10 msgs, worker CPU",
