@@ -9,15 +9,22 @@ sandbox, and the real ``git`` for the user's repository, which must come out unt
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import pytest
 
+from dispatch.hub.api.app import create_app
+from dispatch.hub.api.auth import load_or_create_token
+from dispatch.hub.cli.changes import coloured
 from dispatch.hub.errors import ConflictError, UserError
 from dispatch.hub.llm.scripted import Reply, ScriptedModel
 from dispatch.hub.service.hub import Hub
 from tests.agent_helpers import call
+from tests.api_helpers import hub_in_a_thread, served_in_process
 from tests.hub_helpers import MODEL, dirs
 from tests.sandbox_helpers import needs_bwrap
 
@@ -222,3 +229,72 @@ async def test_changes_are_kept_in_the_store_and_read_back_after_a_restart(tmp_p
         assert await hub.changes(top) == seen
         assert sorted((await hub.rewind(a)).files) == ["a/new.py", "a/one.py"]
     assert (root / "a" / "one.py").read_text() == "one = 1\n"
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+DISPATCH = [sys.executable, "-m", "dispatch.hub.cli"]
+
+
+def dispatch(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*DISPATCH, *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_dispatch_diff_and_rewind_go_through_the_running_hub(tmp_path: Path) -> None:
+    root, data = tmp_path / "project", tmp_path / "data"
+    root.mkdir()
+    user_repository(root)
+    model = ScriptedModel()
+    two_children(model, shell=False)
+    with model, hub_in_a_thread(tmp_path, model) as (portal, hub):
+        top, a, _ = portal.call(run_top, hub)
+        app = create_app(hub, token=load_or_create_token(data))
+        with served_in_process(portal, app) as url:
+            hub.advertise(url)
+            shown = dispatch("diff", a, "--data-dir", str(data))
+            assert shown.returncode == 0, shown.stderr
+            assert shown.stdout == portal.call(lambda: hub.changes(a)).diff  # no colour into a pipe
+            assert "+new = True\n" in shown.stdout and "\x1b[" not in shown.stdout
+            own = dispatch("diff", top, "--own", "--data-dir", str(data))
+            assert own.returncode == 0 and own.stdout == ""
+            assert own.stderr.strip() == f"agent {top} has changed no files"
+
+            (root / "a" / "one.py").write_text("one = 'the user's'\n")
+            refused = dispatch("rewind", a, "--data-dir", str(data))
+            assert refused.returncode == 2
+            assert refused.stderr.strip().splitlines() == [
+                f"error: not rewound: a/one.py changed since agent {a} last wrote it; rewind with force "
+                '(API: {"force": true}, CLI: --force) to overwrite'
+            ]
+            forced = dispatch("rewind", a, "--force", "--data-dir", str(data))
+            assert forced.returncode == 0, forced.stderr
+            assert forced.stdout.startswith(f"rewound {a}: 2 files put back (a/new.py, a/one.py)")
+            assert (root / "a" / "one.py").read_text() == "one = 1\n"
+            undone = dispatch("rewind", a, "--undo", "--data-dir", str(data))
+            assert undone.returncode == 0 and undone.stdout.startswith("undid rewind rw-")
+            assert (root / "a" / "one.py").read_text() == "one = 'the user's'\n"  # as the rewind found it
+
+
+async def test_dispatch_diff_and_rewind_work_here_when_no_hub_runs(tmp_path: Path) -> None:
+    root, data = dirs(tmp_path)
+    user_repository(root)
+    model = ScriptedModel()
+    two_children(model, shell=False)
+    with model:
+        async with Hub.open(root, data, model=model, default_model=MODEL) as hub:
+            top, _, b = await run_top(hub)
+            expected = (await hub.changes(top)).diff
+    shown = await anyio.to_thread.run_sync(lambda: dispatch("diff", top, "--data-dir", str(data)))
+    assert shown.returncode == 0 and shown.stdout == expected
+    rewound = await anyio.to_thread.run_sync(lambda: dispatch("rewind", b, "--data-dir", str(data)))
+    assert rewound.returncode == 0, rewound.stderr
+    assert (root / "b" / "two.py").read_text() == "two = 2\n"
+    unknown = await anyio.to_thread.run_sync(lambda: dispatch("diff", "a-nobody", "--data-dir", str(data)))
+    assert unknown.returncode == 2 and unknown.stderr.strip() == "error: no agent has the id 'a-nobody'"
+
+
+def test_a_diff_is_coloured_line_by_line() -> None:
+    diff = "diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-old\n+new\n same\n"
+    lines = coloured(diff).splitlines()
+    assert lines[0] == "\x1b[1mdiff --git a/x b/x\x1b[0m" and lines[3] == "\x1b[36m@@ -1 +1 @@\x1b[0m"
+    assert lines[4] == "\x1b[31m-old\x1b[0m" and lines[5] == "\x1b[32m+new\x1b[0m" and lines[6] == " same"
