@@ -8,6 +8,7 @@ sandbox, and the real ``git`` for the user's repository, which must come out unt
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +17,15 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
+from mcp import Client
+from mcp_types import TextContent
 
 from dispatch.hub.api.app import create_app
 from dispatch.hub.api.auth import load_or_create_token
 from dispatch.hub.cli.changes import coloured
 from dispatch.hub.errors import ConflictError, UserError
-from dispatch.hub.llm.scripted import Reply, ScriptedModel
+from dispatch.hub.llm.scripted import RecordedRequest, Reply, ScriptedModel
+from dispatch.hub.mcp.tools import build_server
 from dispatch.hub.service.hub import Hub
 from tests.agent_helpers import call
 from tests.api_helpers import hub_in_a_thread, served_in_process
@@ -298,3 +302,72 @@ def test_a_diff_is_coloured_line_by_line() -> None:
     lines = coloured(diff).splitlines()
     assert lines[0] == "\x1b[1mdiff --git a/x b/x\x1b[0m" and lines[3] == "\x1b[36m@@ -1 +1 @@\x1b[0m"
     assert lines[4] == "\x1b[31m-old\x1b[0m" and lines[5] == "\x1b[32m+new\x1b[0m" and lines[6] == " same"
+
+
+# -- agents and MCP clients ------------------------------------------------------------------------
+
+
+async def test_a_parent_reads_its_childrens_changes_in_wait_children_and_child_changes(tmp_path: Path) -> None:
+    root, data = dirs(tmp_path)
+    user_repository(root)
+    model = ScriptedModel()
+
+    def ask_for_the_diff(request: RecordedRequest) -> Reply:
+        waited = json.loads(str(request.messages[-1]["content"]))
+        return Reply(tool_calls=[call("child_changes", id=waited["finished"][0]["id"])])
+
+    model.script(
+        "[top]",
+        [
+            Reply(tool_calls=[call("summon", task="[child-a] edit a", scope=["a"], wait=True)]),
+            ask_for_the_diff,
+            Reply(tool_calls=[call("children")]),
+            Reply(text="reviewed"),
+        ],
+    )
+    model.script(
+        "[child-a]",
+        [
+            Reply(tool_calls=[call("edit_file", path="a/one.py", old="one = 1", new="one = 'one'")]),
+            Reply(tool_calls=[call("write_file", path="a/new.py", content="new = True\n")]),
+            Reply(text="a done"),
+        ],
+    )
+    with model:
+        async with Hub.open(root, data, model=model, default_model=MODEL) as hub:
+            top = await hub.start("[top] change a", model=MODEL)
+            assert (await hub.wait_finished(top.id)).state == "done"
+            results = [m["content"] for m in (await hub.agent(top.id)).transcript if m["role"] == "tool"]
+            own = await hub.changes(next(v.id for v in await hub.agents() if v.parent_id == top.id))
+
+    counts = {"files": 2, "added": 1, "modified": 1, "deleted": 0, "additions": 2, "deletions": 1}
+    assert json.loads(results[0])["finished"][0]["changes"] == counts
+    diff = json.loads(results[1])
+    assert diff["diff"] == own.diff and {f["path"] for f in diff["files"]} == {"a/one.py", "a/new.py"}
+    assert json.loads(results[2])[0]["changes"] == counts
+
+
+async def mcp_tool(client: Client, name: str, **arguments: Any) -> tuple[bool, str]:
+    result = await client.call_tool(name, arguments)
+    return result.is_error, "\n".join(c.text for c in result.content if isinstance(c, TextContent))
+
+
+async def test_the_mcp_face_shows_and_rewinds_an_agents_changes(tmp_path: Path) -> None:
+    root, data = dirs(tmp_path)
+    user_repository(root)
+    model = ScriptedModel()
+    two_children(model, shell=False)
+    with model:
+        async with Hub.open(root, data, model=model, default_model=MODEL) as hub, Client(build_server(hub)) as client:
+            top, a, _ = await run_top(hub)
+            _, shown = await mcp_tool(client, "changes", agent_id=top, max_chars=40)
+            body = json.loads(shown)
+            assert {f["path"] for f in body["files"]} == {"a/one.py", "a/new.py", "b/two.py"}
+            assert body["truncated"] is True and len(body["diff"]) == 40
+
+            (root / "a" / "new.py").write_text("the user's\n")
+            failed, refused = await mcp_tool(client, "rewind", agent_id=a)
+            assert failed and f"not rewound: a/new.py changed since agent {a} last wrote it" in refused
+            failed, done = await mcp_tool(client, "rewind", agent_id=a, force=True)
+            assert not failed and sorted(json.loads(done)["files"]) == ["a/new.py", "a/one.py"]
+            assert not (root / "a" / "new.py").exists()

@@ -131,6 +131,20 @@ class ChangeTracker:
             if files:
                 record(Snapshots(before, after, files))
 
+    async def changes(self, agent_id: str, root: Path, agent_ids: Sequence[str]) -> AgentChanges | None:
+        """What ``agent_ids`` changed (as recorded), as ``agent_id``'s changes; None when there are
+        no records to read or the store cannot be read."""
+        if self.log is None:
+            return None
+        try:
+            found = await self.log.file_changes(agent_ids)
+            if not found:
+                return AgentChanges(agent_id=agent_id, files=[], diff="")
+            return await changes_of(self.repo(root), agent_id, found)
+        except (DispatchError, OSError) as error:
+            log.warning("the changes of %s cannot be read: %s", agent_id, error)
+            return None
+
     def forget(self, agent_id: str) -> None:
         """Drop a finished agent's window."""
         self._windows.pop(agent_id, None)

@@ -10,7 +10,7 @@ forced; it is kept, so ``undo`` puts back what it found.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -25,7 +25,7 @@ from dispatch.hub.ids import new_id
 from dispatch.hub.store.records import AgentRow, Records, blob_text, parse_blob
 from dispatch.hub.views import AgentChanges, RewindView
 
-__all__ = ["CHANGES_DIR", "ChangeDesk"]
+__all__ = ["CHANGES_DIR", "ChangeDesk", "JournaledChanges"]
 
 CHANGES_DIR = "changes"
 """The shadow stores' folder in the data directory (one per project)."""
@@ -115,6 +115,19 @@ class ChangeDesk:
                 await below.finished.wait()
         if self._flush is not None:
             await self._flush()
+
+
+class JournaledChanges:
+    """The store's records of changes (the tracker's ``ChangeLog``), read once the journal has
+    committed what it holds, so a change announced a moment ago is in them."""
+
+    def __init__(self, records: Records, flush: Callable[[], Awaitable[None]]) -> None:
+        self._records = records
+        self._flush = flush
+
+    async def file_changes(self, agent_ids: Sequence[str]) -> list[FileChange]:
+        await self._flush()
+        return await self._records.file_changes(agent_ids)
 
 
 def _files_json(changes: list[FileChange]) -> str:

@@ -59,7 +59,7 @@ from dispatch.hub.llm.types import ModelClient
 from dispatch.hub.mounts.pins import ToolPins
 from dispatch.hub.service.agent_views import live_view, stored_view
 from dispatch.hub.service.approvals import Approvals
-from dispatch.hub.service.changes import CHANGES_DIR, ChangeDesk
+from dispatch.hub.service.changes import CHANGES_DIR, ChangeDesk, JournaledChanges
 from dispatch.hub.service.chats import ChatService
 from dispatch.hub.service.config_watch import ConfigWatch, Reloaded
 from dispatch.hub.service.contract import HubService
@@ -204,7 +204,7 @@ class Hub(Delegation):
             client = (
                 Router(catalog.config.models, store) if model is None else RecordedCalls(model, store, IN_PROCESS_KEY)
             )
-            tracker = ChangeTracker(home / CHANGES_DIR, records)
+            tracker = ChangeTracker(home / CHANGES_DIR, JournaledChanges(records, bus.journal.flush))
             tree, approvals = gated_tree(root, client, bus, catalog, store, lsp=lsp, artifacts=records, changes=tracker)
             await stack.enter_async_context(tree)
             chats = await stack.enter_async_context(ChatService(store, tree, model=default_model))
