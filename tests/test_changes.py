@@ -235,6 +235,32 @@ async def test_changes_are_kept_in_the_store_and_read_back_after_a_restart(tmp_p
     assert (root / "a" / "one.py").read_text() == "one = 1\n"
 
 
+@needs_bwrap
+async def test_a_large_project_and_a_command_writing_many_files_are_tracked_whole(tmp_path: Path) -> None:
+    root, data = dirs(tmp_path)
+    for index in range(300):  # the first snapshot takes them all at once (one pack)
+        folder = root / "src" / f"m{index // 50}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{index}.py").write_text(f"value = {index}\n")
+    (root / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (root / "run.sh").chmod(0o755)
+    model = ScriptedModel()
+    command = "mkdir gen && for i in $(seq 250); do echo $i > gen/f$i.txt; done && echo changed > src/m0/f0.py"
+    model.script("[many]", [Reply(tool_calls=[call("run", command=command)]), Reply(text="done")])
+    with model:
+        async with Hub.open(root, data, model=model, default_model=MODEL) as hub:
+            agent = await hub.start("[many] generate", model=MODEL)
+            assert (await hub.wait_finished(agent.id)).state == "done"
+            found = await hub.changes(agent.id)
+            statuses = {f.path: f.status for f in found.files}
+            assert len(statuses) == 251 and statuses["src/m0/f0.py"] == "modified"
+            assert statuses["gen/f250.txt"] == "added" and "+250\n" in found.diff
+            assert len((await hub.rewind(agent.id)).files) == 251
+            assert (await hub.changes(agent.id)).files == []
+    assert not (root / "gen" / "f1.txt").exists() and (root / "src" / "m0" / "f0.py").read_text() == "value = 0\n"
+    assert (root / "run.sh").stat().st_mode & 0o100, "files the agent did not touch keep their mode"
+
+
 # -- the command line ------------------------------------------------------------------------------
 
 DISPATCH = [sys.executable, "-m", "dispatch.hub.cli"]

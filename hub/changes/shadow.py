@@ -39,6 +39,9 @@ __all__ = ["MAX_FILE_BYTES", "Blob", "FileChange", "GitMissing", "ShadowRepo", "
 MAX_FILE_BYTES = 8 * 1024 * 1024
 """Files larger than this are not snapshotted (a build artifact, a data set): left as they were."""
 
+BULK_FILES = 200
+"""From this many files to take at once, they go into one pack (see ``ShadowRepo._bulk_update``)."""
+
 _DENIED_NAMES = frozenset(name for name, _ in PROJECT_DENIED)
 _EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 _SETTINGS = (
@@ -91,8 +94,27 @@ def _pathspecs(scope: Sequence[str]) -> list[str]:
     return [] if not scope or ROOT in scope else list(scope)
 
 
+def _content(path: Path) -> tuple[str, bytes] | None:
+    """A file's git mode and content (a symlink's: its target), or None when it is gone."""
+    try:
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            return "120000", os.fsencode(os.readlink(path))
+        return ("100755" if info.st_mode & stat.S_IXUSR else "100644"), path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
 def _denied(path: str) -> bool:
-    return any(part in _DENIED_NAMES for part in path.split("/"))
+    return any(part in _DENIED_NAMES or part == ".git" for part in path.split("/"))
 
 
 class ShadowRepo:
@@ -104,6 +126,7 @@ class ShadowRepo:
         self.git_dir = home / key
         self._index = self.git_dir / "dispatch-index"
         self._ready = False
+        self._last_tree: tuple[tuple[int, int, int], str] | None = None
         git = shutil.which("git")
         if git is None:
             raise GitMissing("change tracking needs git, which is not installed (apt-get install git)")
@@ -186,19 +209,76 @@ class ShadowRepo:
 
     # ---- snapshots -----------------------------------------------------------------------------
 
-    def snapshot(self, scope: Sequence[str]) -> str:
-        """The tree id of the files under ``scope`` now (root-relative paths; none or ``.``: all)."""
-        specs = _pathspecs(scope)
+    def snapshot(self, scope: Sequence[str], *, files: bool = False) -> str:
+        """The tree id of the files under ``scope`` now (root-relative paths; none or ``.``: all).
+        ``files``: the scope is a few files named exactly (an fs write's), taken as they are without
+        walking for what changed (unless one lies beyond a symlink: then as any scope)."""
         with self._locked():
-            listed = self._git(
-                "ls-files", "-z", "--others", "--modified", "--deleted", "--exclude-standard", "--", *specs
-            )
-            paths = dict.fromkeys(p for p in listed.decode(errors="surrogateescape").split("\0") if p)
-            update = [p for p in paths if self._snapshotted(p)]
-            if update:
+            if files and all(self._plain(p) for p in scope):
+                update = [p for p in scope if self._snapshotted(p)]
+            else:
+                listing = ("ls-files", "-z", "--others", "--modified", "--deleted", "--exclude-standard")
+                listed = self._git(*listing, "--", *_pathspecs(scope)).decode(errors="surrogateescape")
+                update = [p for p in dict.fromkeys(listed.split("\0")) if p and self._snapshotted(p)]
+            if len(update) >= BULK_FILES:
+                self._bulk_update(update)
+            elif update:
                 payload = "\0".join(update).encode(errors="surrogateescape") + b"\0"
                 self._git("update-index", "--add", "--remove", "-z", "--stdin", input=payload)
-            return self._git("write-tree").decode().strip()
+            return self._tree()
+
+    def _bulk_update(self, paths: Sequence[str]) -> None:
+        """Take many files at once (a project's first snapshot): their contents streamed into one
+        pack (``fast-import``, no delta search) rather than a loose object file each, the index
+        told their ids, then refreshed so that it caches their stat data as ``update-index`` would
+        have. The same tree as ``update-index`` makes, 5-10 times faster on 10,000 files."""
+        entries: list[str] = []
+        gone: list[str] = []
+        command = [self._git_program, *_OPTIONS, "fast-import", "--quiet", "--done", "--depth=0"]
+        with subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self._env
+        ) as importer:
+            assert importer.stdin is not None
+            for path in paths:
+                found = _content(self.root / path)
+                if found is None:
+                    gone.append(path)
+                    continue
+                mode, data = found
+                importer.stdin.write(b"blob\ndata %d\n%s\n" % (len(data), data))
+                sha = hashlib.sha1(b"blob %d\0%s" % (len(data), data), usedforsecurity=False).hexdigest()
+                entries.append(f"{mode} {sha}\t{path}")
+            importer.stdin.write(b"done\n")
+            importer.stdin.close()
+            failed = importer.wait() != 0
+            error = importer.stderr.read().decode(errors="replace") if importer.stderr is not None else ""
+        if failed:
+            raise RunError(f"git fast-import failed in the change store of {self.root}: {error.strip()[-300:]}")
+        if entries:
+            payload = "\0".join(entries).encode(errors="surrogateescape") + b"\0"
+            self._git("update-index", "-z", "--index-info", input=payload)
+        if gone:
+            payload = "\0".join(gone).encode(errors="surrogateescape") + b"\0"
+            self._git("update-index", "--force-remove", "-z", "--stdin", input=payload)
+        self._git("update-index", "-q", "--refresh", ok=True)  # exit 1: some file changed meanwhile
+
+    def _tree(self) -> str:
+        """The index as a tree: the last one written while the index has not changed since (its
+        size, time and inode tell), else ``write-tree``."""
+        before = _identity(self._index)
+        if self._last_tree is not None and before is not None and before == self._last_tree[0]:
+            return self._last_tree[1]
+        tree = self._git("write-tree").decode().strip()
+        after = _identity(self._index)
+        self._last_tree = (after, tree) if after is not None else None
+        return tree
+
+    def _plain(self, path: str) -> bool:
+        """Whether ``path`` is a root-relative path with no symlink on its way (it may not exist)."""
+        parent = os.path.dirname(path)
+        return not os.path.isabs(path) and os.path.realpath(self.root / parent) == os.path.join(
+            self.root, parent
+        ).rstrip("/")
 
     def _snapshotted(self, path: str) -> bool:
         """Whether ``path`` (as ls-files lists it) is taken into a snapshot: not a nested repository,

@@ -3,7 +3,8 @@
 :meth:`ChangeTracker.track` is the hook :class:`~dispatch.hub.mounts.toolset.Mounts` holds around
 each tool call of an agent. Around a call that may write (an ``fs`` write tool, a ``shell``
 command) it snapshots the agent's write scope before and after; calls of one agent that overlap
-share one window (the first opens it, the last closes it), so no change falls between two. What
+share one window (the first opens it, the last closes it), so no change falls between two. An
+``fs`` write names its one file: that file alone is snapshotted around it, in a window of its own. What
 differs between the two snapshots is handed to ``record`` (the tree announces it; the store keeps
 it). A snapshot runs in a worker thread; one that fails (no ``git``, a broken store) is logged and
 the call goes on untracked, since tracking must never stop an agent's work.
@@ -20,13 +21,14 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
 
 from dispatch.hub.changes.shadow import FileChange, ShadowRepo, net_changes
 from dispatch.hub.errors import DispatchError
+from dispatch.hub.policy.paths import ROOT, covered_by_any, normalize_path
 from dispatch.hub.policy.servers import FS, SHELL
 from dispatch.hub.views import AgentChanges, ChangedFileView
 
@@ -84,52 +86,57 @@ class ChangeTracker:
 
     def track(
         self, agent_id: str, root: Path, scope: Sequence[str], record: Callable[[Snapshots], None]
-    ) -> Callable[[str, str], AbstractAsyncContextManager[None]]:
-        """The hook for one agent's mounts: ``hook(kind, name)`` around each of its tool calls."""
+    ) -> Callable[[str, str, dict[str, Any]], AbstractAsyncContextManager[None]]:
+        """The hook for one agent's mounts: ``hook(kind, name, arguments)`` around each tool call.
+        An fs write of one path inside the scope is tracked on its own, that path alone (no walk of
+        the scope); any other writing call shares the agent's window on its whole scope."""
         window = self._windows.setdefault(agent_id, _Window())
         scope = tuple(scope)
 
         @asynccontextmanager
-        async def hook(kind: str, name: str) -> AsyncGenerator[None]:
+        async def hook(kind: str, name: str, arguments: dict[str, Any]) -> AsyncGenerator[None]:
             if not scope or name not in WRITING_TOOLS.get(kind, ()):
                 yield
                 return
-            await self._open(window, root, scope)
+            path = _written_path(kind, arguments, scope)
+            own = _Window() if path is not None else window
+            narrowed = (path,) if path is not None else scope
+            await self._open(own, root, narrowed, files=path is not None)
             try:
                 yield
             finally:
                 with anyio.CancelScope(shield=True):  # what a cancelled call wrote is recorded too
-                    await self._close(window, root, scope, record)
+                    await self._close(own, root, narrowed, record, files=path is not None)
 
         return hook
 
-    async def _snapshot(self, root: Path, scope: Sequence[str]) -> str | None:
+    async def _snapshot(self, root: Path, scope: Sequence[str], files: bool) -> str | None:
         try:
-            return await anyio.to_thread.run_sync(lambda: self.repo(root).snapshot(scope))
+            return await anyio.to_thread.run_sync(lambda: self.repo(root).snapshot(scope, files=files))
         except (DispatchError, OSError) as error:
             log.warning("change tracking is off for a write in %s: %s", root, error)
             return None
 
-    async def _open(self, window: _Window, root: Path, scope: Sequence[str]) -> None:
+    async def _open(self, window: _Window, root: Path, scope: Sequence[str], *, files: bool) -> None:
         async with window.lock:
             if window.open_calls == 0:
-                window.before = await self._snapshot(root, scope)
+                window.before = await self._snapshot(root, scope, files)
             window.open_calls += 1
 
     async def _close(
-        self, window: _Window, root: Path, scope: Sequence[str], record: Callable[[Snapshots], None]
+        self, window: _Window, root: Path, scope: Sequence[str], record: Callable[[Snapshots], None], *, files: bool
     ) -> None:
         async with window.lock:
             window.open_calls -= 1
             if window.open_calls or window.before is None:
                 return
             before, window.before = window.before, None
-            after = await self._snapshot(root, scope)
+            after = await self._snapshot(root, scope, files)
             if after is None or after == before:
                 return
-            files = await anyio.to_thread.run_sync(lambda: self.repo(root).changes(before, after, scope))
-            if files:
-                record(Snapshots(before, after, files))
+            changed = await anyio.to_thread.run_sync(lambda: self.repo(root).changes(before, after, scope))
+            if changed:
+                record(Snapshots(before, after, changed))
 
     async def changes(self, agent_id: str, root: Path, agent_ids: Sequence[str]) -> AgentChanges | None:
         """What ``agent_ids`` changed (as recorded), as ``agent_id``'s changes; None when there are
@@ -148,6 +155,19 @@ class ChangeTracker:
     def forget(self, agent_id: str) -> None:
         """Drop a finished agent's window."""
         self._windows.pop(agent_id, None)
+
+
+def _written_path(kind: str, arguments: dict[str, Any], scope: Sequence[str]) -> str | None:
+    """The one root-relative path an fs write names, when it lies inside ``scope`` (else None: the
+    call is tracked on the whole scope, and the fs server decides about the path)."""
+    path = arguments.get("path")
+    if kind != FS.name or not isinstance(path, str):
+        return None
+    try:
+        normal = normalize_path(path)
+    except ValueError:
+        return None
+    return normal if normal != ROOT and covered_by_any(normal, scope) else None
 
 
 async def changes_of(repo: ShadowRepo, agent_id: str, changes: Sequence[FileChange]) -> AgentChanges:

@@ -26,8 +26,8 @@ ToolGate = Callable[[str, str, JsonDict], Awaitable[str | None]]
 instead (the hub's checkpoints, :mod:`dispatch.hub.service.approvals`); it may wait for the user."""
 
 
-ToolTrack = Callable[[str, str], AbstractAsyncContextManager[None]]
-"""``track(kind, name)``: held around each call that runs (the hub's change tracking,
+ToolTrack = Callable[[str, str, JsonDict], AbstractAsyncContextManager[None]]
+"""``track(kind, name, arguments)``: held around each call that runs (the hub's change tracking,
 :mod:`dispatch.hub.changes.tracker`, snapshots the files a writing call may change)."""
 
 
@@ -135,7 +135,7 @@ class Mounts:
         refusal = await self._gate(kind, name, arguments) if self._gate is not None else None
         if refusal is not None:
             return ToolOutcome(refusal, True)
-        async with self._track(kind, name) if self._track is not None else nullcontext():
+        async with self._track(kind, name, arguments) if self._track is not None else nullcontext():
             result = await self._callers[kind](name, arguments)
         text = result_text(result)
         if kind in self._untrusted:
