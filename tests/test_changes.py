@@ -397,3 +397,25 @@ async def test_the_mcp_face_shows_and_rewinds_an_agents_changes(tmp_path: Path) 
             failed, done = await mcp_tool(client, "rewind", agent_id=a, force=True)
             assert not failed and sorted(json.loads(done)["files"]) == ["a/new.py", "a/one.py"]
             assert not (root / "a" / "new.py").exists()
+
+
+async def test_rewinding_a_running_agent_cancels_it_first(tmp_path: Path) -> None:
+    root, data = dirs(tmp_path)
+    (root / "notes.md").write_text("the user's notes\n")
+    model = ScriptedModel()
+    model.script(
+        "[busy]",
+        [
+            Reply(tool_calls=[call("write_file", path="notes.md", content="rewritten\n")]),
+            Reply(text="never given", delay_s=3600),  # a model call that lasts until cancelled
+        ],
+    )
+    with model:
+        async with Hub.open(root, data, model=model, default_model=MODEL) as hub:
+            agent = await hub.start("[busy] rewrite the notes", model=MODEL)
+            while len(model.requests_for("[busy]")) < 2:
+                await anyio.sleep(0.01)
+            assert hub.view(agent.id).state == "running"
+            rewound = await hub.rewind(agent.id)
+            assert rewound.files == ["notes.md"] and hub.view(agent.id).state == "cancelled"
+            assert (root / "notes.md").read_text() == "the user's notes\n"
