@@ -3,12 +3,13 @@
 Its rooms, each a package whose ``__init__`` says what it holds. A room imports only the rooms
 below it (import-linter's ``hub-layers`` contract in pyproject.toml, checked by the test suite):
 
-    cli/       the ``dispatch`` command: run, serve, mcp, resume, logs, doctor, skills
+    cli/       the ``dispatch`` command: run, serve, mcp, resume, logs, diff, rewind, doctor, skills
     api/       the hub over HTTP and WebSocket (routes by resource)   | side by side, neither
     mcp/       the hub as an MCP server, and its stdio proxy          | imports the other
     service/   the hub behind its interfaces: Hub, chats, threads, approvals, resume, lifecycle
     store/     the only SQL: the database, its schema, agents' records, the journal
     agents/    spec, catalog (templates + skills -> specs), the loop, the tree, link, access, budgets
+    changes/   what agents changed in files: snapshots in a shadow git store, diffs, rewinds
     mounts/    an agent's tool servers as an MCP client; outside servers, their pins
     config/    what the files say: config, templates, skills, permissions, outside servers
     policy/    pure rules: the built-in servers, grants, checkpoints

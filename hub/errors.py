@@ -3,8 +3,9 @@
     DispatchError
     ├── UserError            the user's input is at fault (names the file, field, path or id)
     │   ├── ConfigError        a config or template file is wrong
-    │   └── NotFoundError      no chat, agent, message, approval or artifact has that id (HTTP 404)
-    │       └── UnknownAgentError  no agent has that id
+    │   ├── NotFoundError      no chat, agent, message, approval or artifact has that id (HTTP 404)
+    │   │   └── UnknownAgentError  no agent has that id
+    │   └── ConflictError      what the request would undo has changed since (HTTP 409)
     ├── CheckpointDenied     the user denied a checkpoint (the agent stops, failed, naming it and who)
     └── RunError             a run failed through no fault of the input
         ├── ModelCallError     the model endpoint refused or could not be reached
@@ -59,6 +60,11 @@ class NotFoundError(UserError):
 
 class UnknownAgentError(NotFoundError):
     """No agent has the given id."""
+
+
+class ConflictError(UserError):
+    """The request would overwrite something changed since (a rewind over a later edit); the
+    message names what and how to force it. The API answers 409."""
 
 
 class CheckpointDenied(DispatchError):

@@ -193,6 +193,27 @@ class ToolReturned(_Data):
     seconds: float
 
 
+class ChangedFile(BaseModel):
+    """One file an agent's tool call changed: its state before and after, as ``MODE SHA`` in the
+    project's change store (None: absent)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    before: str | None
+    after: str | None
+
+
+class FilesChanged(_Data):
+    """Files the agent changed through its writing tools (``fs`` writes, ``shell`` commands): the
+    snapshots of its write scope before and after (tree ids in the change store) and each file."""
+
+    type: Literal["files.changed"] = _kind("files.changed")
+    before: str
+    after: str
+    files: list[ChangedFile]
+
+
 class ArtifactSaved(_Data):
     type: Literal["artifact.saved"] = _kind("artifact.saved")
     artifact_id: str
@@ -284,6 +305,7 @@ KnownEvent = Annotated[
     | MessageDelivered
     | ToolCalled
     | ToolReturned
+    | FilesChanged
     | ArtifactSaved
     | ApprovalRequested
     | ApprovalResolved

@@ -1,5 +1,5 @@
-"""The JSON shapes the hub's interfaces return: agents, chats, threads, approvals, artifacts,
-usage, tool servers, limits and the hub itself. A leaf: the HTTP API, the MCP face and the
+"""The JSON shapes the hub's interfaces return: agents and their file changes, chats, threads,
+approvals, artifacts, usage, tool servers, limits and the hub itself. A leaf: the HTTP API, the MCP face and the
 service all read them; :mod:`dispatch.hub.service.contract` says what may be asked.
 """
 
@@ -68,6 +68,33 @@ class AgentDetail(AgentView):
         description="transcript indices where it compacted: from there on its model was sent a summary of what "
         "came before (the transcript itself is whole)",
     )
+
+
+class ChangedFileView(View):
+    """One file an agent changed."""
+
+    path: str = Field(description="relative to the project root")
+    status: Literal["added", "modified", "deleted"]
+    additions: int = Field(description="lines added (0 for a binary file)")
+    deletions: int = Field(description="lines removed (0 for a binary file)")
+
+
+class AgentChanges(View):
+    """What an agent (and, unless ``own``, its descendants) changed in the project's files, from
+    each file's state before the first change to its state after the last."""
+
+    agent_id: str
+    files: list[ChangedFileView]
+    diff: str = Field(description="a unified diff of every file listed")
+
+
+class RewindView(View):
+    """A rewind done (or undone): the files put back."""
+
+    agent_id: str
+    rewind_id: str = Field(description='undo it with POST /api/agents/{id}/rewind and {"undo": true}')
+    files: list[str] = Field(description="the files restored (written back, or removed when the agent made them)")
+    undone: bool = Field(default=False, description="true when this undid the agent's last rewind")
 
 
 class ChatMessageView(View):

@@ -102,6 +102,40 @@ class SummonRequest(BaseModel):
     max_steps: int | None = Field(default=None, description="steps (model calls) it may take")
 
 
+class FileChangeInfo(BaseModel):
+    """One file an agent changed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    status: str = Field(description="added, modified or deleted")
+    additions: int
+    deletions: int
+
+
+class ChangeSummary(BaseModel):
+    """What an agent and its descendants changed in the project's files, counted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    files: int
+    added: int
+    modified: int
+    deleted: int
+    additions: int = Field(description="lines added")
+    deletions: int = Field(description="lines removed")
+
+
+class ChildChanges(BaseModel):
+    """A child's changes (its descendants' too): each file, and the unified diff."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    files: list[FileChangeInfo]
+    diff: str
+
+
 class ChildInfo(BaseModel):
     """A child as its parent sees it."""
 
@@ -113,6 +147,9 @@ class ChildInfo(BaseModel):
     task: str
     scope: list[str]
     report: str | None = None
+    changes: ChangeSummary | None = Field(
+        default=None, description="what it and its descendants changed in files (child_changes gives the diff)"
+    )
 
 
 class WaitOutcome(BaseModel):
@@ -227,8 +264,12 @@ class HubLink(Protocol):
         """Cancel one of the agent's own children (and its descendants)."""
         ...
 
-    def children(self) -> list[ChildInfo]:
-        """The agent's children with their states."""
+    async def children(self) -> list[ChildInfo]:
+        """The agent's children with their states and what they changed in files."""
+        ...
+
+    async def child_changes(self, child_id: str) -> ChildChanges:
+        """What one of the agent's own children (and its descendants) changed in files, with the diff."""
         ...
 
     def skills(self) -> list[SkillInfo]:

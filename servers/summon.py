@@ -23,12 +23,15 @@ from dispatch.servers.hublink import (
 )
 
 MAX_WAIT_S = 24 * 3600.0
+MAX_DIFF_CHARS = 20000
 
 
 def _child_line(child: ChildInfo) -> dict[str, object]:
     line: dict[str, object] = {"id": child.id, "name": child.name, "state": child.state}
     if child.report is not None:
         line["report"] = child.report
+    if child.changes is not None:
+        line["changes"] = child.changes.model_dump()
     return line
 
 
@@ -83,6 +86,23 @@ def _add_compact_tool(tools: ToolList, link: HubLink) -> None:
         except LinkRefusal as refusal:
             raise ToolError(str(refusal)) from refusal
         return json.dumps(_child_line(child))
+
+
+def _add_changes_tool(tools: ToolList, link: HubLink) -> None:
+    @tools.add
+    async def child_changes(id: str, max_chars: int = MAX_DIFF_CHARS) -> str:
+        """What one of your children (and its own children) changed in the project's files: each
+        file with its status and line counts, and the unified diff (cut at max_chars)."""
+        if max_chars < 1:
+            raise ToolError("max_chars must be at least 1")
+        try:
+            found = await link.child_changes(id)
+        except LinkRefusal as refusal:
+            raise ToolError(str(refusal)) from refusal
+        body = found.model_dump()
+        if len(found.diff) > max_chars:
+            body |= {"diff": found.diff[:max_chars], "truncated": True, "full_chars": len(found.diff)}
+        return json.dumps(body, indent=1)
 
 
 def plan_server(link: HubLink) -> ServerPlan:
@@ -175,9 +195,11 @@ def plan_server(link: HubLink) -> ServerPlan:
 
     @tools.add
     async def children() -> str:
-        """Your children with their states, scopes and reports so far."""
-        return json.dumps([c.model_dump() for c in link.children()], indent=1)
+        """Your children with their states, scopes, reports so far and what they changed in files."""
+        listed = await link.children()
+        return json.dumps([c.model_dump(exclude_none=True) for c in listed], indent=1)
 
+    _add_changes_tool(tools, link)
     _add_templates_tool(tools, link)
     _add_compact_tool(tools, link)
     return ServerPlan(

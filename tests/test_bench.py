@@ -33,6 +33,16 @@ BENCHMARKS = {
         "agent step, read_file",
         "agent step, check_messages",
     ),
+    "changes": (
+        "changes, first snapshot, 200 files",
+        "changes, snapshot again, 200 files",
+        "changes, write_file, 200 files",
+        "changes, write_file tracked, 200 files",
+        "changes, added per write, 200 files",
+        "changes, command tracked, 200 files",
+        "changes, added per write, 10 files",
+        "changes, command tracked, 10 files",
+    ),
     "shell_command": ("shell command, project of 5 folders", "shell command, project of 200 folders"),
     "start_time": (
         "start, dispatch --help",

@@ -27,6 +27,7 @@ from dispatch.hub.events import (
     ApprovalRequested,
     ApprovalResolved,
     ArtifactSaved,
+    ChangedFile,
     ConfigRefused,
     ConfigReloaded,
     DataDirFull,
@@ -34,6 +35,7 @@ from dispatch.hub.events import (
     Event,
     EventBus,
     EventData,
+    FilesChanged,
     KnownEvent,
     MessageDelivered,
     MessageSent,
@@ -177,6 +179,11 @@ WIRE: list[tuple[EventData, dict[str, Any]]] = [
         ToolReturned(call_id="c-1", name="read_file", is_error=True, text="no such file", seconds=0.25),
         _envelope("tool.result", {"call_id": "c-1", "name": "read_file", "is_error": True, "text": "no such file",
                                   "seconds": 0.25}),
+    ),
+    (
+        FilesChanged(before="t1", after="t2", files=[ChangedFile(path="a.py", before=None, after="100644 b1")]),
+        _envelope("files.changed", {"before": "t1", "after": "t2",
+                                    "files": [{"path": "a.py", "before": None, "after": "100644 b1"}]}),
     ),
     (
         ArtifactSaved(artifact_id="ar-1", kind="plan", title="Migration"),

@@ -10,6 +10,7 @@ overlaps a running sibling's (scopes are compared, and kept, resolved: :mod:`dis
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import anyio
@@ -21,6 +22,7 @@ from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.projects import Project
 from dispatch.hub.agents.scopes import resolve_scope
 from dispatch.hub.agents.spec import AgentSpec, AgentState
+from dispatch.hub.changes.tracker import ChangeTracker
 from dispatch.hub.config.skills import LoadedSkill
 from dispatch.hub.errors import UserError
 from dispatch.hub.events import (
@@ -32,10 +34,14 @@ from dispatch.hub.events import (
     SkillLoaded,
 )
 from dispatch.hub.policy.paths import covered_by_any, normalize_path, overlaps
+from dispatch.hub.views import AgentChanges
 from dispatch.servers.hublink import (
     AccessDecision,
     ArtifactInfo,
+    ChangeSummary,
+    ChildChanges,
     ChildInfo,
+    FileChangeInfo,
     InboxMessage,
     LinkRefusal,
     MessageKind,
@@ -76,8 +82,11 @@ class TreeOps(Protocol):
     session_answers: SessionAnswers
     artifacts: ArtifactShelf | None
 
+    changes: ChangeTracker | None
+
     def project_of(self, spec: AgentSpec) -> Project: ...
     def children_of(self, agent_id: str) -> list[Agent]: ...
+    def descendants(self, agent_id: str) -> Iterator[Agent]: ...
     def live_children(self, agent_id: str) -> list[Agent]: ...
     def start(self, spec: AgentSpec) -> Agent: ...
     def put_message(self, agent_id: str, kind: MessageKind, text: str, *, sender: str = "user") -> str: ...
@@ -235,7 +244,7 @@ class TreeLink:
             step = self._agent.steps_taken  # read through this wait's result
             self._tree.events.publish(self._agent.id, MessageDelivered(message_id=report.id, step=step))
         return WaitOutcome(
-            finished=[child_info(k) for k in finished],
+            finished=[await self._with_changes(child_info(k)) for k in finished],
             pending=[child_info(k) for k in kids if not k.state.terminal],
             timed_out=deadline.cancelled_caught,
             interrupted=interrupted,
@@ -260,8 +269,39 @@ class TreeLink:
         child.compact_requested = True
         return child_info(child)
 
-    def children(self) -> list[ChildInfo]:
-        return [child_info(c) for c in self._tree.children_of(self._agent.id)]
+    async def children(self) -> list[ChildInfo]:
+        return [await self._with_changes(child_info(c)) for c in self._tree.children_of(self._agent.id)]
+
+    async def _changes(self, child_id: str) -> AgentChanges | None:
+        tree = self._tree
+        if tree.changes is None:
+            return None
+        ids = [child_id, *(d.id for d in tree.descendants(child_id))]
+        return await tree.changes.changes(child_id, tree.project_of(self._agent.spec).root, ids)
+
+    async def _with_changes(self, info: ChildInfo) -> ChildInfo:
+        """``info`` with the counts of what the child and its descendants changed, if any."""
+        found = await self._changes(info.id)
+        if found is None or not found.files:
+            return info
+        statuses = [f.status for f in found.files]
+        summary = ChangeSummary(
+            files=len(found.files),
+            added=statuses.count("added"),
+            modified=statuses.count("modified"),
+            deleted=statuses.count("deleted"),
+            additions=sum(f.additions for f in found.files),
+            deletions=sum(f.deletions for f in found.files),
+        )
+        return info.model_copy(update={"changes": summary})
+
+    async def child_changes(self, child_id: str) -> ChildChanges:
+        self._own_child(child_id)
+        found = await self._changes(child_id)
+        if found is None:
+            raise LinkRefusal("the hub does not track changes to files here (see its log for why)")
+        files = [FileChangeInfo.model_validate(f.model_dump()) for f in found.files]
+        return ChildChanges(id=child_id, files=files, diff=found.diff)
 
     def templates(self) -> list[TemplateInfo]:
         return [

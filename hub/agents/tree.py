@@ -33,6 +33,8 @@ from dispatch.hub.agents.loop import Agent, AgentHooks, Compacted, CompactionSet
 from dispatch.hub.agents.projects import Project
 from dispatch.hub.agents.scopes import make_scopes
 from dispatch.hub.agents.spec import SETUP_FAILURE, AgentSpec, AgentState, resumable
+from dispatch.hub.changes.shadow import Blob
+from dispatch.hub.changes.tracker import ChangeTracker, Snapshots
 from dispatch.hub.errors import BudgetExceeded, DispatchError, StoreFull, UnknownAgentError, UserError, unwrap
 from dispatch.hub.events import (
     AgentCompacted,
@@ -42,7 +44,9 @@ from dispatch.hub.events import (
     AgentSpawned,
     AgentStateChanged,
     AgentStepped,
+    ChangedFile,
     EventBus,
+    FilesChanged,
     MessageDelivered,
     MessageSent,
     Spent,
@@ -57,7 +61,7 @@ from dispatch.hub.mounts.connection import open_mounts
 from dispatch.hub.mounts.outside import OutsideServers
 from dispatch.hub.mounts.pins import ToolPins
 from dispatch.hub.mounts.plan import MountPlan
-from dispatch.hub.mounts.toolset import ToolGate
+from dispatch.hub.mounts.toolset import ToolGate, ToolTrack
 from dispatch.hub.policy.paths import ROOT
 from dispatch.servers.hublink import InboxMessage, MessageKind
 from dispatch.servers.lsp.server import LspBackend
@@ -115,6 +119,7 @@ class AgentTree:
         pins: ToolPins | None = None,
         agents: dict[str, Agent] | None = None,
         space: DiskSpace | None = None,
+        changes: ChangeTracker | None = None,
     ) -> None:
         self.root = root.resolve()
         self.access = access
@@ -156,6 +161,8 @@ class AgentTree:
         """The store's disk: agents wait at a step boundary while it is full (None: never)."""
         if space is not None:
             space.watch_space(self._space_changed)
+        self.changes = changes
+        """Where each agent's writing tool calls are snapshotted (None: they are not tracked)."""
         self._group: TaskGroup | None = None
         self._keepers: TaskGroup | None = None
         """Where the outside servers of projects opened later are held open (entered and left in one task)."""
@@ -339,6 +346,8 @@ class AgentTree:
                 agent.set_state(AgentState.cancelled, "cancelled")
         self._scopes.pop(agent.id, None)
         self._interrupts.discard(agent.id)
+        if self.changes is not None:
+            self.changes.forget(agent.id)
         if agent.state is not AgentState.interrupted:  # an interrupted agent's children stop on their own
             for child in self.live_children(agent.id):
                 self.cancel(child.id)
@@ -380,7 +389,7 @@ class AgentTree:
             agent_id=agent.id,
         )
         async with (
-            open_mounts(plan, TreeLink(self, agent), self._gate(agent)) as mounts,
+            open_mounts(plan, TreeLink(self, agent), self._gate(agent), self._track(agent, project)) as mounts,
             aclosing(agent.steps(mounts, self.model, self.limits.step_caps)) as steps,
         ):
             async for step in steps:
@@ -562,12 +571,26 @@ class AgentTree:
         if self.checkpoints is not None:
             await self.checkpoints.before_report(agent, report)
 
+    def _track(self, agent: Agent, project: Project) -> ToolTrack | None:
+        if self.changes is None:
+            return None
+
+        def record(snapshots: Snapshots) -> None:
+            files = [ChangedFile(path=f.path, before=_blob(f.before), after=_blob(f.after)) for f in snapshots.files]
+            self.events.publish(agent.id, FilesChanged(before=snapshots.before, after=snapshots.after, files=files))
+
+        return self.changes.track(agent.id, project.root, agent.spec.scope, record)
+
     def _gate(self, agent: Agent) -> ToolGate:
         async def gate(kind: str, name: str, arguments: dict[str, Any]) -> str | None:
             checkpoints = self.checkpoints
             return None if checkpoints is None else await checkpoints.before_tool(agent, kind, name, arguments)
 
         return gate
+
+
+def _blob(blob: Blob | None) -> str | None:
+    return None if blob is None else f"{blob.mode} {blob.sha}"
 
 
 def _spent(agent: Agent) -> Spent:

@@ -14,8 +14,9 @@ per resource; each returns the service's view models:
     /                    the web UI (``web/index.html`` when present), mounted last
 
 Every mistake of the caller is a 4xx with ``{"detail": "what is wrong"}``: a malformed body or
-query (422), a ``UserError`` from the service (400), an unknown id (``NotFoundError``, 404). A
-write while the data directory is full answers 507, its detail naming the directory (``StoreFull``).
+query (422), a ``UserError`` from the service (400), an unknown id (``NotFoundError``, 404), a
+conflict (``ConflictError``, 409). A write while the data directory is full answers 507, its detail
+naming the directory (``StoreFull``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from dispatch.hub.api.routes.agents import agents_router
 from dispatch.hub.api.routes.chats import chats_router
 from dispatch.hub.api.routes.hub import misc_router
 from dispatch.hub.api.routes.threads import threads_router
-from dispatch.hub.errors import NotFoundError, StoreFull, UserError
+from dispatch.hub.errors import ConflictError, NotFoundError, StoreFull, UserError
 from dispatch.hub.service.contract import HubService
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def _plain(errors: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 async def _user_error(_: Request, error: Exception) -> JSONResponse:
-    status = 404 if isinstance(error, NotFoundError) else 400
+    status = 404 if isinstance(error, NotFoundError) else 409 if isinstance(error, ConflictError) else 400
     return JSONResponse({"detail": str(error)}, status_code=status)
 
 

@@ -262,6 +262,33 @@ def resume(
 
 
 @app.command()
+def diff(
+    agent: Annotated[str, typer.Argument(help="the agent's id")],
+    own: Annotated[bool, typer.Option("--own", help="the agent alone, not its descendants")] = False,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="the hub's data directory")] = None,
+) -> None:
+    """Print the unified diff of what the agent and its descendants changed in the project's files
+    (coloured on a terminal)."""
+    from dispatch.hub.cli.changes import diff_command
+
+    raise typer.Exit(diff_command(agent, own=own, home=_data_dir(data_dir)))
+
+
+@app.command()
+def rewind(
+    agent: Annotated[str, typer.Argument(help="the agent's id")],
+    force: Annotated[bool, typer.Option("--force", help="overwrite files someone changed since")] = False,
+    undo: Annotated[bool, typer.Option("--undo", help="undo the agent's last rewind instead")] = False,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="the hub's data directory")] = None,
+) -> None:
+    """Put back the files the agent and its descendants changed, as they were before it started (a
+    running agent is cancelled first). Refused, naming the files, when someone changed one since."""
+    from dispatch.hub.cli.changes import rewind_command
+
+    raise typer.Exit(rewind_command(agent, force=force, undo=undo, home=_data_dir(data_dir)))
+
+
+@app.command()
 def mcp(
     root: Annotated[
         Path | None,

@@ -200,6 +200,25 @@ class HubTools:
         agent = await _service_call(lambda: self._service.compact(check_agent_id(agent_id)))
         return _dump(_brief(agent) | {"compactions": agent.compactions})
 
+    async def changes(self, agent_id: str, own: bool = False, max_chars: int = 50000) -> str:
+        """What the agent and its descendants (`own`: the agent alone) changed in the project's
+        files: each file with its status and line counts, and the unified diff (cut to max_chars
+        with `truncated: true`)."""
+        if max_chars < 1:
+            raise ToolError("max_chars must be at least 1")
+        found = await _service_call(lambda: self._service.changes(check_agent_id(agent_id), own=own))
+        body = found.model_dump()
+        if len(found.diff) > max_chars:
+            body |= {"diff": found.diff[:max_chars], "truncated": True, "full_chars": len(found.diff)}
+        return _dump(body)
+
+    async def rewind(self, agent_id: str, force: bool = False, undo: bool = False) -> str:
+        """Put back the files the agent and its descendants changed, as they were before it started
+        (a running agent is cancelled first). Refused, naming the files, when someone changed one
+        since, unless `force`. `undo`: undo the agent's last rewind."""
+        done = await _service_call(lambda: self._service.rewind(check_agent_id(agent_id), force=force, undo=undo))
+        return _dump(done.model_dump())
+
     async def approvals(self) -> str:
         """Pending approvals: path permissions and checkpoints, with the asking agent's chain."""
         pending = await _service_call(lambda: self._service.approvals("pending"))
@@ -229,7 +248,7 @@ def build_server(service: HubService) -> MCPServer:
     )
     tools = HubTools(service)
     for name in (
-        *("start", "agents", "status", "wait", "result", "send", "cancel", "compact"),
+        *("start", "agents", "status", "wait", "result", "send", "cancel", "compact", "changes", "rewind"),
         *("approvals", "approve", "chats"),
     ):
         server.add_tool(getattr(tools, name), structured_output=False)

@@ -31,7 +31,7 @@ from dispatch.hub.errors import ToolServerError, unwrap
 from dispatch.hub.llm.types import JsonDict
 from dispatch.hub.mounts.outside import list_tools, open_outside
 from dispatch.hub.mounts.plan import MountPlan, ServerTarget, build_targets, prompt_notes
-from dispatch.hub.mounts.toolset import Mounts, ToolGate
+from dispatch.hub.mounts.toolset import Mounts, ToolGate, ToolTrack
 from dispatch.hub.policy.servers import UNTRUSTED_KINDS
 from dispatch.servers._base import ServerPlan
 from dispatch.servers.hublink import HubLink
@@ -120,7 +120,9 @@ async def _listed(kind: str, target: ServerTarget, connection: Connection) -> li
 
 
 @asynccontextmanager
-async def open_mounts(plan: MountPlan, link: HubLink, gate: ToolGate | None = None) -> AsyncGenerator[Mounts]:
+async def open_mounts(
+    plan: MountPlan, link: HubLink, gate: ToolGate | None = None, track: ToolTrack | None = None
+) -> AsyncGenerator[Mounts]:
     """Mount every server of ``plan`` (in-process ones connect on first use); disconnect (and stop
     stdio servers) on exit."""
     targets = build_targets(plan, link)
@@ -146,7 +148,9 @@ async def open_mounts(plan: MountPlan, link: HubLink, gate: ToolGate | None = No
             callers = {kind: connection.call_tool for kind, connection in connections.items()}
             async with open_outside(plan.outside, plan.grants, plan.agent_id) as outside:  # outside data: untrusted
                 untrusted = UNTRUSTED_KINDS | outside.kinds
-                mounts = Mounts(callers | outside.callers, ordered | outside.tools, plan.grants.tools, gate, untrusted)
+                mounts = Mounts(
+                    callers | outside.callers, ordered | outside.tools, plan.grants.tools, gate, untrusted, track
+                )
                 mounts.notes = prompt_notes(plan) + outside.notes
                 try:
                     yield mounts

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -23,6 +24,11 @@ from dispatch.hub.policy.servers import UNTRUSTED_KINDS
 ToolGate = Callable[[str, str, JsonDict], Awaitable[str | None]]
 """``gate(kind, name, arguments)`` before a tool call: None to run it, or the refusal the model reads
 instead (the hub's checkpoints, :mod:`dispatch.hub.service.approvals`); it may wait for the user."""
+
+
+ToolTrack = Callable[[str, str, JsonDict], AbstractAsyncContextManager[None]]
+"""``track(kind, name, arguments)``: held around each call that runs (the hub's change tracking,
+:mod:`dispatch.hub.changes.tracker`, snapshots the files a writing call may change)."""
 
 
 ToolCaller = Callable[[str, JsonDict], Awaitable[CallToolResult]]
@@ -60,7 +66,8 @@ class Mounts:
     ``allow`` narrows a server to some of its tools (the grants' per-server allow-lists): the
     others are left out of the schemas the model sees, and a call to one is refused here, in the
     hub, without reaching the server. ``gate`` (the hub's checkpoints) sees every call first and
-    may hold it for the user's approval or refuse it. Results of the ``untrusted`` kinds (errors
+    may hold it for the user's approval or refuse it; ``track`` is held around each call that runs.
+    Results of the ``untrusted`` kinds (errors
     too) reach the model marked as outside data, terminal controls stripped.
     """
 
@@ -74,8 +81,10 @@ class Mounts:
         allow: Mapping[str, Sequence[str]] | None = None,
         gate: ToolGate | None = None,
         untrusted: Collection[str] = UNTRUSTED_KINDS,
+        track: ToolTrack | None = None,
     ) -> None:
         self._gate = gate
+        self._track = track
         self._untrusted = frozenset(untrusted)
         self._callers = dict(callers)
         self._owner: dict[str, str] = {}
@@ -126,7 +135,8 @@ class Mounts:
         refusal = await self._gate(kind, name, arguments) if self._gate is not None else None
         if refusal is not None:
             return ToolOutcome(refusal, True)
-        result = await self._callers[kind](name, arguments)
+        async with self._track(kind, name, arguments) if self._track is not None else nullcontext():
+            result = await self._callers[kind](name, arguments)
         text = result_text(result)
         if kind in self._untrusted:
             text = mark_untrusted(text, f"{kind}.{name}")

@@ -74,7 +74,10 @@ SUMMON = BuiltinServer(
     "flag",
     "child agents: summon, wait, message, cancel",
     needs_depth=True,
-    tools=("summon", "wait", "message_child", "cancel_child", "compact_child", "children", "templates"),
+    tools=(
+        *("summon", "wait", "message_child", "cancel_child", "compact_child", "children", "child_changes"),
+        "templates",
+    ),
 )
 LSP = BuiltinServer("lsp", "flag", "language-server diagnostics", inherited=True)
 WEB = BuiltinServer(

@@ -8,6 +8,7 @@ chats.py        ChatService: dispatch chats and their agents
 threads.py      AgentThreads: detached agents' questions and the user's answers
 approvals.py    Approvals: path prompts, checkpoints and tool changes put to the user
 resume.py       Restorer: interrupted agents brought back from the store
+changes.py      ChangeDesk: an agent's changes to files, their rewind and its undo
 lifecycle.py    the data directory, the hub's lock, its log, and serving until a signal
 config_watch.py ConfigWatch: edits of the config, templates and skills reach agents started afterwards
 """

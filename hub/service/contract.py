@@ -13,6 +13,7 @@ from typing import Protocol
 from dispatch.hub.agents.spec import NO_CAPS, Caps
 from dispatch.hub.events import Event
 from dispatch.hub.views import (
+    AgentChanges,
     AgentDetail,
     AgentView,
     ApprovalView,
@@ -24,6 +25,7 @@ from dispatch.hub.views import (
     HubView,
     LimitsView,
     Remember,
+    RewindView,
     ThreadDetail,
     ThreadMessageView,
     ThreadView,
@@ -46,6 +48,8 @@ class HubService(Protocol):
     async def cancel(self, agent_id: str) -> AgentView: ...
     async def compact(self, agent_id: str) -> AgentView: ...
     async def resume(self, agent_id: str) -> AgentView: ...
+    async def changes(self, agent_id: str, own: bool = False) -> AgentChanges: ...
+    async def rewind(self, agent_id: str, force: bool = False, undo: bool = False) -> RewindView: ...
     async def start(
         self,
         task: str,

@@ -36,6 +36,7 @@ from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.projects import Project
 from dispatch.hub.agents.spec import NO_CAPS, AgentSpec, AgentState, Caps
 from dispatch.hub.agents.tree import AgentTree
+from dispatch.hub.changes.tracker import ChangeTracker
 from dispatch.hub.errors import StoreFull, UnknownAgentError, UserError
 from dispatch.hub.events import (
     HUB,
@@ -58,6 +59,7 @@ from dispatch.hub.llm.types import ModelClient
 from dispatch.hub.mounts.pins import ToolPins
 from dispatch.hub.service.agent_views import live_view, stored_view
 from dispatch.hub.service.approvals import Approvals
+from dispatch.hub.service.changes import CHANGES_DIR, ChangeDesk, JournaledChanges
 from dispatch.hub.service.chats import ChatService
 from dispatch.hub.service.config_watch import ConfigWatch, Reloaded
 from dispatch.hub.service.contract import HubService
@@ -67,7 +69,16 @@ from dispatch.hub.service.resume import Restorer, mark_interrupted, paused
 from dispatch.hub.store.db import DB_NAME, Store
 from dispatch.hub.store.journal import JournaledBus, Recorder
 from dispatch.hub.store.records import AgentRow, Records
-from dispatch.hub.views import AgentDetail, AgentView, ChatView, HubView, LimitsView, ToolServerView
+from dispatch.hub.views import (
+    AgentChanges,
+    AgentDetail,
+    AgentView,
+    ChatView,
+    HubView,
+    LimitsView,
+    RewindView,
+    ToolServerView,
+)
 from dispatch.servers.hublink import USER_KINDS, MessageKind
 from dispatch.servers.lsp import LspBackend
 from dispatch.servers.lsp.manager import LspManager
@@ -90,6 +101,7 @@ def gated_tree(
     *,
     lsp: LspBackend | None = None,
     artifacts: ArtifactShelf | None = None,
+    changes: ChangeTracker | None = None,
 ) -> tuple[AgentTree, Approvals]:
     """The hub's tree (not yet entered) and its approvals, wired to each other as they are built:
     the approvals answer the tree's access requests and hold its checkpoints, the pins in ``store``
@@ -98,7 +110,7 @@ def gated_tree(
     approvals = Approvals(store, events, root=root.resolve(), agents=agents)
     tree = AgentTree(
         root, model, events, catalog, lsp=lsp, access=approvals, artifacts=artifacts,
-        checkpoints=approvals, pins=ToolPins(store, approvals), agents=agents, space=store,
+        checkpoints=approvals, pins=ToolPins(store, approvals), agents=agents, space=store, changes=changes,
     )  # fmt: skip
     return tree, approvals
 
@@ -153,6 +165,8 @@ class Hub(Delegation):
         self._records = Records(store)
         self._recorder = bus.recorder
         self._restorer = Restorer(tree, self._records, bus.recorder)
+        tracker = tree.changes or ChangeTracker(data_dir / CHANGES_DIR, self._records)
+        self._changes = ChangeDesk(self._records, tracker, root, tree=tree, flush=bus.journal.flush)
         self._rows: dict[str, AgentRow] = {}
         self.stopping = False
         self._stopped = anyio.Event()
@@ -190,7 +204,8 @@ class Hub(Delegation):
             client = (
                 Router(catalog.config.models, store) if model is None else RecordedCalls(model, store, IN_PROCESS_KEY)
             )
-            tree, approvals = gated_tree(root, client, bus, catalog, store, lsp=lsp, artifacts=records)
+            tracker = ChangeTracker(home / CHANGES_DIR, JournaledChanges(records, bus.journal.flush))
+            tree, approvals = gated_tree(root, client, bus, catalog, store, lsp=lsp, artifacts=records, changes=tracker)
             await stack.enter_async_context(tree)
             chats = await stack.enter_async_context(ChatService(store, tree, model=default_model))
             watching = await stack.enter_async_context(anyio.create_task_group())
@@ -438,6 +453,17 @@ class Hub(Delegation):
                 self.chat_service.watch(chat, one)  # its report becomes the chat's answer
         await self._bus.journal.flush()
         return self._view(agent)
+
+    # ---- changes to files ----------------------------------------------------------------------
+
+    async def changes(self, agent_id: str, own: bool = False) -> AgentChanges:
+        """What the agent and its descendants (``own``: the agent alone) changed in the project's files."""
+        return await self._changes.changes(agent_id, own=own)
+
+    async def rewind(self, agent_id: str, force: bool = False, undo: bool = False) -> RewindView:
+        """Put back the files the agent and its descendants changed (a running agent is cancelled
+        first); ``undo``: undo its last rewind. ConflictError naming the files changed since, unless ``force``."""
+        return await self._changes.rewind(agent_id, force=force, undo=undo)
 
     # ---- events --------------------------------------------------------------------------------
 

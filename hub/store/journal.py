@@ -28,6 +28,7 @@ What the recorder writes per event, from what the event says (never from the liv
     agent.report       the report                     agent.model   the model
     agent.progress     the note, appended             agent.question   (kept for agent.state)
     message.sent       the message (text included)    message.delivered   the step that read it
+    files.changed      a row per file (``file_changes``)
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from dispatch.hub.events import (
     Event,
     EventBus,
     EventData,
+    FilesChanged,
     MessageDelivered,
     MessageSent,
     Spent,
@@ -70,6 +72,7 @@ from dispatch.hub.store.records import (
     append_transcript,
     insert_agent,
     insert_events,
+    insert_file_changes,
     insert_message,
     mark_delivered,
     update_agent,
@@ -118,6 +121,8 @@ class Recorder:
                 return [insert_message(agent_id, message | {"sent_at": at})]
             case MessageDelivered(message_id=message_id, step=step):
                 return [mark_delivered(message_id, step)]
+            case FilesChanged() as changed:
+                return [insert_file_changes(agent_id, at, changed)]
             case _:
                 self._note(agent_id, data)
                 return []

@@ -5,7 +5,7 @@ tables), this is the one module that speaks SQL. Writes come in two kinds:
 
 * the journal's: :data:`Op` functions of the database, built by :mod:`dispatch.hub.store.journal` from
   each event, applied in batches, one transaction per batch (:meth:`Records.apply`);
-* direct ones, acknowledged on commit: an artifact saved by an agent.
+* direct ones, acknowledged on commit: an artifact saved by an agent, a rewind of its changes.
 
 Reads are async methods on the store's connection. :class:`Records` is also the tree's
 ``ArtifactShelf`` (``save`` / ``find`` / ``get``), so agents keep and search artifacts without the
@@ -25,7 +25,8 @@ from sqlite_utils import Database
 
 from dispatch.hub import times
 from dispatch.hub.agents.spec import AgentSpec
-from dispatch.hub.events import Event, stored_event
+from dispatch.hub.changes.shadow import Blob, FileChange
+from dispatch.hub.events import Event, FilesChanged, stored_event
 from dispatch.hub.ids import new_id
 from dispatch.hub.store.db import Store
 from dispatch.servers.hublink import ArtifactInfo, InboxMessage, MessageKind
@@ -176,6 +177,28 @@ def mark_delivered(message_id: str, step: int) -> Op:
     return _execute("update messages set delivered_step = ? where id = ?", [step, message_id])
 
 
+def insert_file_changes(agent_id: str, at: float, changed: FilesChanged) -> Op:
+    rows = [(agent_id, at, changed.before, changed.after, f.path, f.before, f.after) for f in changed.files]
+    sql = (
+        "insert into file_changes (agent_id, at, before_tree, after_tree, path, before, after) "
+        "values (?, ?, ?, ?, ?, ?, ?)"
+    )
+    return _execute_many(sql, rows)
+
+
+def parse_blob(state: str | None) -> Blob | None:
+    """A file's state as the store keeps it, read back."""
+    if not state:
+        return None
+    mode, sha = state.split(" ", 1)
+    return Blob(mode, sha)
+
+
+def blob_text(blob: Blob | None) -> str | None:
+    """A file's state as the store keeps it: ``MODE SHA`` (None: absent)."""
+    return None if blob is None else f"{blob.mode} {blob.sha}"
+
+
 # ---- the records ---------------------------------------------------------------------------------
 
 
@@ -245,6 +268,46 @@ class Records:
             )
             for r in rows
         ]
+
+    # ---- changes to files (the tree's ChangeLog) -----------------------------------------------
+
+    async def file_change_rows(self, agent_ids: Sequence[str]) -> list[tuple[int, FileChange]]:
+        """The agents' changes no rewind undid, oldest first, each with its row id."""
+        marks = ", ".join("?" for _ in agent_ids) or "null"
+        sql = f"select * from file_changes where agent_id in ({marks}) and reverted_by is null order by id"
+        rows = await self.store.call(lambda db: _rows(db, sql, list(agent_ids)), offload=True)
+        return [(r["id"], FileChange(r["path"], parse_blob(r["before"]), parse_blob(r["after"]))) for r in rows]
+
+    async def file_changes(self, agent_ids: Sequence[str]) -> list[FileChange]:
+        return [change for _, change in await self.file_change_rows(agent_ids)]
+
+    async def add_rewind(self, rewind_id: str, agent_id: str, root: str, files: str, change_ids: Sequence[int]) -> None:
+        """Keep a rewind (``files``: JSON) and mark the changes it put back; returns once committed."""
+
+        def write(db: Database) -> None:
+            db.table("rewinds").insert(
+                {"id": rewind_id, "agent_id": agent_id, "at": times.now(), "root": root, "files": files}
+            )
+            db.conn.executemany(
+                "update file_changes set reverted_by = ? where id = ?", [(rewind_id, i) for i in change_ids]
+            )
+
+        await self.store.transaction(write)
+
+    async def last_rewind(self, agent_id: str) -> dict[str, Any] | None:
+        """The agent's latest rewind not undone yet."""
+        sql = "select * from rewinds where agent_id = ? and undone_at is null order by at desc, rowid desc limit 1"
+        rows = await self.store.call(lambda db: _rows(db, sql, [agent_id]))
+        return rows[0] if rows else None
+
+    async def undo_rewind(self, rewind_id: str) -> None:
+        """Mark the rewind undone: the changes it put back count again."""
+
+        def write(db: Database) -> None:
+            db.conn.execute("update rewinds set undone_at = ? where id = ?", [times.now(), rewind_id])
+            db.conn.execute("update file_changes set reverted_by = null where reverted_by = ?", [rewind_id])
+
+        await self.store.transaction(write)
 
     # ---- events --------------------------------------------------------------------------------
 

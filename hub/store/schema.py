@@ -44,6 +44,13 @@ sends in place of its whole transcript, which ``transcripts`` keeps whole), and
 
 Caps (m108): ``chats.budget_usd``, ``chats.max_tokens``, ``chats.max_steps``, the caps of each
 dispatch agent the chat starts (NULL: its template's).
+
+Changes to files (m109; :mod:`dispatch.hub.changes`): ``file_changes``, one row per file per
+window of an agent's writing tool calls: ``before_tree`` and ``after_tree`` (the snapshots of its
+scope, tree ids in the project's change store), ``path``, ``before`` and ``after`` (``MODE SHA``,
+NULL: absent) and ``reverted_by`` (the rewind that put it back, NULL: none); ``rewinds``, one row per
+rewind: the agent, ``files`` (JSON: path, ``before`` the state it found, ``after`` the state it
+restored) and ``undone_at``.
 """
 
 from __future__ import annotations
@@ -309,3 +316,27 @@ def m108_chat_caps(db: Database) -> None:
     chats.add_column("budget_usd", float)
     chats.add_column("max_tokens", int)
     chats.add_column("max_steps", int)
+
+
+@MIGRATIONS()
+def m109_file_changes(db: Database) -> None:
+    """What each agent's writing tool calls changed, and the rewinds that put it back."""
+    db.table("file_changes").create(
+        {
+            "id": int,
+            "agent_id": str,
+            "at": float,
+            "before_tree": str,
+            "after_tree": str,
+            "path": str,
+            "before": str,
+            "after": str,
+            "reverted_by": str,
+        },
+        pk="id",
+    )
+    db.table("file_changes").create_index(["agent_id"])
+    db.table("rewinds").create(
+        {"id": str, "agent_id": str, "at": float, "root": str, "files": str, "undone_at": float}, pk="id"
+    )
+    db.table("rewinds").create_index(["agent_id"])

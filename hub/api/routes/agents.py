@@ -1,16 +1,16 @@
 """``/api/agents``: the tree of agents, each one's transcript, and what the user may do to an agent
-(message it, switch its model, cancel it, resume it) or start one."""
+(message it, switch its model, cancel it, resume it, see and rewind its changes) or start one."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from pydantic import Field
 
 from dispatch.hub.api.common import Body, CapsBody, Text
 from dispatch.hub.service.contract import HubService
-from dispatch.hub.views import AgentDetail, AgentView, View
+from dispatch.hub.views import AgentChanges, AgentDetail, AgentView, RewindView, View
 from dispatch.servers.hublink import MessageKind
 
 AgentId = Annotated[str, Path(description="the agent's id, as GET /api/agents lists it")]
@@ -34,6 +34,11 @@ class MessageRequest(Body):
 
 class MessageAccepted(View):
     message_id: str = Field(description="a message.delivered event with this id follows once the agent reads it")
+
+
+class RewindRequest(Body):
+    force: bool = Field(default=False, description="rewind even the files someone changed since")
+    undo: bool = Field(default=False, description="undo the agent's last rewind instead")
 
 
 class ModelRequest(Body):
@@ -95,5 +100,19 @@ def agents_router(service: HubService) -> APIRouter:
     async def resume_agent(agent_id: AgentId) -> AgentView:
         """Continue an interrupted agent from its last persisted step (its unfinished children too)."""
         return await service.resume(agent_id)
+
+    @router.get("/{agent_id}/changes")
+    async def agent_changes(
+        agent_id: AgentId, own: Annotated[bool, Query(description="the agent alone, not its descendants")] = False
+    ) -> AgentChanges:
+        """What the agent and its descendants changed in the project's files, and the unified diff."""
+        return await service.changes(agent_id, own=own)
+
+    @router.post("/{agent_id}/rewind")
+    async def rewind_agent(agent_id: AgentId, body: RewindRequest | None = None) -> RewindView:
+        """Put back the files the agent and its descendants changed (cancelling it if it runs);
+        409 naming the files changed since, unless ``force``; ``undo`` undoes its last rewind."""
+        body = body or RewindRequest()
+        return await service.rewind(agent_id, force=body.force, undo=body.undo)
 
     return router

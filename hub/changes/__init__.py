@@ -1,0 +1,6 @@
+"""What agents changed in the project's files, kept apart from the user's git.
+
+``shadow``   a project's shadow git store in the data directory: snapshots, diffs, restoring
+``tracker``  the hook around each writing tool call, and an agent's changes read back as a diff
+``rewind``   putting back what an agent (and its descendants) changed, refused on a later edit
+"""
