@@ -98,13 +98,11 @@ def _memory_mib(pid: int, field_name: str) -> float:
 
 
 def _worker_peak_mib(hub_pid: int) -> float:
-    """The peak resident memory of the hub's model worker process (0 when it has none)."""
+    """The peak resident memory of the hub's model worker processes together (0 when it has none)."""
     tasks = Path(f"/proc/{hub_pid}/task").iterdir()  # a child is listed under the thread that started it
     children = [child for task in tasks for child in (task / "children").read_text().split()]
-    for child in children:
-        if b"dispatch.hub.llm.model_worker" in Path(f"/proc/{child}/cmdline").read_bytes():
-            return _memory_mib(int(child), "VmHWM")
-    return 0.0
+    workers = [c for c in children if b"dispatch.hub.llm.model_worker" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    return sum(_memory_mib(int(worker), "VmHWM") for worker in workers)
 
 
 @contextmanager

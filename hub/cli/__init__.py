@@ -60,10 +60,11 @@ def run(
     """Run a top agent (which may summon children) on TASK to completion and print its report. The
     run is journaled in the data directory (dispatch logs, dispatch resume); checkpoints and requests
     for paths outside the project are asked in the terminal (refused when there is none)."""
-    spec = _top_spec(_catalog(root), task, model, template, skill or [], isolated)
+    catalog = _catalog(root)
+    spec = _top_spec(catalog, task, model, template, skill or [], isolated)
     from dispatch.hub.llm.client import begin_model_worker
 
-    begin_model_worker()  # litellm loads in the worker while this process loads the rest
+    begin_model_worker(catalog.config.limits.model_workers)  # litellm loads in the workers meanwhile
     from dispatch.hub.cli.run import run_task
 
     raise typer.Exit(run_task(spec, root=root, json_output=json_output, yes=yes))
