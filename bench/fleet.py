@@ -10,13 +10,14 @@ failed on the WebSocket). Prints, per N:
 
 - fleet N, wall: from the first ``POST`` until the last agent ended;
 - fleet N, CPU: the user + system CPU of the hub's whole process tree meanwhile (the hub, its
-  model workers and anything else it started, a child it has not reaped included);
+  model workers and anything else it started, a child it has not reaped included), and of the
+  hub's process alone;
 - fleet N, peak RSS: the hub's peak, and the sum of its children's peaks;
 - fleet N, failures: agents that did not end done.
 
 Then, in a hub of its own, one agent of ``--steps`` steps:
 
-- long agent, CPU per step: the process tree's CPU divided by its model calls;
+- long agent, CPU per step: the process tree's CPU divided by its model calls (and the hub's alone);
 - long agent, bare POST per step: this process's CPU to post each of those calls' request bodies,
   as the model received them, with a bare ``httpx`` client (serialising included): what a model
   call of that size costs at the least;
@@ -69,6 +70,12 @@ def _tree(pid: int) -> list[int]:
             except FileNotFoundError:
                 continue
     return found
+
+
+def own_cpu_s(pid: int) -> float:
+    """The CPU seconds of process ``pid`` alone."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def tree_cpu_s(pid: int) -> float:
@@ -139,6 +146,7 @@ class FleetRun:
 
     wall_s: float = 0.0
     cpu_s: float = 0.0
+    hub_cpu_s: float = 0.0
     hub_peak_mib: float = 0.0
     children_peak_mib: float = 0.0
     failures: int = 0
@@ -181,11 +189,12 @@ async def _run(agents: int, reads: int, latency_ms: float) -> FleetRun:
             group.start_soon(_listen, ws_url, ended, ready)
             await ready.wait()
             await _agents(client, ended, 1, 1)  # the hub's start (its workers load litellm) out of the figures
-            cpu_before = tree_cpu_s(hub_pid)
+            cpu_before, hub_before = tree_cpu_s(hub_pid), own_cpu_s(hub_pid)
             started = time.perf_counter()
             ids = await _agents(client, ended, agents, reads)
             run.wall_s = time.perf_counter() - started
             run.cpu_s = tree_cpu_s(hub_pid) - cpu_before
+            run.hub_cpu_s = own_cpu_s(hub_pid) - hub_before
             run.hub_peak_mib = _peak_mib(hub_pid)
             run.children_peak_mib = sum(_peak_mib(child) for child in _tree(hub_pid)[1:])
             run.failures = sum(1 for agent in ids if ended.states.get(agent) != "done")
@@ -212,6 +221,7 @@ async def main(sizes: list[int], steps: int, latency_ms: float) -> None:
         run = await _run(agents, 1, latency_ms)
         report_value(f"fleet {agents}, wall", run.wall_s * 1000, "ms")
         report_value(f"fleet {agents}, CPU", run.cpu_s * 1000, "ms")
+        report_value(f"fleet {agents}, CPU of the hub alone", run.hub_cpu_s * 1000, "ms")
         report_value(f"fleet {agents}, hub peak RSS", run.hub_peak_mib, "MiB")
         report_value(f"fleet {agents}, children's peak RSS", run.children_peak_mib, "MiB")
         report_value(f"fleet {agents}, failures", run.failures, "agents")
@@ -220,6 +230,7 @@ async def main(sizes: list[int], steps: int, latency_ms: float) -> None:
     report_value(f"long agent, {steps} steps, wall", run.wall_s * 1000, "ms")
     report_value("long agent, failures", run.failures, "agents")
     report_value("long agent, CPU per step", per_step * 1000, "ms")
+    report_value("long agent, hub's CPU per step", run.hub_cpu_s / (steps + 1) * 1000, "ms")
     report_value("long agent, bare POST per step", run.floor_s * 1000, "ms")
     report_value("long agent, step / floor", per_step / run.floor_s if run.floor_s else 0.0, "x")
 

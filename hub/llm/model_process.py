@@ -73,6 +73,8 @@ class _Running:
         self.pending: dict[int, asyncio.Future[CallAnswer]] = {}
         self.ready = False
         """Whether the worker has loaded litellm (it says so before any answer)."""
+        self.loaded = asyncio.Event()
+        """Set when :attr:`ready` is."""
         self.env_sent = dict(os.environ)
         """The environment the worker has: what it inherited, then what the last call sent."""
 
@@ -86,6 +88,7 @@ class _Running:
         while line := await stdout.readline():
             if line == READY_LINE:
                 self.ready = True
+                self.loaded.set()
                 continue
             answer = CallAnswer.model_validate_json(line)
             waiting = self.pending.pop(answer.id, None)
@@ -206,11 +209,18 @@ class ModelProcess:
         self._size = workers
 
     async def start(self, workers: int | None = None) -> None:
-        """Start every worker now (each loads litellm, which takes seconds), so the first call need
-        not wait; ``workers`` sets the pool's size first."""
+        """Start the workers now (each loads litellm, which takes seconds of CPU), so the first call
+        need not wait; ``workers`` sets the pool's size first. The first starts at once, the others
+        once it is ready: loading them all together would slow the first, and the command's start."""
         if workers is not None and workers != self._size:
             self._resize(workers)
-        for slot in range(self._size):
+        first = await self._started(0)
+        if self._size > 1:
+            self._background(self._start_the_rest(first))
+
+    async def _start_the_rest(self, first: _Running) -> None:
+        await first.loaded.wait()  # never, if it dies loading: then calls start them
+        for slot in range(1, self._size):
             await self._started(slot)
 
     async def _chosen(self) -> _Running:
