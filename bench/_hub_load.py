@@ -98,39 +98,35 @@ def _memory_mib(pid: int, field_name: str) -> float:
 
 
 def _worker_peak_mib(hub_pid: int) -> float:
-    """The peak resident memory of the hub's model worker process (0 when it has none)."""
+    """The peak resident memory of the hub's model worker processes together (0 when it has none)."""
     tasks = Path(f"/proc/{hub_pid}/task").iterdir()  # a child is listed under the thread that started it
     children = [child for task in tasks for child in (task / "children").read_text().split()]
-    for child in children:
-        if b"dispatch.hub.llm.model_worker" in Path(f"/proc/{child}/cmdline").read_bytes():
-            return _memory_mib(int(child), "VmHWM")
-    return 0.0
+    workers = [c for c in children if b"dispatch.hub.llm.model_worker" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    return sum(_memory_mib(int(worker), "VmHWM") for worker in workers)
 
 
 @contextmanager
-def _processes(
-    children: int, grandchildren: int, latency_ms: float, rounds: int, profile: Path | None
+def hub_processes(
+    model_args: list[str], templates: dict[str, str], files: dict[str, str], profile: Path | None = None
 ) -> Iterator[tuple[str, str, int]]:
-    """The model and the hub, running; yields the model's URL, the hub's URL with its token, and
-    the hub's pid. With ``profile``, the hub runs under cProfile, which writes its stats there."""
+    """The model (:mod:`bench.fanout_model` with ``model_args``) and ``dispatch serve`` on a
+    project with ``templates`` (name: YAML) and ``files`` (path: text), running; yields the model's
+    URL, the hub's URL with its token, and the hub's pid. With ``profile``, the hub runs under
+    cProfile, which writes its stats there."""
     with tempfile.TemporaryDirectory(prefix="dispatch-bench-") as tmp:
         root, home = Path(tmp, "project"), Path(tmp, "home")
         (root / ".dispatch" / "templates").mkdir(parents=True)
         home.mkdir()
+        for name, text in files.items():
+            (root / name).write_text(text)
         model_port = free_port()
         model_url = f"http://127.0.0.1:{model_port}"
         (root / ".dispatch" / "config.yaml").write_text(CONFIG.format(base_url=model_url + "/v1"))
-        (root / ".dispatch" / "templates" / "fanout.yaml").write_text(
-            TEMPLATE.format(max_children=max(children, grandchildren, 1))
-        )
+        for name, text in templates.items():
+            (root / ".dispatch" / "templates" / f"{name}.yaml").write_text(text)
         env = {**os.environ, "DISPATCH_HOME": str(home / "data"), "HOME": str(home)}
         model = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "bench.fanout_model", "--port", str(model_port), "--children", str(children)),
-                *("--grandchildren", str(grandchildren), "--latency-ms", str(latency_ms), "--rounds", str(rounds)),
-            ],
-            env=env,
-            text=True,
+            [sys.executable, "-m", "bench.fanout_model", "--port", str(model_port), *model_args], env=env, text=True
         )
         profiler = ["-m", "cProfile", "-o", str(profile.resolve())] if profile is not None else []
         hub = subprocess.Popen(
@@ -252,7 +248,12 @@ async def run_load(
     """Run the tree ``1 → children → grandchildren`` through a real hub and measure it."""
     expected = 1 + children + children * grandchildren
     result = LoadResult()
-    with _processes(children, grandchildren, latency_ms, rounds, profile) as (model_url, hub_url, hub_pid):
+    model_args = [
+        *("--children", str(children), "--grandchildren", str(grandchildren)),
+        *("--latency-ms", str(latency_ms), "--rounds", str(rounds)),
+    ]
+    templates = {"fanout": TEMPLATE.format(max_children=max(children, grandchildren, 1))}
+    with hub_processes(model_args, templates, {}, profile) as (model_url, hub_url, hub_pid):
         base, _, token = hub_url.partition("?token=")
         ws_url = base.replace("http://", "ws://") + f"/api/events?token={token}"
         headers = {"Authorization": f"Bearer {token}"}

@@ -9,7 +9,7 @@ reports. Prints:
 - fanout, peak alive agents: the most agents alive (pending, running or waiting) at once;
 - fanout, hub RSS start / peak / per agent: the hub process's resident memory before the run, its
   peak (``VmHWM``), and the growth divided by the number of agents;
-- fanout, model worker RSS peak: the peak of the hub's model worker process (litellm lives there);
+- fanout, model worker RSS peak: the peaks of the hub's model worker processes, summed (litellm lives there);
 - fanout, event latency: from an agent's state change (the event's timestamp, taken as the state
   is set) to a WebSocket client of ``/api/events`` receiving it, over every ``agent.state`` event;
 - fanout, GET /api/agents: its round trip, polled every 100 ms during the run.

@@ -9,7 +9,10 @@ The part follows from the agent's task (its first user message):
   again as each reports, and the agent reports once all have;
 - ``part I.J of level 2`` (a leaf): its first answer is held until the benchmark posts
   ``/release`` (once every agent exists, so all are alive at once); then it calls
-  ``check_messages`` ``--rounds`` times, one per answer, and answers ``done``.
+  ``check_messages`` ``--rounds`` times, one per answer, and answers ``done``;
+- ``read K times`` (the fleet's agents, :mod:`bench.fleet`): ``read_file`` of ``notes.txt``, one
+  per answer, K times, then ``done``. Their requests are kept, for ``GET /bodies`` to hand back
+  (the fleet replays them as bare HTTP posts, its floor).
 
 ``python -m bench.fanout_model --port P --children N --latency-ms L --rounds R``
 """
@@ -32,6 +35,7 @@ from starlette.routing import Route
 JsonDict = dict[str, Any]
 LEAF = re.compile(r"part \d+\.\d+ of level 2")
 CHILD = re.compile(r"part (\d+) of level 1")
+READS = re.compile(r"read (\d+) times")
 
 
 class FanoutModel:
@@ -44,6 +48,8 @@ class FanoutModel:
         self.rounds = rounds
         self.released = asyncio.Event()
         self.calls = 0
+        self.bodies: list[JsonDict] = []
+        """The requests of the agents that read (the fleet's long agent's transcript, call by call)."""
         self._ids = itertools.count(1)
 
     def _call(self, name: str, arguments: JsonDict) -> JsonDict:
@@ -69,6 +75,10 @@ class FanoutModel:
     async def answer(self, messages: list[JsonDict]) -> tuple[str | None, list[JsonDict]]:
         task = str(messages[1].get("content", "")) if len(messages) > 1 else ""
         answered = sum(1 for m in messages if m.get("role") == "assistant")
+        if reads := READS.search(task):
+            if answered < int(reads[1]):
+                return None, [self._call("read_file", {"path": "notes.txt"})]
+            return "done", []
         if LEAF.search(task):
             if answered == 0:
                 await self.released.wait()
@@ -83,7 +93,11 @@ class FanoutModel:
         body: JsonDict = await request.json()
         if body.get("stream"):
             return JSONResponse({"error": {"message": "this benchmark model does not stream"}}, 400)
-        text, calls = await self.answer(list(body.get("messages") or []))
+        messages = list(body.get("messages") or [])
+        text, calls = await self.answer(messages)
+        reads = READS.search(str(messages[1].get("content", ""))) if len(messages) > 1 else None
+        if reads and int(reads[1]) > 1:
+            self.bodies.append(body)  # a long reader's (not the fleet's one-read agents)
         await asyncio.sleep(self.latency_s)
         self.calls += 1
         message: JsonDict = {"role": "assistant", "content": text}
@@ -107,12 +121,16 @@ class FanoutModel:
     async def stats(self, _: Request) -> Response:
         return JSONResponse({"calls": self.calls})
 
+    async def kept_bodies(self, _: Request) -> Response:
+        return JSONResponse(self.bodies)
+
     def app(self) -> Starlette:
         return Starlette(
             routes=[
                 Route("/v1/chat/completions", self.chat, methods=["POST"]),
                 Route("/release", self.release, methods=["POST"]),
                 Route("/stats", self.stats, methods=["GET"]),
+                Route("/bodies", self.kept_bodies, methods=["GET"]),
             ]
         )
 

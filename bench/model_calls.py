@@ -58,7 +58,7 @@ def cpu_seconds(pid: int) -> float:
 async def measure(base_url: str, sizes: list[int], calls: int) -> None:
     with tempfile.TemporaryDirectory() as root:
         tools = [openai_tool(tool) for tool in fs.plan_server(Path(root), []).listed()]
-    worker = ModelProcess()
+    worker = ModelProcess(workers=1)  # one worker: its CPU per call
     for size in sizes:
         request = CallRequest(
             id=0, model="openai/bench", messages=transcript(size), tools=tools, timeout_s=60.0,

@@ -24,6 +24,14 @@ BENCHMARKS = {
         "model call, 100 msgs",
         "model call, 100 msgs, worker CPU",
     ),
+    "fleet": (
+        "fleet 10, wall",
+        "fleet 10, CPU",
+        "fleet 10, failures",
+        "long agent, CPU per step",
+        "long agent, bare POST per step",
+        "long agent, step / floor",
+    ),
     "spawn_and_tool_calls": (
         "spawn, in-process mounts",
         "spawn, stdio fs + shell",

@@ -72,11 +72,11 @@ def run(
     stopped by --budget, --max-tokens or --max-steps exits 1, saying which."""
     from dispatch.hub.agents.spec import Caps
 
-    caps = Caps(budget, max_tokens, max_steps)
-    spec = _top_spec(_catalog(root), task, model, template, skill or [], isolated, caps)
+    catalog = _catalog(root)
+    spec = _top_spec(catalog, task, model, template, skill or [], isolated, Caps(budget, max_tokens, max_steps))
     from dispatch.hub.llm.client import begin_model_worker
 
-    begin_model_worker()  # litellm loads in the worker while this process loads the rest
+    begin_model_worker(catalog.config.limits.model_workers)  # litellm loads in the workers meanwhile
     from dispatch.hub.cli.run import run_task
 
     raise typer.Exit(run_task(spec, root=root, json_output=json_output, yes=yes))

@@ -60,6 +60,12 @@ class LimitsConfig(BaseModel):
         "more wait as pending",
     )
     model_calls: int = Field(default=64, ge=1, description="model calls in flight at once, across every key; more wait")
+    model_workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="model worker processes (where litellm runs), calls spread across them; default: the "
+        "number of cores",
+    )
     max_steps: int = Field(
         default=500,
         ge=1,

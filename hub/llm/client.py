@@ -43,15 +43,16 @@ async def call_litellm(
     return await model_loop().run(lambda: model_process().call(request))
 
 
-async def start_model_worker() -> None:
-    """Start the model worker process ahead of the first call: litellm loads while the command starts."""
-    await model_loop().run(lambda: model_process().start())
+async def start_model_worker(workers: int | None = None) -> None:
+    """Start the model worker processes ahead of the first call, ``workers`` of them (None: as many
+    as the pool has, by default one per core): litellm loads while the command starts."""
+    await model_loop().run(lambda: model_process().start(workers))
 
 
-def begin_model_worker() -> None:
+def begin_model_worker(workers: int | None = None) -> None:
     """:func:`start_model_worker` from synchronous code, without waiting: a command calls it first
     thing, so litellm's import (seconds) overlaps the command's own start."""
-    model_loop().submit(model_process().start)
+    model_loop().submit(lambda: model_process().start(workers))
 
 
 class LiteLLMClient:

@@ -32,6 +32,9 @@ def load_litellm() -> ModuleType:
     import litellm
 
     litellm.suppress_debug_info = True
+    # Dispatch keeps no litellm logging callbacks: its logging payload need not copy each call's
+    # messages (a walk of the whole transcript per call; bench.model_calls, bench/README.md)
+    litellm.turn_off_message_logging = True
     return litellm
 
 

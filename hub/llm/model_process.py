@@ -1,12 +1,17 @@
-"""The hub's side of the model worker (:mod:`dispatch.hub.llm.model_worker`): one worker process
-per hub process, started on the first model call and again if it stops, driven from the model-call
-loop (:mod:`dispatch.hub.llm.model_loop`).
+"""The hub's side of the model worker (:mod:`dispatch.hub.llm.model_worker`): a pool of worker
+processes per hub process (``limits.model_workers``, default the number of cores), started with
+the command and again if one stops, driven from the model-call loop
+(:mod:`dispatch.hub.llm.model_loop`).
 
-Calls run concurrently over the worker's stdin and stdout, matched by id. A failed call raises
+Each call goes to the worker with the fewest calls in flight (a ready one before one still loading
+litellm), and runs concurrently with the others over that worker's stdin and stdout, matched by
+id. One worker's CPU per call bounds how many calls it makes a second whatever the model's
+latency; more workers spread that over the machine's cores. A failed call raises
 :class:`RemoteCallError` with the worker's classification; the key router turns it into a
 :class:`~dispatch.hub.llm.failures.Failure` with its own clock, and anything else shows the error
-Dispatch would have raised in-process. If the worker dies, its calls fail as transient (the router
-retries them on a new worker). Cancelling a call cancels it in the worker.
+Dispatch would have raised in-process. If a worker dies, its calls fail as transient (the router
+retries them, on another worker) and a new one starts in its place. Cancelling a call cancels it
+in the worker.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import itertools
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from functools import cache
+from typing import Any
 
 from dispatch.hub.errors import ContextTooLong, ModelCallError, UserError
 from dispatch.hub.llm.failures import Failure, FailureKind, reset_from_headers
@@ -63,8 +70,7 @@ def _stopped(code: int | None) -> CallFailed:
 
 
 def _kill(process: asyncio.subprocess.Process) -> None:
-    """End the worker as this process exits (it would otherwise finish loading litellm first); one
-    already reaped is left alone, its pid may be another process's by now."""
+    """End a worker now; one already reaped is left alone, its pid may be another process's by now."""
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGKILL)
@@ -78,6 +84,14 @@ class _Running:
         self.pending: dict[int, asyncio.Future[CallAnswer]] = {}
         self.ready = False
         """Whether the worker has loaded litellm (it says so before any answer)."""
+        self.loaded = asyncio.Event()
+        """Set when :attr:`ready` is."""
+        self.env_sent = dict(os.environ)
+        """The environment the worker has: what it inherited, then what the last call sent."""
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None
 
     async def read(self) -> None:
         stdout = self.process.stdout
@@ -85,6 +99,7 @@ class _Running:
         while line := await stdout.readline():
             if line == READY_LINE:
                 self.ready = True
+                self.loaded.set()
                 continue
             answer = CallAnswer.model_validate_json(line)
             waiting = self.pending.pop(answer.id, None)
@@ -97,60 +112,147 @@ class _Running:
         self.pending.clear()
 
 
-class ModelProcess:
-    """The worker process, started on first use; every method runs on the model-call loop."""
+def default_workers() -> int:
+    """The number of cores this process may run on (at least 1): ``limits.model_workers``' default."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
-    def __init__(self) -> None:
-        self._running: _Running | None = None
+
+class ModelProcess:
+    """The pool of worker processes, each started on first use; every method runs on the
+    model-call loop."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self._size = workers or default_workers()
+        self._slots: list[_Running | None] = [None] * self._size
         self._lock: asyncio.Lock | None = None
         self._ids = itertools.count(1)
-        self._readers: set[asyncio.Task[None]] = set()
-        self._env_sent: dict[str, str] | None = None
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._stopping = False
+        atexit.register(self._stop)  # before the model loop closes, made first (atexit runs in reverse)
+
+    def _stop(self) -> None:
+        """End every worker as this process exits (one would otherwise finish loading litellm first)."""
+        self._stopping = True
+        for running in self._slots:
+            if running is not None:
+                _kill(running.process)
+
+    def _background(self, work: Coroutine[Any, Any, object]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def workers(self) -> int:
+        """How many worker processes the pool keeps."""
+        return self._size
+
+    def _alive(self) -> list[_Running]:
+        return [running for running in self._slots if running is not None and running.alive]
 
     @property
     def loading(self) -> bool:
-        """Whether the worker runs but has not loaded litellm yet (the first call waits for it)."""
-        running = self._running
-        return running is not None and running.process.returncode is None and not running.ready
+        """Whether workers run but none has loaded litellm yet (the first call waits for one)."""
+        alive = self._alive()
+        return bool(alive) and not any(running.ready for running in alive)
+
+    @property
+    def ready(self) -> int:
+        """How many running workers have loaded litellm."""
+        return sum(1 for running in self._alive() if running.ready)
+
+    @property
+    def pids(self) -> list[int]:
+        """The running workers' process ids, one per slot of the pool that has one."""
+        return [running.process.pid for running in self._alive()]
 
     @property
     def pid(self) -> int | None:
-        """The running worker's process id; None before the first call or after it stopped."""
-        running = self._running
-        return running.process.pid if running is not None and running.process.returncode is None else None
+        """A running worker's process id (the first slot's); None before the first start or after
+        every worker stopped."""
+        return next(iter(self.pids), None)
 
-    async def _started(self) -> _Running:
+    def in_flight(self) -> dict[int, int]:
+        """Per running worker (by process id), the calls it is making now."""
+        return {running.process.pid: len(running.pending) for running in self._alive()}
+
+    async def _spawn(self, slot: int) -> _Running:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "dispatch.hub.llm.model_worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=LINE_LIMIT,
+        )
+        running = self._slots[slot] = _Running(process)
+        self._background(self._read(slot, running))
+        return running
+
+    async def _read(self, slot: int, running: _Running) -> None:
+        await running.read()
+        # A worker that had loaded litellm and stopped is replaced at once, so the next call finds
+        # one loaded; one that stopped while loading is started again by the next call (a worker
+        # that cannot start does not loop here).
+        if running.ready and not self._stopping and slot < self._size and self._slots[slot] is running:
+            await self._started(slot)
+
+    async def _started(self, slot: int) -> _Running:
         if self._lock is None:
             self._lock = asyncio.Lock()
+        slot = min(slot, self._size - 1)  # a slot the pool dropped meanwhile: the last one's
         async with self._lock:
-            running = self._running
-            if running is None or running.process.returncode is not None:
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "dispatch.hub.llm.model_worker",
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    limit=LINE_LIMIT,
-                )
-                running = self._running = _Running(process)
-                atexit.register(_kill, process)  # before the model loop closes (atexit runs in reverse)
-                self._env_sent = dict(os.environ)  # what it inherited
-                reader = asyncio.get_running_loop().create_task(running.read())
-                self._readers.add(reader)
-                reader.add_done_callback(self._readers.discard)
+            running = self._slots[slot]
+            if running is None or not running.alive:
+                running = await self._spawn(slot)
             return running
 
-    async def start(self) -> None:
-        """Start the worker now (it loads litellm, which takes seconds), so the first call need not wait."""
-        await self._started()
+    def _resize(self, workers: int) -> None:
+        """Keep ``workers`` processes: more start on demand, those beyond it end once their calls
+        are answered (their stdin closes)."""
+        for running in self._slots[workers:]:
+            if running is not None and running.process.stdin is not None:
+                running.process.stdin.close()
+        self._slots = self._slots[:workers] + [None] * (workers - len(self._slots))
+        self._size = workers
+
+    async def start(self, workers: int | None = None) -> None:
+        """Start the workers now (each loads litellm, which takes seconds of CPU), so the first call
+        need not wait; ``workers`` sets the pool's size first. The first starts at once, the others
+        once it is ready: loading them all together would slow the first, and the command's start."""
+        if workers is not None and workers != self._size:
+            self._resize(workers)
+        first = await self._started(0)
+        if self._size > 1:
+            self._background(self._start_the_rest(first))
+
+    async def _start_the_rest(self, first: _Running) -> None:
+        await first.loaded.wait()  # never, if it dies loading: then calls start them
+        for slot in range(1, self._size):
+            await self._started(slot)
+
+    async def _chosen(self) -> _Running:
+        """The worker for the next call: a running one with the fewest calls in flight, ready ones
+        first; an empty or stopped slot is started when no worker runs."""
+        alive = [(slot, running) for slot, running in enumerate(self._slots) if running is not None and running.alive]
+        ready = [(slot, running) for slot, running in alive if running.ready] or alive
+        if not ready:
+            return await self._started(0)
+        for slot, running in enumerate(self._slots):  # a stopped one is replaced, off this call's way
+            if running is None or not running.alive:
+                self._background(self._started(slot))
+                break
+        return min(ready, key=lambda entry: len(entry[1].pending))[1]
 
     async def call(self, request: CallRequest) -> Completion:
-        """Make the call in the worker; RemoteCallError if it fails there."""
-        running = await self._started()
+        """Make the call in a worker; RemoteCallError if it fails there."""
+        running = await self._chosen()
         environment = dict(os.environ)
-        changed = environment if environment != self._env_sent else None
-        self._env_sent = environment
+        changed = environment if environment != running.env_sent else None
+        running.env_sent = environment
         request = request.model_copy(update={"id": next(self._ids), "env": changed})
         result = await self._exchange(running, request.id, request.model_dump_json().encode())
         if result.failed is not None:
@@ -161,7 +263,7 @@ class ModelProcess:
 
     async def measure(self, request: MeasureRequest) -> Measured:
         """litellm's window of a model and, given messages, their tokens, from the worker."""
-        running = await self._started()
+        running = await self._chosen()
         ident = next(self._ids)
         line = b'{"id": %d, "measure": %s}' % (ident, request.model_dump_json().encode())
         result = await self._exchange(running, ident, line)
@@ -189,5 +291,5 @@ class ModelProcess:
 
 @cache
 def model_process() -> ModelProcess:
-    """The process's model worker (one per hub process, like its model-call loop)."""
+    """The process's pool of model workers (one per hub process, like its model-call loop)."""
     return ModelProcess()

@@ -215,7 +215,8 @@ class Hub(Delegation):
                 _watch_config(project, None, bus).run, name=f"config watch {project.root}"
             )
             if isinstance(client, Router):  # litellm loads in its worker while the hub opens, not at the first call
-                watching.start_soon(start_model_worker, name="model worker start")
+                workers = catalog.config.limits.model_workers
+                watching.start_soon(start_model_worker, workers, name="model worker start")
             hub = cls(root=root, data_dir=home, lock=lock, store=store, bus=bus, tree=tree)
             hub.attach(chats, approvals, default_model=default_model, interrupted=interrupted)
             stack.push_async_callback(hub.stop, 0.0)
