@@ -25,10 +25,13 @@ from dispatch.hub.ids import new_id
 from dispatch.hub.store.records import AgentRow, Records, blob_text, parse_blob
 from dispatch.hub.views import AgentChanges, RewindView
 
-__all__ = ["CHANGES_DIR", "ChangeDesk", "JournaledChanges"]
+__all__ = ["CHANGES_DIR", "WORKTREES_DIR", "ChangeDesk", "JournaledChanges"]
 
 CHANGES_DIR = "changes"
 """The shadow stores' folder in the data directory (one per project)."""
+
+WORKTREES_DIR = "worktrees"
+"""The records of isolated children's git worktrees in the data directory (one file each)."""
 
 CANCEL_WAIT_S = 30.0
 """How long a rewind waits for a running agent it cancelled to stop."""
