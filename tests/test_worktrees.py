@@ -79,12 +79,14 @@ def script_pair(model: ScriptedModel, first: list[Step], second: list[Step], see
     model.script("[iso-2]", second)
 
 
-async def run(root: Path, data: Path, model: ScriptedModel) -> None:
+async def run(root: Path, data: Path, model: ScriptedModel) -> set[str]:
+    """Run the top agent to its report; the files its tree's diff names."""
     with model:
         async with Hub.open(root, data, model=model, default_model=MODEL) as hub:
             top = await hub.start("[top] split the work", model=MODEL)
             done = await hub.wait_finished(top.id)
             assert done.state == "done", done
+            return {f.path for f in (await hub.changes(top.id)).files}
 
 
 async def test_two_isolated_children_with_the_same_scope_both_merge_cleanly(tmp_path: Path) -> None:
@@ -101,7 +103,7 @@ async def test_two_isolated_children_with_the_same_scope_both_merge_cleanly(tmp_
          Reply(text="new added")],
         seen,
     )  # fmt: skip
-    await run(root, data, model)
+    assert await run(root, data, model) == {"a/one.py", "a/new.py", "notes.txt"}  # the children's, in its diff
 
     assert (root / "a" / "one.py").read_text() == "one = 'one'\n# the user's own line\n"
     assert (root / "a" / "new.py").read_text() == "new = 2\n"
