@@ -117,6 +117,27 @@ async def test_two_isolated_children_with_the_same_scope_both_merge_cleanly(tmp_
     assert_no_leftovers(root, data)
 
 
+async def test_an_isolated_childs_merged_changes_are_shown_and_rewound_in_the_parents_tree(tmp_path: Path) -> None:
+    root, data = dirs(tmp_path)
+    repository(root)
+    model, seen = ScriptedModel(), dict[str, Any]()
+    edit = call("edit_file", path="a/one.py", old="one = 1", new="one = 'one'")
+    add = call("write_file", path="a/new.py", content="new = 2\n")
+    script_pair(model, [Reply(tool_calls=[edit]), Reply(text="1")], [Reply(tool_calls=[add]), Reply(text="2")], seen)
+    with model:
+        async with Hub.open(root, data, model=model, default_model=MODEL) as hub:
+            top = await hub.start("[top] split the work", model=MODEL)
+            assert (await hub.wait_finished(top.id)).state == "done"
+            ids = {v.name: v.id for v in await hub.agents()}
+            first = await hub.changes(ids["iso-1"])
+            assert [f.path for f in first.files] == ["a/one.py"] and "+one = 'one'" in first.diff
+            rewound = await hub.rewind(ids["iso-1"])
+            assert rewound.files == ["a/one.py"]
+            assert (root / "a" / "one.py").read_text() == "one = 1\n# the user's own line\n"
+            assert (root / "a" / "new.py").read_text() == "new = 2\n"  # the sibling's stays
+    assert_no_leftovers(root, data)
+
+
 async def test_a_conflicting_pair_hands_both_versions_to_the_parent_and_leaves_no_markers(tmp_path: Path) -> None:
     root, data = dirs(tmp_path)
     repository(root)
