@@ -31,7 +31,8 @@ WORKER_INSTRUCTIONS = (
 
 ORCHESTRATOR_INSTRUCTIONS = (
     " You can summon child agents for parts of the task. Give children that run at the same time "
-    "non-overlapping write scopes, wait for their reports, and combine them in your own report."
+    "non-overlapping write scopes (or summon them with isolation: worktree in a git repository), wait "
+    "for their reports, and combine them in your own report."
 )
 
 
