@@ -241,7 +241,12 @@ class AgentTree:
             raise UserError("isolation: worktree is not available in this run (it needs the hub's data directory)")
         parent = self.project_of(spec)
         worktrees = self.worktrees
-        made = await anyio.to_thread.run_sync(lambda: worktrees.create(spec.id, parent.root))
+        try:
+            made = await anyio.to_thread.run_sync(lambda: worktrees.create(spec.id, parent.root))
+        except UserError:
+            raise
+        except (DispatchError, OSError) as error:  # git failed: the summon is refused saying why
+            raise UserError(f"isolation: worktree: {error}") from None
         self._worktrees[spec.id] = (made, parent.root)
         if self.changes is not None:
             self.changes.share(made.root, self._store_root(parent.root))

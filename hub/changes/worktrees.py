@@ -149,9 +149,13 @@ class Worktrees:
         branch = BRANCH_PREFIX + agent_id
         planned = Worktree(agent_id, str(common), "", str(path), branch, base, subdir)
         self._record(planned)  # before git makes anything: a crash from here on leaves a record
-        self.place.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _run(["--git-dir", str(common), "worktree", "add", "--quiet", "-b", branch, str(path), base])
-        git_dir = _run(["rev-parse", "--absolute-git-dir"], cwd=path).strip()  # before the child runs
+        try:
+            self.place.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _run(["--git-dir", str(common), "worktree", "add", "--quiet", "-b", branch, str(path), base])
+            git_dir = _run(["rev-parse", "--absolute-git-dir"], cwd=path).strip()  # before the child runs
+        except (RunError, OSError):
+            self.remove(planned)
+            raise
         made = Worktree(agent_id, str(common), git_dir, str(path), branch, base, subdir)
         self._record(made)
         return made
@@ -240,7 +244,10 @@ class Worktrees:
         env = {"GIT_DIR": str(tree.git_dir)}
         if not _run(["ls-tree", "--name-only", commit, "--", path], env=env).strip():
             return None
-        text = _run(["cat-file", "blob", f"{commit}:{path}"], env=env)
+        raw = _run(["cat-file", "blob", f"{commit}:{path}"], env=env).encode(errors="surrogateescape")
+        if b"\0" in raw[:8000]:
+            return f"(a binary file of {len(raw)} bytes)"
+        text = raw.decode(errors="replace")
         return text if len(text) <= MAX_VERSION_CHARS else text[:MAX_VERSION_CHARS] + "\n[... cut]"
 
     def _write(self, tree: _Tree, before: str, merged: str) -> list[str]:
