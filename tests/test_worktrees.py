@@ -168,6 +168,38 @@ async def test_a_conflicting_pair_hands_both_versions_to_the_parent_and_leaves_n
     assert_no_leftovers(root, data)
 
 
+async def test_a_cancelled_isolated_child_is_discarded_and_its_nested_isolated_child_too(tmp_path: Path) -> None:
+    root, data = dirs(tmp_path)
+    repository(root)
+    before = user_state(root)
+    model, seen = ScriptedModel(), dict[str, Any]()
+
+    def final(request: RecordedRequest) -> Reply:
+        seen.update(last_tool_json(request.messages))
+        return Reply(text="cancelled it")
+
+    outer = call("summon", task="[iso-out] go", name="out", scope=["a"], grants={"summon": True}, isolation="worktree")
+    inner = call("summon", task="[iso-in] work", name="in", scope=["a"], isolation="worktree")
+    model.script("[top]", [Reply(tool_calls=[outer]), Reply(tool_calls=[call("wait")]), final])
+    model.script("[iso-out]", [Reply(tool_calls=[inner]), Reply(text="never", delay_s=60)])
+    model.script("[iso-in]", [Reply(tool_calls=[call("write_file", path="a/x.py", content="x\n")]), Reply(text="in")])
+    with model:
+        async with Hub.open(root, data, model=model, default_model=MODEL) as hub:
+            top = await hub.start("[top] one child", model=MODEL)
+            await until(lambda: len(model.requests_for("[iso-out]")) == 2, timeout_s=30)
+            await until(
+                lambda: any(a.spec.name == "in" and a.state.value == "done" for a in hub.tree.agents.values()), 30
+            )
+            out_id = next(a.id for a in hub.tree.agents.values() if a.spec.name == "out")
+            assert git(root, "branch", "--list", "dispatch/*").count("dispatch/") == 1  # the inner one is merged
+            hub.tree.cancel(out_id)
+            assert (await hub.wait_finished(top.id)).state == "done"
+            assert hub.tree.merges[out_id].outcome == "discarded"
+    assert not (root / "a" / "x.py").exists()  # merged into the outer worktree only, which was discarded
+    assert user_state(root) == before
+    assert_no_leftovers(root, data)
+
+
 async def test_isolation_outside_a_git_repository_is_refused_naming_the_field(tmp_path: Path) -> None:
     root, data = dirs(tmp_path)
     (root / "a").mkdir()
