@@ -10,6 +10,7 @@ calls; the crash case a real hub process, killed.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import anyio
 import pytest
 
-from dispatch.hub.llm.scripted import RecordedRequest, Reply, ScriptedModel, Step
+from dispatch.hub.llm.scripted import RecordedRequest, Reply, ScriptedModel
 from dispatch.hub.service.hub import Hub
 from tests.agent_helpers import call, last_tool_json, tool_messages, until
 from tests.fakes.scripted_llm import Reply as WireReply
@@ -61,9 +62,10 @@ def assert_no_leftovers(root: Path, data: Path) -> None:
     assert not (root / ".git" / "worktrees").exists() or list((root / ".git" / "worktrees").iterdir()) == []
 
 
-def script_pair(model: ScriptedModel, first: list[Step], second: list[Step], seen: dict[str, Any]) -> None:
-    """A top agent summoning ``[iso-1]`` and ``[iso-2]``, both isolated on the same scope, then
-    waiting for both; the last wait's result lands in ``seen``."""
+def script_pair(model: ScriptedModel, first: list[Reply], second: list[Reply], seen: dict[str, Any]) -> None:
+    """A top agent summoning ``[iso-1]``, then (while it runs: its first step takes a second)
+    ``[iso-2]``, both isolated on the same scope, then waiting for both; the last wait's result
+    lands in ``seen``."""
 
     def final(request: RecordedRequest) -> Reply:
         seen.update({c["name"]: c for c in last_tool_json(request.messages)["finished"]})
@@ -72,10 +74,9 @@ def script_pair(model: ScriptedModel, first: list[Step], second: list[Step], see
     summons = [
         call("summon", task=f"[iso-{n}] work", name=f"iso-{n}", scope=SCOPE, isolation="worktree") for n in (1, 2)
     ]
-    model.script(
-        "[top]", [Reply(tool_calls=summons), Reply(tool_calls=[call("wait")]), Reply(tool_calls=[call("wait")]), final]
-    )
-    model.script("[iso-1]", first)
+    waits = [Reply(tool_calls=[call("wait")]), Reply(tool_calls=[call("wait")])]
+    model.script("[top]", [Reply(tool_calls=summons[:1]), Reply(tool_calls=summons[1:]), *waits, final])
+    model.script("[iso-1]", [dataclasses.replace(first[0], delay_s=1.0), *first[1:]])
     model.script("[iso-2]", second)
 
 
