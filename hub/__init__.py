@@ -9,7 +9,7 @@ below it (import-linter's ``hub-layers`` contract in pyproject.toml, checked by 
     service/   the hub behind its interfaces: Hub, chats, threads, approvals, resume, lifecycle
     store/     the only SQL: the database, its schema, agents' records, the journal
     agents/    spec, catalog (templates + skills -> specs), the loop, the tree, link, access, budgets
-    changes/   what agents changed in files: snapshots in a shadow git store, diffs, rewinds
+    changes/   what agents changed in files: snapshots in a shadow git store, diffs, rewinds, worktrees
     mounts/    an agent's tool servers as an MCP client; outside servers, their pins
     config/    what the files say: config, templates, skills, permissions, outside servers
     policy/    pure rules: the built-in servers, grants, checkpoints

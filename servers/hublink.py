@@ -100,6 +100,9 @@ class SummonRequest(BaseModel):
     budget_usd: float | None = Field(default=None, description="dollars for it and its children, out of yours")
     max_tokens: int | None = Field(default=None, description="tokens for it and its children, out of yours")
     max_steps: int | None = Field(default=None, description="steps (model calls) it may take")
+    isolation: Literal["worktree"] | None = Field(
+        default=None, description="worktree: it works in a git worktree of its own, merged back when it reports"
+    )
 
 
 class FileChangeInfo(BaseModel):
@@ -136,6 +139,30 @@ class ChildChanges(BaseModel):
     diff: str
 
 
+class ConflictInfo(BaseModel):
+    """A file the parent's tree and an isolated child both changed, differently: both versions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    yours: str | None = Field(description="the file in your tree now (None: deleted), cut when long")
+    child: str | None = Field(description="the child's version (None: deleted), cut when long")
+
+
+class MergeInfo(BaseModel):
+    """How an isolated child's worktree came back into its parent's tree."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Literal["merged", "conflict", "discarded"]
+    files: list[str] = Field(default_factory=list[str], description="merged: the files written into your tree")
+    conflicts: list[ConflictInfo] = Field(
+        default_factory=list[ConflictInfo],
+        description="conflict: nothing was written; resolve it yourself, summon it again, or leave it",
+    )
+    reason: str | None = None
+
+
 class ChildInfo(BaseModel):
     """A child as its parent sees it."""
 
@@ -150,6 +177,7 @@ class ChildInfo(BaseModel):
     changes: ChangeSummary | None = Field(
         default=None, description="what it and its descendants changed in files (child_changes gives the diff)"
     )
+    merge: MergeInfo | None = Field(default=None, description="isolation worktree: how its work came back")
 
 
 class WaitOutcome(BaseModel):

@@ -9,6 +9,7 @@ or a write scope that overlaps a running sibling's. Blocking tools (``wait``, ``
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 from dispatch.servers._base import ServerPlan, ToolError, ToolList, builds
 from dispatch.servers.hublink import (
@@ -32,6 +33,8 @@ def _child_line(child: ChildInfo) -> dict[str, object]:
         line["report"] = child.report
     if child.changes is not None:
         line["changes"] = child.changes.model_dump()
+    if child.merge is not None:
+        line["merge"] = child.merge.model_dump(exclude_none=True)
     return line
 
 
@@ -124,6 +127,7 @@ def plan_server(link: HubLink) -> ServerPlan:
         budget_usd: float | None = None,
         max_tokens: int | None = None,
         max_steps: int | None = None,
+        isolation: Literal["worktree"] | None = None,
     ) -> str:
         """Start a child agent on `task`. `scope` lists the root-relative paths it may write
         (none: read-only); it must not overlap a running sibling's, and is checked where it
@@ -138,7 +142,10 @@ def plan_server(link: HubLink) -> ServerPlan:
         a model name. `budget_usd` / `max_tokens` cap what the child and its own children may
         spend; they come out of what you have left. `max_steps` caps the child's own steps (model
         calls): it fails when it reaches them without a report. A template's caps apply too (the
-        lower one)."""
+        lower one). `isolation: "worktree"` (in a git repository) runs it in a git worktree of
+        its own, from your files as they are: its scope may then overlap a running sibling's, and
+        its changes are merged into your files when it reports; a conflict writes nothing and
+        comes back with both versions of each file in its `merge`, for you to decide."""
         request = SummonRequest(
             task=task,
             name=name,
@@ -152,6 +159,7 @@ def plan_server(link: HubLink) -> ServerPlan:
             budget_usd=budget_usd,
             max_tokens=max_tokens,
             max_steps=max_steps,
+            isolation=isolation,
         )
         try:
             child_id = await link.summon(request)

@@ -250,6 +250,7 @@ class Catalog:
             checkpoints=dict(template.checkpoints) if template else {},
             max_children=(template.max_children if template else None) or parent.max_children,
             isolated=parent.isolated,
+            isolation=request.isolation or (template.isolation if template else None),
             **request_caps(request).within(template_caps(template) if template else NO_CAPS).spec_fields(),
         )
         try:

@@ -11,6 +11,7 @@ overlaps a running sibling's (scopes are compared, and kept, resolved: :mod:`dis
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
@@ -44,6 +45,7 @@ from dispatch.servers.hublink import (
     FileChangeInfo,
     InboxMessage,
     LinkRefusal,
+    MergeInfo,
     MessageKind,
     Operation,
     SkillInfo,
@@ -62,6 +64,10 @@ class CheckpointGate(Protocol):
 
     async def before_tool(self, agent: Agent, kind: str, name: str, arguments: dict[str, Any]) -> str | None:
         """Return None to run the tool call, or the refusal the model reads instead of its result."""
+        ...
+
+    async def before_merge(self, agent: Agent, diff: str) -> str | None:
+        """Return None to merge an isolated child's work (``diff``) into its parent's tree, or why not."""
         ...
 
 
@@ -83,18 +89,21 @@ class TreeOps(Protocol):
     artifacts: ArtifactShelf | None
 
     changes: ChangeTracker | None
+    merges: dict[str, MergeInfo]
 
     def project_of(self, spec: AgentSpec) -> Project: ...
     def children_of(self, agent_id: str) -> list[Agent]: ...
     def descendants(self, agent_id: str) -> Iterator[Agent]: ...
     def live_children(self, agent_id: str) -> list[Agent]: ...
     def start(self, spec: AgentSpec) -> Agent: ...
+    async def isolate(self, spec: AgentSpec) -> AgentSpec: ...
     def put_message(self, agent_id: str, kind: MessageKind, text: str, *, sender: str = "user") -> str: ...
     def cancel(self, agent_id: str) -> Agent: ...
 
 
-def child_info(agent: Agent) -> ChildInfo:
+def child_info(agent: Agent, merge: MergeInfo | None = None) -> ChildInfo:
     return ChildInfo(
+        merge=merge,
         id=agent.id,
         name=agent.spec.name,
         state=agent.state.value,
@@ -169,9 +178,9 @@ class TreeLink:
                 raise LinkRefusal(f"{what}: {error}") from None
         return resolved
 
-    def _check_scope(self, scope: list[str]) -> list[str]:
-        """The scope, each path resolved (symlinks followed): inside the root, inside this agent's
-        own scope and apart from every running sibling's; refused naming the path and where it leads."""
+    def _check_scope(self, scope: list[str]) -> dict[str, str]:
+        """The scope, each path resolved (symlinks followed) -> as asked: inside the root and inside
+        this agent's own scope; refused naming the path and where it leads."""
         resolved = self._resolved(scope, "scope")
         own = self._agent.spec.scope
         for mine, asked in resolved.items():
@@ -179,15 +188,25 @@ class TreeLink:
             if asked != mine and not covered_by_any(mine, own):  # a plain path: the grants' check names it
                 allowed = ", ".join(repr(p) for p in own) or "nothing"
                 raise LinkRefusal(f"write scope {named} is outside your own write scope ({allowed})")
+        return resolved
+
+    def _check_siblings(self, resolved: dict[str, str], isolated: bool) -> None:
+        """Refuse a scope overlapping a running sibling's, unless one of the two works in a
+        worktree of its own (its writes cannot collide)."""
+        if isolated:
+            return
+        for mine, asked in resolved.items():
+            named = repr(asked) if asked == mine else f"{asked!r} (it resolves to {mine!r})"
             for sibling in self._tree.live_children(self._agent.id):
+                if sibling.spec.isolation is not None:
+                    continue
                 for theirs in sibling.spec.scope:
                     if overlaps(mine, theirs):
                         raise LinkRefusal(
                             f"write scope {named} overlaps the scope {theirs!r} of running sibling "
                             f"{sibling.id} ({sibling.spec.name}); give children that run at the same "
-                            f"time disjoint scopes"
+                            f"time disjoint scopes, or summon one with isolation: worktree"
                         )
-        return list(resolved)
 
     async def summon(self, request: SummonRequest) -> str:
         parent = self._agent.spec
@@ -195,14 +214,18 @@ class TreeLink:
             request_caps(request).check()
         except UserError as error:
             raise LinkRefusal(str(error)) from None
-        scope = tuple(self._check_scope(request.scope))
+        resolved = self._check_scope(request.scope)
+        scope = tuple(resolved)
         if request.grants.read is not None:  # read paths too are checked and kept resolved
             grants = request.grants.model_copy(update={"read": list(self._resolved(request.grants.read, "read"))})
             request = request.model_copy(update={"grants": grants})
         number = len(self._tree.children_of(parent.id)) + 1
         spec = self._catalog.child_spec(parent, request, scope, number)
+        self._check_siblings(resolved, spec.isolation is not None)
         self._check_budget(request, spec)
         try:
+            if spec.isolation == "worktree":
+                spec = await self._tree.isolate(spec)
             return self._tree.start(spec).id
         except UserError as error:
             raise LinkRefusal(str(error)) from None
@@ -244,7 +267,7 @@ class TreeLink:
             step = self._agent.steps_taken  # read through this wait's result
             self._tree.events.publish(self._agent.id, MessageDelivered(message_id=report.id, step=step))
         return WaitOutcome(
-            finished=[await self._with_changes(child_info(k)) for k in finished],
+            finished=[await self._with_changes(child_info(k, self._tree.merges.get(k.id))) for k in finished],
             pending=[child_info(k) for k in kids if not k.state.terminal],
             timed_out=deadline.cancelled_caught,
             interrupted=interrupted,
@@ -270,14 +293,16 @@ class TreeLink:
         return child_info(child)
 
     async def children(self) -> list[ChildInfo]:
-        return [await self._with_changes(child_info(c)) for c in self._tree.children_of(self._agent.id)]
+        kids = self._tree.children_of(self._agent.id)
+        return [await self._with_changes(child_info(c, self._tree.merges.get(c.id))) for c in kids]
 
     async def _changes(self, child_id: str) -> AgentChanges | None:
         tree = self._tree
         if tree.changes is None:
             return None
         ids = [child_id, *(d.id for d in tree.descendants(child_id))]
-        return await tree.changes.changes(child_id, tree.project_of(self._agent.spec).root, ids)
+        root = tree.agents[child_id].spec.root  # an isolated child's: its worktree
+        return await tree.changes.changes(child_id, Path(root) if root else tree.project_of(self._agent.spec).root, ids)
 
     async def _with_changes(self, info: ChildInfo) -> ChildInfo:
         """``info`` with the counts of what the child and its descendants changed, if any."""

@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import TypedDict, TypeVar
+from typing import Literal, TypedDict, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,7 +31,8 @@ WORKER_INSTRUCTIONS = (
 
 ORCHESTRATOR_INSTRUCTIONS = (
     " You can summon child agents for parts of the task. Give children that run at the same time "
-    "non-overlapping write scopes, wait for their reports, and combine them in your own report."
+    "non-overlapping write scopes (or summon them with isolation: worktree in a git repository), wait "
+    "for their reports, and combine them in your own report."
 )
 
 
@@ -78,6 +79,9 @@ class AgentSpec(BaseModel):
     )
     max_children: int = Field(default=8, ge=1, description="children running at once; more wait")
     isolated: bool = Field(default=False, description="run fs and shell as stdio subprocesses")
+    isolation: Literal["worktree"] | None = Field(
+        default=None, description="worktree: it runs in a git worktree of its own (root is there), merged back"
+    )
     budget_usd: float | None = Field(
         default=None, gt=0, description="the most this agent and its descendants may spend, in US dollars"
     )

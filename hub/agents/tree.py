@@ -35,6 +35,7 @@ from dispatch.hub.agents.scopes import make_scopes
 from dispatch.hub.agents.spec import SETUP_FAILURE, AgentSpec, AgentState, resumable
 from dispatch.hub.changes.shadow import Blob
 from dispatch.hub.changes.tracker import ChangeTracker, Snapshots
+from dispatch.hub.changes.worktrees import MergeResult, Worktree, Worktrees
 from dispatch.hub.errors import BudgetExceeded, DispatchError, StoreFull, UnknownAgentError, UserError, unwrap
 from dispatch.hub.events import (
     AgentCompacted,
@@ -63,7 +64,7 @@ from dispatch.hub.mounts.pins import ToolPins
 from dispatch.hub.mounts.plan import MountPlan
 from dispatch.hub.mounts.toolset import ToolGate, ToolTrack
 from dispatch.hub.policy.paths import ROOT
-from dispatch.servers.hublink import InboxMessage, MessageKind
+from dispatch.servers.hublink import ConflictInfo, InboxMessage, MergeInfo, MessageKind
 from dispatch.servers.lsp.server import LspBackend
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ class AgentTree:
         agents: dict[str, Agent] | None = None,
         space: DiskSpace | None = None,
         changes: ChangeTracker | None = None,
+        worktrees: Worktrees | None = None,
     ) -> None:
         self.root = root.resolve()
         self.access = access
@@ -163,6 +165,12 @@ class AgentTree:
             space.watch_space(self._space_changed)
         self.changes = changes
         """Where each agent's writing tool calls are snapshotted (None: they are not tracked)."""
+        self.worktrees = worktrees
+        """Where children summoned with ``isolation: worktree`` get their worktrees (None: refused)."""
+        self._worktrees: dict[str, tuple[Worktree, Path]] = {}
+        """Each isolated child's worktree, and the root of the parent it merges into."""
+        self.merges: dict[str, MergeInfo] = {}
+        """How each isolated child's work came back into its parent's tree."""
         self._group: TaskGroup | None = None
         self._keepers: TaskGroup | None = None
         """Where the outside servers of projects opened later are held open (entered and left in one task)."""
@@ -224,6 +232,69 @@ class AgentTree:
         if self.project_opened is not None:
             self.project_opened(project)
         return project
+
+    async def isolate(self, spec: AgentSpec) -> AgentSpec:
+        """``spec`` (a child's, ``isolation: worktree``) re-rooted into a new worktree of its
+        parent's tree, which it works in as a project of its own with the parent's catalog and
+        outside servers. UserError naming the field when that is not a git repository."""
+        if self.worktrees is None:
+            raise UserError("isolation: worktree is not available in this run (it needs the hub's data directory)")
+        parent = self.project_of(spec)
+        worktrees = self.worktrees
+        try:
+            made = await anyio.to_thread.run_sync(lambda: worktrees.create(spec.id, parent.root))
+        except UserError:
+            raise
+        except (DispatchError, OSError) as error:  # git failed: the summon is refused saying why
+            raise UserError(f"isolation: worktree: {error}") from None
+        self._worktrees[spec.id] = (made, parent.root)
+        if self.changes is not None:
+            self.changes.share(made.root, self._store_root(parent.root))
+        self.projects[made.root] = Project(made.root, parent.catalog, parent.outside)
+        return spec.model_copy(update={"root": str(made.root)})
+
+    def _store_root(self, root: Path) -> Path:
+        """The project whose shadow store holds the snapshots of ``root`` (a worktree's: its parent's)."""
+        for worktree, into in self._worktrees.values():
+            if worktree.root == root:
+                return self._store_root(into)
+        return root
+
+    async def _merge_back(self, agent: Agent) -> None:
+        """Merge a reporting isolated child's work into its parent's tree, after its ``before_merge``
+        checkpoint (denied: discarded); its worktree is removed either way."""
+        held = self._worktrees.get(agent.id)
+        if held is None or self.worktrees is None:
+            return
+        worktree, into = held
+        worktrees = self.worktrees
+        try:
+            if self.checkpoints is not None:
+                diff = await anyio.to_thread.run_sync(lambda: worktrees.diff(worktree))
+                reason = await self.checkpoints.before_merge(agent, diff) if diff else None
+                if reason is not None:
+                    self.merges[agent.id] = MergeInfo(outcome="discarded", reason=reason)
+                    return
+            with anyio.CancelScope(shield=True):
+                try:
+                    result = await anyio.to_thread.run_sync(lambda: worktrees.merge(worktree, into))
+                    self.merges[agent.id] = _merge_info(result)
+                except DispatchError as error:
+                    self.merges[agent.id] = MergeInfo(outcome="discarded", reason=f"the merge failed: {error}")
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._discard(agent.id)
+
+    async def _discard(self, agent_id: str) -> None:
+        """Remove the agent's worktree and branch, if it has one (its work, unmerged, is gone)."""
+        held = self._worktrees.pop(agent_id, None)
+        if held is None or self.worktrees is None:
+            return
+        worktrees, worktree = self.worktrees, held[0]
+        self.projects.pop(worktree.root, None)
+        if agent_id not in self.merges:
+            self.merges[agent_id] = MergeInfo(outcome="discarded", reason="it did not report")
+        await anyio.to_thread.run_sync(lambda: worktrees.remove(worktree))
 
     # ---- looking things up -------------------------------------------------------------------
 
@@ -348,6 +419,8 @@ class AgentTree:
         self._interrupts.discard(agent.id)
         if self.changes is not None:
             self.changes.forget(agent.id)
+        with anyio.CancelScope(shield=True):
+            await self._discard(agent.id)  # one that did not report: its worktree goes unmerged
         if agent.state is not AgentState.interrupted:  # an interrupted agent's children stop on their own
             for child in self.live_children(agent.id):
                 self.cancel(child.id)
@@ -415,6 +488,7 @@ class AgentTree:
                     agent.set_state(AgentState.interrupted, f"the hub stopped after step {step.index}; resume it")
                     return
                 await self._wait_for_space(agent)
+        await self._merge_back(agent)  # before it is done: whoever waits for it sees the merge
         agent.set_state(AgentState.done)
         self.events.publish(agent.id, AgentReported(report=agent.report))
 
@@ -587,6 +661,14 @@ class AgentTree:
             return None if checkpoints is None else await checkpoints.before_tool(agent, kind, name, arguments)
 
         return gate
+
+
+def _merge_info(result: MergeResult) -> MergeInfo:
+    if result.conflicts:
+        conflicts = [ConflictInfo(path=c.path, yours=c.parent, child=c.child) for c in result.conflicts]
+        reason = "both you and the child changed these files; nothing was written"
+        return MergeInfo(outcome="conflict", conflicts=conflicts, reason=reason)
+    return MergeInfo(outcome="merged", files=result.files)
 
 
 def _blob(blob: Blob | None) -> str | None:

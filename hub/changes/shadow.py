@@ -118,13 +118,16 @@ def _denied(path: str) -> bool:
 
 
 class ShadowRepo:
-    """The shadow store of the project at ``root``, under ``home`` (created on first use)."""
+    """The shadow store of the project at ``root``, under ``home`` (created on first use).
+    ``store``: the root of another project whose store it shares, with an index of its own (a
+    child's git worktree shares its repository's, so their snapshots' contents are in one store)."""
 
-    def __init__(self, home: Path, root: Path) -> None:
+    def __init__(self, home: Path, root: Path, store: Path | None = None) -> None:
         self.root = root
-        key = hashlib.sha256(str(root).encode()).hexdigest()[:16]
+        key = hashlib.sha256(str(store or root).encode()).hexdigest()[:16]
         self.git_dir = home / key
-        self._index = self.git_dir / "dispatch-index"
+        own = "" if store is None else "-" + hashlib.sha256(str(root).encode()).hexdigest()[:16]
+        self._index = self.git_dir / f"dispatch-index{own}"
         self._ready = False
         self._last_tree: tuple[tuple[int, int, int], str] | None = None
         git = shutil.which("git")
@@ -158,7 +161,7 @@ class ShadowRepo:
                 input=input,
                 capture_output=True,
                 env=env,
-                cwd=self.root,
+                cwd=self.root if self.root.is_dir() else self.git_dir,  # a worktree removed: its diffs stay
                 check=False,
             )
         except OSError as error:

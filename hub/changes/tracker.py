@@ -75,14 +75,19 @@ class ChangeTracker:
         self.log = log_
         """Where records are read back (None: nowhere, so :meth:`changes` sees none)."""
         self._repos: dict[Path, ShadowRepo] = {}
+        self._shared: dict[Path, Path] = {}
         self._windows: dict[str, _Window] = {}
 
     def repo(self, root: Path) -> ShadowRepo:
         """The shadow store of the project at ``root`` (GitMissing when git is not installed)."""
         repo = self._repos.get(root)
         if repo is None:
-            repo = self._repos[root] = ShadowRepo(self.home, root)
+            repo = self._repos[root] = ShadowRepo(self.home, root, self._shared.get(root))
         return repo
+
+    def share(self, root: Path, store: Path) -> None:
+        """Snapshot the files at ``root`` (a child's worktree) into the store of the project at ``store``."""
+        self._shared[root] = store
 
     def track(
         self, agent_id: str, root: Path, scope: Sequence[str], record: Callable[[Snapshots], None]

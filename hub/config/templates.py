@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator
 
@@ -107,9 +107,14 @@ class Template(BaseModel):
         default_factory=dict[str, CheckpointMode],
         description="where the agent stops for the user's approval: a list of names (each ask), or name: "
         "ask | off | auto_approve DURATION; names before_report (plan, report), before_write (edit), "
-        "before_destructive (destructive)",
+        "before_destructive (destructive), before_merge (merge)",
     )
     detached: bool = Field(default=False, description="the agent also has its own conversation with the user")
+    isolation: Literal["worktree"] | None = Field(
+        default=None,
+        description="worktree: each agent of it (summoned as a child) works in a git worktree of its own, "
+        "merged back into its parent's files when it reports",
+    )
     budget_usd: float | None = Field(
         default=None, gt=0, allow_inf_nan=False, description="US dollars each agent of it (with its children) may spend"
     )

@@ -1,11 +1,13 @@
 """Checkpoints: where an agent stops for the user's approval, and how each one is set.
 
-Three checkpoints, each named two ways (templates may use either spelling)::
+Four checkpoints, each named two ways (templates may use either spelling)::
 
     before_report       plan, report   the final answer waits (e.g. approve a plan)
     before_write        edit           fs write_file / edit_file waits
     before_destructive  destructive    shell commands that delete or discard (rm, git reset --hard,
                                        git clean, ...) and changing many existing files wait
+    before_merge        merge          an isolated child's work (its whole diff) waits before it is
+                                       merged into its parent's files; denied: discarded
 
 Each is ``ask`` (wait for the user), ``off``, or ``auto_approve`` after a timeout. In a template::
 
@@ -31,7 +33,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from dispatch.hub.policy.servers import FS, SHELL
 
-CheckpointName = Literal["before_report", "before_write", "before_destructive"]
+CheckpointName = Literal["before_report", "before_write", "before_destructive", "before_merge"]
 ALIASES: dict[str, CheckpointName] = {
     "before_report": "before_report",
     "plan": "before_report",
@@ -40,6 +42,8 @@ ALIASES: dict[str, CheckpointName] = {
     "edit": "before_write",
     "before_destructive": "before_destructive",
     "destructive": "before_destructive",
+    "before_merge": "before_merge",
+    "merge": "before_merge",
 }
 MANY_FILES = 5
 """Changing this many distinct existing files (since the last approval) is destructive."""

@@ -4,9 +4,10 @@ Two kinds. A **path** approval: an agent asks (``request_access`` through its ``
 read, write or execute a path outside its grants. The hub's access gate (:mod:`dispatch.hub.agents.access`)
 decides first (always-denied paths, the project root, ``permissions.auto_allow`` and the ``always``
 answers of this run, the answers of this session, which it keeps); what it passes on is asked of
-the user here. A **checkpoint**: ``before_report``,
-``before_write`` or ``before_destructive`` as the agent's spec sets it (:mod:`dispatch.hub.policy.checkpoints`),
-held by the agent loop (its final answer) and by ``Mounts.call`` (the tool call) through the tree.
+the user here. A **checkpoint**: ``before_report``, ``before_write``, ``before_destructive`` or
+``before_merge`` as the agent's spec sets it (:mod:`dispatch.hub.policy.checkpoints`),
+held by the agent loop (its final answer), by ``Mounts.call`` (the tool call) and by the tree (an
+isolated child's merge, its whole diff shown) through the tree.
 
 What an answer's ``remember`` means:
 
@@ -154,6 +155,14 @@ class Approvals:
             raise CheckpointDenied(
                 f"checkpoint before_report: the report was denied by {answer.by} (approval {answer.approval_id})"
             )
+
+    async def before_merge(self, agent: Agent, diff: str) -> str | None:
+        """The ``before_merge`` checkpoint of an isolated child, showing its whole diff: None to
+        merge its work into its parent's files, or why it is discarded."""
+        answer = await self.checkpoint(agent, "before_merge", diff)
+        if answer is None or answer.approved:
+            return None
+        return f"checkpoint before_merge: the merge was denied by {answer.by} (approval {answer.approval_id})"
 
     async def before_tool(self, agent: Agent, kind: str, name: str, arguments: dict[str, Any]) -> str | None:
         """The ``before_write`` / ``before_destructive`` checkpoint of one tool call: None to run

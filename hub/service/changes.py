@@ -4,7 +4,8 @@ The records are the store's (``file_changes``, ``rewinds``), the files' contents
 shadow store (:mod:`dispatch.hub.changes`). An agent's changes are its descendants' too, unless
 ``own``. A rewind first cancels the agent if it runs (and so its descendants), then puts back
 every file they changed, refused with a conflict naming the files someone changed since unless
-forced; it is kept, so ``undo`` puts back what it found.
+forced; it is kept, so ``undo`` puts back what it found. An isolated child's changes are read
+from, and rewound in, the tree its worktree merges into.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ from dispatch.hub.ids import new_id
 from dispatch.hub.store.records import AgentRow, Records, blob_text, parse_blob
 from dispatch.hub.views import AgentChanges, RewindView
 
-__all__ = ["CHANGES_DIR", "ChangeDesk", "JournaledChanges"]
+__all__ = ["CHANGES_DIR", "WORKTREES_DIR", "ChangeDesk", "JournaledChanges"]
 
 CHANGES_DIR = "changes"
 """The shadow stores' folder in the data directory (one per project)."""
+
+WORKTREES_DIR = "worktrees"
+"""The records of isolated children's git worktrees in the data directory (one file each)."""
 
 CANCEL_WAIT_S = 30.0
 """How long a rewind waits for a running agent it cancelled to stop."""
@@ -61,8 +65,15 @@ class ChangeDesk:
             raise UnknownAgentError(f"no agent has the id {agent_id!r}")
         return rows
 
-    def _repo(self, row: AgentRow) -> ShadowRepo:
-        return self._tracker.repo(Path(row.root) if row.root else self._root)
+    async def _repo(self, row: AgentRow) -> ShadowRepo:
+        """The store of the agent's project: for an agent in an isolated child's worktree, the
+        store of the tree the worktree merges into (where its changes' contents are, and where its
+        merged files are put back by a rewind)."""
+        root = Path(row.root) if row.root else self._root
+        parent = await self._records.agent_row(row.parent_id) if row.parent_id else None
+        if parent is not None and (row.spec.isolation == "worktree" or parent.root == row.root):
+            return await self._repo(parent)
+        return self._tracker.repo(root)
 
     async def changes(self, agent_id: str, *, own: bool = False) -> AgentChanges:
         """What the agent (and its descendants, unless ``own``) changed: files and their diff."""
@@ -71,12 +82,12 @@ class ChangeDesk:
         changes = await self._records.file_changes(ids)
         if not changes:
             return AgentChanges(agent_id=agent_id, files=[], diff="")
-        return await changes_of(self._repo(rows[0]), agent_id, changes)
+        return await changes_of(await self._repo(rows[0]), agent_id, changes)
 
     async def rewind(self, agent_id: str, *, force: bool = False, undo: bool = False) -> RewindView:
         """Put back what the agent and its descendants changed (``undo``: undo its last rewind)."""
         rows = await self._subtree(agent_id)
-        repo = self._repo(rows[0])
+        repo = await self._repo(rows[0])
         if undo:
             return await self._undo(agent_id, repo, force=force)
         await self._stop(agent_id)

@@ -37,6 +37,7 @@ from dispatch.hub.agents.projects import Project
 from dispatch.hub.agents.spec import NO_CAPS, AgentSpec, AgentState, Caps
 from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.changes.tracker import ChangeTracker
+from dispatch.hub.changes.worktrees import Worktrees
 from dispatch.hub.errors import StoreFull, UnknownAgentError, UserError
 from dispatch.hub.events import (
     HUB,
@@ -59,7 +60,7 @@ from dispatch.hub.llm.types import ModelClient
 from dispatch.hub.mounts.pins import ToolPins
 from dispatch.hub.service.agent_views import live_view, stored_view
 from dispatch.hub.service.approvals import Approvals
-from dispatch.hub.service.changes import CHANGES_DIR, ChangeDesk, JournaledChanges
+from dispatch.hub.service.changes import CHANGES_DIR, WORKTREES_DIR, ChangeDesk, JournaledChanges
 from dispatch.hub.service.chats import ChatService
 from dispatch.hub.service.config_watch import ConfigWatch, Reloaded
 from dispatch.hub.service.contract import HubService
@@ -102,6 +103,7 @@ def gated_tree(
     lsp: LspBackend | None = None,
     artifacts: ArtifactShelf | None = None,
     changes: ChangeTracker | None = None,
+    worktrees: Worktrees | None = None,
 ) -> tuple[AgentTree, Approvals]:
     """The hub's tree (not yet entered) and its approvals, wired to each other as they are built:
     the approvals answer the tree's access requests and hold its checkpoints, the pins in ``store``
@@ -111,6 +113,7 @@ def gated_tree(
     tree = AgentTree(
         root, model, events, catalog, lsp=lsp, access=approvals, artifacts=artifacts,
         checkpoints=approvals, pins=ToolPins(store, approvals), agents=agents, space=store, changes=changes,
+        worktrees=worktrees,
     )  # fmt: skip
     return tree, approvals
 
@@ -205,7 +208,12 @@ class Hub(Delegation):
                 Router(catalog.config.models, store) if model is None else RecordedCalls(model, store, IN_PROCESS_KEY)
             )
             tracker = ChangeTracker(home / CHANGES_DIR, JournaledChanges(records, bus.journal.flush))
-            tree, approvals = gated_tree(root, client, bus, catalog, store, lsp=lsp, artifacts=records, changes=tracker)
+            worktrees = Worktrees(home / WORKTREES_DIR, home.parent / f"{home.name}-worktrees")
+            await anyio.to_thread.run_sync(worktrees.clean_leftovers)  # a crashed hub's
+            stack.push_async_callback(anyio.to_thread.run_sync, worktrees.clean_leftovers)  # after the tree
+            tree, approvals = gated_tree(
+                root, client, bus, catalog, store, lsp=lsp, artifacts=records, changes=tracker, worktrees=worktrees
+            )
             await stack.enter_async_context(tree)
             chats = await stack.enter_async_context(ChatService(store, tree, model=default_model))
             watching = await stack.enter_async_context(anyio.create_task_group())
