@@ -6,7 +6,8 @@ unified diff between the two, as ``git diff`` shows one file: a new file is all 
 ``difflib`` makes it (one file, no store needed). What it shows is bounded: a file too large to
 diff, a binary file, an edit whose ``old`` text does not match, a path outside the project or a
 special file are said in one line instead; a diff longer than :data:`SHOWN_CHARS` is cut at a line,
-with a note of what is left out. It reads the disk: call it in a worker thread.
+with a note of what is left out (:func:`bounded`, for any diff an approval shows). It reads the
+disk: call it in a worker thread.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from dispatch.hub.policy.paths import ROOT, normalize_path
 
-__all__ = ["MAX_DIFFED_BYTES", "SHOWN_CHARS", "proposed_diff"]
+__all__ = ["MAX_DIFFED_BYTES", "SHOWN_CHARS", "bounded", "proposed_diff"]
 
 SHOWN_CHARS = 20_000
 """At most this much of a diff is shown; the rest is counted in a note."""
@@ -60,7 +61,7 @@ def proposed_diff(root: Path, name: str, arguments: Mapping[str, Any]) -> str:
         after = str(arguments.get("content", ""))
     if len(after.encode()) > MAX_DIFFED_BYTES:
         return f"# no diff: the new {path} is {len(after.encode())} bytes, too large to diff here"
-    return _cut(_unified(path, found, after))
+    return bounded(_unified(path, found, after))
 
 
 class _NoDiff(Exception):
@@ -119,7 +120,9 @@ def _unified(path: str, before: str | None, after: str) -> str:
     return header + text if text else header + f"# {path}: an empty file\n"
 
 
-def _cut(diff: str) -> str:
+def bounded(diff: str) -> str:
+    """The diff as an approval shows it: cut at a line before :data:`SHOWN_CHARS`, with a note
+    of what is left out (any checkpoint showing a diff, e.g. of a child's whole work, uses it)."""
     if len(diff) <= SHOWN_CHARS:
         return diff
     shown = diff[: diff.rfind("\n", 0, SHOWN_CHARS) + 1] or diff[:SHOWN_CHARS]
