@@ -231,6 +231,8 @@ class ApprovalRequested(_Data):
     checkpoint: str | None
     server: str | None = None
     content: str | None
+    diff: str | None = None
+    """A checkpoint about changing files: the unified diff of the change (as the view's ``diff``)."""
     created_at: str
     auto_approve_at: str | None
 

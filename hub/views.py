@@ -134,6 +134,11 @@ class ApprovalView(View):
     checkpoint: str | None
     server: str | None = Field(default=None, description="tool_change: the outside MCP server whose tools changed")
     content: str | None = Field(description="what the checkpoint shows, e.g. the plan; tool_change: the diff")
+    diff: str | None = Field(
+        default=None,
+        description="a checkpoint about changing files: the unified diff of the change (before_write: the "
+        "proposed write against the file as it is, bounded; a line starting with # where none can be shown)",
+    )
     created_at: Instant
     auto_approve_at: Instant | None
     state: Literal["pending", "approved", "denied"]

@@ -256,7 +256,10 @@ async def test_before_write_holds_fs_writes_until_approved(scripted_llm: Scripte
         await top.finished.wait()
 
     assert_done(top)
-    assert first.checkpoint == "before_write" and first.content == "write_file a.txt (5 characters)\nhello"
+    assert first.checkpoint == "before_write" and first.content == "write_file a.txt (5 characters)"
+    assert first.diff == (  # a new file: all added
+        "diff --git a/a.txt b/a.txt\n--- /dev/null\n+++ b/a.txt\n@@ -0,0 +1 @@\n+hello\n\\ No newline at end of file\n"
+    )
     assert not written_early and (root / "a.txt").read_text() == "hello" and not (root / "b.txt").exists()
     refusal = tool_messages(scripted_llm.requests_for("[writer]")[2].messages)[-1]
     denied = f"write_file was denied at checkpoint before_write by the user (approval {second.id}); it did not run."

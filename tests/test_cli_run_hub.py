@@ -149,6 +149,22 @@ def test_a_checkpoint_is_asked_in_the_terminal_and_approved_by_typing(
     assert (tmp_path / "notes.md").read_text() == "# Notes\n"
 
 
+def test_a_proposed_edit_is_shown_in_the_terminal_as_a_coloured_diff(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
+    _careful(tmp_path)
+    (tmp_path / "notes.md").write_text("# Notes\nold line\nkept\n")
+    edit = call("edit_file", path="notes.md", old="old line", new="new line")
+    scripted_llm.script("[diffed]", [Reply(tool_calls=[edit]), Reply(text="[diffed] reported")])
+
+    args = ["run", "[diffed] edit notes", "--model", MODEL, "--root", str(tmp_path), "--template", "careful"]
+    code, screen = _in_a_terminal(args, "y\n")
+
+    assert code == 0, screen
+    assert "careful is at checkpoint before_write" in screen and "edit_file notes.md" in screen
+    assert "\x1b[31m-old line" in screen and "\x1b[32m+new line" in screen, screen  # removed red, added green
+    assert " # Notes" in screen and "@@ -1,3 +1,3 @@" in screen
+    assert (tmp_path / "notes.md").read_text() == "# Notes\nnew line\nkept\n"
+
+
 def test_without_a_terminal_a_checkpoint_is_refused_saying_why(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
     _careful(tmp_path)
     _script_a_write(scripted_llm, "[unasked]")

@@ -197,7 +197,7 @@ WIRE: list[tuple[EventData, dict[str, Any]]] = [
         ),
         _envelope("approval.requested", {
             "approval_id": "ap-1", "kind": "path", "chain": ["dispatch", "worker"], "path": "/etc/hosts",
-            "operation": "read", "checkpoint": None, "server": None, "content": None,
+            "operation": "read", "checkpoint": None, "server": None, "content": None, "diff": None,
             "created_at": "2026-01-01T00:00:00.000000+00:00", "auto_approve_at": None,
         }),
     ),

@@ -285,7 +285,8 @@ async def test_a_denied_before_merge_checkpoint_discards_the_work(tmp_path: Path
                     break
                 await anyio.sleep(0.02)
             assert approval is not None and approval.checkpoint == "before_merge"
-            assert "+x = 1" in (approval.content or "")
+            assert "+x = 1" in (approval.diff or "")  # the whole diff, shown as one by the API and the UI
+            assert approval.content == "merge 1 changed file of iso into its parent's files"
             await hub.answer_approval(approval.id, "deny", "once")
             done = await hub.wait_finished(top.id)
             assert done.state == "done"

@@ -5,7 +5,8 @@ path outside the project, a changed tool list of an outside server. Here the ans
 the terminal, by the run's policy:
 
 - ``ask`` (stdin is a terminal, no ``--json``): each request is shown (the agent chain, the path
-  and operation or the checkpoint and what it holds) and the user types ``y`` (approve once),
+  and operation or the checkpoint and what it holds, a change to files as its diff, coloured:
+  added lines green, removed red) and the user types ``y`` (approve once),
   ``s`` (approve for the session) or ``n`` (deny); one request at a time, the live view paused.
 - ``yes`` (``--yes``): checkpoints and path requests are approved as they come, each announced
   in a line. A changed tool list is not: it is asked when there is a terminal, else left pending.
@@ -22,6 +23,7 @@ from typing import Literal
 
 import anyio
 from rich.console import Console
+from rich.text import Text
 
 from dispatch.hub.errors import UserError
 from dispatch.hub.events import ApprovalRequested, Event
@@ -33,6 +35,9 @@ Policy = Literal["ask", "yes", "refuse"]
 NO_TERMINAL = "dispatch run, which has no terminal to ask in (stdin is not a terminal, or --json); --yes approves"
 BY_YES = "dispatch run --yes"
 CONTENT_LINES = 30
+DIFF_LINES = 80
+"""At most this many lines of a checkpoint's diff are shown in the terminal."""
+_DIFF_STYLES = (("+++", "bold"), ("---", "bold"), ("diff --git", "bold"), ("@@", "cyan"), ("+", "green"), ("-", "red"))
 CHOICES: dict[str, tuple[Decision, Remember]] = {
     "y": ("approve", "once"),
     "yes": ("approve", "once"),
@@ -59,6 +64,20 @@ def _excerpt(text: str | None) -> list[str]:
     if len(lines) > CONTENT_LINES:
         shown.append(f"    … {len(lines) - CONTENT_LINES} more lines")
     return shown
+
+
+def diff_text(diff: str) -> Text:
+    """The diff indented, its added lines green, removed red, hunks cyan; cut at :data:`DIFF_LINES`."""
+    lines = diff.rstrip("\n").splitlines()
+    text = Text()
+    for line in lines[:DIFF_LINES]:
+        style = next((s for prefix, s in _DIFF_STYLES if line.startswith(prefix)), "")
+        text.append("    ")
+        text.append(line, style=style)
+        text.append("\n")
+    if len(lines) > DIFF_LINES:
+        text.append(f"    … {len(lines) - DIFF_LINES} more lines of the diff (GET /api/approvals shows them)\n")
+    return text
 
 
 class TerminalApprovals:
@@ -119,9 +138,13 @@ class TerminalApprovals:
             lines.append(f"  why: {data.content}")
         elif data.content:
             lines += _excerpt(data.content)
-        if data.auto_approve_at:
-            lines.append(f"  (approved by itself at {data.auto_approve_at} unless you answer)")
         self._console.print("\n".join(lines), markup=False, highlight=False)
+        if data.diff:
+            self._console.print(diff_text(data.diff), end="", highlight=False, soft_wrap=True)
+        if data.auto_approve_at:
+            self._console.print(
+                f"  (approved by itself at {data.auto_approve_at} unless you answer)", markup=False, highlight=False
+            )
         while True:
             self._console.print(
                 "approve? [y] once  [s] for the session  [n] deny: ", end="", markup=False, highlight=False

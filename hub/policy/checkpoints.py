@@ -200,24 +200,21 @@ def destructive_command(command: str) -> str | None:
 
 # ---- which checkpoint holds a tool call -------------------------------------------------------------
 
-SHOWN_CHARS = 20_000
-"""At most this much of a write is shown in the approval."""
-
 
 def _change(name: str, arguments: Mapping[str, Any]) -> str:
+    """What an fs write is, in one line (the approval's ``diff`` shows what it changes)."""
     path = str(arguments.get("path", ""))
     if name == "edit_file":
-        return f"edit_file {path}\n--- replace\n{arguments.get('old', '')}\n+++ with\n{arguments.get('new', '')}"
-    content = str(arguments.get("content", ""))
-    cut = "" if len(content) <= SHOWN_CHARS else f"\n... ({len(content) - SHOWN_CHARS} more characters)"
-    return f"write_file {path} ({len(content)} characters)\n{content[:SHOWN_CHARS]}{cut}"
+        return f"edit_file {path}"
+    return f"write_file {path} ({len(str(arguments.get('content', '')))} characters)"
 
 
 class ToolCheckpoints:
     """Which checkpoint, if any, holds a tool call, and what the approval shows: a destructive
     shell ``run`` (:func:`destructive_command`) or a change to the :data:`MANY_FILES`-th existing
     file since the agent's last ``before_destructive`` approval holds at ``before_destructive``;
-    any other fs write or edit at ``before_write``. Counts each agent's changed files."""
+    any other fs write or edit at ``before_write``. What it shows of an fs write is one line; the
+    hub adds the write's diff (:mod:`dispatch.hub.changes.proposed`). Counts each agent's changed files."""
 
     def __init__(self, root: Path) -> None:
         self._root = root

@@ -35,21 +35,25 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
 import anyio
+import anyio.to_thread
 
 from dispatch.hub import times
 from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.spec import AgentState
+from dispatch.hub.changes.proposed import bounded, proposed_diff
 from dispatch.hub.config.permissions import add_auto_allow
 from dispatch.hub.errors import CheckpointDenied, NotFoundError, UserError
 from dispatch.hub.events import ApprovalRequested, ApprovalResolved, EventBus
 from dispatch.hub.ids import new_id
 from dispatch.hub.policy.checkpoints import CheckpointName, ToolCheckpoints
+from dispatch.hub.policy.servers import FS
 from dispatch.hub.store.db import Row, Store
 from dispatch.hub.views import ApprovalView, Decision, Remember
 from dispatch.servers.hublink import AccessDecision, Operation
@@ -68,6 +72,7 @@ def _requested(view: ApprovalView) -> ApprovalRequested:
         checkpoint=view.checkpoint,
         server=view.server,
         content=view.content,
+        diff=view.diff,
         created_at=view.created_at,
         auto_approve_at=view.auto_approve_at,
     )
@@ -137,8 +142,12 @@ class Approvals:
         reason = f"{verb} by {answer.by} (approval {answer.approval_id})"
         return AccessDecision(granted=answer.approved, remember=answer.remember, reason=reason)
 
-    async def checkpoint(self, agent: Agent, name: CheckpointName, content: str) -> Answer | None:
-        """Hold the agent at a checkpoint until it is approved or denied; None when it is off."""
+    async def checkpoint(
+        self, agent: Agent, name: CheckpointName, content: str, *, diff: str | None = None
+    ) -> Answer | None:
+        """Hold the agent at a checkpoint until it is approved or denied; None when it is off.
+        ``content`` is what the user reads (a plan, a one-line summary); ``diff``, when the
+        checkpoint is about changing files, the unified diff of the change (shown coloured)."""
         mode = agent.spec.checkpoints.get(name)
         if mode is None or not mode.enabled:
             return None
@@ -146,7 +155,9 @@ class Approvals:
         if remembered is not None:
             return Answer("(remembered)", remembered, "the user, for this session")
         reason = f"waiting for your approval at checkpoint {name}"
-        return await self._ask(agent, reason, kind="checkpoint", checkpoint=name, content=content, after_s=mode.after_s)
+        return await self._ask(
+            agent, reason, kind="checkpoint", checkpoint=name, content=content, diff=diff, after_s=mode.after_s
+        )
 
     async def before_report(self, agent: Agent, report: str) -> None:
         """The ``before_report`` checkpoint; raises CheckpointDenied when the report is denied."""
@@ -159,7 +170,9 @@ class Approvals:
     async def before_merge(self, agent: Agent, diff: str) -> str | None:
         """The ``before_merge`` checkpoint of an isolated child, showing its whole diff: None to
         merge its work into its parent's files, or why it is discarded."""
-        answer = await self.checkpoint(agent, "before_merge", diff)
+        files = len(re.findall(r"^diff --git ", diff, flags=re.M))
+        summary = f"merge {files} changed file{'s' if files != 1 else ''} of {agent.spec.name} into its parent's files"
+        answer = await self.checkpoint(agent, "before_merge", summary, diff=bounded(diff))
         if answer is None or answer.approved:
             return None
         return f"checkpoint before_merge: the merge was denied by {answer.by} (approval {answer.approval_id})"
@@ -172,7 +185,11 @@ class Approvals:
         if held is None:
             return None
         checkpoint, content = held
-        answer = await self.checkpoint(agent, checkpoint, content)
+        diff = None
+        if name in FS.write_tools and kind == FS.name:  # the write as a diff against the file as it is
+            root = Path(agent.spec.root) if agent.spec.root else self._root
+            diff = await anyio.to_thread.run_sync(proposed_diff, root, name, arguments)
+        answer = await self.checkpoint(agent, checkpoint, content, diff=diff)
         if answer is None or answer.approved:
             if checkpoint == "before_destructive":
                 self._tools.approved(agent.id)

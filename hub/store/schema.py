@@ -51,6 +51,9 @@ scope, tree ids in the project's change store), ``path``, ``before`` and ``after
 NULL: absent) and ``reverted_by`` (the rewind that put it back, NULL: none); ``rewinds``, one row per
 rewind: the agent, ``files`` (JSON: path, ``before`` the state it found, ``after`` the state it
 restored) and ``undone_at``.
+
+Approval diffs (m110): ``approvals.diff``, the unified diff a checkpoint about changing files
+holds (a proposed fs write; NULL: none).
 """
 
 from __future__ import annotations
@@ -340,3 +343,9 @@ def m109_file_changes(db: Database) -> None:
         {"id": str, "agent_id": str, "at": float, "root": str, "files": str, "undone_at": float}, pk="id"
     )
     db.table("rewinds").create_index(["agent_id"])
+
+
+@MIGRATIONS()
+def m110_approval_diffs(db: Database) -> None:
+    """A checkpoint about changing files keeps the unified diff of the change it holds."""
+    db.table("approvals").add_column("diff", str)
