@@ -160,3 +160,24 @@ async def test_a_model_name_litellm_does_not_know_is_the_users_mistake_either_wa
             assert failed.message.startswith("unknown model 'no-such-model'")
         else:
             raise AssertionError("the call did not fail")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_both_paths_report_a_slow_answer_as_no_answer_in_time(scripted_llms: Servers, provider: str) -> None:
+    found: list[CallFailed] = []
+    for direct in (True, False):
+        server = scripted_llms()
+        server.script("[go]", [Reply(text="too late", delay_s=3.0)])
+        face = _face(server, provider)
+        try:
+            await acompletion(
+                load_litellm(), face.model, _transcript("[go]"), TOOLS, 0.5, "sk-test", face.base, None, direct=direct
+            )
+        except Exception as error:
+            found.append(failed_call(error, face.model, face.base))
+        else:
+            raise AssertionError("the call did not fail")
+    assert [failed.kind for failed in found] == ["transient", "transient"]
+    assert all(": no answer in time (" in failed.message for failed in found)
+    assert "no answer within 0.5 s" in found[0].message

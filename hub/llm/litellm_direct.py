@@ -196,7 +196,9 @@ async def _post(
             timeout=timeout_s,
         )
     except httpx.TimeoutException as error:
-        raise litellm.Timeout(message=f"request timed out: {error}", model=model, llm_provider=provider) from error
+        raise litellm.Timeout(
+            message=f"no answer within {timeout_s:g} s", model=model, llm_provider=provider
+        ) from error
     except httpx.HTTPError as error:
         raise config.get_error_class(error_message=str(error), status_code=500, headers={}) from error
     if response.status_code >= 400:
