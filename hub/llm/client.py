@@ -1,8 +1,9 @@
 """One model call: the seam every agent's LLM request goes through.
 
-Agents hold a :class:`~dispatch.hub.llm.types.ModelClient`. :func:`call_litellm` makes one ``litellm.acompletion`` call
-(retries off) in the model worker process (:mod:`dispatch.hub.llm.model_process`; litellm itself
-never loads in the hub's process, :mod:`dispatch.hub.llm.litellm_call`). The plain
+Agents hold a :class:`~dispatch.hub.llm.types.ModelClient`. :func:`call_litellm` makes one call
+through litellm (retries off) in the model worker process (:mod:`dispatch.hub.llm.model_process`;
+litellm itself never loads in the hub's process, and :mod:`dispatch.hub.llm.litellm_call` says
+which of its paths a call takes). The plain
 :class:`LiteLLMClient` calls with the agent's litellm model name, so litellm's usual environment
 (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ...) is honoured; the key router
 (:mod:`dispatch.hub.llm.router`) adds tags, keys, budgets, fallback and the usage ledger.
@@ -27,7 +28,7 @@ async def call_litellm(
     api_base: str | None = None,
     extra: JsonDict | None = None,
 ) -> Completion:
-    """One ``litellm.acompletion`` call with litellm's retries off, made by the model worker
+    """One call through litellm with litellm's retries off, made by the model worker
     process (:mod:`dispatch.hub.llm.model_process`); a failure raises its
     :class:`~dispatch.hub.llm.model_process.RemoteCallError`, classified there."""
     request = CallRequest(

@@ -2,7 +2,9 @@
 (:mod:`dispatch.hub.llm.model_worker`), never in the hub's.
 
 litellm is imported on first use (:func:`load_litellm`, seconds and some 170 MiB); :func:`acompletion`
-makes one ``litellm.acompletion`` call with litellm's retries off and reads the answer into a
+makes one call with litellm's retries off (``openai/`` and ``anthropic/`` models through litellm's
+provider transformation called directly, :mod:`dispatch.hub.llm.litellm_direct`; every other one
+through ``litellm.acompletion``) and reads the answer into a
 :class:`~dispatch.hub.llm.types.Completion`, priced at :func:`litellm_prices`; :func:`measure`
 reads a model's window and counts tokens; :func:`model_error` turns litellm's exceptions into
 Dispatch's, and the predicates here tell :mod:`dispatch.hub.llm.failures` what kind they are.
@@ -20,6 +22,8 @@ from types import ModuleType
 from typing import Any, cast
 
 from dispatch.hub.errors import ContextTooLong, ModelCallError, UserError
+from dispatch.hub.llm.litellm_direct import completion as direct_completion
+from dispatch.hub.llm.litellm_direct import direct_route
 from dispatch.hub.llm.prices import Prices
 from dispatch.hub.llm.prompt_cache import needs_breakpoints, with_breakpoints
 from dispatch.hub.llm.types import Completion, JsonDict, Measured, ToolCallRequest, Usage
@@ -204,11 +208,16 @@ async def acompletion(
     api_key: str | None,
     api_base: str | None,
     extra: JsonDict | None,
+    *,
+    direct: bool = True,
 ) -> Completion:
-    """The ``litellm.acompletion`` call itself (in the model worker), with prompt-cache
-    breakpoints for the models that need them (:mod:`dispatch.hub.llm.prompt_cache`); the
-    answer's cost is litellm's price for the model (:func:`litellm_prices`), never litellm's
-    per-call cost bookkeeping."""
+    """One model call (in the model worker), with prompt-cache breakpoints for the models that
+    need them (:mod:`dispatch.hub.llm.prompt_cache`): straight through litellm's provider
+    transformation for the calls :func:`~dispatch.hub.llm.litellm_direct.direct_route` sends
+    there (unless ``direct`` is False), else ``litellm.acompletion``. Either way the answer is a
+    litellm ``ModelResponse``, read the same, and a failure is litellm's exception; the answer's
+    cost is litellm's price for the model (:func:`litellm_prices`), never litellm's per-call cost
+    bookkeeping."""
     started = time.perf_counter()
     if needs_breakpoints(model):
         messages, tools = with_breakpoints(messages, tools)
@@ -220,7 +229,13 @@ async def acompletion(
     if api_base is not None:
         kwargs["api_base"] = api_base
     kwargs.update(extra or {})
-    response = await litellm.acompletion(**kwargs)
+    route = direct_route(litellm, model, api_key, extra) if direct else None
+    if route is not None:
+        response: Any = await direct_completion(
+            litellm, route, model, list(messages), list(tools), timeout_s, api_base, extra
+        )
+    else:
+        response = await litellm.acompletion(**kwargs)
     choice: Any = response.choices[0].message
     raw_calls: list[Any] = list(choice.tool_calls or [])
     calls = [

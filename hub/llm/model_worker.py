@@ -1,7 +1,8 @@
 """The model worker: a process of its own that makes the hub's litellm calls.
 
 litellm costs several milliseconds of Python per call (the OpenAI SDK's request transformation,
-litellm's logging and cost bookkeeping). In the hub's process that CPU would hold the interpreter
+litellm's logging and cost bookkeeping; ``openai/`` and ``anthropic/`` models skip the last two,
+:mod:`dispatch.hub.llm.litellm_direct`). In the hub's process that CPU would hold the interpreter
 lock against the hub's event loop, and under load every event, API answer and store write would
 wait for it. So the hub sends each call here (:mod:`dispatch.hub.llm.model_process`) and only
 waits for the answer.

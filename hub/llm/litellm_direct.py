@@ -1,0 +1,219 @@
+"""The model worker's direct path: a chat completion made with litellm's own provider
+transformation and one POST, without ``litellm.acompletion``'s per-call bookkeeping.
+
+``litellm.acompletion`` costs the worker several times the CPU of the HTTP call itself
+(``python -m bench.model_calls``), and most of it is work Dispatch does not use: the logging
+object and its success handler, response metadata and hidden params, litellm's own cost
+calculation, the standard logging payload and its redaction. For the providers whose litellm
+config objects carry the whole chat transformation, the worker skips that and calls the provider
+layer itself: ``get_optional_params`` (the OpenAI-style parameters into the provider's),
+the config's ``validate_environment`` (headers), ``transform_request`` (the body),
+one POST through one shared ``httpx`` client per worker, and ``transform_response`` (a
+``ModelResponse``, read like any other); a refused request becomes the config's error class, then
+litellm's ``exception_type``, so a failure is the same litellm exception either way and
+:mod:`dispatch.hub.llm.failures` classifies it as before.
+
+Which calls go direct is one rule, :func:`direct_route`: a model named ``openai/...`` or
+``anthropic/...`` with an API key (given, or litellm's from the environment) and no extra
+parameters beyond :data:`PLAIN_EXTRA`. Everything else (every other provider, a call with no key,
+other parameters) goes through ``litellm.acompletion``. Streaming is not used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import import_module
+from types import ModuleType
+from typing import Any, cast
+from weakref import WeakKeyDictionary
+
+from dispatch.hub.llm.types import JsonDict
+
+DIRECT_PROVIDERS = ("openai", "anthropic")
+"""The providers whose calls go direct (litellm's prefix of the model name)."""
+
+PLAIN_EXTRA = frozenset({"max_tokens", "temperature", "top_p", "stop", "seed"})
+"""The extra call parameters the direct path takes (litellm maps them for the provider)."""
+
+
+def direct_route(litellm: ModuleType, model: str, api_key: str | None, extra: JsonDict | None) -> _Route | None:
+    """The provider and API key of a call that goes direct (the key given, else litellm's from the
+    environment); None for a call that goes through ``litellm.acompletion``."""
+    provider, slash, _ = model.partition("/")
+    if not slash or provider not in DIRECT_PROVIDERS or (extra and not set(extra) <= PLAIN_EXTRA):
+        return None
+    if provider == "anthropic":
+        from litellm.llms.anthropic.common_utils import AnthropicModelInfo
+
+        key = AnthropicModelInfo.get_api_key(api_key)
+    else:
+        key = litellm.llms.openai.chat.gpt_transformation.OpenAIGPTConfig.get_api_key(api_key)
+    return None if not key else _Route(provider, str(key))
+
+
+@dataclass(frozen=True)
+class _Route:
+    provider: str
+    api_key: str
+
+
+class _NoLogging:
+    """What the provider transformations are handed as litellm's logging object: they report the
+    raw request and response to it, and Dispatch keeps neither."""
+
+    model_call_details: JsonDict = {}  # noqa: RUF012 (read, never written, by the transformations)
+
+    def pre_call(self, *args: object, **kwargs: object) -> None:
+        return None
+
+    def post_call(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+@cache
+def _config(litellm: ModuleType, model: str, provider: str) -> Any:
+    return litellm.utils.ProviderConfigManager.get_provider_chat_config(
+        model=model, provider=litellm.LlmProviders(provider)
+    )
+
+
+_clients: WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = WeakKeyDictionary()
+
+
+def _client() -> Any:
+    """The worker's one HTTP client (a connection pool kept across calls) for its event loop."""
+    import httpx
+
+    loop = asyncio.get_running_loop()
+    if loop not in _clients:
+        _clients[loop] = httpx.AsyncClient(limits=httpx.Limits(max_connections=None, max_keepalive_connections=100))
+    return _clients[loop]
+
+
+def _url(litellm: ModuleType, provider: str, config: Any, model: str, api_key: str, api_base: str | None) -> str:
+    """Where the call goes, resolved as ``litellm.acompletion`` resolves it."""
+    if provider == "anthropic":
+        from litellm.litellm_core_utils.url_utils import ensure_api_route
+        from litellm.llms.anthropic.common_utils import AnthropicModelInfo
+        from litellm.secret_managers.main import get_secret_bool
+
+        base = str(AnthropicModelInfo.get_api_base(api_base))
+        return (
+            base if get_secret_bool("LITELLM_ANTHROPIC_DISABLE_URL_SUFFIX") else ensure_api_route(base, "v1/messages")
+        )
+    base = litellm.llms.openai.chat.gpt_transformation.OpenAIGPTConfig.get_api_base(api_base)
+    return str(config.get_complete_url(base, api_key, model, {}, {}))
+
+
+async def completion(
+    litellm: ModuleType,
+    route: _Route,
+    model: str,
+    messages: list[JsonDict],
+    tools: list[JsonDict],
+    timeout_s: float,
+    api_base: str | None,
+    extra: JsonDict | None,
+) -> Any:
+    """One chat completion of ``model`` (``provider/name``) as litellm's ``ModelResponse``; a
+    failure raises the litellm exception ``litellm.acompletion`` would have raised."""
+    provider, api_key = route.provider, route.api_key
+    name = model.partition("/")[2]
+    config = _config(litellm, name, provider)
+    litellm_params: JsonDict = {"custom_llm_provider": provider, "api_base": api_base}
+    utils: Any = litellm.utils
+    try:
+        # what litellm.completion does to every request before the provider's handler
+        messages = utils.validate_and_fix_openai_messages(messages=[dict(m) for m in messages])
+        optional: JsonDict = utils.get_optional_params(
+            model=name,
+            custom_llm_provider=provider,
+            tools=utils.validate_and_fix_openai_tools(tools=tools or None),
+            messages=messages,
+            **(extra or {}),
+        )
+        for unused in ("stream", "stream_options", "max_retries", "json_mode"):  # the handlers' own
+            optional.pop(unused, None)
+        url = _url(litellm, provider, config, name, api_key, api_base)
+        headers: JsonDict = config.validate_environment(
+            headers={}, model=name, messages=messages, optional_params=optional,
+            litellm_params=litellm_params, api_key=api_key, api_base=url,
+        )  # fmt: skip
+        if provider == "anthropic":
+            optional["is_vertex_request"] = False
+        data: JsonDict = await config.async_transform_request(
+            model=name, messages=messages, optional_params=optional, litellm_params=litellm_params, headers=headers
+        )
+        if provider == "anthropic":
+            # what litellm's Anthropic handler does to every request after the transformation
+            betas = import_module("litellm.anthropic_beta_headers_manager")
+            headers, data = betas.update_request_with_filtered_beta(
+                headers=headers, request_data=data, provider=provider, api_base=url
+            )
+            gated = import_module("litellm.anthropic_beta_gated_fields")
+            data = dict(
+                gated.strip_beta_gated_request_body(data, headers, drop_params=None, model=name, provider=provider)
+            )
+        else:
+            # what the OpenAI SDK does with the options litellm hands it beside the body
+            data = {
+                key: value for key, value in data.items() if key not in ("extra_body", "extra_headers", "extra_query")
+            } | dict(data.get("extra_body") or {})
+        response = await _post(litellm, provider, config, name, url, headers, data, timeout_s)
+        return config.transform_response(
+            model=name, raw_response=response, model_response=litellm.ModelResponse(), logging_obj=_NoLogging(),
+            request_data=data, messages=messages, optional_params=optional, litellm_params=litellm_params,
+            encoding=None, api_key=api_key, json_mode=False,
+        )  # fmt: skip
+    except Exception as error:
+        raise litellm.litellm_core_utils.exception_mapping_utils.exception_type(
+            model=name, original_exception=error, custom_llm_provider=provider,
+            completion_kwargs={"model": model}, extra_kwargs={},
+        ) from error  # fmt: skip
+
+
+async def _post(
+    litellm: ModuleType,
+    provider: str,
+    config: Any,
+    model: str,
+    url: str,
+    headers: JsonDict,
+    data: JsonDict,
+    timeout_s: float,
+) -> Any:
+    """The POST itself; a timeout is litellm's ``Timeout``, anything else the provider's error."""
+    import httpx
+
+    try:
+        response = await _client().post(
+            url,
+            headers=headers,
+            content=json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(),
+            timeout=timeout_s,
+        )
+    except httpx.TimeoutException as error:
+        raise litellm.Timeout(
+            message=f"no answer within {timeout_s:g} s", model=model, llm_provider=provider
+        ) from error
+    except httpx.HTTPError as error:
+        raise config.get_error_class(error_message=str(error), status_code=500, headers={}) from error
+    if response.status_code >= 400:
+        text = _openai_message(response.text) if provider == "openai" else response.text
+        raise config.get_error_class(error_message=text, status_code=response.status_code, headers=response.headers)
+    return response
+
+
+def _openai_message(text: str) -> str:
+    """The message of an OpenAI-style error body (``{"error": {"message": ...}}``), as litellm's
+    OpenAI client reports it; the body itself when it has none."""
+    try:
+        body: Any = json.loads(text)
+    except ValueError:
+        return text
+    error: Any = cast(dict[str, Any], body).get("error") if isinstance(body, dict) else None
+    message: Any = cast(dict[str, Any], error).get("message") if isinstance(error, dict) else None
+    return message if isinstance(message, str) and message else text

@@ -1,0 +1,183 @@
+"""The direct path of a model call (``dispatch.hub.llm.litellm_direct``): for OpenAI-compatible and
+Anthropic endpoints, litellm's provider transformation without ``litellm.acompletion`` sends the
+same request and reads the same answer, usage and tool calls, and every failure is classified and
+worded as through ``litellm.acompletion``, against the scripted model server's two faces (one
+server per path, so each path meets a fresh prompt cache)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+
+from dispatch.hub.llm.litellm_call import acompletion, load_litellm
+from dispatch.hub.llm.litellm_direct import direct_route
+from dispatch.hub.llm.model_worker import CallFailed, failed_call
+from dispatch.hub.llm.scripted import Fail, Reply, ToolCall
+from dispatch.hub.llm.types import Completion, JsonDict
+from tests.fakes.scripted_llm import ScriptedLLM
+
+TOOLS: list[JsonDict] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "read_file",
+            "description": "Read a file.",
+            "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
+        },
+    }
+]
+
+
+@dataclass(frozen=True)
+class Face:
+    model: str
+    base: str
+
+
+def _face(llm: ScriptedLLM, provider: str) -> Face:
+    if provider == "anthropic":
+        return Face("anthropic/claude-sonnet-4-5", llm.anthropic_base_url)
+    return Face("openai/gpt-4o-mini", llm.base_url)
+
+
+def _transcript(tag: str) -> list[JsonDict]:
+    call = {"id": "call-1", "type": "function", "function": {"name": "read_file", "arguments": '{"path": "a.py"}'}}
+    return [
+        {"role": "system", "content": "You are careful."},
+        {"role": "user", "content": f"{tag} review a.py"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call-1", "content": "x = 1\n"},
+    ]
+
+
+async def _call(face: Face, *, direct: bool, base: str | None = None) -> Completion:
+    return await acompletion(
+        load_litellm(), face.model, _transcript("[go]"), TOOLS, 30.0, "sk-test", base or face.base, None, direct=direct
+    )
+
+
+async def _failure(face: Face, *, direct: bool, base: str | None = None) -> CallFailed:
+    try:
+        await _call(face, direct=direct, base=base)
+    except Exception as error:  # the worker's own handling of a failed call
+        return failed_call(error, face.model, base or face.base)
+    raise AssertionError("the call did not fail")
+
+
+Servers = Callable[[], ScriptedLLM]
+
+
+def test_openai_and_anthropic_models_with_a_key_go_direct_and_others_through_acompletion() -> None:
+    litellm = load_litellm()
+    assert direct_route(litellm, "openai/gpt-4o-mini", "sk-x", None) is not None
+    assert direct_route(litellm, "anthropic/claude-sonnet-4-5", "sk-x", {"max_tokens": 5}) is not None
+    assert direct_route(litellm, "gpt-4o-mini", "sk-x", None) is None  # provider left to litellm's inference
+    assert direct_route(litellm, "gemini/gemini-2.0-flash", "sk-x", None) is None
+    assert direct_route(litellm, "openai/gpt-4o-mini", "sk-x", {"response_format": {"type": "json"}}) is None
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_both_paths_send_the_same_request_and_read_the_same_answer(scripted_llms: Servers, provider: str) -> None:
+    answer = Reply(text="reading b.py next", tool_calls=[ToolCall("read_file", {"path": "b.py"})])
+    direct_server, through_server = scripted_llms(), scripted_llms()
+    for server in (direct_server, through_server):
+        server.script("[go]", [answer])
+
+    direct = await _call(_face(direct_server, provider), direct=True)
+    through = await _call(_face(through_server, provider), direct=False)
+
+    assert direct.text == through.text == "reading b.py next"
+    assert [(c.name, c.arguments) for c in direct.tool_calls] == [(c.name, c.arguments) for c in through.tool_calls]
+    assert [c.name for c in direct.tool_calls] == ["read_file"]
+    assert direct.usage == through.usage
+    assert direct.usage.prompt_tokens > 0 and direct.usage.completion_tokens > 0
+    if provider == "anthropic":
+        assert direct.usage.cache_write_tokens > 0  # the breakpoints went along
+    (sent_direct,) = direct_server.requests
+    (sent_through,) = through_server.requests
+    assert sent_direct.body == sent_through.body
+    for header in ("authorization", "x-api-key", "anthropic-version", "content-type"):
+        assert sent_direct.headers.get(header) == sent_through.headers.get(header)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.parametrize(
+    ("fail", "kind"),
+    [
+        (Fail.auth(), "auth"),
+        (Fail.rate_limit(7), "rate_limit"),
+        (Fail.quota(), "quota"),
+        (Fail.context_too_long(1000, 5000), "context"),
+        (Fail.unavailable(), "transient"),
+        (Fail(404, {"error": {"message": "The model does not exist", "code": "model_not_found"}}), "fatal"),
+    ],
+)
+async def test_both_paths_classify_and_word_a_failure_alike(
+    scripted_llms: Servers, provider: str, fail: Fail, kind: str
+) -> None:
+    direct_server, through_server = scripted_llms(), scripted_llms()
+    for server in (direct_server, through_server):
+        server.script("[go]", [fail])
+
+    direct = await _failure(_face(direct_server, provider), direct=True)
+    through = await _failure(_face(through_server, provider), direct=False)
+
+    assert direct.kind == through.kind == kind
+    assert direct.message == through.message
+    assert direct.user_error is through.user_error is False
+    if kind == "rate_limit":
+        assert direct.headers.get("retry-after") == through.headers.get("retry-after") == "7"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_both_paths_name_an_unreachable_endpoint_alike(scripted_llm: ScriptedLLM, provider: str) -> None:
+    face = _face(scripted_llm, provider)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{closed.getsockname()[1]}" + ("/v1" if provider == "openai" else "")
+    direct = await _failure(face, direct=True, base=nowhere)
+    through = await _failure(face, direct=False, base=nowhere)
+
+    assert direct.kind == through.kind == "unreachable"
+    assert nowhere in direct.message and nowhere in through.message
+
+
+@pytest.mark.anyio
+async def test_a_model_name_litellm_does_not_know_is_the_users_mistake_either_way() -> None:
+    litellm = load_litellm()
+    for direct in (True, False):
+        try:
+            await acompletion(litellm, "no-such-model", _transcript("x"), [], 5.0, "sk", None, None, direct=direct)
+        except Exception as error:
+            failed = failed_call(error, "no-such-model")
+            assert failed.user_error and failed.kind == "fatal"
+            assert failed.message.startswith("unknown model 'no-such-model'")
+        else:
+            raise AssertionError("the call did not fail")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_both_paths_report_a_slow_answer_as_no_answer_in_time(scripted_llms: Servers, provider: str) -> None:
+    found: list[CallFailed] = []
+    for direct in (True, False):
+        server = scripted_llms()
+        server.script("[go]", [Reply(text="too late", delay_s=3.0)])
+        face = _face(server, provider)
+        try:
+            await acompletion(
+                load_litellm(), face.model, _transcript("[go]"), TOOLS, 0.5, "sk-test", face.base, None, direct=direct
+            )
+        except Exception as error:
+            found.append(failed_call(error, face.model, face.base))
+        else:
+            raise AssertionError("the call did not fail")
+    assert [failed.kind for failed in found] == ["transient", "transient"]
+    assert all(": no answer in time (" in failed.message for failed in found)
+    assert "no answer within 0.5 s" in found[0].message
