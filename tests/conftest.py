@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.fakes.scripted_llm import ScriptedLLM
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 pytest_plugins = ["tests.api_helpers"]
 
@@ -113,3 +117,12 @@ def anyio_backend() -> str:
 def two(scripted_llms: Callable[[], ScriptedLLM]) -> tuple[ScriptedLLM, ScriptedLLM]:
     """Two scripted model servers, standing for two providers."""
     return scripted_llms(), scripted_llms()
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """Headless Chromium for the web UI's tests (skipped, naming the package, where it is missing)."""
+    from tests.web_ui_helpers import chromium  # Playwright loads only for the tests that use it
+
+    with chromium() as launched:
+        yield launched

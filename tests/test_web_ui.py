@@ -18,13 +18,7 @@ from playwright.sync_api import Browser, Page, expect
 from tests.agent_helpers import call
 from tests.api_helpers import MODEL, ServedHub, serving
 from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM, Step
-from tests.web_ui_helpers import chromium, open_page, scripted_dispatch
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
+from tests.web_ui_helpers import open_page, scripted_dispatch
 
 
 def _open(browser: Browser, served: ServedHub, width: int, height: int) -> tuple[Page, list[str]]:

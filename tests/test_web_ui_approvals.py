@@ -18,15 +18,9 @@ from playwright.sync_api import Browser, Locator, Page, expect
 from tests.agent_helpers import call
 from tests.api_helpers import ServedHub, serving
 from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM, Step
-from tests.web_ui_helpers import PHONE, chromium, open_page, start_agent, write_template
+from tests.web_ui_helpers import PHONE, open_page, start_agent, write_template
 
 AUTO_APPROVE_S = 6
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

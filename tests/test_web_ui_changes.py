@@ -18,18 +18,12 @@ from playwright.sync_api import Browser, Locator, Page, expect
 from tests.agent_helpers import call
 from tests.api_helpers import ServedHub, serving
 from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM
-from tests.web_ui_helpers import chromium, open_page, start_agent, write_template
+from tests.web_ui_helpers import open_page, start_agent, write_template
 
 HOSTILE = '<script>window.__ran = "script"</script><img src=x onerror="window.__ran = \'img\'">'
 """A line of a file that would run, were it put in the page as HTML."""
 WAIT_MS = 30_000
 """How long an agent's steps may take on a loaded machine."""
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

@@ -3,22 +3,13 @@ agent's view counts the compaction and its transcript, kept whole, carries a mar
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
-import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.agent_helpers import call
 from tests.api_helpers import MODEL, ServedHub
 from tests.fakes.scripted_llm import Reply, ScriptedLLM
-from tests.web_ui_helpers import chromium, open_page
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
+from tests.web_ui_helpers import open_page
 
 
 def test_the_agent_view_marks_where_it_compacted(

@@ -8,25 +8,17 @@ import asyncio
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.agent_helpers import call
 from tests.api_helpers import ServedHub, start_hub
 from tests.fakes.scripted_llm import RecordedRequest, Reply, ScriptedLLM
-from tests.web_ui_helpers import PHONE, chromium, open_page, post_chat, scripted_dispatch
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
+from tests.web_ui_helpers import PHONE, open_page, post_chat, scripted_dispatch
 
 
 def _chat(served: ServedHub, chat_id: str) -> dict[str, Any]:
