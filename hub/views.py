@@ -153,12 +153,23 @@ class ArtifactView(View):
     content: str | None = Field(default=None, description="left out of listings")
 
 
+class UsageFigures(View):
+    """Tokens and cost of some model calls; the cache tokens are part of ``tokens_in``."""
+
+    tokens_in: int
+    tokens_out: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: float
+    calls: int
+
+
 class UsageView(View):
-    total: dict[str, float]
-    by_agent: dict[str, dict[str, float]]
-    by_key: dict[str, dict[str, float]]
-    by_model: dict[str, dict[str, float]]
-    by_day: dict[str, dict[str, float]]
+    total: UsageFigures
+    by_agent: dict[str, UsageFigures]
+    by_key: dict[str, UsageFigures]
+    by_model: dict[str, UsageFigures]
+    by_day: dict[str, UsageFigures]
 
 
 class ToolInfo(View):

@@ -8,7 +8,7 @@ from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.spec import AgentState
 from dispatch.hub.llm.types import Usage
 from dispatch.hub.store.records import AgentRow
-from dispatch.hub.views import AgentView, UsageView
+from dispatch.hub.views import AgentView, UsageFigures, UsageView
 
 
 def live_view(agent: Agent, *, chat_id: str | None = None, question: str | None = None) -> AgentView:
@@ -72,15 +72,15 @@ def stored_view(row: AgentRow) -> AgentView:
     )
 
 
-def usage_figures(usage: Usage) -> dict[str, float]:
-    return {
-        "tokens_in": float(usage.prompt_tokens),
-        "tokens_out": float(usage.completion_tokens),
-        "cache_read_tokens": float(usage.cache_read_tokens),
-        "cache_write_tokens": float(usage.cache_write_tokens),
-        "cost_usd": usage.cost_usd,
-        "calls": float(usage.calls),
-    }
+def usage_figures(usage: Usage) -> UsageFigures:
+    return UsageFigures(
+        tokens_in=usage.prompt_tokens,
+        tokens_out=usage.completion_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        cost_usd=usage.cost_usd,
+        calls=usage.calls,
+    )
 
 
 def usage_view(
@@ -90,7 +90,7 @@ def usage_view(
     by_model: dict[str, Usage],
     by_day: dict[str, Usage],
 ) -> UsageView:
-    def table(groups: dict[str, Usage]) -> dict[str, dict[str, float]]:
+    def table(groups: dict[str, Usage]) -> dict[str, UsageFigures]:
         return {name: usage_figures(u) for name, u in groups.items()}
 
     return UsageView(
