@@ -56,6 +56,7 @@ from dispatch.hub.events import (
 )
 from dispatch.hub.ids import new_id
 from dispatch.hub.llm.context import ContextMeter
+from dispatch.hub.llm.ledger import usage_columns
 from dispatch.hub.llm.router import Router
 from dispatch.hub.llm.types import ModelClient, ToolCallRequest, Usage
 from dispatch.hub.mounts.connection import open_mounts
@@ -676,11 +677,4 @@ def _blob(blob: Blob | None) -> str | None:
 
 
 def _spent(agent: Agent) -> Spent:
-    usage = agent.usage
-    return Spent(
-        tokens_in=usage.prompt_tokens,
-        tokens_out=usage.completion_tokens,
-        cost_usd=usage.cost_usd,
-        cache_read_tokens=usage.cache_read_tokens,
-        cache_write_tokens=usage.cache_write_tokens,
-    )
+    return Spent(**usage_columns(agent.usage))

@@ -35,7 +35,8 @@ class UsageRow:
 
 
 def usage_columns(usage: Usage) -> dict[str, Any]:
-    """A successful call's tokens and cost as the ledger row's fields."""
+    """Tokens and cost under the names the ledger's rows, the events' ``spent`` and the usage views
+    all use (one mapping from :class:`~dispatch.hub.llm.types.Usage`)."""
     return {
         "tokens_in": usage.prompt_tokens,
         "tokens_out": usage.completion_tokens,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.spec import AgentState
+from dispatch.hub.llm.ledger import usage_columns
 from dispatch.hub.llm.types import Usage
 from dispatch.hub.store.records import AgentRow
 from dispatch.hub.views import AgentView, UsageFigures, UsageView
@@ -73,14 +74,7 @@ def stored_view(row: AgentRow) -> AgentView:
 
 
 def usage_figures(usage: Usage) -> UsageFigures:
-    return UsageFigures(
-        tokens_in=usage.prompt_tokens,
-        tokens_out=usage.completion_tokens,
-        cache_read_tokens=usage.cache_read_tokens,
-        cache_write_tokens=usage.cache_write_tokens,
-        cost_usd=usage.cost_usd,
-        calls=usage.calls,
-    )
+    return UsageFigures(**usage_columns(usage), calls=usage.calls)
 
 
 def usage_view(
