@@ -70,13 +70,16 @@ def run(
     run is journaled in the data directory (dispatch logs, dispatch resume); checkpoints and requests
     for paths outside the project are asked in the terminal (refused when there is none). A run
     stopped by --budget, --max-tokens or --max-steps exits 1, saying which."""
+    from dispatch.hub.llm.client import begin_model_worker
+
+    # litellm's import (seconds) starts before the config is even read: one worker now, the
+    # config's number once it is known
+    begin_model_worker(1)
     from dispatch.hub.agents.spec import Caps
 
     catalog = _catalog(root)
     spec = _top_spec(catalog, task, model, template, skill or [], isolated, Caps(budget, max_tokens, max_steps))
-    from dispatch.hub.llm.client import begin_model_worker
-
-    begin_model_worker(catalog.config.limits.model_workers)  # litellm loads in the workers meanwhile
+    begin_model_worker(catalog.config.limits.model_workers)
     from dispatch.hub.cli.run import run_task
 
     raise typer.Exit(run_task(spec, root=root, json_output=json_output, yes=yes))
