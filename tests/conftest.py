@@ -18,6 +18,9 @@ pytest_plugins = ["tests.api_helpers"]
 
 # Set before any test module imports litellm, which otherwise fetches its cost map at import.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# every command of the suite starts its own model workers: a model host would outlive the test
+# that started it (tests/test_model_host.py turns it on where it is the subject)
+os.environ["DISPATCH_MODEL_HOST"] = "off"
 
 NOWHERE = "http://127.0.0.1:9/v1"  # the discard port: nothing listens, every call fails to connect
 FAKE_KEYS = (

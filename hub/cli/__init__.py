@@ -318,11 +318,16 @@ def stop(
     ] = None,
 ) -> None:
     """Stop the hub serving the data directory, gracefully: running steps finish, the rest is
-    interrupted and can be resumed. Says so when no hub runs."""
+    interrupted and can be resumed. Says so when no hub runs. The model host (which keeps litellm
+    loaded for the next command) stops too."""
     from dispatch.hub.cli.background import stop_hub
     from dispatch.hub.errors import UserError
+    from dispatch.hub.llm.model_host import stop_host
 
     home = _data_dir(data_dir)
+    host = stop_host()
+    if host is not None:
+        typer.echo(f"stopped the model host (pid {host})")
     try:
         stopped = stop_hub(home)
     except UserError as error:

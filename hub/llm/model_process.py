@@ -29,6 +29,7 @@ from typing import Any
 
 from dispatch.hub.errors import ContextTooLong, ModelCallError, UserError
 from dispatch.hub.llm.failures import Failure, FailureKind, reset_from_headers
+from dispatch.hub.llm.model_host import HostClient, HostedWorker
 from dispatch.hub.llm.model_worker import (
     LINE_LIMIT,
     READY_LINE,
@@ -65,11 +66,20 @@ class RemoteCallError(Exception):
 
 
 def _stopped(code: int | None) -> CallFailed:
-    detail = f"the model worker process stopped (exit code {code})"
+    detail = "the model worker process stopped" + (f" (exit code {code})" if code is not None else "")
     return CallFailed(kind=FailureKind.transient.value, detail=detail, headers={}, user_error=False, message=detail)
 
 
-def _kill(process: asyncio.subprocess.Process) -> None:
+WorkerProcess = asyncio.subprocess.Process | HostedWorker
+"""A worker this process started, or one the model host forked for it."""
+
+
+def _exit_code(process: WorkerProcess) -> int | None:
+    """A stopped worker's exit code; None while it runs, and for a hosted one (not our child)."""
+    return None if isinstance(process, HostedWorker) else process.returncode
+
+
+def _kill(process: WorkerProcess) -> None:
     """End a worker now; one already reaped is left alone, its pid may be another process's by now."""
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
@@ -79,15 +89,16 @@ def _kill(process: asyncio.subprocess.Process) -> None:
 class _Running:
     """One worker process and the calls waiting on it."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, process: WorkerProcess) -> None:
         self.process = process
         self.pending: dict[int, asyncio.Future[CallAnswer]] = {}
         self.ready = False
         """Whether the worker has loaded litellm (it says so before any answer)."""
         self.loaded = asyncio.Event()
         """Set when :attr:`ready` is."""
-        self.env_sent = dict(os.environ)
-        """The environment the worker has: what it inherited, then what the last call sent."""
+        self.env_sent = {} if isinstance(process, HostedWorker) else dict(os.environ)
+        """The environment the worker has: what it inherited (a hosted one's is the host's, so its
+        first call sends the whole), then what the last call sent."""
 
     @property
     def alive(self) -> bool:
@@ -131,6 +142,7 @@ class ModelProcess:
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[object]] = set()
         self._stopping = False
+        self._host = HostClient(LINE_LIMIT)
         atexit.register(self._stop)  # before the model loop closes, made first (atexit runs in reverse)
 
     def _stop(self) -> None:
@@ -157,7 +169,9 @@ class ModelProcess:
     def loading(self) -> bool:
         """Whether workers run but none has loaded litellm yet (the first call waits for one)."""
         alive = self._alive()
-        return bool(alive) and not any(running.ready for running in alive)
+        if any(running.ready for running in alive):
+            return False
+        return bool(alive) or self._host.waiting > 0  # its own starting, or the model host loading
 
     @property
     def ready(self) -> int:
@@ -180,7 +194,7 @@ class ModelProcess:
         return {running.process.pid: len(running.pending) for running in self._alive()}
 
     async def _spawn(self, slot: int) -> _Running:
-        process = await asyncio.create_subprocess_exec(
+        process = await self._host.worker() or await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "dispatch.hub.llm.model_worker",
@@ -286,7 +300,7 @@ class ModelProcess:
             raise
         except (BrokenPipeError, ConnectionResetError) as error:
             running.pending.pop(ident, None)
-            raise RemoteCallError(_stopped(running.process.returncode)) from error
+            raise RemoteCallError(_stopped(_exit_code(running.process))) from error
 
 
 @cache
