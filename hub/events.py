@@ -113,6 +113,12 @@ class AgentStepped(_Data):
     """Journal only: the transcript messages added since the previous step."""
     spent: Spent | None = Field(default=None, exclude=True)
     """Journal only: the agent's usage so far, this step included."""
+    model: str | None = Field(default=None, exclude=True)
+    """Live only (the traces'; neither on the wire nor stored): the model that answered, a tag resolved."""
+    asked_at: float | None = Field(default=None, exclude=True)
+    """Live only: when the model call began (epoch seconds)."""
+    answered_at: float | None = Field(default=None, exclude=True)
+    """Live only: when its answer came, before the step's tool calls ran."""
 
 
 class AgentCompacted(_Data):

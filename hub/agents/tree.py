@@ -478,6 +478,9 @@ class AgentTree:
                     first=step.first,
                     messages=step.messages,
                     spent=_spent(agent),
+                    model=step.completion.model,
+                    asked_at=step.completion.answered_at - step.completion.latency_s,
+                    answered_at=step.completion.answered_at,
                 )
                 self.events.publish(agent.id, stepped)
                 for message in step.delivered:
