@@ -194,6 +194,7 @@ anyio.run(main)
 """
 
 
+@pytest.mark.slow
 def test_without_an_endpoint_neither_the_sdk_nor_the_exporter_is_loaded(tmp_path: Path) -> None:
     root = tmp_path / "project"
     root.mkdir()
@@ -217,3 +218,21 @@ def test_doctor_says_whether_traces_are_sent_and_where() -> None:
     assert [f.text for f in whole] == ["spans go to http://c:4318/t (OTLP/HTTP)"]
     disabled = check_tracing({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_SDK_DISABLED": "true"})
     assert [f.status for f in disabled] == ["off"]
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_a_collector_out_of_reach_is_told_in_the_hubs_log_not_the_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    root = tmp_path / "project"
+    root.mkdir()
+    with ScriptedModel([Script(match="[top]", steps=[Reply(text="done")])]) as model:
+        async with Hub.open(root, tmp_path / "data", model=model, default_model="scripted") as hub:
+            view = await hub.start("[top] say done")
+            assert (await hub.wait_finished(view.id)).state == "done"
+
+    log = (tmp_path / "data" / "hub.log").read_text()
+    assert "opentelemetry.exporter.otlp.proto.http.trace_exporter" in log and "127.0.0.1" in log
+    assert capfd.readouterr().err == ""

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, Generator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncGenerator, Callable
+from contextlib import asynccontextmanager
 
 import anyio
 import anyio.to_thread
@@ -211,33 +211,39 @@ async def exporting(bus: EventBus) -> AsyncGenerator[None]:
                 _log.exception("could not trace event %s (%s)", event.seq, event.type)
         followed.set()
 
-    with _into_hub_log():
-        try:
-            async with bus.subscribe() as stream, anyio.create_task_group() as group:
-                group.start_soon(follow, stream, name="traces")
-                try:
-                    yield
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(FLUSH_S):
-                        await followed.wait()
-                finally:
-                    group.cancel_scope.cancel()
-        finally:
-            spans.close(time.time())
-            with anyio.CancelScope(shield=True), anyio.move_on_after(FLUSH_S):
-                await anyio.to_thread.run_sync(provider.shutdown, abandon_on_cancel=True)
+    detach = _into_hub_log()
+    try:
+        async with bus.subscribe() as stream, anyio.create_task_group() as group:
+            group.start_soon(follow, stream, name="traces")
+            try:
+                yield
+                with anyio.CancelScope(shield=True), anyio.move_on_after(FLUSH_S):
+                    await followed.wait()
+            finally:
+                group.cancel_scope.cancel()
+    finally:
+        spans.close(time.time())
+
+        def shut_down() -> None:
+            provider.shutdown()
+            detach()  # here, not on leaving: a batch still trying when the wait ends may log its failure
+
+        with anyio.CancelScope(shield=True), anyio.move_on_after(FLUSH_S):
+            await anyio.to_thread.run_sync(shut_down, abandon_on_cancel=True)
 
 
-@contextmanager
-def _into_hub_log() -> Generator[None]:
-    """OpenTelemetry's own records (an unreachable collector, say) go to the hub's log, not the terminal."""
+def _into_hub_log() -> Callable[[], None]:
+    """Route OpenTelemetry's own records (an unreachable collector, say) to the hub's log rather than
+    the terminal, until the function returned is called."""
     logger = logging.getLogger("opentelemetry")
     handlers, propagate = list(logging.getLogger("dispatch").handlers), logger.propagate
     for handler in handlers:
         logger.addHandler(handler)
     logger.propagate = not handlers
-    try:
-        yield
-    finally:
+
+    def detach() -> None:
         for handler in handlers:
             logger.removeHandler(handler)
         logger.propagate = propagate
+
+    return detach
