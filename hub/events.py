@@ -119,6 +119,10 @@ class AgentStepped(_Data):
     """Live only: when the model call began (epoch seconds)."""
     answered_at: float | None = Field(default=None, exclude=True)
     """Live only: when its answer came, before the step's tool calls ran."""
+    cache_read_tokens: int = Field(default=0, exclude=True)
+    """Live only: the part of ``tokens_in`` read from the provider's prompt cache."""
+    cache_write_tokens: int = Field(default=0, exclude=True)
+    """Live only: the part of ``tokens_in`` written to it."""
 
 
 class AgentCompacted(_Data):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -26,6 +27,7 @@ from dispatch.hub.cli.doctor import check_tracing
 from dispatch.hub.llm.scripted import Reply, Script, ScriptedModel
 from dispatch.hub.service.hub import Hub
 from tests.agent_helpers import call
+from tests.fakes.scripted_llm import ScriptedLLM
 
 MODEL = "openai/scripted"
 
@@ -172,6 +174,45 @@ async def test_agents_model_calls_and_tool_calls_reach_the_collector_as_genai_sp
     summoned = tools["execute_tool summon"]  # the child ran while its parent's summon call waited for it
     assert summoned.start_time_unix_nano < child.start_time_unix_nano
     assert child.end_time_unix_nano <= summoned.end_time_unix_nano
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_a_call_through_the_model_worker_has_its_provider_its_cached_tokens_and_its_own_times(
+    tmp_path: Path, collector: Collector, scripted_llm: ScriptedLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url)
+    scripted_llm.script("[cached]", [Reply(tool_calls=[call("list_dir", path=".")]), Reply(text="listed")])
+    root = tmp_path / "project"
+    (root / ".dispatch").mkdir(parents=True)
+    claude = {
+        "name": "claude",
+        "provider": "anthropic",
+        "key": "sk-ant-test",
+        "base_url": scripted_llm.anthropic_base_url,
+    }
+    models = {"keys": [claude | {"models": {"claude-sonnet-4-5": {"tags": ["heavy"]}}}]}
+    (root / ".dispatch" / "config.yaml").write_text(yaml.safe_dump({"models": models}))
+    async with Hub.open(root, tmp_path / "data", default_model="heavy") as hub:
+        view = await hub.start("[cached] list the project")
+        top = await hub.wait_finished(view.id)
+        assert top.state == "done", top.reason
+
+    (agent,) = collector.named("invoke_agent ")
+    assert _attributes(agent.attributes)["gen_ai.request.model"] == "heavy"  # asked by tag, answered by a model
+    first, second = sorted(collector.named("chat "), key=lambda span: span.start_time_unix_nano)
+    assert first.name == second.name == "chat anthropic/claude-sonnet-4-5"
+    one, two = _attributes(first.attributes), _attributes(second.attributes)
+    assert one["gen_ai.provider.name"] == two["gen_ai.provider.name"] == "anthropic"
+    # the first call writes its prompt to the provider's cache, the second reads it
+    assert "gen_ai.usage.cache_read.input_tokens" not in one
+    assert one["gen_ai.usage.cache_creation.input_tokens"] == one["gen_ai.usage.input_tokens"]
+    assert 0 < two["gen_ai.usage.cache_read.input_tokens"] < two["gen_ai.usage.input_tokens"]
+    # each span has its own times, the model worker's: the call answered, then its tool ran
+    (listed,) = collector.named("execute_tool ")
+    assert agent.start_time_unix_nano < first.start_time_unix_nano < first.end_time_unix_nano
+    assert first.end_time_unix_nano <= listed.start_time_unix_nano < listed.end_time_unix_nano
+    assert listed.end_time_unix_nano <= second.start_time_unix_nano
 
 
 HUB_WITHOUT_TRACES = """

@@ -481,6 +481,8 @@ class AgentTree:
                     model=step.completion.model,
                     asked_at=step.completion.answered_at - step.completion.latency_s,
                     answered_at=step.completion.answered_at,
+                    cache_read_tokens=usage.cache_read_tokens,
+                    cache_write_tokens=usage.cache_write_tokens,
                 )
                 self.events.publish(agent.id, stepped)
                 for message in step.delivered:

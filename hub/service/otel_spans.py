@@ -172,6 +172,10 @@ class Spans:
             "dispatch.step": step.index,
             "dispatch.cost_usd": step.cost_usd,
         }
+        if step.cache_read_tokens:
+            attributes["gen_ai.usage.cache_read.input_tokens"] = step.cache_read_tokens
+        if step.cache_write_tokens:
+            attributes["gen_ai.usage.cache_creation.input_tokens"] = step.cache_write_tokens
         if model:
             attributes["gen_ai.request.model"] = model
         if (provider := provider_of(model)) is not None:
