@@ -24,7 +24,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from dispatch.hub.cli.doctor import check_tracing
-from dispatch.hub.llm.scripted import Reply, Script, ScriptedModel
+from dispatch.hub.llm.scripted import Fail, Reply, Script, ScriptedModel
 from dispatch.hub.service.hub import Hub
 from tests.agent_helpers import call
 from tests.fakes.scripted_llm import ScriptedLLM
@@ -176,6 +176,32 @@ async def test_agents_model_calls_and_tool_calls_reach_the_collector_as_genai_sp
     assert child.end_time_unix_nano <= summoned.end_time_unix_nano
 
 
+@pytest.mark.anyio
+async def test_a_tool_error_and_a_failed_run_are_error_spans(
+    tmp_path: Path, collector: Collector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url)
+    root = tmp_path / "project"
+    root.mkdir()
+    missing = Reply(tool_calls=[call("read_file", path="nowhere.txt")])
+    refused = Fail(status=400, body={"error": {"message": "no such model"}})
+    with ScriptedModel([Script(match="[top]", steps=[missing, refused])]) as model:
+        async with Hub.open(root, tmp_path / "data", model=model, default_model="scripted") as hub:
+            view = await hub.start("[top] read it")
+            failed = await hub.wait_finished(view.id)
+    assert failed.state == "failed"
+
+    (agent,) = collector.named("invoke_agent ")
+    assert agent.status.code == agent.status.STATUS_CODE_ERROR
+    assert "no such model" in agent.status.message
+    assert _attributes(agent.attributes)["dispatch.agent.state"] == "failed"
+    (read,) = collector.named("execute_tool ")
+    assert read.status.code == read.status.STATUS_CODE_ERROR
+    assert _attributes(read.attributes)["error.type"] == "tool_error"
+    (chat,) = collector.named("chat ")  # the failed call answered nothing: no span
+    assert chat.name == "chat scripted" and "gen_ai.provider.name" not in _attributes(chat.attributes)
+
+
 @pytest.mark.slow
 @pytest.mark.anyio
 async def test_a_call_through_the_model_worker_has_its_provider_its_cached_tokens_and_its_own_times(
@@ -218,7 +244,7 @@ async def test_a_call_through_the_model_worker_has_its_provider_its_cached_token
 HUB_WITHOUT_TRACES = """
 import sys, anyio
 from pathlib import Path
-from dispatch.hub.llm.scripted import Reply, Script, ScriptedModel
+from dispatch.hub.llm.scripted import Fail, Reply, Script, ScriptedModel
 from dispatch.hub.service.hub import Hub
 
 async def main() -> None:

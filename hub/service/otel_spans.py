@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
+from dispatch.hub.agents.spec import AgentState
 from dispatch.hub.events import (
     AgentResumed,
     AgentSpawned,
@@ -46,15 +47,13 @@ from dispatch.hub.events import (
     each_queued,
 )
 
-ENDED = frozenset({"done", "failed", "cancelled", "interrupted"})
+ENDED = frozenset({state.value for state in AgentState if state.terminal} | {AgentState.interrupted.value})
 """The agent states that end a run (``interrupted`` too: a resumed agent's run is a new span)."""
 
 FLUSH_S = 5.0
 """How long leaving :func:`exporting` waits for the last events, and then for the last batch to go."""
 
 PROVIDERS = {
-    "openai": "openai",
-    "anthropic": "anthropic",
     "gemini": "gcp.gemini",
     "vertex_ai": "gcp.vertex_ai",
     "bedrock": "aws.bedrock",
@@ -158,7 +157,7 @@ class Spans:
         if span is None:
             return
         span.set_attribute("dispatch.agent.state", changed.state)
-        if changed.state == "failed":
+        if changed.state == AgentState.failed.value:
             span.set_attribute("error.type", "agent_failed")
             span.set_status(Status(StatusCode.ERROR, changed.error or changed.reason))
         span.end(at)
