@@ -6,7 +6,7 @@ below it (import-linter's ``hub-layers`` contract in pyproject.toml, checked by 
     cli/       the ``dispatch`` command: run, serve, mcp, resume, logs, diff, rewind, doctor, skills
     api/       the hub over HTTP and WebSocket (routes by resource)   | side by side, neither
     mcp/       the hub as an MCP server, and its stdio proxy          | imports the other
-    service/   the hub behind its interfaces: Hub, chats, threads, approvals, resume, lifecycle
+    service/   the hub behind its interfaces: Hub, chats, threads, approvals, resume, lifecycle, traces
     store/     the only SQL: the database, its schema, agents' records, the journal
     agents/    spec, catalog (templates + skills -> specs), the loop, the tree, link, access, budgets
     changes/   what agents changed in files: snapshots in a shadow git store, diffs, rewinds, worktrees

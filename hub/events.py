@@ -113,6 +113,16 @@ class AgentStepped(_Data):
     """Journal only: the transcript messages added since the previous step."""
     spent: Spent | None = Field(default=None, exclude=True)
     """Journal only: the agent's usage so far, this step included."""
+    model: str | None = Field(default=None, exclude=True)
+    """Live only (the traces'; neither on the wire nor stored): the model that answered, a tag resolved."""
+    asked_at: float | None = Field(default=None, exclude=True)
+    """Live only: when the model call began (epoch seconds)."""
+    answered_at: float | None = Field(default=None, exclude=True)
+    """Live only: when its answer came, before the step's tool calls ran."""
+    cache_read_tokens: int = Field(default=0, exclude=True)
+    """Live only: the part of ``tokens_in`` read from the provider's prompt cache."""
+    cache_write_tokens: int = Field(default=0, exclude=True)
+    """Live only: the part of ``tokens_in`` written to it."""
 
 
 class AgentCompacted(_Data):

@@ -50,6 +50,8 @@ REMOVED = (
     "XDG_DATA_HOME",
     "XDG_CACHE_HOME",
     "XDG_STATE_HOME",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",  # a developer's collector: only tests/test_otel.py sends traces, to its own
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
 )
 
 

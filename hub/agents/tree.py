@@ -478,6 +478,11 @@ class AgentTree:
                     first=step.first,
                     messages=step.messages,
                     spent=_spent(agent),
+                    model=step.completion.model,
+                    asked_at=step.completion.answered_at - step.completion.latency_s,
+                    answered_at=step.completion.answered_at,
+                    cache_read_tokens=usage.cache_read_tokens,
+                    cache_write_tokens=usage.cache_write_tokens,
                 )
                 self.events.publish(agent.id, stepped)
                 for message in step.delivered:

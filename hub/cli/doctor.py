@@ -4,7 +4,7 @@ Its room: checks that only look (nothing is started or installed) and their repo
 checks the language servers (the languages detected in the project root, the server found for
 each or why none, and how to install a missing one) and the sandbox (which layers work here, and
 so how the shell runs), and the models (which model a new chat uses, what each tag resolves to,
-which keys are there). Each check is a function returning
+which keys are there), and whether traces are sent (OpenTelemetry) and where. Each check is a function returning
 :class:`Finding` s, so later checks (keys, sandbox) add a function, not a branch.
 """
 
@@ -18,12 +18,13 @@ from typing import Literal
 
 from dispatch.hub.llm.defaults import KEY_VARIABLES, PROVIDER_DEFAULTS, DefaultModel, no_model_hint
 from dispatch.hub.llm.models_config import ModelsConfig
+from dispatch.hub.service.tracing import tracing_status
 from dispatch.servers.lsp.languages import LANGUAGES, plan_servers
 from dispatch.servers.lsp.settings import LspSettings
 from dispatch.servers.sandbox import SandboxProbe, SandboxSetting, mode_in_force, probe_sandbox
 from dispatch.servers.sandbox.choice import refusal
 
-__all__ = ["Finding", "check_language_servers", "check_models", "check_sandbox", "run_doctor"]
+__all__ = ["Finding", "check_language_servers", "check_models", "check_sandbox", "check_tracing", "run_doctor"]
 
 
 Status = Literal["ok", "missing", "off", "weaker", "changed", "failed"]
@@ -116,6 +117,12 @@ def check_sandbox(probe: SandboxProbe | None = None, setting: SandboxSetting = "
     return findings
 
 
+def check_tracing(env: Mapping[str, str] | None = None) -> list[Finding]:
+    """Whether the hub sends OpenTelemetry traces, and where (the ``OTEL_*`` variables of ``env``)."""
+    status, text = tracing_status(os.environ if env is None else env)
+    return [Finding("traces", text, status)]
+
+
 def _section(title: str, findings: list[Finding]) -> list[str]:
     width = max(len(f.topic) for f in findings)
     return ["", title, *(f"  {f.status:<7}  {f.topic:<{width}}  {f.text}" for f in findings)]
@@ -129,10 +136,12 @@ def run_doctor(
     tool_servers: list[Finding] | None = None,
     models: list[Finding] | None = None,
     online: list[Finding] | None = None,
+    tracing: list[Finding] | None = None,
 ) -> tuple[str, int]:
     """The report as text, and the exit code: 0 when nothing is missing, 1 otherwise.
-    ``sandbox``, ``models``, ``online``: those findings (:func:`check_sandbox`, :func:`check_models`,
-    :func:`dispatch.hub.cli.doctor_online.check_keys_online`); None leaves the section out."""
+    ``sandbox``, ``models``, ``online``, ``tracing``: those findings (:func:`check_sandbox`,
+    :func:`check_models`, :func:`dispatch.hub.cli.doctor_online.check_keys_online`,
+    :func:`check_tracing`); None leaves the section out."""
     root = root.resolve()
     languages = check_language_servers(root, settings or LspSettings(), search_path)
     lines = [f"Dispatch doctor: {root}"]
@@ -151,6 +160,9 @@ def run_doctor(
     if tool_servers:  # dispatch.hub.cli.doctor_servers
         lines += _section("Outside MCP servers (mcp_servers) and the tools agents are shown:", tool_servers)
         findings = findings + tool_servers
+    if tracing is not None:
+        lines += _section("Traces (OpenTelemetry, the OTEL_* variables):", tracing)
+        findings = findings + tracing
     missing = [f for f in findings if f.status == "missing"]
     lines += ["", f"{len(missing)} missing; install them as shown." if missing else "Nothing is missing."]
     troubled = [f.topic for f in findings if f.status in ("changed", "failed")]

@@ -6,6 +6,7 @@ A leaf of the llm room: pydantic only.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -79,6 +80,8 @@ class Completion(BaseModel):
     usage: Usage
     model: str
     latency_s: float
+    answered_at: float = Field(default_factory=time.time)
+    """When the answer came (epoch seconds): the call began ``latency_s`` before."""
 
     def assistant_message(self) -> JsonDict:
         """The answer as an OpenAI-format assistant message for the transcript."""

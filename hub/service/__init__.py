@@ -11,4 +11,6 @@ resume.py       Restorer: interrupted agents brought back from the store
 changes.py      ChangeDesk: an agent's changes to files, their rewind and its undo
 lifecycle.py    the data directory, the hub's lock, its log, and serving until a signal
 config_watch.py ConfigWatch: edits of the config, templates and skills reach agents started afterwards
+tracing.py      whether traces are sent (the standard OTEL_* variables) and where
+otel_spans.py   the hub's events as OpenTelemetry spans over OTLP/HTTP (the otel extra; imported only when on)
 """

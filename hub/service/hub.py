@@ -67,6 +67,7 @@ from dispatch.hub.service.contract import HubService
 from dispatch.hub.service.delegation import Delegation
 from dispatch.hub.service.lifecycle import DEFAULT_DEADLINE_S, HubLock, drain, hub_logging, prepare_data_dir, resolved
 from dispatch.hub.service.resume import Restorer, mark_interrupted, paused
+from dispatch.hub.service.tracing import traced
 from dispatch.hub.store.db import DB_NAME, Store
 from dispatch.hub.store.journal import JournaledBus, Recorder
 from dispatch.hub.store.records import AgentRow, Records
@@ -202,6 +203,7 @@ class Hub(Delegation):
             writer = await stack.enter_async_context(anyio.create_task_group())
             writer.start_soon(bus.journal.run, name="journal writer")
             stack.push_async_callback(bus.journal.close)
+            await stack.enter_async_context(traced(bus))  # off unless OTEL_EXPORTER_OTLP_ENDPOINT is set
             interrupted = await mark_interrupted(records, bus)
             lsp = await stack.enter_async_context(LspManager(catalog.config.lsp))
             client = (
