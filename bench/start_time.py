@@ -6,7 +6,11 @@ temp dir:
   (the URL it prints on stdout tells the port), then it is stopped with SIGTERM;
 - ``dispatch run``: the wall time from launch until its first model request reaches an
   OpenAI-compatible endpoint (a bare listener here, which records the moment and hangs up), then
-  it is killed: the config, the hub, the tree, the model worker and litellm all load first;
+  it is killed: the config, the hub, the tree, the model worker and litellm all load first. Three
+  ways: with the model host running (its worker is a fork of the host, litellm loaded: the usual
+  case after a session's first command), with no host yet (the run starts it and waits for it:
+  a session's first command), and with the host turned off (the run's own worker loads litellm).
+  The host lives in a runtime folder of the benchmark's and is stopped at the end;
 - ``dispatch demo --port 0``: from launch until ``GET /api/health`` answers 200.
 
 ``python -m bench.start_time [--samples N] [--quick]``
@@ -18,6 +22,7 @@ import argparse
 import os
 import re
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +35,7 @@ from pathlib import Path
 import httpx
 
 from bench._common import report
+from dispatch.hub.llm.model_host import HOST_ENV
 
 DISPATCH = [sys.executable, "-m", "dispatch.hub.cli"]
 TIMEOUT_S = 60.0
@@ -144,11 +150,32 @@ def main(samples: int) -> None:
         home.mkdir()
         root.mkdir()
         (root / "README.md").write_text("# a project\n")
-        env = {**os.environ, "DISPATCH_HOME": str(home)}
-        report("start, dispatch --help", [help_time(env) for _ in range(samples)])
-        report("start, serve to /api/health", [serve_time(root, env) for _ in range(samples)])
-        report("start, run to its first request", [run_time(root, env) for _ in range(samples)])
-        report("start, demo to /api/health", [serve_time(root, env, "demo") for _ in range(samples)])
+        runtime = Path(tempfile.mkdtemp(prefix="dh"))  # short: a Unix socket's path is limited
+        env = {**os.environ, "DISPATCH_HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)}
+        env.pop(HOST_ENV, None)
+        try:
+            report("start, dispatch --help", [help_time(env) for _ in range(samples)])
+            report("start, serve to /api/health", [serve_time(root, env) for _ in range(samples)])
+            run_time(root, env)  # the host started
+            report("start, run to its first request, model host running", [run_time(root, env) for _ in range(samples)])
+            first: list[float] = []
+            for index in range(samples):
+                env_first = {**env, "XDG_RUNTIME_DIR": str(runtime / str(index))}
+                (runtime / str(index)).mkdir(mode=0o700)
+                first.append(run_time(root, env_first))
+                _stop_host(env_first)
+            report("start, run to its first request, model host starting", first)
+            no_host = {**env, HOST_ENV: "off"}
+            report("start, run to its first request, no model host", [run_time(root, no_host) for _ in range(samples)])
+            report("start, demo to /api/health", [serve_time(root, env, "demo") for _ in range(samples)])
+        finally:
+            _stop_host(env)
+            shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _stop_host(env: dict[str, str]) -> None:
+    """Stop the model host of ``env``'s runtime folder (``dispatch stop`` stops it too)."""
+    subprocess.run([*DISPATCH, "stop"], env=env, capture_output=True, check=False, timeout=60)
 
 
 if __name__ == "__main__":
