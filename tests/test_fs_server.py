@@ -308,6 +308,60 @@ async def test_grep_is_capped(root: Path) -> None:
     assert "stopped at 500 matches" in lines[-1]
 
 
+@pytest.fixture
+def ignoring(root: Path) -> Path:
+    """The project with git ignore files: an ignored node_modules/ and .venv/, a nested .gitignore
+    that ignores *.log but re-includes keep.log, and .git/info/exclude ignoring scratch/."""
+    (root / ".gitignore").write_text("node_modules/\n.venv/\n")
+    (root / ".git" / "info").mkdir()
+    (root / ".git" / "info" / "exclude").write_text("scratch/\n")
+    for folder in ("node_modules/pkg", ".venv/lib", "scratch", "src/logs"):
+        (root / folder).mkdir(parents=True)
+    (root / "node_modules" / "pkg" / "index.js").write_text("const needle = 1;\n")
+    (root / ".venv" / "lib" / "site.py").write_text("needle = 2\n")
+    (root / "scratch" / "notes.txt").write_text("needle 3\n")
+    (root / "src" / "logs" / ".gitignore").write_text("*.log\n!keep.log\n")
+    (root / "src" / "logs" / "run.log").write_text("needle 4\n")
+    (root / "src" / "logs" / "keep.log").write_text("needle 5\n")
+    (root / "src" / "tracked.py").write_text("needle = 6\n")
+    return root
+
+
+@pytest.mark.anyio
+async def test_grep_skips_what_gitignore_ignores_unless_asked_for(ignoring: Path) -> None:
+    async with Client(build_server(ignoring)) as c:
+        assert await ok(c, "grep", pattern="needle") == "src/tracked.py:1: needle = 6\nsrc/logs/keep.log:1: needle 5"
+        assert await ok(c, "grep", pattern="needle", path="src/logs") == "src/logs/keep.log:1: needle 5"
+        # a path that is itself ignored, or inside an ignored folder, is searched
+        assert (
+            await ok(c, "grep", pattern="needle", path="node_modules")
+            == "node_modules/pkg/index.js:1: const needle = 1;"
+        )
+        assert await ok(c, "grep", pattern="needle", path=".venv/lib") == ".venv/lib/site.py:1: needle = 2"
+        assert await ok(c, "grep", pattern="needle", path="src/logs/run.log") == "src/logs/run.log:1: needle 4"
+        assert await ok(c, "grep", pattern="needle", path="scratch") == "scratch/notes.txt:1: needle 3"
+
+
+@pytest.mark.anyio
+async def test_glob_skips_what_gitignore_ignores_unless_the_pattern_starts_there(ignoring: Path) -> None:
+    async with Client(build_server(ignoring)) as c:
+        found = await ok(c, "glob", pattern="**/*.*")
+        assert found.splitlines()[:-1] == [
+            ".gitignore",
+            "README.md",
+            "image.bin",
+            "src/logs/.gitignore",
+            "src/logs/keep.log",
+            "src/main.py",
+            "src/pkg/util.py",
+            "src/tracked.py",
+        ]
+        assert "matches left out: .gitignore ignores them" in found.splitlines()[-1]
+        assert await ok(c, "glob", pattern="node_modules/**/*.js") == "node_modules/pkg/index.js"
+        assert await ok(c, "glob", pattern="node_modules") == "node_modules/"
+        assert await ok(c, "glob", pattern="src/logs/*.log").startswith("src/logs/keep.log\n[1 matches left out")
+
+
 @pytest.mark.anyio
 async def test_tool_schemas(root: Path) -> None:
     async with Client(build_server(root)) as c:

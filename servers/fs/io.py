@@ -46,6 +46,8 @@ _COUNT = re.compile(r"\{(\d*)(?:,\d*)?\}")
 SNIFF_BYTES = 8192
 """How much of a file :func:`~dispatch.servers.sandbox.output.is_binary` judges (git looks as far)."""
 SKIP_DIRS = frozenset({".git"})
+Ignored = Callable[[str, bool], bool]
+"""``ignored(path, is_dir)``: whether grep leaves a path out (the project's .gitignore rules)."""
 _BINARY = "is a binary file (a NUL byte, or mostly bytes that are not text)"
 
 
@@ -200,13 +202,19 @@ def _grep_fd(fd: int, shown: str, pattern: regex.Pattern[str], out: list[str], d
     return long_lines
 
 
-def _files(opened: Opened) -> Iterator[str]:
-    """Paths (relative to the opened directory) of the entries to grep, sorted, .git/ skipped,
-    symlinked directories not entered."""
+def _files(opened: Opened, ignored: Ignored | None) -> Iterator[str]:
+    """Paths (relative to the opened directory) of the entries to grep, sorted, .git/ and what
+    ``ignored(path, is_dir)`` says skipped, symlinked directories not entered."""
     for dirpath, dirnames, filenames, _ in os.fwalk(".", dir_fd=opened.fd, follow_symlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        here = os.path.normpath(dirpath)
+        kept = sorted(d for d in dirnames if d not in SKIP_DIRS)
+        if ignored is not None:
+            kept = [d for d in kept if not ignored(os.path.normpath(os.path.join(here, d)), True)]
+        dirnames[:] = kept
         for name in sorted(filenames):
-            yield os.path.normpath(os.path.join(dirpath, name))
+            rel = os.path.normpath(os.path.join(here, name))
+            if ignored is None or not ignored(rel, False):
+                yield rel
 
 
 def _open_regular(base_fd: int, rel: str, allowed: Callable[[int], bool]) -> int | None:
@@ -231,14 +239,16 @@ def grep_tree(
     pattern: regex.Pattern[str],
     allowed: Callable[[int], bool],
     seconds: float = GREP_SECONDS,
+    ignored: Ignored | None = None,
 ) -> list[str]:
     """``path:line: text`` for each matching line, at most MAX_GREP, each line searched in its
     first GREP_SEARCH_CHARS characters; ``allowed(fd)`` says whether a file (opened beneath the same
-    base as ``opened``) may be read. A ToolError when it takes longer than ``seconds``."""
+    base as ``opened``) may be read, ``ignored(path, is_dir)`` whether a path beneath a searched
+    directory (relative to it) is left out. A ToolError when it takes longer than ``seconds``."""
     out: list[str] = []
     deadline = time.monotonic() + seconds
     long_lines = 0
-    entries = _files(opened) if opened.is_dir else iter([""])
+    entries = _files(opened, ignored) if opened.is_dir else iter([""])
     for entry in entries:
         rel = os.path.join(opened.rel, entry) if entry else opened.rel
         fd = _open_regular(opened.base_fd, rel, allowed)

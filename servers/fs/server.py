@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import posixpath
 from collections.abc import Callable, Generator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,7 @@ from .._base import (
     serve_stdio,
 )
 from ..sandbox.openat2 import fd_path
+from .ignore import GitIgnores
 from .io import (
     GREP_SECONDS,
     MAX_GREP,
@@ -197,7 +199,9 @@ class FsTools:
         pattern: Annotated[str, Field(description="pattern relative to the root, e.g. 'src/**/*.py'")],
     ) -> str:
         """Paths under the project root matching a glob pattern (pathlib rules; `**` spans
-        directories), sorted, root-relative; directories end in '/'. .git/ is skipped."""
+        directories), sorted, root-relative; directories end in '/'. .git/ is skipped, and so is
+        what the project's .gitignore files ignore, unless the pattern starts in an ignored
+        folder (e.g. 'node_modules/pkg/*.js')."""
         if not pattern or Path(pattern).is_absolute() or ".." in Path(pattern).parts:
             raise ToolError(f"bad pattern {pattern!r}: give a pattern relative to the root, without '..'")
         root = self.scope.root
@@ -205,11 +209,15 @@ class FsTools:
             matches = list(root.glob(pattern))
         except (ValueError, NotImplementedError, OSError) as e:
             raise ToolError(f"bad pattern {pattern!r}: {e}") from e
+        ignores = self._ignores(_literal_prefix(pattern), None)
         found: list[str] = []
-        outside = 0
+        outside = ignored = 0
         for match in matches:
             rel = match.relative_to(root)
             if SKIP_DIRS.intersection(rel.parts):
+                continue
+            if ignores is not None and ignores.ignored(rel.as_posix(), match.is_dir()):
+                ignored += 1
                 continue
             resolved = Path(os.path.realpath(match))
             if (
@@ -226,7 +234,20 @@ class FsTools:
                 f"\n[{outside} matches left out: they resolve outside the project root or this agent's read "
                 "paths, or are always denied]"
             )
+        if ignored:
+            text += (
+                f"\n[{ignored} matches left out: .gitignore ignores them; a pattern that starts in an ignored "
+                "folder finds them]"
+            )
         return text.strip() or f"no paths match {pattern!r}"
+
+    def _ignores(self, asked: str, is_dir: bool | None) -> GitIgnores | None:
+        """The project's ignore rules for a search of the root-relative path ``asked``; None when
+        that path is itself ignored (then everything in it is searched). ``is_dir`` None: look."""
+        ignores = GitIgnores(self.scope.root_fd)
+        if is_dir is None:
+            is_dir = (self.scope.root / asked).is_dir()
+        return None if ignores.ignored(asked, is_dir) else ignores
 
     async def grep(
         self,
@@ -237,8 +258,9 @@ class FsTools:
         path: Annotated[str, Field(description="a file or directory to search, relative to the root")] = ".",
     ) -> str:
         """Search text files for a regex. Prints `path:line: text` per matching line, at most 500;
-        binary files and .git/ are skipped, a very long line is searched in its first 10,000
-        characters, and a search stops with an error after 10 seconds."""
+        binary files, .git/ and what the project's .gitignore files ignore are skipped (unless
+        `path` itself is ignored: then it is searched), a very long line is searched in its first
+        10,000 characters, and a search stops with an error after 10 seconds."""
         compiled = await anyio.to_thread.run_sync(compile_pattern, pattern)  # a large pattern compiles slowly
         opened = await self.scope.open(path, "any", f"grep {pattern!r} in {path!r}")
         shown = self.scope.shown(opened.real)
@@ -249,9 +271,27 @@ class FsTools:
             real = fd_path(fd)
             return denied.reason(real, "read") is None and self.scope.may_read(real)
 
+        ignored: Callable[[str, bool], bool] | None = None
+        if opened.is_dir and self.scope.contains(opened.real):
+            ignores = self._ignores(shown or ".", True)
+            if ignores is not None:
+                ignored = lambda rel, is_dir: ignores.ignored(posixpath.join(shown, rel), is_dir)  # noqa: E731
+
         seconds = self.grep_seconds
-        out = await _in_thread(opened, path, lambda: grep_tree(opened, shown, compiled, allowed, seconds))
+        out = await _in_thread(opened, path, lambda: grep_tree(opened, shown, compiled, allowed, seconds, ignored))
         return "\n".join(out) or f"no matches for {pattern!r} in {path!r}"
+
+
+def _literal_prefix(pattern: str) -> str:
+    """The path a glob pattern names before its first wildcard (``.`` for none): all of it when
+    it has none."""
+    parts: list[str] = []
+    whole = Path(pattern).parts
+    for part in whole if not any(c in pattern for c in "*?[") else whole[:-1]:
+        if any(c in part for c in "*?["):
+            break
+        parts.append(part)
+    return "/".join(parts) or "."
 
 
 def plan_server(
