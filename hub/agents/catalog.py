@@ -21,6 +21,7 @@ from pathlib import Path
 
 from dispatch.hub.agents.spec import NO_CAPS, AgentSpec, Caps
 from dispatch.hub.config.files import Loc
+from dispatch.hub.config.instructions import ProjectInstructions, project_instructions
 from dispatch.hub.config.project import DispatchConfig, load_config
 from dispatch.hub.config.skills import LoadedSkill, SkillIndex
 from dispatch.hub.config.templates import Template, TemplateEntry, builtin_dir, load_templates, narrow, template_dirs
@@ -154,6 +155,12 @@ class Catalog:
             template_skills=template.skills if template else (),
             requested=spec.skills,
         )
+
+    def instructions_for(self, spec: AgentSpec) -> list[ProjectInstructions]:
+        """The project's AGENTS.md and CLAUDE.md files an agent reads at start: the root's, and
+        those of the folders its write scope lies in (:mod:`dispatch.hub.config.instructions`)."""
+        root = spec.root or (str(self.root) if self.root is not None else None)
+        return [] if root is None else project_instructions(Path(root), spec.scope)
 
     # ---- specs -----------------------------------------------------------------------------------
 

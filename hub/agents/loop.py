@@ -29,6 +29,7 @@ from dispatch.hub.agents.compaction import Compaction
 from dispatch.hub.agents.inbox import Inbox
 from dispatch.hub.agents.limits import StepCaps
 from dispatch.hub.agents.spec import AgentSpec, AgentState
+from dispatch.hub.config.instructions import ProjectInstructions
 from dispatch.hub.config.skills import LoadedSkill
 from dispatch.hub.errors import ContextTooLong, KeysExhausted, StepLimitReached
 from dispatch.hub.llm.context import ContextMeter, estimate_tokens
@@ -123,6 +124,8 @@ class Agent:
     """While ``waiting_key``: the earliest known reset of a key it may use (None: unknown)."""
     loaded_skills: list[LoadedSkill] = field(default_factory=list[LoadedSkill])
     """In loading order: those in the system prompt, then those loaded through ``load_skill``."""
+    project_instructions: list[ProjectInstructions] = field(default_factory=list[ProjectInstructions])
+    """The project's AGENTS.md and CLAUDE.md files its system prompt carries."""
     compaction: Compaction | None = None
     """What it sends in place of its whole transcript, since it last compacted (None: never)."""
     compact_requested: bool = False
@@ -155,9 +158,13 @@ class Agent:
         """Takes effect at the next model call, with the transcript intact."""
         self.spec = self.spec.model_copy(update={"model": model})
 
+    def system_prompt(self) -> str:
+        """Its system prompt (:meth:`AgentSpec.system_prompt`) with what it loaded at start."""
+        return self.spec.system_prompt(self.loaded_skills, self.project_instructions)
+
     def _begin_transcript(self, notes: Sequence[str] = ()) -> None:
         if not self.transcript:
-            system = "\n\n".join([self.spec.system_prompt(self.loaded_skills), *notes])  # notes: e.g. the sandbox
+            system = "\n\n".join([self.system_prompt(), *notes])  # notes: e.g. the sandbox
             self.transcript.append({"role": "system", "content": system})
             self.transcript.append({"role": "user", "content": self.spec.task})
 

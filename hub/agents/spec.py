@@ -15,6 +15,7 @@ from typing import Literal, TypedDict, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dispatch.hub.config.instructions import ProjectInstructions, render_instructions
 from dispatch.hub.config.skills import LoadedSkill, render_skills
 from dispatch.hub.errors import UserError
 from dispatch.hub.policy.checkpoints import CheckpointMode, Checkpoints
@@ -103,13 +104,13 @@ class AgentSpec(BaseModel):
         """The paths the agent may write."""
         return self.grants.write
 
-    def system_prompt(self, skills: Sequence[LoadedSkill] = ()) -> str:
-        """Dispatch's agent rules, then the instructions (template and parent), then the skills
-        in loading order."""
+    def system_prompt(self, skills: Sequence[LoadedSkill] = (), project: Sequence[ProjectInstructions] = ()) -> str:
+        """Dispatch's agent rules, then the project's instructions files (AGENTS.md, CLAUDE.md),
+        then the instructions (template and parent), then the skills in loading order."""
         text = WORKER_INSTRUCTIONS
         if self.grants.summon:
             text += ORCHESTRATOR_INSTRUCTIONS
-        parts = [text, (self.instructions or "").strip(), render_skills(skills)]
+        parts = [text, render_instructions(project), (self.instructions or "").strip(), render_skills(skills)]
         return "\n\n".join(p for p in parts if p)
 
 

@@ -344,6 +344,7 @@ class AgentTree:
             spec = spec.model_copy(update={"root": str(self.root)})
         project = self.project_of(spec)
         skills = project.catalog.skills_for(spec) if restore is None else []
+        instructions = project.catalog.instructions_for(spec) if restore is None else []
         hooks = AgentHooks(
             live_children=lambda: len(self.live_children(spec.id)),
             on_state=self._announce_state,
@@ -356,7 +357,7 @@ class AgentTree:
             on_compacted=self._announce_compacted,
             children_note=lambda: self._children_note(spec.id),
         )
-        agent = Agent(spec=spec, hooks=hooks, loaded_skills=skills)
+        agent = Agent(spec=spec, hooks=hooks, loaded_skills=skills, project_instructions=instructions)
         if restore is not None:
             restore(agent)
         self.agents[spec.id] = agent

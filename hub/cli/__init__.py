@@ -181,7 +181,8 @@ def skills(
         typer.Option("--orchestrator/--subagent", help="which mapping (.o.txt or .txt); default: its template"),
     ] = None,
 ) -> None:
-    """Show the skills an agent of that name would load, in order, with their scopes."""
+    """Show what an agent of that name would load, in order: the project's AGENTS.md and CLAUDE.md, then
+    its skills, with their scopes and files."""
     from dispatch.hub.cli.catalog_view import skills_text
     from dispatch.hub.errors import UserError
 

@@ -1,8 +1,11 @@
-"""What ``dispatch templates`` and ``dispatch skills`` print: the catalog as plain text."""
+"""What ``dispatch templates`` and ``dispatch skills`` print: the catalog (and the project's
+instructions files) as plain text."""
 
 from __future__ import annotations
 
 from dispatch.hub.agents.catalog import Catalog
+from dispatch.hub.config.files import display_path
+from dispatch.hub.config.instructions import project_instructions, subfolder_instructions
 from dispatch.hub.config.skills import Skill
 from dispatch.hub.config.templates import Template
 from dispatch.hub.errors import UserError
@@ -40,7 +43,8 @@ def _skill_row(skill: Skill, origin: str) -> tuple[str, str, str]:
 
 
 def skills_text(catalog: Catalog, agent: str | None, orchestrator: bool | None = None) -> str:
-    """The skills an agent of this name would load, in order, with scopes, and those on demand.
+    """What an agent of this name would load, in order (the project's instructions files, then the
+    skills, with scopes), and the skills it may load on demand.
 
     Whether it is an orchestrator (``<name>.o.txt``) comes from its template (summon) unless given.
     """
@@ -65,9 +69,26 @@ def skills_text(catalog: Catalog, agent: str | None, orchestrator: bool | None =
         known = ", ".join(sorted(catalog.templates))
         lines.insert(0, f"warning: no template or skill mapping is named {agent!r} (templates: {known}); "
                         "shown: what any agent of that name would load")  # fmt: skip
-    lines += _table([_skill_row(s.skill, s.origin) for s in plan], "  ") if plan else ["  (no skills)"]
+    rows = _instructions_rows(catalog) + [_skill_row(s.skill, s.origin) for s in plan]
+    lines += _table(rows, "  ") if rows else ["  (no skills)"]
     loaded = {s.skill for s in plan}
     extra = [s for s in catalog.skills.on_demand() if s not in loaded]
     lines.append("On demand (the agent lists them with `skills` and loads one with `load_skill`):")
     lines += _table([(s.ref, s.summary(), s.shown) for s in extra], "  ") if extra else ["  (none)"]
     return "\n".join(lines)
+
+
+def _instructions_rows(catalog: Catalog) -> list[tuple[str, str, str]]:
+    """The project's instructions files, which come before the skills: the root's, read by every
+    agent, and those in subfolders, read by an agent whose write scope lies there."""
+    if catalog.root is None:
+        return []
+    root = catalog.root
+    rows: list[tuple[str, str, str]] = []
+    for found in project_instructions(root):
+        origin = "project instructions" + (" (cut to its start)" if found.cut else "")
+        rows.append((found.path, origin, display_path(root / found.path)))
+    for path in subfolder_instructions(root):
+        origin = f"project instructions, if its write scope is in {path.rsplit('/', 1)[0]}/"
+        rows.append((path, origin, display_path(root / path)))
+    return rows

@@ -7,4 +7,5 @@ read, merged, interpolated and checked (every error names its file and field).
     permissions.py  the remembered ``always`` answers (auto-allow entries) per project
     templates.py    agent templates: load, check, narrow
     skills.py       markdown skills: index, resolve, render
+    instructions.py the project's AGENTS.md and CLAUDE.md files an agent reads at start
 """

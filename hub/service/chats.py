@@ -216,7 +216,7 @@ class ChatService:
         self._agents[spec.id] = chat_id
         agent = self._tree.start(spec, chat_id=chat_id)
         if turns:  # before the agent's task first runs: it begins from this transcript, not its own
-            system = {"role": "system", "content": spec.system_prompt(agent.loaded_skills)}
+            system = {"role": "system", "content": agent.system_prompt()}
             user = {"role": "user", "content": message.text}
             agent.transcript[:] = [system, *(t for t in turns if t["role"] != "system"), user]
         await self._store.update_chat(chat_id, {"agent_id": agent.id})
