@@ -7,6 +7,7 @@
     │   │   └── UnknownAgentError  no agent has that id
     │   └── ConflictError      what the request would undo has changed since (HTTP 409)
     ├── CheckpointDenied     the user denied a checkpoint (the agent stops, failed, naming it and who)
+    ├── HookBlocked          a UserPromptSubmit hook blocked a top agent's task (it fails with the reason)
     └── RunError             a run failed through no fault of the input
         ├── ModelCallError     the model endpoint refused or could not be reached
         │   ├── KeysExhausted    every key the model may use is exhausted for now (the agent waits)
@@ -70,6 +71,11 @@ class ConflictError(UserError):
 class CheckpointDenied(DispatchError):
     """The user (or a remembered answer of theirs) denied an agent's checkpoint; the message names
     the checkpoint, who denied it and the approval."""
+
+
+class HookBlocked(DispatchError):
+    """A UserPromptSubmit hook of the config blocked the task given to a top agent; the message
+    gives the hook's reason."""
 
 
 class RunError(DispatchError):

@@ -17,6 +17,7 @@ more. The transcript itself only grows.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -31,11 +32,14 @@ from dispatch.hub.agents.limits import StepCaps
 from dispatch.hub.agents.spec import AgentSpec, AgentState
 from dispatch.hub.config.instructions import ProjectInstructions
 from dispatch.hub.config.skills import LoadedSkill
-from dispatch.hub.errors import ContextTooLong, KeysExhausted, StepLimitReached
+from dispatch.hub.errors import ContextTooLong, HookBlocked, KeysExhausted, StepLimitReached
 from dispatch.hub.llm.context import ContextMeter, estimate_tokens
 from dispatch.hub.llm.types import Completion, JsonDict, ModelClient, ToolCallRequest, Usage
+from dispatch.hub.mounts.hooks import UserHooks
 from dispatch.hub.mounts.toolset import Mounts, ToolOutcome
 from dispatch.servers.hublink import InboxMessage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,9 @@ class AgentHooks:
     on_compacted: Callable[[Agent, Compacted], None] = lambda agent, compacted: None
     children_note: Callable[[], str] = lambda: ""
     """The agent's children and their states, one line each, for a compaction's summary."""
+    user_hooks: UserHooks | None = None
+    """The config's hooks (:mod:`dispatch.hub.mounts.hooks`): its tool calls' are run by its mounts,
+    UserPromptSubmit and Stop / SubagentStop by the loop."""
 
 
 @dataclass
@@ -162,17 +169,44 @@ class Agent:
         """Its system prompt (:meth:`AgentSpec.system_prompt`) with what it loaded at start."""
         return self.spec.system_prompt(self.loaded_skills, self.project_instructions)
 
-    def _begin_transcript(self, notes: Sequence[str] = ()) -> None:
+    async def _begin_transcript(self, notes: Sequence[str] = ()) -> None:
         if not self.transcript:
+            task = self.spec.task
+            hooks = self.hooks.user_hooks
+            if hooks is not None and self.spec.parent_id is None:  # a top agent's task is the user's prompt
+                verdict = await hooks.user_prompt(task)
+                if verdict.blocked is not None:
+                    raise HookBlocked(f"a UserPromptSubmit hook blocked the task: {verdict.blocked}")
+                task = "\n\n".join([task, *verdict.context])
             system = "\n\n".join([self.system_prompt(), *notes])  # notes: e.g. the sandbox
             self.transcript.append({"role": "system", "content": system})
-            self.transcript.append({"role": "user", "content": self.spec.task})
+            self.transcript.append({"role": "user", "content": task})
 
-    def _drain_inbox(self) -> list[InboxMessage]:
-        delivered = self.inbox.take()
-        for message in delivered:
-            self.transcript.append({"role": "user", "content": message.render()})
+    async def _drain_inbox(self) -> list[InboxMessage]:
+        """Move the waiting messages into the transcript; one from the user passes the config's
+        UserPromptSubmit hooks first (blocked, it is dropped, the hub's log saying why)."""
+        delivered: list[InboxMessage] = []
+        hooks = self.hooks.user_hooks
+        for message in self.inbox.take():
+            content = message.render()
+            if hooks is not None and message.sender == "user":
+                verdict = await hooks.user_prompt(message.text)
+                if verdict.blocked is not None:
+                    log.warning("message %s to agent %s blocked by a hook: %s", message.id, self.id, verdict.blocked)
+                    continue
+                content = "\n\n".join([content, *verdict.context])
+            self.transcript.append({"role": "user", "content": content})
+            delivered.append(message)
         return delivered
+
+    async def _stop_hooks(self, answer: str, active: bool) -> str | None:
+        """The reason a Stop (top agent) or SubagentStop (child) hook gives to go on instead of
+        reporting ``answer`` (put in the transcript for the model), or None to report it."""
+        hooks = self.hooks.user_hooks
+        reason = None if hooks is None else (await hooks.stop(answer, active)).blocked
+        if reason is not None:
+            self.transcript.append({"role": "user", "content": f"[a stop hook: do not report yet]\n{reason}"})
+        return reason
 
     async def _run_tools(self, mounts: Mounts, calls: list[ToolCallRequest]) -> list[ToolRun]:
         runs: list[ToolRun | None] = [None] * len(calls)
@@ -332,7 +366,8 @@ class Agent:
         """The loop, one model call per step, until the agent reports (or passes ``caps``)."""
         caps = (caps or StepCaps()).for_agent(self.spec.max_steps)
         announced = len(self.transcript) if self.steps_taken else 0  # a resumed agent's are stored already
-        self._begin_transcript(mounts.notes)
+        await self._begin_transcript(mounts.notes)
+        held_by_hook = False  # the last answer was to be the report, and a Stop hook said go on
         while True:
             if (stop := caps.stop(self.steps_taken)) is not None:
                 raise StepLimitReached(stop)
@@ -351,13 +386,17 @@ class Agent:
                 async with self.hooks.idle():
                     await self.inbox.not_empty()
                 self.set_state(AgentState.running)
-            delivered = self._drain_inbox()
-            if not (completion.tool_calls or delivered) and self.hooks.before_report is not None:
+            delivered = await self._drain_inbox()
+            going_on = None
+            if not (completion.tool_calls or delivered):
+                going_on = await self._stop_hooks(completion.text or "", held_by_hook)
+                held_by_hook = going_on is not None
+            if not (completion.tool_calls or delivered or going_on) and self.hooks.before_report is not None:
                 await self.hooks.before_report(self, completion.text or "")
-                delivered = self._drain_inbox()  # sent while the report waited for its approval
+                delivered = await self._drain_inbox()  # sent while the report waited for its approval
             first, added = announced, self.transcript[announced:]
             announced = len(self.transcript)
-            if completion.tool_calls or delivered:
+            if completion.tool_calls or delivered or going_on:
                 yield Step(self.steps_taken, completion, runs, delivered, first, added)
                 continue
             self.inbox.close()  # nothing waits, and from here on nothing could be read

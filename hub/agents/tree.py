@@ -60,6 +60,7 @@ from dispatch.hub.llm.ledger import usage_columns
 from dispatch.hub.llm.router import Router
 from dispatch.hub.llm.types import ModelClient, ToolCallRequest, Usage
 from dispatch.hub.mounts.connection import open_mounts
+from dispatch.hub.mounts.hooks import HookCaller, UserHooks
 from dispatch.hub.mounts.outside import OutsideServers
 from dispatch.hub.mounts.pins import ToolPins
 from dispatch.hub.mounts.plan import MountPlan
@@ -356,6 +357,7 @@ class AgentTree:
             compaction=self._compaction_settings,
             on_compacted=self._announce_compacted,
             children_note=lambda: self._children_note(spec.id),
+            user_hooks=self._user_hooks(spec, project),
         )
         agent = Agent(spec=spec, hooks=hooks, loaded_skills=skills, project_instructions=instructions)
         if restore is not None:
@@ -383,6 +385,17 @@ class AgentTree:
         self.events.publish(spec.id, AgentResumed.model_validate(spawned.model_dump()) if restore else spawned)
         self._group.start_soon(self._run, agent, name=f"agent {spec.id}")
         return agent
+
+    def _user_hooks(self, spec: AgentSpec, project: Project) -> UserHooks | None:
+        """The config's hooks for this agent (None when the config has none)."""
+        config = project.catalog.config.hooks
+        if not config.configured:
+            return None
+        top = spec
+        while top.parent_id is not None and top.parent_id in self.agents:
+            top = self.agents[top.parent_id].spec
+        caller = HookCaller(spec.id, spec.name, spec.parent_id, top.id)
+        return UserHooks(config, project.root, caller)
 
     async def run(self, spec: AgentSpec) -> Agent:
         """Start an agent and return it once it has finished."""
@@ -464,7 +477,9 @@ class AgentTree:
             agent_id=agent.id,
         )
         async with (
-            open_mounts(plan, TreeLink(self, agent), self._gate(agent), self._track(agent, project)) as mounts,
+            open_mounts(
+                plan, TreeLink(self, agent), self._gate(agent), self._track(agent, project), agent.hooks.user_hooks
+            ) as mounts,
             aclosing(agent.steps(mounts, self.model, self.limits.step_caps)) as steps,
         ):
             async for step in steps:

@@ -2,9 +2,9 @@
 ``<root>/.dispatch/config.yaml``, merged field by field (the project wins), ``${ENV}`` interpolated,
 validated with pydantic. Every error names the file, the line, the field path and the expectation.
 
-Sections: ``permissions`` (here), ``models`` (owned by ``dispatch.hub.llm``), ``lsp`` (owned by
-``dispatch.servers.lsp``) and ``web`` (owned by ``dispatch.servers.web.search``); each section's owner
-defines its model. Templates live in their own files
+Sections: ``permissions`` (here), ``hooks`` (owned by ``dispatch.hub.config.hooks``), ``models``
+(owned by ``dispatch.hub.llm``), ``lsp`` (owned by ``dispatch.servers.lsp``) and ``web`` (owned by
+``dispatch.servers.web.search``); each section's owner defines its model. Templates live in their own files
 (:mod:`dispatch.hub.config.templates`).
 """
 
@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from dispatch.hub.config.files import Loc, Source, interpolate, merge, validate
+from dispatch.hub.config.hooks import HooksConfig
 from dispatch.hub.config.outside import McpServers
 from dispatch.hub.llm.models_config import ModelsConfig
 from dispatch.servers.lsp.settings import LspSettings
@@ -142,6 +143,12 @@ class DispatchConfig(BaseModel):
         description="outside MCP servers agents may be granted, by name: a stdio command (command, args, env, cwd) "
         "or a streamable HTTP url (headers); per_agent: true for one process per agent "
         "(dispatch.hub.config.outside owns this section)",
+    )
+    hooks: HooksConfig = Field(
+        default_factory=HooksConfig,
+        description="commands run at agents' tool calls, user messages and reports, in Claude Code's shape: "
+        "per event (PreToolUse, PostToolUse, UserPromptSubmit, Stop, SubagentStop), a list of {matcher, hooks: "
+        "[{type: command, command, timeout}]} (dispatch.hub.config.hooks owns this section)",
     )
 
 

@@ -29,6 +29,7 @@ from mcp_types.version import LATEST_MODERN_VERSION
 
 from dispatch.hub.errors import ToolServerError, unwrap
 from dispatch.hub.llm.types import JsonDict
+from dispatch.hub.mounts.hooks import UserHooks
 from dispatch.hub.mounts.outside import list_tools, open_outside
 from dispatch.hub.mounts.plan import MountPlan, ServerTarget, build_targets, prompt_notes
 from dispatch.hub.mounts.toolset import Mounts, ToolGate, ToolTrack
@@ -121,10 +122,14 @@ async def _listed(kind: str, target: ServerTarget, connection: Connection) -> li
 
 @asynccontextmanager
 async def open_mounts(
-    plan: MountPlan, link: HubLink, gate: ToolGate | None = None, track: ToolTrack | None = None
+    plan: MountPlan,
+    link: HubLink,
+    gate: ToolGate | None = None,
+    track: ToolTrack | None = None,
+    hooks: UserHooks | None = None,
 ) -> AsyncGenerator[Mounts]:
     """Mount every server of ``plan`` (in-process ones connect on first use); disconnect (and stop
-    stdio servers) on exit."""
+    stdio servers) on exit. ``hooks``: the config's, run around each tool call."""
     targets = build_targets(plan, link)
     body_error: BaseException | None = None  # raised after the group, so the group does not wrap it
     async with anyio.create_task_group() as group:
@@ -149,7 +154,7 @@ async def open_mounts(
             async with open_outside(plan.outside, plan.grants, plan.agent_id) as outside:  # outside data: untrusted
                 untrusted = UNTRUSTED_KINDS | outside.kinds
                 mounts = Mounts(
-                    callers | outside.callers, ordered | outside.tools, plan.grants.tools, gate, untrusted, track
+                    callers | outside.callers, ordered | outside.tools, plan.grants.tools, gate, untrusted, track, hooks
                 )
                 mounts.notes = prompt_notes(plan) + outside.notes
                 try:

@@ -18,6 +18,7 @@ from mcp_types import CallToolResult, TextContent, Tool
 
 from dispatch.hub.errors import ToolServerError
 from dispatch.hub.llm.types import JsonDict
+from dispatch.hub.mounts.hooks import UserHooks
 from dispatch.hub.mounts.untrusted import mark_untrusted
 from dispatch.hub.policy.servers import UNTRUSTED_KINDS
 
@@ -67,8 +68,10 @@ class Mounts:
     others are left out of the schemas the model sees, and a call to one is refused here, in the
     hub, without reaching the server. ``gate`` (the hub's checkpoints) sees every call first and
     may hold it for the user's approval or refuse it; ``track`` is held around each call that runs.
-    Results of the ``untrusted`` kinds (errors
-    too) reach the model marked as outside data, terminal controls stripped.
+    ``hooks`` (the config's, :mod:`dispatch.hub.mounts.hooks`) run before both (a PreToolUse hook
+    may block the call: the model reads its reason) and after the call (a PostToolUse hook's
+    objection follows the result). Results of the ``untrusted`` kinds (errors too) reach the model
+    marked as outside data, terminal controls stripped.
     """
 
     notes: tuple[str, ...] = ()
@@ -82,8 +85,10 @@ class Mounts:
         gate: ToolGate | None = None,
         untrusted: Collection[str] = UNTRUSTED_KINDS,
         track: ToolTrack | None = None,
+        hooks: UserHooks | None = None,
     ) -> None:
         self._gate = gate
+        self._hooks = hooks
         self._track = track
         self._untrusted = frozenset(untrusted)
         self._callers = dict(callers)
@@ -132,6 +137,10 @@ class Mounts:
         if not isinstance(parsed, dict):
             return ToolOutcome(f"Error: the arguments of {name} must be a JSON object", True)
         arguments = cast(dict[str, Any], parsed)
+        if self._hooks is not None:
+            verdict = await self._hooks.pre_tool_use(kind, name, arguments)
+            if verdict.blocked is not None:
+                return ToolOutcome(f"Error: not run: a PreToolUse hook blocked {name}: {verdict.blocked}", True)
         refusal = await self._gate(kind, name, arguments) if self._gate is not None else None
         if refusal is not None:
             return ToolOutcome(refusal, True)
@@ -140,4 +149,8 @@ class Mounts:
         text = result_text(result)
         if kind in self._untrusted:
             text = mark_untrusted(text, f"{kind}.{name}")
+        if self._hooks is not None:
+            verdict = await self._hooks.post_tool_use(kind, name, arguments, text, result.is_error)
+            if verdict.blocked is not None:
+                text += f"\n[a PostToolUse hook on this call (it ran): {verdict.blocked}]"
         return ToolOutcome(text, result.is_error)

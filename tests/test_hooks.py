@@ -1,0 +1,211 @@
+"""The config's hooks, in Claude Code's shape, run as real processes around real agents: a
+PreToolUse hook blocks a call (exit 2, or its JSON), a PostToolUse hook gets the call as JSON on
+stdin, a hook that fails or hangs is ignored, Stop and UserPromptSubmit hooks steer the agent, and
+a bad config is one line naming the file and field."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatch.hub.agents.catalog import Catalog
+from dispatch.hub.agents.spec import AgentState
+from dispatch.hub.agents.tree import AgentTree
+from dispatch.hub.errors import ConfigError
+from dispatch.hub.llm.client import LiteLLMClient
+from tests.agent_helpers import assert_done, call, tool_messages, top_spec
+from tests.fakes.scripted_llm import Reply, ScriptedLLM
+
+pytestmark = pytest.mark.anyio
+
+
+def configure(root: Path, hooks: dict[str, Any]) -> Catalog:
+    """The project's config with ``hooks`` (JSON is YAML), and its catalog."""
+    (root / ".dispatch").mkdir(parents=True, exist_ok=True)
+    (root / ".dispatch" / "config.yaml").write_text(json.dumps({"hooks": hooks}))
+    return Catalog.load(root)
+
+
+def command(text: str, timeout: float | None = None) -> dict[str, Any]:
+    hook: dict[str, Any] = {"type": "command", "command": text}
+    return hook if timeout is None else hook | {"timeout": timeout}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    root.mkdir()
+    return root
+
+
+async def test_a_pre_tool_use_hook_exiting_2_blocks_write_file_and_the_model_reads_its_stderr(
+    scripted_llm: ScriptedLLM, project: Path
+) -> None:
+    guard = "echo 'generated files are read-only: edit the template instead' >&2; exit 2"
+    catalog = configure(project, {"PreToolUse": [{"matcher": "write_file|edit_file", "hooks": [command(guard)]}]})
+    scripted_llm.script(
+        "[blocked]",
+        [
+            Reply(tool_calls=[call("write_file", path="gen.py", content="x = 1\n")]),
+            Reply(tool_calls=[call("read_file", path=".dispatch/config.yaml")]),
+            Reply(text="could not write"),
+        ],
+    )
+
+    async with AgentTree(project, LiteLLMClient(), catalog=catalog) as tree:
+        assert_done(await tree.run(top_spec("[blocked] write gen.py")))
+
+    second = scripted_llm.requests_for("[blocked]")[1]
+    blocked = tool_messages(second.messages)[-1]
+    assert blocked.startswith("Error: not run: a PreToolUse hook blocked write_file:")
+    assert "generated files are read-only: edit the template instead" in blocked
+    assert not (project / "gen.py").exists()
+    third = scripted_llm.requests_for("[blocked]")[2]
+    assert "Error: not run" not in tool_messages(third.messages)[-1], "read_file does not match the matcher"
+
+
+async def test_a_post_tool_use_hook_gets_the_call_as_json_in_the_root_without_secrets(
+    scripted_llm: ScriptedLLM, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-hooks")
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    record = f"cat > {seen}/call.json; pwd > {seen}/cwd; env > {seen}/env"
+    catalog = configure(project, {"PostToolUse": [{"matcher": "fs__.*", "hooks": [command(record)]}]})
+    scripted_llm.script(
+        "[post]",
+        [Reply(tool_calls=[call("write_file", path="notes.txt", content="hello\n")]), Reply(text="wrote it")],
+    )
+
+    async with AgentTree(project, LiteLLMClient(), catalog=catalog) as tree:
+        top = await tree.run(top_spec("[post] write notes.txt"))
+
+    assert_done(top)
+    received = json.loads((seen / "call.json").read_text())
+    assert received == {
+        "hook_event_name": "PostToolUse",
+        "session_id": top.id,
+        "cwd": str(project),
+        "agent_id": top.id,
+        "agent_name": "top",
+        "parent_id": None,
+        "tool_name": "write_file",
+        "tool_input": {"path": "notes.txt", "content": "hello\n"},
+        "tool_response": {"content": "created 'notes.txt' (6 bytes)", "is_error": False},
+    }
+    assert (seen / "cwd").read_text().strip() == str(project)
+    env = (seen / "env").read_text()
+    assert f"CLAUDE_PROJECT_DIR={project}\n" in env
+    assert "sk-not-for-hooks" not in env
+
+
+async def test_json_decisions_are_followed_and_failing_or_hanging_hooks_are_ignored(
+    scripted_llm: ScriptedLLM, project: Path
+) -> None:
+    deny = json.dumps({"hookSpecificOutput": {"permissionDecision": "deny", "permissionDecisionReason": "no lists"}})
+    catalog = configure(
+        project,
+        {
+            "PreToolUse": [
+                {"matcher": "list_dir", "hooks": [command(f"echo '{deny}'")]},
+                {"matcher": "write_file", "hooks": [command("echo broken >&2; exit 1"), command("sleep 30", 0.5)]},
+            ],
+            "PostToolUse": [
+                {"hooks": [command("""echo '{"decision": "block", "reason": "run the linter next"}'""")]},
+            ],
+        },
+    )
+    scripted_llm.script(
+        "[json]",
+        [
+            Reply(tool_calls=[call("list_dir", path=".")]),
+            Reply(tool_calls=[call("write_file", path="a.txt", content="a\n")]),
+            Reply(text="done"),
+        ],
+    )
+
+    started = time.monotonic()
+    async with AgentTree(project, LiteLLMClient(), catalog=catalog) as tree:
+        assert_done(await tree.run(top_spec("[json] go")))
+
+    assert time.monotonic() - started < 20, "the hanging hook was not killed at its timeout"
+    listed, written = tool_messages(scripted_llm.requests_for("[json]")[2].messages)
+    assert listed == "Error: not run: a PreToolUse hook blocked list_dir: no lists"
+    assert (project / "a.txt").read_text() == "a\n", "exit 1 and a timeout do not block"
+    assert written == "created 'a.txt' (2 bytes)\n[a PostToolUse hook on this call (it ran): run the linter next]"
+
+
+async def test_stop_hooks_hold_a_report_once_and_subagent_stop_runs_for_children(
+    scripted_llm: ScriptedLLM, project: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "stops.jsonl"
+    # the first time (not already continuing because of it), ask for tests; then let it report
+    hold = (
+        f"""input=$(cat); echo "$input" >> {log}; echo "$input" | grep -q '"stop_hook_active": false' && """
+        """echo '{"decision": "block", "reason": "run the tests first"}' || true"""
+    )
+    catalog = configure(
+        project,
+        {"Stop": [{"hooks": [command(hold)]}], "SubagentStop": [{"hooks": [command(f"cat >> {log}; echo >> {log}")]}]},
+    )
+    scripted_llm.script(
+        "[parent]",
+        [
+            Reply(tool_calls=[call("summon", task="[child] say hi", wait=True)]),
+            Reply(text="all done"),
+            Reply(text="tests pass; all done"),
+        ],
+    )
+    scripted_llm.script("[child]", [Reply(text="hi")])
+
+    async with AgentTree(project, LiteLLMClient(), catalog=catalog) as tree:
+        top = await tree.run(top_spec("[parent] work"))
+
+    assert_done(top)
+    assert top.report == "tests pass; all done"
+    third = scripted_llm.requests_for("[parent]")[2].messages
+    assert third[-1] == {"role": "user", "content": "[a stop hook: do not report yet]\nrun the tests first"}
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert [(e["hook_event_name"], e["stop_hook_active"]) for e in events] == [
+        ("SubagentStop", False),
+        ("Stop", False),
+        ("Stop", True),
+    ]
+    child = events[0]
+    assert child["parent_id"] == top.id
+    assert child["session_id"] == top.id
+    assert child["last_assistant_message"] == "hi"
+
+
+async def test_user_prompt_submit_adds_context_or_blocks_the_task(scripted_llm: ScriptedLLM, project: Path) -> None:
+    gate = "grep -q forbidden && { echo 'that task is off limits' >&2; exit 2; } || echo 'the build is green'"
+    catalog = configure(project, {"UserPromptSubmit": [{"hooks": [command(gate)]}]})
+    scripted_llm.script("[fine]", [Reply(text="ok")])
+
+    async with AgentTree(project, LiteLLMClient(), catalog=catalog) as tree:
+        fine = await tree.run(top_spec("[fine] a task"))
+        blocked = await tree.run(top_spec("[forbidden] a task"))
+
+    assert_done(fine)
+    assert scripted_llm.requests_for("[fine]")[0].messages[1]["content"] == "[fine] a task\n\nthe build is green"
+    assert blocked.state is AgentState.failed
+    assert blocked.error == "a UserPromptSubmit hook blocked the task: that task is off limits"
+    assert not scripted_llm.requests_for("[forbidden]")
+
+
+def test_a_bad_hooks_config_is_one_line_naming_the_file_and_field(project: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        configure(project, {"PreToolUse": [{"matcher": "write_file(", "hooks": [command("true")]}]})
+    assert str(raised.value) == (
+        f"{project}/.dispatch/config.yaml line 1: hooks.PreToolUse[0].matcher: expected a regular expression: "
+        "missing ), unterminated subpattern at position 10"
+    )
+    with pytest.raises(ConfigError) as raised:
+        configure(project, {"PreToolUse": [{"hooks": [{"type": "script", "command": "true"}]}]})
+    assert "hooks.PreToolUse[0].hooks[0].type: expected 'command'" in str(raised.value)
+    assert os.linesep not in str(raised.value)
