@@ -251,8 +251,8 @@ class HubLink(Protocol):
     @property
     def agent_id(self) -> str: ...
 
-    def take_messages(self) -> list[InboxMessage]:
-        """Remove and return every message waiting in the agent's inbox."""
+    async def take_messages(self) -> list[InboxMessage]:
+        """Remove and return every message waiting in the agent's inbox (those the hub lets through)."""
         ...
 
     async def wait_for_message(self) -> None:

@@ -29,7 +29,7 @@ def plan_server(link: HubLink, *, detached: bool = False) -> ServerPlan:
     async def check_messages() -> str:
         """Return (and mark as read) every message waiting for you: instructions, corrections,
         context or data from the user, and reports from your children."""
-        messages = link.take_messages()
+        messages = await link.take_messages()
         return render_messages(messages) if messages else "No new messages."
 
     @tools.add

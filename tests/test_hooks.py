@@ -18,7 +18,8 @@ from dispatch.hub.agents.spec import AgentState
 from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.errors import ConfigError
 from dispatch.hub.llm.client import LiteLLMClient
-from tests.agent_helpers import assert_done, call, tool_messages, top_spec
+from dispatch.servers.hublink import MessageKind
+from tests.agent_helpers import assert_done, call, tool_messages, top_spec, until
 from tests.fakes.scripted_llm import Reply, ScriptedLLM
 
 pytestmark = pytest.mark.anyio
@@ -196,6 +197,27 @@ async def test_user_prompt_submit_adds_context_or_blocks_the_task(scripted_llm: 
     assert blocked.state is AgentState.failed
     assert blocked.error == "a UserPromptSubmit hook blocked the task: that task is off limits"
     assert not scripted_llm.requests_for("[forbidden]")
+
+
+async def test_user_prompt_submit_filters_the_users_messages_as_they_are_delivered(
+    scripted_llm: ScriptedLLM, project: Path
+) -> None:
+    gate = "grep -q forbidden && { echo 'not that' >&2; exit 2; } || echo 'the build is green'"
+    catalog = configure(project, {"UserPromptSubmit": [{"hooks": [command(gate)]}]})
+    scripted_llm.script("[talk]", [Reply(tool_calls=[call("list_dir", path=".")], delay_s=1.0), Reply(text="ok")])
+
+    async with AgentTree(project, LiteLLMClient(), catalog=catalog) as tree:
+        top = tree.start(top_spec("[talk] chat"))
+        await until(lambda: len(scripted_llm.requests_for("[talk]")) == 1)
+        tree.put_message(top.id, MessageKind.instruction, "do the forbidden thing")
+        tree.put_message(top.id, MessageKind.instruction, "use tabs")
+        await top.finished.wait()
+
+    assert_done(top)
+    users = [m["content"] for m in scripted_llm.requests_for("[talk]")[1].messages if m["role"] == "user"]
+    assert users[0] == "[talk] chat\n\nthe build is green"
+    assert users[-1].endswith("]\nuse tabs\n\nthe build is green")
+    assert not any("forbidden" in text for text in users)
 
 
 def test_a_bad_hooks_config_is_one_line_naming_the_file_and_field(project: Path) -> None:

@@ -43,7 +43,7 @@ class _Mailbox:
         self.messages.append(message)
         self._arrived.set()
 
-    def take_messages(self) -> list[InboxMessage]:
+    async def take_messages(self) -> list[InboxMessage]:
         taken, self.messages = self.messages, []
         return taken
 

@@ -131,8 +131,8 @@ class TreeLink:
 
     # ---- inbox ---------------------------------------------------------------------------------
 
-    def take_messages(self) -> list[InboxMessage]:
-        taken = self._agent.inbox.take()
+    async def take_messages(self) -> list[InboxMessage]:
+        taken = await self._agent.admit(self._agent.inbox.take())
         for message in taken:
             delivered = MessageDelivered(message_id=message.id, step=self._agent.steps_taken)
             self._tree.events.publish(self._agent.id, delivered)
@@ -153,7 +153,7 @@ class TreeLink:
                 await self._agent.inbox.not_empty()
         finally:
             self._agent.set_state(AgentState.running)
-        return self.take_messages()
+        return await self.take_messages()
 
     async def request_access(self, path: str, operation: Operation, why: str) -> AccessDecision:
         # by this link's agent, never a name from the model: always-denied, scope, grants, then the user

@@ -182,21 +182,30 @@ class Agent:
             self.transcript.append({"role": "system", "content": system})
             self.transcript.append({"role": "user", "content": task})
 
-    async def _drain_inbox(self) -> list[InboxMessage]:
-        """Move the waiting messages into the transcript; one from the user passes the config's
-        UserPromptSubmit hooks first (blocked, it is dropped, the hub's log saying why)."""
-        delivered: list[InboxMessage] = []
+    async def admit(self, messages: Sequence[InboxMessage]) -> list[InboxMessage]:
+        """``messages`` as the agent may read them: each from the user passes the config's
+        UserPromptSubmit hooks first (blocked, it is left out, the hub's log saying why; their
+        context, if any, is added to its text)."""
         hooks = self.hooks.user_hooks
-        for message in self.inbox.take():
-            content = message.render()
-            if hooks is not None and message.sender == "user":
+        if hooks is None:
+            return list(messages)
+        admitted: list[InboxMessage] = []
+        for message in messages:
+            if message.sender == "user":
                 verdict = await hooks.user_prompt(message.text)
                 if verdict.blocked is not None:
                     log.warning("message %s to agent %s blocked by a hook: %s", message.id, self.id, verdict.blocked)
                     continue
-                content = "\n\n".join([content, *verdict.context])
-            self.transcript.append({"role": "user", "content": content})
-            delivered.append(message)
+                if verdict.context:
+                    message = message.model_copy(update={"text": "\n\n".join([message.text, *verdict.context])})
+            admitted.append(message)
+        return admitted
+
+    async def _drain_inbox(self) -> list[InboxMessage]:
+        """Move the waiting messages (those :meth:`admit` lets through) into the transcript."""
+        delivered = await self.admit(self.inbox.take())
+        for message in delivered:
+            self.transcript.append({"role": "user", "content": message.render()})
         return delivered
 
     async def _stop_hooks(self, answer: str, active: bool) -> str | None:
