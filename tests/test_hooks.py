@@ -37,6 +37,15 @@ def command(text: str, timeout: float | None = None) -> dict[str, Any]:
     return hook if timeout is None else hook | {"timeout": timeout}
 
 
+def running(pid: int) -> bool:
+    """Whether ``pid`` is alive (a zombie waiting to be reaped is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     root = tmp_path / "proj"
@@ -106,15 +115,17 @@ async def test_a_post_tool_use_hook_gets_the_call_as_json_in_the_root_without_se
 
 
 async def test_json_decisions_are_followed_and_failing_or_hanging_hooks_are_ignored(
-    scripted_llm: ScriptedLLM, project: Path
+    scripted_llm: ScriptedLLM, project: Path, tmp_path: Path
 ) -> None:
+    pid_file = tmp_path / "sleeper.pid"
+    hang = f"sleep 30 & echo $! > {pid_file}; wait"
     deny = json.dumps({"hookSpecificOutput": {"permissionDecision": "deny", "permissionDecisionReason": "no lists"}})
     catalog = configure(
         project,
         {
             "PreToolUse": [
                 {"matcher": "list_dir", "hooks": [command(f"echo '{deny}'")]},
-                {"matcher": "write_file", "hooks": [command("echo broken >&2; exit 1"), command("sleep 30", 0.5)]},
+                {"matcher": "write_file", "hooks": [command("echo broken >&2; exit 1"), command(hang, 0.5)]},
             ],
             "PostToolUse": [
                 {"hooks": [command("""echo '{"decision": "block", "reason": "run the linter next"}'""")]},
@@ -135,6 +146,7 @@ async def test_json_decisions_are_followed_and_failing_or_hanging_hooks_are_igno
         assert_done(await tree.run(top_spec("[json] go")))
 
     assert time.monotonic() - started < 20, "the hanging hook was not killed at its timeout"
+    assert not running(int(pid_file.read_text())), "its child too: the whole process group is killed"
     listed, written = tool_messages(scripted_llm.requests_for("[json]")[2].messages)
     assert listed == "Error: not run: a PreToolUse hook blocked list_dir: no lists"
     assert (project / "a.txt").read_text() == "a\n", "exit 1 and a timeout do not block"
