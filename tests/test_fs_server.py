@@ -359,7 +359,7 @@ async def test_glob_skips_what_gitignore_ignores_unless_the_pattern_starts_there
         assert "matches left out: .gitignore ignores them" in found.splitlines()[-1]
         assert await ok(c, "glob", pattern="node_modules/**/*.js") == "node_modules/pkg/index.js"
         assert await ok(c, "glob", pattern="node_modules") == "node_modules/"
-        assert await ok(c, "glob", pattern="src/logs/*.log").startswith("src/logs/keep.log\n[1 matches left out")
+        assert (await ok(c, "glob", pattern="src/logs/*.log")).startswith("src/logs/keep.log\n[1 matches left out")
 
 
 @pytest.mark.anyio
