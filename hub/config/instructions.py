@@ -11,6 +11,7 @@ is not read.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,9 +70,31 @@ def _folders(root: Path, scope: Sequence[str]) -> list[str]:
     return list(found)
 
 
-def _read(root: Path, rel: str, denied: DeniedPaths) -> ProjectInstructions | None:
-    real = Path(os.path.realpath(root / rel))
-    if not real.is_relative_to(root) or denied.reason(real, "read") is not None or not real.is_file():
+_Key = tuple[str, int, int, int, int]
+_read_before: dict[_Key, ProjectInstructions | None] = {}
+"""Files read already, by path and what ``stat`` says of the file it leads to (a spawn reads the
+same few files again and again; an edit, or a symlink pointed elsewhere, changes the key)."""
+
+
+def _read(root: Path, rel: str) -> ProjectInstructions | None:
+    lexical = root / rel
+    try:
+        info = os.stat(lexical)  # the usual case, and the cheap one: no such file
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    key = (str(lexical), info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
+    if key not in _read_before:
+        if len(_read_before) > 256:
+            _read_before.clear()
+        _read_before[key] = _read_now(root, rel, lexical)
+    return _read_before[key]
+
+
+def _read_now(root: Path, rel: str, lexical: Path) -> ProjectInstructions | None:
+    real = Path(os.path.realpath(lexical))
+    if not real.is_relative_to(root) or DeniedPaths.current(root).reason(real, "read") is not None:
         return None
     try:
         with real.open("rb") as file:
@@ -87,11 +110,10 @@ def project_instructions(root: Path, scope: Sequence[str] = (ROOT,)) -> list[Pro
     """The instructions files an agent working in ``root`` with write ``scope`` reads, in order:
     the root's, then each folder's down to its scope."""
     root = Path(os.path.realpath(root))
-    denied = DeniedPaths.current(root)
     found: list[ProjectInstructions] = []
     for folder in _folders(root, scope):
         for name in NAMES:
-            read = _read(root, f"{folder}/{name}" if folder else name, denied)
+            read = _read(root, f"{folder}/{name}" if folder else name)
             if read is not None:
                 found.append(read)
     return found
