@@ -20,6 +20,7 @@ from dispatch.hub.errors import ConfigError
 from dispatch.hub.llm.client import LiteLLMClient
 from dispatch.servers.hublink import MessageKind
 from tests.agent_helpers import assert_done, call, tool_messages, top_spec, until
+from tests.chat_helpers import Parts, eventually, running_hub
 from tests.fakes.scripted_llm import Reply, ScriptedLLM
 
 pytestmark = pytest.mark.anyio
@@ -230,6 +231,28 @@ async def test_user_prompt_submit_filters_the_users_messages_as_they_are_deliver
     assert users[0] == "[talk] chat\n\nthe build is green"
     assert users[-1].endswith("]\nuse tabs\n\nthe build is green")
     assert not any("forbidden" in text for text in users)
+
+
+async def test_user_prompt_submit_sees_each_chat_message_that_starts_an_agent(
+    scripted_llm: ScriptedLLM, project: Path, tmp_path: Path
+) -> None:
+    catalog = configure(project, {"UserPromptSubmit": [{"hooks": [command('echo "seen: $(wc -c)"')]}]})
+    scripted_llm.script("[chat-h]", [Reply(text="first answer"), Reply(text="second answer")])
+
+    async with running_hub(project, tmp_path / "state" / "dispatch.db", catalog) as parts:
+        chat = await parts.chats.create_chat()
+        await parts.chats.post_chat_message(chat.id, "[chat-h] plan it")
+        await eventually(lambda: has_messages(parts, chat.id, 2))
+        await parts.chats.post_chat_message(chat.id, "and the tests?")
+        await eventually(lambda: has_messages(parts, chat.id, 4))
+
+    first, second = scripted_llm.requests_for("[chat-h]")
+    assert first.messages[-1]["content"].startswith("[chat-h] plan it\n\nseen: ")
+    assert second.messages[-1]["content"].startswith("and the tests?\n\nseen: ")
+
+
+async def has_messages(parts: Parts, chat_id: str, count: int) -> bool:
+    return len((await parts.chats.chat(chat_id)).messages) >= count
 
 
 def test_a_bad_hooks_config_is_one_line_naming_the_file_and_field(project: Path) -> None:

@@ -171,16 +171,24 @@ class Agent:
 
     async def _begin_transcript(self, notes: Sequence[str] = ()) -> None:
         if not self.transcript:
-            task = self.spec.task
-            hooks = self.hooks.user_hooks
-            if hooks is not None and self.spec.parent_id is None:  # a top agent's task is the user's prompt
-                verdict = await hooks.user_prompt(task)
-                if verdict.blocked is not None:
-                    raise HookBlocked(f"a UserPromptSubmit hook blocked the task: {verdict.blocked}")
-                task = "\n\n".join([task, *verdict.context])
             system = "\n\n".join([self.system_prompt(), *notes])  # notes: e.g. the sandbox
             self.transcript.append({"role": "system", "content": system})
-            self.transcript.append({"role": "user", "content": task})
+            self.transcript.append({"role": "user", "content": self.spec.task})
+        await self._submit_task()
+
+    async def _submit_task(self) -> None:
+        """A top agent's task is the user's prompt: before its first step (its transcript new, or
+        a chat's history with the task last) the config's UserPromptSubmit hooks see it, and may
+        refuse it (HookBlocked) or add context to it."""
+        hooks, task = self.hooks.user_hooks, self.spec.task
+        last = self.transcript[-1]
+        if hooks is None or self.spec.parent_id is not None or self.steps_taken or last.get("content") != task:
+            return
+        verdict = await hooks.user_prompt(task)
+        if verdict.blocked is not None:
+            raise HookBlocked(f"a UserPromptSubmit hook blocked the task: {verdict.blocked}")
+        if verdict.context:
+            self.transcript[-1] = {**last, "content": "\n\n".join([task, *verdict.context])}
 
     async def admit(self, messages: Sequence[InboxMessage]) -> list[InboxMessage]:
         """``messages`` as the agent may read them: each from the user passes the config's
