@@ -10,8 +10,8 @@ below it (import-linter's ``hub-layers`` contract in pyproject.toml, checked by 
     store/     the only SQL: the database, its schema, agents' records, the journal
     agents/    spec, catalog (templates + skills -> specs), the loop, the tree, link, access, budgets
     changes/   what agents changed in files: snapshots in a shadow git store, diffs, rewinds, worktrees
-    mounts/    an agent's tool servers as an MCP client; outside servers, their pins
-    config/    what the files say: config, templates, skills, permissions, outside servers
+    mounts/    an agent's tool servers as an MCP client; outside servers, their pins; the config's hooks
+    config/    what the files say: config, templates, skills, permissions, outside servers, hooks, AGENTS.md
     policy/    pure rules: the built-in servers, grants, checkpoints
     llm/       model calls: the client seam, the model worker, keys, the router, the ledger protocol
     views.py   the JSON shapes the interfaces return
