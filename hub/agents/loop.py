@@ -32,7 +32,7 @@ from dispatch.hub.agents.spec import AgentSpec, AgentState
 from dispatch.hub.config.skills import LoadedSkill
 from dispatch.hub.errors import ContextTooLong, KeysExhausted, StepLimitReached
 from dispatch.hub.llm.context import ContextMeter, estimate_tokens
-from dispatch.hub.llm.types import Completion, JsonDict, ModelClient, ToolCallRequest, Usage
+from dispatch.hub.llm.types import Completion, Delta, DeltaSink, JsonDict, ModelClient, ToolCallRequest, Usage
 from dispatch.hub.mounts.toolset import Mounts, ToolOutcome
 from dispatch.servers.hublink import InboxMessage
 
@@ -101,6 +101,11 @@ class AgentHooks:
     on_compacted: Callable[[Agent, Compacted], None] = lambda agent, compacted: None
     children_note: Callable[[], str] = lambda: ""
     """The agent's children and their states, one line each, for a compaction's summary."""
+    on_delta: Callable[[Agent, int, Delta], None] | None = None
+    """Part of the answer to the model call of a step (its index) as it streams in; None: calls
+    do not stream."""
+    streaming: Callable[[], bool] = lambda: True
+    """Whether anyone follows the answers as they stream (else a call does not stream)."""
 
 
 @dataclass
@@ -291,6 +296,14 @@ class Agent:
         self.waiting_until = None
         self.set_state(AgentState.running)
 
+    def _delta_sink(self) -> DeltaSink | None:
+        """Where the next model call's answer streams to (None: it does not stream)."""
+        on_delta = self.hooks.on_delta
+        if on_delta is None or not self.hooks.streaming():
+            return None
+        step = self.steps_taken + 1  # the index of the step this call makes
+        return lambda delta: on_delta(self, step, delta)
+
     async def _ask(self, model: ModelClient, mounts: Mounts) -> Completion:
         """One model call, compacting first when due; while every key is exhausted, wait in
         ``waiting_key`` and ask again (with the model as it is then: a switch meanwhile applies).
@@ -300,7 +313,9 @@ class Agent:
             tools = mounts.tool_schemas()
             await self._compact_if_due(model, tools)
             try:
-                completion = await model.complete(self.model, self.sent(), tools, agent_id=self.id)
+                completion = await model.complete(
+                    self.model, self.sent(), tools, agent_id=self.id, on_delta=self._delta_sink()
+                )
             except ContextTooLong as error:
                 size, window = await self._count(tools, exact=True), await self._window()
                 if refused is not None:

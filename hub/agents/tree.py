@@ -50,6 +50,7 @@ from dispatch.hub.events import (
     FilesChanged,
     MessageDelivered,
     MessageSent,
+    ModelDelta,
     Spent,
     ToolCalled,
     ToolReturned,
@@ -58,7 +59,7 @@ from dispatch.hub.ids import new_id
 from dispatch.hub.llm.context import ContextMeter
 from dispatch.hub.llm.ledger import usage_columns
 from dispatch.hub.llm.router import Router
-from dispatch.hub.llm.types import ModelClient, ToolCallRequest, Usage
+from dispatch.hub.llm.types import Delta, ModelClient, ToolCallRequest, Usage
 from dispatch.hub.mounts.connection import open_mounts
 from dispatch.hub.mounts.outside import OutsideServers
 from dispatch.hub.mounts.pins import ToolPins
@@ -355,6 +356,8 @@ class AgentTree:
             compaction=self._compaction_settings,
             on_compacted=self._announce_compacted,
             children_note=lambda: self._children_note(spec.id),
+            on_delta=self._announce_delta,
+            streaming=lambda: self.events.watched,
         )
         agent = Agent(spec=spec, hooks=hooks, loaded_skills=skills)
         if restore is not None:
@@ -629,6 +632,9 @@ class AgentTree:
             spent=_spent(agent),
         )
         self.events.publish(agent.id, event)
+
+    def _announce_delta(self, agent: Agent, step: int, delta: Delta) -> None:
+        self.events.publish(agent.id, ModelDelta(step=step, text=delta.text, tool=delta.tool))
 
     def _announce_tool_call(self, agent: Agent, call: ToolCallRequest) -> None:
         self.events.publish(agent.id, ToolCalled(call_id=call.id, name=call.name, arguments=call.arguments))
