@@ -6,16 +6,23 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
+from dispatch.hub.events import AgentReported, Event, ToolOutput, ToolReturned
 from dispatch.hub.llm.litellm_call import acompletion, load_litellm
-from dispatch.hub.llm.scripted import Reply, ToolCall
+from dispatch.hub.llm.scripted import Reply, ScriptedModel, ToolCall
 from dispatch.hub.llm.types import Completion, JsonDict
+from dispatch.hub.service.hub import Hub
+from tests.agent_helpers import call
 from tests.api_helpers import MODEL, ServedHub
 from tests.fakes.scripted_llm import ScriptedLLM
+from tests.hub_helpers import dirs
+from tests.sandbox_helpers import needs_bwrap
 
 pytestmark = pytest.mark.anyio
 
@@ -127,3 +134,44 @@ async def test_a_streamed_answer_reaches_a_websocket_client_as_deltas_before_the
     async with served.events(since=0) as replayed:  # never journaled: a replay has none
         seen = await replayed.until(lambda e: e["type"] == "agent.report" and e["agent_id"] == agent_id)
     assert "model.delta" not in [e["type"] for e in replayed.seen] and seen["seq"] == numbered[-1]
+
+
+COMMAND = "echo first line; sleep 1; echo second line >&2; sleep 0.5; echo third line"
+
+
+@needs_bwrap
+async def test_a_running_commands_output_comes_as_tool_output_before_its_result(tmp_path: Path) -> None:
+    root, data = dirs(tmp_path)
+    model = ScriptedModel()
+    model.script("[shell]", [Reply(tool_calls=[call("run", command=COMMAND)]), Reply(text="ran it")])
+    with model:
+        async with Hub.open(root, data, model=model) as hub, hub.follow_events(ephemeral=True) as events:
+            top = await hub.start("[shell] run the slow command", model=MODEL)
+            arrived: list[tuple[float, Event]] = []
+            with anyio.fail_after(60):
+                async for event in events:
+                    if event.agent_id == top.id:
+                        arrived.append((time.monotonic(), event))
+                    if isinstance(event.data, AgentReported) and event.agent_id == top.id:
+                        break
+            replayed = [e async for e in _stored(hub)]
+
+    outputs = [(at, e.data) for at, e in arrived if isinstance(e.data, ToolOutput)]
+    result_at, result = next((at, e.data) for at, e in arrived if isinstance(e.data, ToolReturned))
+    assert len(outputs) >= 2, [e.type for _, e in arrived]
+    assert all(at < result_at for at, _ in outputs), "the output came while the command ran, before its result"
+    assert outputs[0][0] < result_at - 1.0, "the first line came before the command slept"
+    assert {o.call_id for _, o in outputs} == {result.call_id} and {o.name for _, o in outputs} == {"run"}
+    streamed = "".join(o.text for _, o in outputs)
+    assert streamed.index("first line") < streamed.index("second line") < streamed.index("third line")
+    assert "exit code: 0" in result.text and "--- stdout ---\nfirst line\nthird line" in result.text  # unchanged
+    assert "second line" in result.text and not any(isinstance(e.data, ToolOutput) for e in replayed)
+
+
+async def _stored(hub: Hub) -> AsyncIterator[Event]:
+    """Every event the store holds, replayed."""
+    async with hub.follow_events(0) as replay:
+        async for event in replay:
+            yield event
+            if event.seq >= hub.last_event_id:
+                return

@@ -33,7 +33,7 @@ from dispatch.hub.config.skills import LoadedSkill
 from dispatch.hub.errors import ContextTooLong, KeysExhausted, StepLimitReached
 from dispatch.hub.llm.context import ContextMeter, estimate_tokens
 from dispatch.hub.llm.types import Completion, Delta, DeltaSink, JsonDict, ModelClient, ToolCallRequest, Usage
-from dispatch.hub.mounts.toolset import Mounts, ToolOutcome
+from dispatch.hub.mounts.toolset import Mounts, ToolOutcome, ToolOutput
 from dispatch.servers.hublink import InboxMessage
 
 
@@ -105,7 +105,9 @@ class AgentHooks:
     """Part of the answer to the model call of a step (its index) as it streams in; None: calls
     do not stream."""
     streaming: Callable[[], bool] = lambda: True
-    """Whether anyone follows the answers as they stream (else a call does not stream)."""
+    """Whether anyone follows answers and tool output as they stream (else they do not stream)."""
+    on_tool_output: Callable[[Agent, ToolCallRequest, str], None] | None = None
+    """Output of a running tool call as it comes (a shell command's); None: not passed on."""
 
 
 @dataclass
@@ -178,7 +180,7 @@ class Agent:
         async def run_one(index: int, call: ToolCallRequest) -> None:
             self.hooks.on_tool_call(self, call)
             started = anyio.current_time()
-            outcome = await mounts.call(call.name, call.arguments)
+            outcome = await mounts.call(call.name, call.arguments, self._output_sink(call))
             runs[index] = ToolRun(call, outcome, anyio.current_time() - started)
             self.hooks.on_tool_result(self, runs[index])  # type: ignore[arg-type]
 
@@ -295,6 +297,13 @@ class Agent:
             await exhausted.wait()
         self.waiting_until = None
         self.set_state(AgentState.running)
+
+    def _output_sink(self, call: ToolCallRequest) -> ToolOutput | None:
+        """Where the output of ``call`` goes while it runs (None: nowhere)."""
+        on_output = self.hooks.on_tool_output
+        if on_output is None or not self.hooks.streaming():
+            return None
+        return lambda text: on_output(self, call, text)
 
     def _delta_sink(self) -> DeltaSink | None:
         """Where the next model call's answer streams to (None: it does not stream)."""

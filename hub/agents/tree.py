@@ -53,6 +53,7 @@ from dispatch.hub.events import (
     ModelDelta,
     Spent,
     ToolCalled,
+    ToolOutput,
     ToolReturned,
 )
 from dispatch.hub.ids import new_id
@@ -357,6 +358,7 @@ class AgentTree:
             on_compacted=self._announce_compacted,
             children_note=lambda: self._children_note(spec.id),
             on_delta=self._announce_delta,
+            on_tool_output=self._announce_tool_output,
             streaming=lambda: self.events.watched,
         )
         agent = Agent(spec=spec, hooks=hooks, loaded_skills=skills)
@@ -635,6 +637,9 @@ class AgentTree:
 
     def _announce_delta(self, agent: Agent, step: int, delta: Delta) -> None:
         self.events.publish(agent.id, ModelDelta(step=step, text=delta.text, tool=delta.tool))
+
+    def _announce_tool_output(self, agent: Agent, call: ToolCallRequest, text: str) -> None:
+        self.events.publish(agent.id, ToolOutput(call_id=call.id, name=call.name, text=text))
 
     def _announce_tool_call(self, agent: Agent, call: ToolCallRequest) -> None:
         self.events.publish(agent.id, ToolCalled(call_id=call.id, name=call.name, arguments=call.arguments))
