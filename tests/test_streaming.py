@@ -13,7 +13,17 @@ from typing import Any
 import anyio
 import pytest
 
-from dispatch.hub.events import AgentReported, Event, ToolOutput, ToolReturned
+from dispatch.hub.agents.tree import AgentTree
+from dispatch.hub.cli.live_view import LiveView
+from dispatch.hub.events import (
+    AgentReported,
+    AgentStepped,
+    Event,
+    EventData,
+    ModelDelta,
+    ToolOutput,
+    ToolReturned,
+)
 from dispatch.hub.llm.litellm_call import acompletion, load_litellm
 from dispatch.hub.llm.scripted import Reply, ScriptedModel, ToolCall
 from dispatch.hub.llm.types import Completion, JsonDict
@@ -175,3 +185,22 @@ async def _stored(hub: Hub) -> AsyncIterator[Event]:
             yield event
             if event.seq >= hub.last_event_id:
                 return
+
+
+def test_the_live_view_shows_the_latest_line_being_written_until_its_step_arrives(tmp_path: Path) -> None:
+    view = LiveView(AgentTree(tmp_path, ScriptedModel()))
+    seq = iter(range(1, 100))
+
+    def feed(agent_id: str, data: EventData) -> None:
+        view.feed(Event(seq=next(seq), at=time.time(), agent_id=agent_id, data=data))
+
+    feed("a1", ModelDelta(step=1, text="Reading the module.\nNow the te", tool=None))
+    feed("a1", ModelDelta(step=1, text="sts", tool=None))
+    assert view.watched() == "a1 [a1] model ✎ Now the tests"
+    feed("a2", ToolOutput(call_id="c1", name="run", text="collected 3 items\n"))
+    assert view.watched() == "a2 [a2] run ✎ collected 3 items"  # the one written to last
+    feed("a2", ToolReturned(call_id="c1", name="run", is_error=False, text="exit code: 0", seconds=1.0))
+    assert view.watched() == "a1 [a1] model ✎ Now the tests"
+    stepped = AgentStepped(index=1, text="done", tool_calls=[], tokens_in=1, tokens_out=1, cost_usd=0.0)
+    feed("a1", stepped)
+    assert view.watched() is None
