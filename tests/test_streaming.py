@@ -111,6 +111,23 @@ async def test_a_streamed_call_crossing_litellm_hands_on_its_parts_and_answers_a
     assert answer.usage == expected.usage and answer.usage.prompt_tokens > 0 and answer.usage.completion_tokens > 0
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "acompletion"])
+async def test_an_endpoint_that_refuses_to_stream_answers_at_once_from_then_on(direct: bool) -> None:
+    model = f"openai/no-streams-{'direct' if direct else 'acompletion'}"  # remembered per model
+    with ScriptedLLM(streams=False) as llm:
+        llm.script("[go]", [Reply(text=ANSWER, tool_calls=[CALL])] * 2)
+        messages = [{"role": "user", "content": "[go] greet"}]
+        parts: list[str] = []
+        for _ in range(2):
+            answer = await acompletion(
+                load_litellm(), model, messages, TOOLS, 30.0, "sk-test", llm.base_url, None,
+                direct=direct, on_part=lambda text, tool: parts.append(text),
+            )  # fmt: skip
+            assert answer.text == ANSWER and answer.tool_calls[0].name == "write_file"
+        assert parts == [] and llm.refused_streams == 1  # refused once, then asked without streaming
+        llm.assert_complete()
+
+
 STORY = " ".join(f"word{n}" for n in range(40)) + " and that is the report."
 
 

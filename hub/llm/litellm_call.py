@@ -95,26 +95,20 @@ def _usage_of(response: Any, model: str) -> Usage:
 
 
 _unstreamed: set[str] = set()
-"""The models whose streamed calls were refused as such: called without streaming from then on."""
+"""The models whose streamed calls were refused for asking to stream (a 400 saying so, before any
+part came): called without streaming from then on, one answer each."""
 
 
 async def _streamed(litellm: ModuleType, kwargs: JsonDict, on_part: PartSink) -> Any:
     """``litellm.acompletion`` streamed (usage in the last chunk), its chunks handed to ``on_part``
-    as they come, then assembled by litellm into the ``ModelResponse`` it would have answered. A
-    call refused before its first chunk for asking to stream is made again without."""
+    as they come, then assembled by litellm into the ``ModelResponse`` it would have answered."""
     chunks: list[Any] = []
     names: dict[int, str] = {}
-    try:
-        stream: Any = await litellm.acompletion(**kwargs, stream=True, stream_options={"include_usage": True})
-        async for chunk in stream:
-            chunks.append(chunk)
-            for choice in chunk.choices[:1]:
-                _hand_on(choice.delta, names, on_part)
-    except litellm.BadRequestError as error:
-        if chunks or "stream" not in str(error).lower():
-            raise
-        _unstreamed.add(str(kwargs["model"]))
-        return await litellm.acompletion(**kwargs)
+    stream: Any = await litellm.acompletion(**kwargs, stream=True, stream_options={"include_usage": True})
+    async for chunk in stream:
+        chunks.append(chunk)
+        for choice in chunk.choices[:1]:
+            _hand_on(choice.delta, names, on_part)
     return litellm.stream_chunk_builder(chunks, messages=kwargs["messages"])
 
 
@@ -274,14 +268,30 @@ async def acompletion(
         kwargs["api_base"] = api_base
     kwargs.update(extra or {})
     route = direct_route(litellm, model, api_key, extra) if direct else None
-    if route is not None:
-        response: Any = await direct_completion(
-            litellm, route, model, list(messages), list(tools), timeout_s, api_base, extra, on_part=on_part
-        )
-    elif on_part is not None and model not in _unstreamed:
-        response = await _streamed(litellm, kwargs, on_part)
-    else:
-        response = await litellm.acompletion(**kwargs)
+    handed: list[bool] = []
+
+    async def respond(stream: PartSink | None) -> Any:
+        if route is not None:
+            return await direct_completion(
+                litellm, route, model, list(messages), list(tools), timeout_s, api_base, extra, on_part=stream
+            )
+        if stream is not None:
+            return await _streamed(litellm, kwargs, stream)
+        return await litellm.acompletion(**kwargs)
+
+    def part(text: str, tool: str | None) -> None:
+        handed.append(True)
+        assert on_part is not None
+        on_part(text, tool)
+
+    streaming = on_part is not None and model not in _unstreamed
+    try:
+        response: Any = await respond(part if streaming else None)
+    except litellm.BadRequestError as error:
+        if not streaming or handed or "stream" not in str(error).lower():
+            raise
+        _unstreamed.add(model)  # refused for asking to stream: one answer, from now on
+        response = await respond(None)
     choice: Any = response.choices[0].message
     raw_calls: list[Any] = list(choice.tool_calls or [])
     calls = [

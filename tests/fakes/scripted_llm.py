@@ -61,9 +61,17 @@ class ScriptedLLM(ScriptPlayer):
     """The server and its scripts. ``start()`` / ``stop()``, or use it as a context manager."""
 
     def __init__(
-        self, scripts: Iterable[Script] = (), *, prompt_cache: bool = False, context_window: int | None = None
+        self,
+        scripts: Iterable[Script] = (),
+        *,
+        prompt_cache: bool = False,
+        context_window: int | None = None,
+        streams: bool = True,
     ) -> None:
         super().__init__(scripts, context_window=context_window)
+        self.streams = streams
+        """False: the OpenAI face refuses a streamed request (400, taking no step), as some endpoints do."""
+        self.refused_streams = 0
         self.prompt_cache = PromptCache()
         self._openai_cache = prompt_cache
         self._server: uvicorn.Server | None = None
@@ -161,6 +169,9 @@ class ScriptedLLM(ScriptPlayer):
             return self._error("request body is not JSON")
         messages: list[JsonDict] = list(body.get("messages") or [])
         tools: list[JsonDict] = list(body.get("tools") or [])
+        if body.get("stream") and not self.streams:
+            self.refused_streams += 1
+            return self._error("stream is not supported for this model", 400)
         recorded = self._record(str(body.get("model", "")), messages, tools, body=body, headers=dict(request.headers))
         refusal = self._too_long(recorded)
         try:
