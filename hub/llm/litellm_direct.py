@@ -298,7 +298,7 @@ async def _openai_completion(events: AsyncIterator[JsonDict], on_part: PartSink)
     finish: Any = None
     usage: Any = None
     async for chunk in events:
-        head = head or {k: v for k, v in chunk.items() if k not in ("choices", "usage", "object")}
+        head = head or {k: v for k, v in chunk.items() if k not in ("choices", "usage", "object", "obfuscation")}
         usage = chunk.get("usage") or usage
         for choice in cast(list[JsonDict], chunk.get("choices") or [])[:1]:
             finish = choice.get("finish_reason") or finish
