@@ -268,7 +268,6 @@ async def acompletion(
         kwargs["api_base"] = api_base
     kwargs.update(extra or {})
     route = direct_route(litellm, model, api_key, extra) if direct else None
-    handed: list[bool] = []
 
     async def respond(stream: PartSink | None) -> Any:
         if route is not None:
@@ -279,16 +278,19 @@ async def acompletion(
             return await _streamed(litellm, kwargs, stream)
         return await litellm.acompletion(**kwargs)
 
-    def part(text: str, tool: str | None) -> None:
-        handed.append(True)
-        assert on_part is not None
-        on_part(text, tool)
+    sink = on_part if model not in _unstreamed else None
+    handed = False
 
-    streaming = on_part is not None and model not in _unstreamed
+    def part(text: str, tool: str | None) -> None:
+        nonlocal handed
+        handed = True
+        if sink is not None:
+            sink(text, tool)
+
     try:
-        response: Any = await respond(part if streaming else None)
+        response: Any = await respond(part if sink is not None else None)
     except litellm.BadRequestError as error:
-        if not streaming or handed or "stream" not in str(error).lower():
+        if sink is None or handed or "stream" not in str(error).lower():
             raise
         _unstreamed.add(model)  # refused for asking to stream: one answer, from now on
         response = await respond(None)

@@ -116,16 +116,16 @@ class Reply:
             found += [(half, call.name) for half in halves(json.dumps(call.arguments))]
         return found
 
-
-def halves(text: str) -> tuple[str, str]:
-    """A tool call's arguments as a streamed answer gives them: in two parts."""
-    return text[: len(text) // 2], text[len(text) // 2 :]
-
     @model_validator(mode="after")
     def _says_something(self) -> Reply:
         if self.text is None and not self.tool_calls:
             raise ValueError("a reply has text and/or tool_calls")
         return self
+
+
+def halves(text: str) -> tuple[str, str]:
+    """A tool call's arguments as a streamed answer gives them: in two parts."""
+    return text[: len(text) // 2], text[len(text) // 2 :]
 
 
 @pydantic_dataclasses.dataclass(config=ConfigDict(extra="forbid", frozen=True, populate_by_name=True))
