@@ -151,6 +151,8 @@ async def test_a_streamed_answer_reaches_a_websocket_client_as_deltas_before_the
     assert len(deltas) >= 3, kinds
     assert deltas[-1][0] - deltas[0][0] > 0.3, "the deltas came over the answer's duration, not at once"
     assert all(e["data"]["step"] == 1 and e["data"]["tool"] is None for _, e in deltas)
+    spread = deltas[-1][1]["at"] - deltas[0][1]["at"]
+    assert len(deltas) <= spread / 0.05 + 3 < len(STORY.split()), "coalesced: not one per word"
     assert "".join(e["data"]["text"] for _, e in deltas) == STORY
     step = next(i for i, kind in enumerate(kinds) if kind == "agent.step")
     assert kinds.index("model.delta") < step and kinds[step - 1] == "model.delta"  # the step replaces them
@@ -161,6 +163,36 @@ async def test_a_streamed_answer_reaches_a_websocket_client_as_deltas_before_the
     async with served.events(since=0) as replayed:  # never journaled: a replay has none
         seen = await replayed.until(lambda e: e["type"] == "agent.report" and e["agent_id"] == agent_id)
     assert "model.delta" not in [e["type"] for e in replayed.seen] and seen["seq"] == numbered[-1]
+
+
+async def test_an_agent_streams_its_answer_and_tool_arguments_only_while_someone_listens(tmp_path: Path) -> None:
+    root, data = dirs(tmp_path)
+    model = ScriptedModel()
+    listed = Reply(text="Let me look first.", tool_calls=[call("list_dir", path=".")], chunk_delay_s=0.06)
+    model.script("[watched]", [listed, Reply(text=STORY, chunk_delay_s=0.01)])
+    model.script("[unwatched]", [Reply(text="nobody sees this being written", chunk_delay_s=0.01)])
+    with model:
+        async with Hub.open(root, data, model=model) as hub:
+            unwatched = await hub.start("[unwatched] go", model=MODEL)
+            await hub.wait_finished(unwatched.id)
+            async with hub.follow_events(ephemeral=True) as events:
+                top = await hub.start("[watched] go", model=MODEL)
+                seen: list[Event] = []
+                with anyio.fail_after(60):
+                    async for event in events:
+                        seen += [event] if event.agent_id == top.id else []
+                        if isinstance(event.data, AgentReported) and event.agent_id == top.id:
+                            break
+
+    assert [r.body.get("stream") for r in model.requests] == [None, True, True]
+    deltas = [e.data for e in seen if isinstance(e.data, ModelDelta)]
+    first = [d for d in deltas if d.step == 1]
+    assert "".join(d.text for d in first if d.tool is None) == "Let me look first."
+    assert json.loads("".join(d.text for d in first if d.tool == "list_dir")) == {"path": "."}
+    assert "".join(d.text for d in deltas if d.step == 2) == STORY
+    kinds = [e.type for e in seen]
+    steps = [i for i, kind in enumerate(kinds) if kind == "agent.step"]
+    assert kinds.index("model.delta") < steps[0] and "model.delta" in kinds[steps[0] : steps[1]]
 
 
 COMMAND = "echo first line; sleep 1; echo second line >&2; sleep 0.5; echo third line"

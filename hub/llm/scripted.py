@@ -186,7 +186,8 @@ class Fail:
 @dataclass
 class RecordedRequest:
     """One request as the model saw it. ``finished_at`` is ``None`` until it is answered; ``body``
-    and ``headers`` are the HTTP server's (empty in process)."""
+    and ``headers`` are the HTTP server's (in process: no headers, and a body of ``{"stream": true}``
+    for a streamed call, else empty)."""
 
     index: int
     match: str | None
@@ -457,7 +458,8 @@ class ScriptedModel(ScriptPlayer):
         agent_id: str | None = None,
         on_delta: DeltaSink | None = None,
     ) -> Completion:
-        recorded = self._record(model, list(messages), list(tools), agent_id=agent_id)
+        streamed = {"stream": True} if on_delta is not None else None  # as the HTTP body would say
+        recorded = self._record(model, list(messages), list(tools), body=streamed, agent_id=agent_id)
         refusal = self._too_long(recorded)
         if refusal is not None:
             recorded.status, recorded.finished_at = refusal.status, time.monotonic()
