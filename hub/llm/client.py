@@ -12,6 +12,7 @@ which of its paths a call takes). The plain
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 
 from dispatch.hub.llm.model_loop import model_loop
@@ -50,7 +51,8 @@ async def call_litellm(
         caller = asyncio.get_running_loop()
 
         def hop(delta: Delta) -> None:  # called on the model-call loop
-            caller.call_soon_threadsafe(on_delta, delta)
+            with contextlib.suppress(RuntimeError):  # the caller's loop closed meanwhile: nobody listens
+                caller.call_soon_threadsafe(on_delta, delta)
 
         sink = hop
     return await model_loop().run(lambda: model_process().call(request, sink))
