@@ -24,12 +24,13 @@ import asyncio
 import itertools
 import json
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 JsonDict = dict[str, Any]
@@ -91,8 +92,6 @@ class FanoutModel:
 
     async def chat(self, request: Request) -> Response:
         body: JsonDict = await request.json()
-        if body.get("stream"):
-            return JSONResponse({"error": {"message": "this benchmark model does not stream"}}, 400)
         messages = list(body.get("messages") or [])
         text, calls = await self.answer(messages)
         reads = READS.search(str(messages[1].get("content", ""))) if len(messages) > 1 else None
@@ -103,6 +102,10 @@ class FanoutModel:
         message: JsonDict = {"role": "assistant", "content": text}
         if calls:
             message["tool_calls"] = calls
+        if body.get("stream"):
+            return StreamingResponse(
+                self._chunks(str(body.get("model", "bench")), message), media_type="text/event-stream"
+            )
         return JSONResponse(
             {
                 "id": f"chatcmpl-{self.calls}",
@@ -113,6 +116,23 @@ class FanoutModel:
                 "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
             }
         )
+
+    async def _chunks(self, model: str, message: JsonDict) -> AsyncIterator[str]:
+        """The answer streamed as OpenAI does: a chunk per word, one per tool call, then the usage."""
+        head = {"id": f"chatcmpl-{self.calls}", "object": "chat.completion.chunk", "created": 0, "model": model}
+
+        def chunk(delta: JsonDict, finish: str | None = None, **extra: Any) -> str:
+            choices = [{"index": 0, "delta": delta, "finish_reason": finish}] if delta or finish else []
+            return f"data: {json.dumps(head | {'choices': choices} | extra)}\n\n"
+
+        calls: list[JsonDict] = message.get("tool_calls") or []
+        for word in str(message["content"] or "").split(" ") if message["content"] else []:
+            yield chunk({"content": word})
+        for index, call in enumerate(calls):
+            yield chunk({"tool_calls": [{"index": index, **call}]})
+        yield chunk({}, "tool_calls" if calls else "stop")
+        yield chunk({}, usage={"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15})
+        yield "data: [DONE]\n\n"
 
     async def release(self, _: Request) -> Response:
         self.released.set()

@@ -10,7 +10,10 @@ prompt, the task, then pairs of an assistant's ``read_file`` call and its ~1.5 K
 - model call, N msgs: from the hub's request to the worker until its completion is back;
 - model call, N msgs, worker CPU: the worker's user + system CPU time per call.
 
-``python -m bench.model_calls [--sizes 10,100,500] [--calls C] [--quick]``
+With ``--stream`` the calls stream, as an agent's do while someone watches (the model answers in
+server-sent events, a chunk per word).
+
+``python -m bench.model_calls [--sizes 10,100,500] [--calls C] [--stream] [--quick]``
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import anyio
 from bench._common import free_port, report, report_value, stop_process, wait_healthy
 from dispatch.hub.llm.model_process import ModelProcess
 from dispatch.hub.llm.model_worker import CallRequest
-from dispatch.hub.llm.types import JsonDict
+from dispatch.hub.llm.types import Delta, JsonDict
 from dispatch.hub.mounts.toolset import openai_tool
 from dispatch.servers.fs import server as fs
 
@@ -55,30 +58,33 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(base_url: str, sizes: list[int], calls: int) -> None:
+async def measure(base_url: str, sizes: list[int], calls: int, stream: bool) -> None:
     with tempfile.TemporaryDirectory() as root:
         tools = [openai_tool(tool) for tool in fs.plan_server(Path(root), []).listed()]
     worker = ModelProcess(workers=1)  # one worker: its CPU per call
     for size in sizes:
         request = CallRequest(
             id=0, model="openai/bench", messages=transcript(size), tools=tools, timeout_s=60.0,
-            api_key="sk-bench", api_base=base_url + "/v1",
+            api_key="sk-bench", api_base=base_url + "/v1", stream=stream,
         )  # fmt: skip
-        await worker.call(request)  # the worker started, litellm imported, the connection open
+        parts: list[Delta] = []
+        sink = parts.append if stream else None
+        await worker.call(request, sink)  # the worker started, litellm imported, the connection open
         pid = worker.pid
         assert pid is not None
         times: list[float] = []
         cpu_before = cpu_seconds(pid)
         for _ in range(calls):
             started = time.perf_counter()
-            await worker.call(request)
+            await worker.call(request, sink)
             times.append(time.perf_counter() - started)
         cpu_per_call_ms = (cpu_seconds(pid) - cpu_before) / calls * 1000
-        report(f"model call, {size} msgs", times)
-        report_value(f"model call, {size} msgs, worker CPU", cpu_per_call_ms, "ms per call")
+        streamed = ", streamed" if stream else ""
+        report(f"model call, {size} msgs{streamed}", times)
+        report_value(f"model call, {size} msgs{streamed}, worker CPU", cpu_per_call_ms, "ms per call")
 
 
-def main(sizes: list[int], calls: int) -> None:
+def main(sizes: list[int], calls: int, stream: bool = False) -> None:
     port = free_port()
     model = subprocess.Popen(
         [sys.executable, "-m", "bench.fanout_model", "--port", str(port), "--latency-ms", "0"], text=True
@@ -86,7 +92,7 @@ def main(sizes: list[int], calls: int) -> None:
     try:
         base_url = f"http://127.0.0.1:{port}"
         wait_healthy(base_url + "/stats")
-        anyio.run(measure, base_url, sizes, calls)
+        anyio.run(measure, base_url, sizes, calls, stream)
     finally:
         stop_process(model)
 
@@ -96,8 +102,9 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", default="10,100,500", help="transcript sizes, in messages (default 10,100,500)")
     parser.add_argument("--calls", type=int, default=50, help="calls per size (default 50)")
     parser.add_argument("--quick", action="store_true", help="two sizes, a few calls, to check the benchmark runs")
+    parser.add_argument("--stream", action="store_true", help="streamed calls (as while someone watches)")
     args = parser.parse_args()
     if args.quick:
-        main([10, 100], 3)
+        main([10, 100], 3, args.stream)
     else:
-        main([int(size) for size in args.sizes.split(",")], args.calls)
+        main([int(size) for size in args.sizes.split(",")], args.calls, args.stream)

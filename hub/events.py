@@ -11,6 +11,13 @@ that, and :func:`stored_event` reads it back. A field marked *journal only* is w
 needs (a step's transcript messages, the spec, running totals): it is left out of the wire and of
 the stored event, so an event read back has its default there.
 
+Two kinds are *ephemeral* (:data:`EPHEMERAL`): ``model.delta`` (an answer's text as it streams)
+and ``tool.output`` (a running tool's output). They reach only the subscribers that ask for them
+(``subscribe(ephemeral=True)``), at once and never journaled, and they take no number of their
+own: their ``seq`` is the last one handed out before them, so a client that reconnects with the
+highest ``seq`` it saw misses nothing stored. What they stream is stored once complete, by the
+``agent.step`` and ``tool.result`` that follow.
+
 An event the store holds but this version does not know (another version's kind, or fields that
 no longer fit) is read back as :class:`OtherEvent`, its type and fields as stored: a replay goes
 on, and the wire shows it unchanged.
@@ -203,6 +210,27 @@ class ToolReturned(_Data):
     seconds: float
 
 
+class ModelDelta(_Data):
+    """Ephemeral: part of the answer of the agent's model call ``step`` as it streams in, what
+    arrived since the previous delta of that step (append it): answer text, or (``tool`` set) the
+    arguments of that tool's call. The step's ``agent.step`` follows when the call completes."""
+
+    type: Literal["model.delta"] = _kind("model.delta")
+    step: int
+    text: str
+    tool: str | None
+
+
+class ToolOutput(_Data):
+    """Ephemeral: output of a running tool call (a shell command's stdout and stderr) since the
+    previous chunk; its ``tool.result`` follows with the final result."""
+
+    type: Literal["tool.output"] = _kind("tool.output")
+    call_id: str
+    name: str
+    text: str
+
+
 class ChangedFile(BaseModel):
     """One file an agent's tool call changed: its state before and after, as ``MODE SHA`` in the
     project's change store (None: absent)."""
@@ -317,6 +345,8 @@ KnownEvent = Annotated[
     | MessageDelivered
     | ToolCalled
     | ToolReturned
+    | ModelDelta
+    | ToolOutput
     | FilesChanged
     | ArtifactSaved
     | ApprovalRequested
@@ -330,6 +360,8 @@ KnownEvent = Annotated[
 """Every kind of event the hub publishes, told apart by ``type``."""
 
 EventData = KnownEvent | OtherEvent
+EPHEMERAL = (ModelDelta, ToolOutput)
+"""The kinds only streamed, never journaled (see the module's docstring)."""
 _KNOWN: TypeAdapter[KnownEvent] = TypeAdapter(KnownEvent)
 
 
@@ -352,6 +384,11 @@ class Event(BaseModel):
     def type(self) -> str:
         return self.data.type
 
+    @property
+    def ephemeral(self) -> bool:
+        """A kind only streamed, never stored (:data:`EPHEMERAL`)."""
+        return isinstance(self.data, EPHEMERAL)
+
 
 def stored_event(seq: int, at: float, type: str, agent_id: str, data: dict[str, Any]) -> Event:
     """An event as the store keeps it (``data`` without the type), read back into its model; an
@@ -369,36 +406,66 @@ class EventBus:
     def __init__(self, last_seq: int = 0) -> None:
         self._seq = last_seq
         """The last number given; the next event gets the one after (a hub continues its store's)."""
+        self._delivered = last_seq
+        """The number of the last event handed to subscribers: an ephemeral event's ``seq``."""
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
+        self._watchers: list[MemoryObjectSendStream[Event]] = []
+        """The subscribers that asked for ephemeral events too."""
+
+    @property
+    def watched(self) -> bool:
+        """Whether a subscriber takes ephemeral events (else a producer need not make them)."""
+        return bool(self._watchers)
 
     def _number(self, agent_id: str, data: EventData) -> Event:
         self._seq += 1
         return Event(seq=self._seq, at=time.time(), agent_id=agent_id, data=data)
 
     def publish(self, agent_id: str, data: EventData) -> Event:
-        """Number ``data`` as what happened to ``agent_id`` now, and hand it to every subscriber."""
+        """Number ``data`` as what happened to ``agent_id`` now, and hand it to every subscriber
+        (an ephemeral kind: to those that take them, unnumbered: :meth:`flash`)."""
+        if isinstance(data, EPHEMERAL):
+            return self.flash(agent_id, data)
         event = self._number(agent_id, data)
         self.deliver(event)
         return event
 
+    def flash(self, agent_id: str, data: EventData) -> Event:
+        """Hand ``data`` at once to the subscribers that take ephemeral events, with the ``seq`` of
+        the last event delivered; never journaled."""
+        event = Event(seq=self._delivered, at=time.time(), agent_id=agent_id, data=data)
+        self._send(self._watchers, event)
+        return event
+
     def deliver(self, event: Event) -> None:
         """Hand ``event`` to every subscriber (a journaled bus does so once the event is committed)."""
-        for stream in list(self._subscribers):
+        self._delivered = max(self._delivered, event.seq)
+        self._send(self._subscribers, event)
+
+    def _send(self, streams: list[MemoryObjectSendStream[Event]], event: Event) -> None:
+        for stream in list(streams):
             try:
                 stream.send_nowait(event)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                self._subscribers.remove(stream)
+                self._drop(stream)
+
+    def _drop(self, stream: MemoryObjectSendStream[Event]) -> None:
+        for streams in (self._subscribers, self._watchers):
+            if stream in streams:
+                streams.remove(stream)
 
     @asynccontextmanager
-    async def subscribe(self) -> AsyncGenerator[MemoryObjectReceiveStream[Event]]:
-        """A stream of every event published while the context is open."""
+    async def subscribe(self, *, ephemeral: bool = False) -> AsyncGenerator[MemoryObjectReceiveStream[Event]]:
+        """A stream of every event published while the context is open (``ephemeral``: the
+        ephemeral kinds too, as they happen, between the others)."""
         send, receive = anyio.create_memory_object_stream[Event](max_buffer_size=math.inf)
         self._subscribers.append(send)
+        if ephemeral:
+            self._watchers.append(send)
         try:
             yield receive
         finally:
-            if send in self._subscribers:
-                self._subscribers.remove(send)
+            self._drop(send)
             send.close()
             receive.close()
 

@@ -5,7 +5,10 @@ and ``python -m dispatch.servers.shell --root DIR`` serves the same code over st
 with ``bash -c`` in the project root, in its own process group, with an environment stripped of
 credentials; on timeout, and after the command exits, whatever is left of the group is killed. At
 most ``max_commands`` commands of one server (one agent) run at once; more wait their turn.
-stdout and stderr are each capped while they stream (head and tail kept, the cut counted).
+stdout and stderr are each capped while they stream (head and tail kept, the cut counted). While
+the command runs, what it prints is also sent as it comes, as MCP progress notifications whose
+message is the output since the previous one (at most one every :data:`RELAY_INTERVAL_S`, the
+first :data:`OUTPUT_LIMIT` bytes of each stream), when the caller asked for progress.
 
 How a command is started is the :class:`CommandLauncher` seam: :class:`PlainLauncher` (no sandbox;
 ``sandbox: off``, with every command approved first) or the OS sandbox,
@@ -19,6 +22,7 @@ and binary output is summarised.
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import os
 import signal
@@ -31,6 +35,7 @@ from typing import Protocol
 import anyio
 import anyio.to_thread
 from anyio.abc import ByteReceiveStream
+from mcp.server.mcpserver import Context
 from pydantic import BaseModel, Field
 
 from ._base import (
@@ -58,6 +63,48 @@ OUTPUT_LIMIT = 64 * 1024
 _GRACE_S = 1.0  # SIGTERM -> SIGKILL
 _DRAIN_S = 1.0  # how long to keep reading pipes that an escaped process still holds open
 _POLL_S = 0.05
+RELAY_INTERVAL_S = 0.1
+"""The shortest time between two progress notifications of a running command's output."""
+
+Output = Callable[[str], Awaitable[None]]
+"""Where a running command's output goes as it comes (the caller's progress notifications)."""
+
+
+class _Relay:
+    """A running command's output, sent on as it comes: decoded, terminal-safe, at most every
+    :data:`RELAY_INTERVAL_S` and at most ``limit`` bytes of each stream (the result keeps the rest)."""
+
+    def __init__(self, send: Output, limit: int = OUTPUT_LIMIT) -> None:
+        self._send = send
+        self._limit = limit
+        self._sent: dict[str, int] = {}
+        self._decoders: dict[str, codecs.IncrementalDecoder] = {}
+        self._waiting: list[str] = []
+
+    def feed(self, name: str, chunk: bytes) -> None:
+        sent = self._sent.get(name, 0)
+        if sent >= self._limit:
+            return
+        room = chunk[: self._limit - sent]
+        self._sent[name] = sent + len(room)
+        decoder = self._decoders.setdefault(name, codecs.getincrementaldecoder("utf-8")(errors="replace"))
+        self._waiting.append(decoder.decode(room))
+        if self._sent[name] >= self._limit:
+            self._waiting.append(f"\n[... more {name}: the result keeps its head and tail ...]\n")
+
+    async def flush(self) -> None:
+        text, self._waiting = "".join(self._waiting), []
+        if text and not is_binary(text.encode()):
+            await self._send(terminal_safe(text))
+
+    async def pump(self) -> None:
+        """Send what came, every :data:`RELAY_INTERVAL_S`, until cancelled."""
+        while True:
+            await anyio.sleep(RELAY_INTERVAL_S)
+            with anyio.CancelScope(shield=True):  # a notification is sent whole
+                await self.flush()
+
+
 MAX_COMMANDS = 4
 """Commands of one agent running at once, by default; more wait their turn."""
 
@@ -103,10 +150,12 @@ class _Capture:
         if len(self.tail) > self._half:
             del self.tail[: len(self.tail) - self._half]
 
-    async def drain(self, stream: ByteReceiveStream | None) -> None:
+    async def drain(self, stream: ByteReceiveStream | None, relay: _Relay | None = None, name: str = "") -> None:
         if stream is not None:
             async for chunk in stream:
                 self.add(chunk)
+                if relay is not None:
+                    relay.feed(name, chunk)
 
     def text(self, name: str) -> str:
         """What the model sees: terminal-safe text, the cut counted, or a binary summary."""
@@ -193,25 +242,34 @@ async def _end_group(pgid: int) -> None:
     _signal_group(pgid, signal.SIGKILL)
 
 
-async def _execute(argv: Sequence[str], root: Path, env: Mapping[str, str], timeout_s: float) -> _Outcome:
+async def _execute(
+    argv: Sequence[str], root: Path, env: Mapping[str, str], timeout_s: float, output: Output | None = None
+) -> _Outcome:
     stdout, stderr = _Capture(OUTPUT_LIMIT), _Capture(OUTPUT_LIMIT)
+    relay = _Relay(output) if output is not None else None
     deadline = anyio.move_on_after(timeout_s)
     async with await anyio.open_process(
         argv, cwd=root, env=env, stdin=subprocess.DEVNULL, start_new_session=True
     ) as process:
-        async with anyio.create_task_group() as readers:
-            readers.start_soon(stdout.drain, process.stdout)
-            readers.start_soon(stderr.drain, process.stderr)
-            try:
-                with deadline:
-                    await process.wait()
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await _end_group(process.pid)
-                    with anyio.move_on_after(_GRACE_S):
+        async with anyio.create_task_group() as relaying:
+            if relay is not None:
+                relaying.start_soon(relay.pump)
+            async with anyio.create_task_group() as readers:
+                readers.start_soon(stdout.drain, process.stdout, relay, "stdout")
+                readers.start_soon(stderr.drain, process.stderr, relay, "stderr")
+                try:
+                    with deadline:
                         await process.wait()
-            # A process that left the group (setsid) may hold the pipes open: read on, but bounded.
-            readers.cancel_scope.deadline = anyio.current_time() + _DRAIN_S
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await _end_group(process.pid)
+                        with anyio.move_on_after(_GRACE_S):
+                            await process.wait()
+                # A process that left the group (setsid) may hold the pipes open: read on, but bounded.
+                readers.cancel_scope.deadline = anyio.current_time() + _DRAIN_S
+            relaying.cancel_scope.cancel()
+        if relay is not None:
+            await relay.flush()  # the last of it, before the result
         return _Outcome(process.returncode, deadline.cancelled_caught, stdout, stderr)
 
 
@@ -245,7 +303,7 @@ def plan_server(
     widener = Widener(chosen, ask) if isinstance(chosen, SandboxLauncher) else None
     turns = anyio.CapacityLimiter(max_commands)
 
-    async def execute(current: CommandLauncher, command: str, limit_s: float) -> _Outcome:
+    async def execute(current: CommandLauncher, command: str, limit_s: float, output: Output | None) -> _Outcome:
         sandboxed = current if isinstance(current, SandboxLauncher) else None
         before = sandboxed.denied_present() if sandboxed is not None else None
         guard = sandboxed.guard(before) if sandboxed is not None else None
@@ -253,7 +311,7 @@ def plan_server(
         limits: list[str] = []
         notes: list[str] = []
         try:
-            outcome = await _execute(argv, root, current.environment(os.environ), limit_s)
+            outcome = await _execute(argv, root, current.environment(os.environ), limit_s, output)
         finally:
             if isinstance(current, SandboxLauncher):
                 with anyio.CancelScope(shield=True):
@@ -267,7 +325,9 @@ def plan_server(
             outcome.notes.extend(sandboxed.remove_new_denied(before))
         return outcome
 
-    async def run(command: str, timeout_s: float | None = None, needs: list[NeedArg] | None = None) -> str:
+    async def run(
+        command: str, ctx: Context, timeout_s: float | None = None, needs: list[NeedArg] | None = None
+    ) -> str:
         if refusal is not None:
             raise ToolError(refusal)
         timeout = default_timeout_s if timeout_s is None else timeout_s
@@ -275,10 +335,20 @@ def plan_server(
             raise ToolError(f"timeout_s must be above 0 and at most {max_timeout_s:g}, not {timeout:g}")
         if confirm_each:
             await _confirm(ask, command)
+        sent = 0
+
+        async def output(text: str) -> None:
+            nonlocal sent
+            sent += len(text)
+            await ctx.report_progress(sent, None, text)
+
+        async def relayed(current: CommandLauncher, command: str, limit_s: float) -> _Outcome:
+            return await execute(current, command, limit_s, output)
+
         async with turns:
             if widener is None:
-                return (await execute(chosen, command, timeout)).report(timeout)
-            return await _run_widening(widener, execute, command, timeout, needs or [])
+                return (await relayed(chosen, command, timeout)).report(timeout)
+            return await _run_widening(widener, relayed, command, timeout, needs or [])
 
     listed = ToolList()
     listed.add(

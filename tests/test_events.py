@@ -11,6 +11,7 @@ from typing import Any, get_args
 import anyio
 import anyio.lowlevel
 import pytest
+from anyio.streams.memory import MemoryObjectReceiveStream
 from sqlite_utils import Database
 
 from dispatch.hub.cli.logs import ActivityLog
@@ -39,10 +40,12 @@ from dispatch.hub.events import (
     KnownEvent,
     MessageDelivered,
     MessageSent,
+    ModelDelta,
     OtherEvent,
     SkillLoaded,
     Spent,
     ToolCalled,
+    ToolOutput,
     ToolReturned,
     each_queued,
     stored_event,
@@ -181,6 +184,18 @@ WIRE: list[tuple[EventData, dict[str, Any]]] = [
                                   "seconds": 0.25}),
     ),
     (
+        ModelDelta(step=3, text='{"path": "a', tool="read_file"),
+        _envelope("model.delta", {"step": 3, "text": '{"path": "a', "tool": "read_file"}),
+    ),
+    (
+        ModelDelta(step=3, text="Reading ", tool=None),
+        _envelope("model.delta", {"step": 3, "text": "Reading ", "tool": None}),
+    ),
+    (
+        ToolOutput(call_id="c-2", name="run", text="collected 3 items\n"),
+        _envelope("tool.output", {"call_id": "c-2", "name": "run", "text": "collected 3 items\n"}),
+    ),
+    (
         FilesChanged(before="t1", after="t2", files=[ChangedFile(path="a.py", before=None, after="100644 b1")]),
         _envelope("files.changed", {"before": "t1", "after": "t2",
                                     "files": [{"path": "a.py", "before": None, "after": "100644 b1"}]}),
@@ -265,3 +280,28 @@ async def test_events_of_kinds_this_version_does_not_know_replay_as_stored(tmp_p
     lines = [ActivityLog().line(e) for e in replayed]
     assert lines[1].endswith('chat.renamed {"title": "Billing"}')
     assert lines[4].endswith("progress: still going")
+
+
+@pytest.mark.anyio
+async def test_an_ephemeral_event_reaches_only_who_asks_numbered_as_the_last_event_before_it() -> None:
+    bus = EventBus(last_seq=40)
+    async with bus.subscribe() as plain, bus.subscribe(ephemeral=True) as watching:
+        assert bus.watched
+        bus.publish("a-1", AgentProgress(text="one"))
+        delta = bus.publish("a-1", ModelDelta(step=1, text="Hel", tool=None))
+        bus.publish("a-1", AgentProgress(text="two"))
+        assert delta.seq == 41 and delta.ephemeral
+        assert [e.seq for e in _drained(plain)] == [41, 42]
+        assert [(e.seq, e.type) for e in _drained(watching)] == [
+            (41, "agent.progress"), (41, "model.delta"), (42, "agent.progress")
+        ]  # fmt: skip
+    assert not bus.watched
+
+
+def _drained(stream: MemoryObjectReceiveStream[Event]) -> list[Event]:
+    found: list[Event] = []
+    while True:
+        try:
+            found.append(stream.receive_nowait())
+        except anyio.WouldBlock:
+            return found

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import anyio
 
 from dispatch.hub.config.project import LimitsConfig
-from dispatch.hub.llm.types import Completion, JsonDict, ModelClient
+from dispatch.hub.llm.types import Completion, DeltaSink, JsonDict, ModelClient
 from dispatch.hub.views import LimitsView
 from dispatch.servers.sandbox import ProcessLimits
 
@@ -167,10 +167,16 @@ class _CappedModel:
         self._slots = slots
 
     async def complete(
-        self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict], *, agent_id: str | None = None
+        self,
+        model: str,
+        messages: Sequence[JsonDict],
+        tools: Sequence[JsonDict],
+        *,
+        agent_id: str | None = None,
+        on_delta: DeltaSink | None = None,
     ) -> Completion:
         await self._slots.acquire()
         try:
-            return await self._inner.complete(model, messages, tools, agent_id=agent_id)
+            return await self._inner.complete(model, messages, tools, agent_id=agent_id, on_delta=on_delta)
         finally:
             self._slots.release()

@@ -34,9 +34,9 @@ from dispatch.hub.config.instructions import ProjectInstructions
 from dispatch.hub.config.skills import LoadedSkill
 from dispatch.hub.errors import ContextTooLong, HookBlocked, KeysExhausted, StepLimitReached
 from dispatch.hub.llm.context import ContextMeter, estimate_tokens
-from dispatch.hub.llm.types import Completion, JsonDict, ModelClient, ToolCallRequest, Usage
+from dispatch.hub.llm.types import Completion, Delta, DeltaSink, JsonDict, ModelClient, ToolCallRequest, Usage
 from dispatch.hub.mounts.hooks import UserHooks
-from dispatch.hub.mounts.toolset import Mounts, ToolOutcome
+from dispatch.hub.mounts.toolset import Mounts, ToolOutcome, ToolOutput
 from dispatch.servers.hublink import InboxMessage
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,13 @@ class AgentHooks:
     user_hooks: UserHooks | None = None
     """The config's hooks (:mod:`dispatch.hub.mounts.hooks`): its tool calls' are run by its mounts,
     UserPromptSubmit and Stop / SubagentStop by the loop."""
+    on_delta: Callable[[Agent, int, Delta], None] | None = None
+    """Part of the answer to the model call of a step (its index) as it streams in; None: calls
+    do not stream."""
+    streaming: Callable[[], bool] = lambda: True
+    """Whether anyone follows answers and tool output as they stream (else they do not stream)."""
+    on_tool_output: Callable[[Agent, ToolCallRequest, str], None] | None = None
+    """Output of a running tool call as it comes (a shell command's); None: not passed on."""
 
 
 @dataclass
@@ -231,7 +238,7 @@ class Agent:
         async def run_one(index: int, call: ToolCallRequest) -> None:
             self.hooks.on_tool_call(self, call)
             started = anyio.current_time()
-            outcome = await mounts.call(call.name, call.arguments)
+            outcome = await mounts.call(call.name, call.arguments, self._output_sink(call))
             runs[index] = ToolRun(call, outcome, anyio.current_time() - started)
             self.hooks.on_tool_result(self, runs[index])  # type: ignore[arg-type]
 
@@ -349,6 +356,21 @@ class Agent:
         self.waiting_until = None
         self.set_state(AgentState.running)
 
+    def _output_sink(self, call: ToolCallRequest) -> ToolOutput | None:
+        """Where the output of ``call`` goes while it runs (None: nowhere)."""
+        on_output = self.hooks.on_tool_output
+        if on_output is None or not self.hooks.streaming():
+            return None
+        return lambda text: on_output(self, call, text)
+
+    def _delta_sink(self) -> DeltaSink | None:
+        """Where the next model call's answer streams to (None: it does not stream)."""
+        on_delta = self.hooks.on_delta
+        if on_delta is None or not self.hooks.streaming():
+            return None
+        step = self.steps_taken + 1  # the index of the step this call makes
+        return lambda delta: on_delta(self, step, delta)
+
     async def _ask(self, model: ModelClient, mounts: Mounts) -> Completion:
         """One model call, compacting first when due; while every key is exhausted, wait in
         ``waiting_key`` and ask again (with the model as it is then: a switch meanwhile applies).
@@ -358,7 +380,9 @@ class Agent:
             tools = mounts.tool_schemas()
             await self._compact_if_due(model, tools)
             try:
-                completion = await model.complete(self.model, self.sent(), tools, agent_id=self.id)
+                completion = await model.complete(
+                    self.model, self.sent(), tools, agent_id=self.id, on_delta=self._delta_sink()
+                )
             except ContextTooLong as error:
                 size, window = await self._count(tools, exact=True), await self._window()
                 if refused is not None:

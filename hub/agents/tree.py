@@ -50,15 +50,17 @@ from dispatch.hub.events import (
     FilesChanged,
     MessageDelivered,
     MessageSent,
+    ModelDelta,
     Spent,
     ToolCalled,
+    ToolOutput,
     ToolReturned,
 )
 from dispatch.hub.ids import new_id
 from dispatch.hub.llm.context import ContextMeter
 from dispatch.hub.llm.ledger import usage_columns
 from dispatch.hub.llm.router import Router
-from dispatch.hub.llm.types import ModelClient, ToolCallRequest, Usage
+from dispatch.hub.llm.types import Delta, ModelClient, ToolCallRequest, Usage
 from dispatch.hub.mounts.connection import open_mounts
 from dispatch.hub.mounts.hooks import HookCaller, UserHooks
 from dispatch.hub.mounts.outside import OutsideServers
@@ -358,6 +360,9 @@ class AgentTree:
             on_compacted=self._announce_compacted,
             children_note=lambda: self._children_note(spec.id),
             user_hooks=self._user_hooks(spec, project),
+            on_delta=self._announce_delta,
+            on_tool_output=self._announce_tool_output,
+            streaming=lambda: self.events.watched,
         )
         agent = Agent(spec=spec, hooks=hooks, loaded_skills=skills, project_instructions=instructions)
         if restore is not None:
@@ -650,6 +655,12 @@ class AgentTree:
             spent=_spent(agent),
         )
         self.events.publish(agent.id, event)
+
+    def _announce_delta(self, agent: Agent, step: int, delta: Delta) -> None:
+        self.events.publish(agent.id, ModelDelta(step=step, text=delta.text, tool=delta.tool))
+
+    def _announce_tool_output(self, agent: Agent, call: ToolCallRequest, text: str) -> None:
+        self.events.publish(agent.id, ToolOutput(call_id=call.id, name=call.name, text=text))
 
     def _announce_tool_call(self, agent: Agent, call: ToolCallRequest) -> None:
         self.events.publish(agent.id, ToolCalled(call_id=call.id, name=call.name, arguments=call.arguments))

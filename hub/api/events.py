@@ -1,11 +1,12 @@
 """``/api/events``: the WebSocket that streams every event of the hub as JSON, in order.
 
-A client connects with ``?since=SEQ`` (the ``seq`` of the last event it saw; 0 for everything)
-and first receives what it missed, replayed from the store, then every new event as it happens:
+A client connects with ``?since=SEQ`` (the ``seq`` of the last event it saw; 0 for everything) and
+first receives what it missed, replayed from the store, then every new event as it happens:
 ``HubService.follow_events(since)`` does both without gap or duplicate. Without ``since`` it
-receives only the events that happen from then on. Each message is one
-event, ``{"seq", "at", "type", "agent_id", "data"}``. The server sends only; what the client sends
-is read and ignored, so a client may ping. When the hub shuts down the socket closes with 1001.
+receives only the events that happen from then on. Each message is one event, ``{"seq", "at",
+"type", "agent_id", "data"}``, the ephemeral ``model.delta`` and ``tool.output`` included (never
+replayed: see :mod:`dispatch.hub.events`). The server sends only; what the client sends is read and
+ignored, so a client may ping. When the hub shuts down the socket closes with 1001.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ async def stream_events(websocket: WebSocket, service: HubService, since: int | 
     hub's stream ends. The hub is followed before the handshake completes, so a client that has
     connected misses nothing that happens after (``since`` or not)."""
     ended = False
-    async with service.follow_events(since) as events:
+    async with service.follow_events(since, ephemeral=True) as events:
         await websocket.accept()
         async with anyio.create_task_group() as group:
             group.start_soon(_until_closed, websocket, group.cancel_scope)

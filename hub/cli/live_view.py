@@ -1,9 +1,13 @@
-"""The terminal's picture of a run: the agent tree with states, and the latest tool calls.
+"""The terminal's picture of a run: the agent tree with states, the latest tool calls, and what
+is being written right now.
 
 Drawn with rich from the tree's events: a live-updating tree on a terminal, one plain line per
-event otherwise (so logs and pipes stay readable). :class:`Screen` is the one a run shows; it is
-paused while the user is asked something (:mod:`dispatch.hub.cli.terminal_approvals`), so the
-question is never drawn over.
+event otherwise (so logs and pipes stay readable). On a terminal the live view also follows the
+ephemeral events, on one line: the agent written to last, with the latest line of its model's
+answer as it streams (``model.delta``) or of its running command's output (``tool.output``),
+until that step or result arrives; the plain lines leave them out. :class:`Screen` is the one a
+run shows; it is paused while the user is asked something
+(:mod:`dispatch.hub.cli.terminal_approvals`), so the question is never drawn over.
 """
 
 from __future__ import annotations
@@ -27,9 +31,12 @@ from dispatch.hub.events import (
     AgentProgress,
     AgentSpawned,
     AgentStateChanged,
+    AgentStepped,
     ApprovalResolved,
     Event,
+    ModelDelta,
     ToolCalled,
+    ToolOutput,
     ToolReturned,
 )
 from dispatch.hub.llm.model_process import model_process
@@ -111,18 +118,54 @@ class LoadingNotice:
         return Text(LOADING if model_process().loading else "", style="yellow")
 
 
+WATCHED_CHARS = 400
+"""How much of a streaming answer or a command's output the live view keeps (it shows one line)."""
+
+
+def last_line(text: str, width: int = 100) -> str:
+    """The last line of ``text`` with something in it, its end kept when too wide."""
+    line = next((line for line in reversed(text.splitlines()) if line.strip()), "").strip()
+    return line if len(line) <= width else "…" + line[-(width - 1) :]
+
+
 class LiveView:
-    """Keeps the recent tool activity and draws the tree."""
+    """Keeps the recent tool activity and what is being written, and draws the tree."""
 
     def __init__(self, tree: AgentTree, recent: int = 8) -> None:
         self._tree = tree
         self._recent: deque[str] = deque(maxlen=recent)
+        self._writing: dict[str, tuple[str, str]] = {}
+        """Per agent writing now: what (``model`` or the tool's name) and the tail of it."""
 
     def feed(self, event: Event) -> None:
+        who = event.agent_id
+        match event.data:
+            case ModelDelta(text=text, tool=tool):
+                self._stream(who, "model" if tool is None else f"model → {tool}", text)
+            case ToolOutput(name=name, text=text):
+                self._stream(who, name, text)
+            case AgentStepped() | ToolReturned():
+                self._writing.pop(who, None)
+            case _:
+                pass
         if isinstance(event.data, ToolCalled | ToolReturned | AgentProgress):
             line = describe(event)
             if line is not None:
                 self._recent.append(line)
+
+    def _stream(self, agent_id: str, what: str, text: str) -> None:
+        was, tail = self._writing.pop(agent_id, (what, ""))
+        tail = (tail if was == what else "") + text
+        self._writing[agent_id] = (what, tail[-WATCHED_CHARS:])  # last in: the one watched
+
+    def watched(self) -> str | None:
+        """The line for the agent written to last: its name, what it writes and the latest of it."""
+        if not self._writing:
+            return None
+        agent_id, (what, tail) = next(reversed(self._writing.items()))
+        agent = self._tree.agents.get(agent_id)
+        name = agent.spec.name if agent is not None else agent_id
+        return f"{name} [{agent_id}] {what} ✎ {last_line(tail)}"
 
     def _branch(self, node: Tree, agent: Agent) -> None:
         for child in self._tree.children_of(agent.id):
@@ -137,6 +180,9 @@ class LiveView:
             parts.append(node)
         if self._recent:
             parts.append(Text("\n".join(self._recent), style="dim"))
+        watched = self.watched()
+        if watched is not None:
+            parts.append(Text(watched, style="italic", no_wrap=True, overflow="ellipsis"))
         parts.append(LoadingNotice())
         return Group(*parts)
 

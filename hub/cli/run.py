@@ -82,7 +82,8 @@ async def _run(spec: AgentSpec, root: Path, json_output: bool, yes: bool) -> Out
     terminal = sys.stdin.isatty()
     interactive = terminal and not json_output
     mode = "quiet" if json_output else "live" if console.is_terminal else "lines"
-    async with Hub.open(root) as hub, hub.follow_events() as shown, hub.follow_events() as asked:
+    live = mode == "live"  # only the live view shows answers and output as they stream
+    async with Hub.open(root) as hub, hub.follow_events(ephemeral=live) as shown, hub.follow_events() as asked:
         settle_heap()
         top = await hub.launch(spec)
         say = f"run {top.id} is kept in {hub.data_dir}: `dispatch logs {top.id}` shows it"

@@ -11,11 +11,13 @@ which of its paths a call takes). The plain
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
 
 from dispatch.hub.llm.model_loop import model_loop
 from dispatch.hub.llm.model_process import CallRequest, RemoteCallError, model_process
-from dispatch.hub.llm.types import Completion, JsonDict
+from dispatch.hub.llm.types import Completion, Delta, DeltaSink, JsonDict
 
 
 async def call_litellm(
@@ -27,10 +29,12 @@ async def call_litellm(
     api_key: str | None = None,
     api_base: str | None = None,
     extra: JsonDict | None = None,
+    on_delta: DeltaSink | None = None,
 ) -> Completion:
     """One call through litellm with litellm's retries off, made by the model worker
     process (:mod:`dispatch.hub.llm.model_process`); a failure raises its
-    :class:`~dispatch.hub.llm.model_process.RemoteCallError`, classified there."""
+    :class:`~dispatch.hub.llm.model_process.RemoteCallError`, classified there. With ``on_delta``
+    the call streams, and ``on_delta`` is called on the caller's loop with each part as it comes."""
     request = CallRequest(
         id=0,
         model=model,
@@ -40,8 +44,18 @@ async def call_litellm(
         api_key=api_key,
         api_base=api_base,
         extra=extra,
+        stream=on_delta is not None,
     )
-    return await model_loop().run(lambda: model_process().call(request))
+    sink: DeltaSink | None = None
+    if on_delta is not None:
+        caller = asyncio.get_running_loop()
+
+        def hop(delta: Delta) -> None:  # called on the model-call loop
+            with contextlib.suppress(RuntimeError):  # the caller's loop closed meanwhile: nobody listens
+                caller.call_soon_threadsafe(on_delta, delta)
+
+        sink = hop
+    return await model_loop().run(lambda: model_process().call(request, sink))
 
 
 async def start_model_worker(workers: int | None = None) -> None:
@@ -65,9 +79,17 @@ class LiteLLMClient:
         self._extra = dict(extra or {})
 
     async def complete(
-        self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict], *, agent_id: str | None = None
+        self,
+        model: str,
+        messages: Sequence[JsonDict],
+        tools: Sequence[JsonDict],
+        *,
+        agent_id: str | None = None,
+        on_delta: DeltaSink | None = None,
     ) -> Completion:
         try:
-            return await call_litellm(model, messages, tools, timeout_s=self._timeout_s, extra=self._extra)
+            return await call_litellm(
+                model, messages, tools, timeout_s=self._timeout_s, extra=self._extra, on_delta=on_delta
+            )
         except RemoteCallError as error:  # every litellm failure becomes one of ours, with its cause kept
             raise error.dispatch_error() from error

@@ -22,8 +22,8 @@ from types import ModuleType
 from typing import Any, cast
 
 from dispatch.hub.errors import ContextTooLong, ModelCallError, UserError
+from dispatch.hub.llm.litellm_direct import PartSink, direct_route
 from dispatch.hub.llm.litellm_direct import completion as direct_completion
-from dispatch.hub.llm.litellm_direct import direct_route
 from dispatch.hub.llm.prices import Prices
 from dispatch.hub.llm.prompt_cache import needs_breakpoints, with_breakpoints
 from dispatch.hub.llm.types import Completion, JsonDict, Measured, ToolCallRequest, Usage
@@ -92,6 +92,41 @@ def _usage_of(response: Any, model: str) -> Usage:
     if prices is not None:
         counted.cost_usd = prices.cost_usd(counted)
     return counted
+
+
+_unstreamed: set[str] = set()
+"""The models whose streamed calls were refused for asking to stream (a 400 saying so, before any
+part came): called without streaming from then on, one answer each."""
+
+
+async def _streamed(litellm: ModuleType, kwargs: JsonDict, on_part: PartSink) -> Any:
+    """``litellm.acompletion`` streamed (usage in the last chunk), its chunks handed to ``on_part``
+    as they come, then assembled by litellm into the ``ModelResponse`` it would have answered."""
+    chunks: list[Any] = []
+    names: dict[int, str] = {}
+    stream: Any = await litellm.acompletion(**kwargs, stream=True, stream_options={"include_usage": True})
+    async for chunk in stream:
+        chunks.append(chunk)
+        for choice in chunk.choices[:1]:
+            _hand_on(choice.delta, names, on_part)
+    return litellm.stream_chunk_builder(chunks, messages=kwargs["messages"])
+
+
+def _hand_on(delta: Any, names: dict[int, str], on_part: PartSink) -> None:
+    """The text and tool-call arguments of one streamed chunk's ``delta`` (``names``: the tool of
+    each call index so far)."""
+    if delta is None:
+        return
+    if content := getattr(delta, "content", None):
+        on_part(str(content), None)
+    calls: list[Any] = list(getattr(delta, "tool_calls", None) or [])
+    for call in calls:
+        function: Any = call.function
+        index = int(getattr(call, "index", 0) or 0)
+        if getattr(function, "name", None):
+            names[index] = str(function.name)
+        if arguments := getattr(function, "arguments", None):
+            on_part(str(arguments), names.get(index, ""))
 
 
 def _chain(error: BaseException, depth: int = 10) -> Iterator[BaseException]:
@@ -210,6 +245,7 @@ async def acompletion(
     extra: JsonDict | None,
     *,
     direct: bool = True,
+    on_part: PartSink | None = None,
 ) -> Completion:
     """One model call (in the model worker), with prompt-cache breakpoints for the models that
     need them (:mod:`dispatch.hub.llm.prompt_cache`): straight through litellm's provider
@@ -217,7 +253,9 @@ async def acompletion(
     there (unless ``direct`` is False), else ``litellm.acompletion``. Either way the answer is a
     litellm ``ModelResponse``, read the same, and a failure is litellm's exception; the answer's
     cost is litellm's price for the model (:func:`litellm_prices`), never litellm's per-call cost
-    bookkeeping."""
+    bookkeeping. With ``on_part`` the call streams (``on_part(text, tool)`` for each part of the
+    answer as it arrives) and the answer is the same, assembled from the stream; a model or
+    endpoint that will not stream answers at once instead."""
     started = time.perf_counter()
     if needs_breakpoints(model):
         messages, tools = with_breakpoints(messages, tools)
@@ -230,12 +268,32 @@ async def acompletion(
         kwargs["api_base"] = api_base
     kwargs.update(extra or {})
     route = direct_route(litellm, model, api_key, extra) if direct else None
-    if route is not None:
-        response: Any = await direct_completion(
-            litellm, route, model, list(messages), list(tools), timeout_s, api_base, extra
-        )
-    else:
-        response = await litellm.acompletion(**kwargs)
+
+    async def respond(stream: PartSink | None) -> Any:
+        if route is not None:
+            return await direct_completion(
+                litellm, route, model, list(messages), list(tools), timeout_s, api_base, extra, on_part=stream
+            )
+        if stream is not None:
+            return await _streamed(litellm, kwargs, stream)
+        return await litellm.acompletion(**kwargs)
+
+    sink = on_part if model not in _unstreamed else None
+    handed = False
+
+    def part(text: str, tool: str | None) -> None:
+        nonlocal handed
+        handed = True
+        if sink is not None:
+            sink(text, tool)
+
+    try:
+        response: Any = await respond(part if sink is not None else None)
+    except litellm.BadRequestError as error:
+        if sink is None or handed or "stream" not in str(error).lower():
+            raise
+        _unstreamed.add(model)  # refused for asking to stream: one answer, from now on
+        response = await respond(None)
     choice: Any = response.choices[0].message
     raw_calls: list[Any] = list(choice.tool_calls or [])
     calls = [

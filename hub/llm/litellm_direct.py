@@ -16,13 +16,20 @@ litellm's ``exception_type``, so a failure is the same litellm exception either 
 Which calls go direct is one rule, :func:`direct_route`: a model named ``openai/...`` or
 ``anthropic/...`` with an API key (given, or litellm's from the environment) and no extra
 parameters beyond :data:`PLAIN_EXTRA`. Everything else (every other provider, a call with no key,
-other parameters) goes through ``litellm.acompletion``. Streaming is not used.
+other parameters) goes through ``litellm.acompletion``.
+
+A streamed call asks the provider for server-sent events, hands each part of the answer on as it
+arrives, and assembles the events into the JSON body the provider answers without streaming
+(OpenAI's chat completion, Anthropic's message, usage included), which ``transform_response``
+reads as ever: the answer, its usage and its cost are those of the same call unstreamed. An
+endpoint that answers JSON to a streamed request (one that does not stream) is read as such.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import import_module
@@ -37,6 +44,10 @@ DIRECT_PROVIDERS = ("openai", "anthropic")
 
 PLAIN_EXTRA = frozenset({"max_tokens", "temperature", "top_p", "stop", "seed"})
 """The extra call parameters the direct path takes (litellm maps them for the provider)."""
+
+PartSink = Callable[[str, str | None], None]
+"""Called with each part of a streamed answer: its text and the tool whose call arguments it is
+(None: answer text)."""
 
 
 def direct_route(litellm: ModuleType, model: str, api_key: str | None, extra: JsonDict | None) -> _Route | None:
@@ -117,9 +128,12 @@ async def completion(
     timeout_s: float,
     api_base: str | None,
     extra: JsonDict | None,
+    *,
+    on_part: PartSink | None = None,
 ) -> Any:
     """One chat completion of ``model`` (``provider/name``) as litellm's ``ModelResponse``; a
-    failure raises the litellm exception ``litellm.acompletion`` would have raised."""
+    failure raises the litellm exception ``litellm.acompletion`` would have raised. With
+    ``on_part`` it streams (see the module's docstring)."""
     provider, api_key = route.provider, route.api_key
     name = model.partition("/")[2]
     config = _config(litellm, name, provider)
@@ -162,7 +176,14 @@ async def completion(
             data = {
                 key: value for key, value in data.items() if key not in ("extra_body", "extra_headers", "extra_query")
             } | dict(data.get("extra_body") or {})
-        response = await _post(litellm, provider, config, name, url, headers, data, timeout_s)
+        if on_part is None:
+            response = await _post(litellm, provider, config, name, url, headers, data, timeout_s)
+        else:
+            data["stream"] = True
+            if provider == "openai":
+                data["stream_options"] = {"include_usage": True}
+            response = await _post_streamed(litellm, provider, config, name, url, headers, data, timeout_s, on_part)
+            data = {key: value for key, value in data.items() if key not in ("stream", "stream_options")}
         return config.transform_response(
             model=name, raw_response=response, model_response=litellm.ModelResponse(), logging_obj=_NoLogging(),
             request_data=data, messages=messages, optional_params=optional, litellm_params=litellm_params,
@@ -205,6 +226,147 @@ async def _post(
         text = _openai_message(response.text) if provider == "openai" else response.text
         raise config.get_error_class(error_message=text, status_code=response.status_code, headers=response.headers)
     return response
+
+
+async def _post_streamed(
+    litellm: ModuleType,
+    provider: str,
+    config: Any,
+    model: str,
+    url: str,
+    headers: JsonDict,
+    data: JsonDict,
+    timeout_s: float,
+    on_part: PartSink,
+) -> Any:
+    """The streamed POST, its parts handed to ``on_part``: the HTTP response the provider would
+    have given unstreamed (its events assembled into that JSON body); errors as :func:`_post`'s."""
+    import httpx
+
+    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with _client().stream("POST", url, headers=headers, content=body, timeout=timeout_s) as response:
+                if response.status_code >= 400:
+                    text = (await response.aread()).decode(errors="replace")
+                    text = _openai_message(text) if provider == "openai" else text
+                    raise config.get_error_class(
+                        error_message=text, status_code=response.status_code, headers=response.headers
+                    )
+                if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                    await response.aread()  # an endpoint that does not stream: its one answer
+                    return response
+                events = _events(response.aiter_lines())
+                if provider == "anthropic":
+                    assembled = await _anthropic_message(events, on_part, config)
+                else:
+                    assembled = await _openai_completion(events, on_part)
+                kept = {k: v for k, v in response.headers.items() if k.lower() not in _BODY_HEADERS}
+                return httpx.Response(200, headers=kept, json=assembled, request=response.request)
+    except (httpx.TimeoutException, TimeoutError) as error:
+        raise litellm.Timeout(
+            message=f"no answer within {timeout_s:g} s", model=model, llm_provider=provider
+        ) from error
+    except httpx.HTTPError as error:
+        raise config.get_error_class(error_message=str(error), status_code=500, headers={}) from error
+
+
+_BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding", "transfer-encoding"})
+"""The headers of a stream that do not hold for the JSON body assembled from it."""
+
+
+async def _events(lines: AsyncIterator[str]) -> AsyncIterator[JsonDict]:
+    """The JSON of each server-sent event's ``data:`` line, until OpenAI's ``[DONE]``."""
+    async for line in lines:
+        if not line.startswith("data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            return
+        if payload:
+            parsed: Any = json.loads(payload)
+            if isinstance(parsed, dict):
+                yield cast(JsonDict, parsed)
+
+
+async def _openai_completion(events: AsyncIterator[JsonDict], on_part: PartSink) -> JsonDict:
+    """OpenAI's chat completion body, assembled from its stream's chunks."""
+    head: JsonDict = {}
+    text: list[str] = []
+    calls: dict[int, JsonDict] = {}
+    arguments: dict[int, list[str]] = {}
+    finish: Any = None
+    usage: Any = None
+    async for chunk in events:
+        head = head or {k: v for k, v in chunk.items() if k not in ("choices", "usage", "object", "obfuscation")}
+        usage = chunk.get("usage") or usage
+        for choice in cast(list[JsonDict], chunk.get("choices") or [])[:1]:
+            finish = choice.get("finish_reason") or finish
+            delta = cast(JsonDict, choice.get("delta") or {})
+            if content := delta.get("content"):
+                text.append(str(content))
+                on_part(str(content), None)
+            for call in cast(list[JsonDict], delta.get("tool_calls") or []):
+                index = int(call.get("index") or 0)
+                function = cast(JsonDict, call.get("function") or {})
+                known = calls.setdefault(index, {"id": "", "type": "function", "function": {"name": ""}})
+                known["id"] = call.get("id") or known["id"]
+                known["function"]["name"] = function.get("name") or known["function"]["name"]
+                if part := function.get("arguments"):
+                    arguments.setdefault(index, []).append(str(part))
+                    on_part(str(part), str(known["function"]["name"]))
+    message: JsonDict = {"role": "assistant", "content": "".join(text) or None}
+    if calls:
+        for index, call in calls.items():
+            call["function"]["arguments"] = "".join(arguments.get(index, []))
+        message["tool_calls"] = [calls[index] for index in sorted(calls)]
+    choice = {"index": 0, "message": message, "finish_reason": finish or ("tool_calls" if calls else "stop")}
+    return head | {"object": "chat.completion", "choices": [choice]} | ({"usage": usage} if usage else {})
+
+
+async def _anthropic_message(events: AsyncIterator[JsonDict], on_part: PartSink, config: Any) -> JsonDict:
+    """Anthropic's message body, assembled from its stream's events (a stream's ``error`` event
+    raises as the same error answered at once would)."""
+    message: JsonDict = {}
+    blocks: dict[int, JsonDict] = {}
+    partial: dict[int, list[str]] = {}
+    async for event in events:
+        kind = event.get("type")
+        if kind == "message_start":
+            message = dict(cast(JsonDict, event.get("message") or {}))
+        elif kind == "content_block_start":
+            blocks[int(event.get("index") or 0)] = dict(cast(JsonDict, event.get("content_block") or {}))
+        elif kind == "content_block_delta":
+            index = int(event.get("index") or 0)
+            block = blocks.setdefault(index, {"type": "text", "text": ""})
+            delta = cast(JsonDict, event.get("delta") or {})
+            match delta.get("type"):
+                case "text_delta":
+                    block["text"] = str(block.get("text") or "") + str(delta.get("text") or "")
+                    on_part(str(delta.get("text") or ""), None)
+                case "input_json_delta":
+                    partial.setdefault(index, []).append(str(delta.get("partial_json") or ""))
+                    on_part(str(delta.get("partial_json") or ""), str(block.get("name") or ""))
+                case "thinking_delta":
+                    block["thinking"] = str(block.get("thinking") or "") + str(delta.get("thinking") or "")
+                case "signature_delta":
+                    block["signature"] = str(block.get("signature") or "") + str(delta.get("signature") or "")
+                case _:
+                    pass
+        elif kind == "message_delta":
+            message.update({k: v for k, v in cast(JsonDict, event.get("delta") or {}).items() if v is not None})
+            usage = cast(JsonDict, event.get("usage") or {})
+            message["usage"] = dict(cast(JsonDict, message.get("usage") or {})) | {
+                k: v for k, v in usage.items() if v is not None
+            }
+        elif kind == "error":
+            error = cast(JsonDict, event.get("error") or {})
+            status = 529 if error.get("type") == "overloaded_error" else 500
+            raise config.get_error_class(error_message=json.dumps(event), status_code=status, headers={})
+    for index, pieces in partial.items():
+        joined = "".join(pieces)
+        blocks[index]["input"] = json.loads(joined) if joined.strip() else {}
+    return message | {"content": [blocks[index] for index in sorted(blocks)]}
 
 
 def _openai_message(text: str) -> str:

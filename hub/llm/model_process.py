@@ -1,17 +1,17 @@
 """The hub's side of the model worker (:mod:`dispatch.hub.llm.model_worker`): a pool of worker
-processes per hub process (``limits.model_workers``, default the number of cores), started with
-the command and again if one stops, driven from the model-call loop
+processes per hub process (``limits.model_workers``, default the number of cores), started with the
+command and again if one stops, driven from the model-call loop
 (:mod:`dispatch.hub.llm.model_loop`).
 
 Each call goes to the worker with the fewest calls in flight (a ready one before one still loading
-litellm), and runs concurrently with the others over that worker's stdin and stdout, matched by
-id. One worker's CPU per call bounds how many calls it makes a second whatever the model's
-latency; more workers spread that over the machine's cores. A failed call raises
-:class:`RemoteCallError` with the worker's classification; the key router turns it into a
-:class:`~dispatch.hub.llm.failures.Failure` with its own clock, and anything else shows the error
-Dispatch would have raised in-process. If a worker dies, its calls fail as transient (the router
-retries them, on another worker) and a new one starts in its place. Cancelling a call cancels it
-in the worker.
+litellm), and runs concurrently with the others over that worker's stdin and stdout, matched by id
+(a streamed call's answer comes as frames of its parts, then the answer). One worker's CPU per call
+bounds how many calls it makes a second whatever the model's latency; more workers spread that over
+the machine's cores. A failed call raises :class:`RemoteCallError` with the worker's
+classification; the key router turns it into a :class:`~dispatch.hub.llm.failures.Failure` with its
+own clock, and anything else shows the error Dispatch would have raised in-process. If a worker
+dies, its calls fail as transient (the router retries them, on another worker) and a new one starts
+in its place. Cancelling a call cancels it in the worker.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from dispatch.hub.llm.model_worker import (
     CallRequest,
     MeasureRequest,
 )
-from dispatch.hub.llm.types import Completion, Measured
+from dispatch.hub.llm.types import Completion, DeltaSink, Measured
 
 __all__ = ["CallRequest", "MeasureRequest", "ModelProcess", "RemoteCallError", "model_process"]
 
@@ -92,6 +92,8 @@ class _Running:
     def __init__(self, process: WorkerProcess) -> None:
         self.process = process
         self.pending: dict[int, asyncio.Future[CallAnswer]] = {}
+        self.sinks: dict[int, DeltaSink] = {}
+        """Where the parts of a streamed call's answer go, by call id, until its answer."""
         self.ready = False
         """Whether the worker has loaded litellm (it says so before any answer)."""
         self.loaded = asyncio.Event()
@@ -113,6 +115,13 @@ class _Running:
                 self.loaded.set()
                 continue
             answer = CallAnswer.model_validate_json(line)
+            if answer.deltas is not None:  # a streamed call's parts, before its answer
+                sink = self.sinks.get(answer.id)
+                if sink is not None:
+                    for delta in answer.deltas:
+                        sink(delta)
+                continue
+            self.sinks.pop(answer.id, None)
             waiting = self.pending.pop(answer.id, None)
             if waiting is not None and not waiting.done():
                 waiting.set_result(answer)
@@ -121,6 +130,7 @@ class _Running:
             if not waiting.done():
                 waiting.set_exception(RemoteCallError(_stopped(code)))
         self.pending.clear()
+        self.sinks.clear()
 
 
 def default_workers() -> int:
@@ -261,14 +271,20 @@ class ModelProcess:
                 break
         return min(ready, key=lambda entry: len(entry[1].pending))[1]
 
-    async def call(self, request: CallRequest) -> Completion:
-        """Make the call in a worker; RemoteCallError if it fails there."""
+    async def call(self, request: CallRequest, on_delta: DeltaSink | None = None) -> Completion:
+        """Make the call in a worker; RemoteCallError if it fails there. A streamed call
+        (``request.stream``) hands each part of its answer to ``on_delta`` as its frame arrives."""
         running = await self._chosen()
         environment = dict(os.environ)
         changed = environment if environment != running.env_sent else None
         running.env_sent = environment
         request = request.model_copy(update={"id": next(self._ids), "env": changed})
-        result = await self._exchange(running, request.id, request.model_dump_json().encode())
+        if on_delta is not None:
+            running.sinks[request.id] = on_delta
+        try:
+            result = await self._exchange(running, request.id, request.model_dump_json().encode())
+        finally:
+            running.sinks.pop(request.id, None)
         if result.failed is not None:
             raise RemoteCallError(result.failed)
         if result.completion is None:

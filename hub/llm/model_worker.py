@@ -12,7 +12,10 @@ or ``{"id": N, "measure": MeasureRequest}`` to the worker's stdin; the worker an
 request, in any order, with one :class:`CallAnswer` on its stdout: the completion, or the failure
 already classified (the kind the key router acts on, the provider's headers for a rate limit's
 reset, and the error Dispatch shows), or for a measure what litellm knows of the model's context
-window and the request's tokens. The worker exits when its stdin closes. ``python -m dispatch.hub.llm.model_worker``.
+window and the request's tokens. A streamed call (``"stream": true``) is answered with frames of
+the parts of its answer as they arrive (``{"id": N, "deltas": [...]}``, coalesced:
+:mod:`dispatch.hub.llm.streaming`) before its completion. The worker exits when its stdin
+closes. ``python -m dispatch.hub.llm.model_worker``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from dispatch.hub.heap import settle_heap
 from dispatch.hub.llm.failures import classify, headers_of
 from dispatch.hub.llm.litellm_call import acompletion, load_litellm, measure, model_error
 from dispatch.hub.llm.openai_body import send_chat_bodies_as_given
-from dispatch.hub.llm.types import Completion, JsonDict, Measured
+from dispatch.hub.llm.streaming import Coalescer
+from dispatch.hub.llm.types import Completion, Delta, JsonDict, Measured
 
 LINE_LIMIT = 256 * 1024 * 1024
 """The longest line either side reads: a request carries the whole transcript."""
@@ -54,6 +58,8 @@ class CallRequest(BaseModel):
     env: dict[str, str] | None = None
     """The hub's environment, when it changed since the worker last had it (litellm reads its
     keys and base URLs from there); the worker takes it over whole before this call."""
+    stream: bool = False
+    """Stream the answer: its parts come back in frames (coalesced) before the answer itself."""
 
 
 class MeasureRequest(BaseModel):
@@ -85,7 +91,8 @@ READY_LINE = b'{"ready": true}\n'
 
 
 class CallAnswer(BaseModel):
-    """The answer to one request: its completion or its failure."""
+    """The answer to one request: its completion or its failure; or, before the answer of a
+    streamed call, a frame of the parts of it that arrived (``deltas``)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -93,6 +100,7 @@ class CallAnswer(BaseModel):
     completion: Completion | None = None
     failed: CallFailed | None = None
     measured: Measured | None = None
+    deltas: list[Delta] | None = None
 
 
 def failed_call(error: Exception, model: str, api_base: str | None = None) -> CallFailed:
@@ -119,6 +127,9 @@ class _Worker:
         self._out.flush()
 
     async def _call(self, request: CallRequest) -> None:
+        coalescer: Coalescer | None = None
+        if request.stream:
+            coalescer = Coalescer(lambda deltas: self._answer(CallAnswer(id=request.id, deltas=deltas)))
         try:
             completion = await acompletion(
                 load_litellm(),
@@ -129,7 +140,10 @@ class _Worker:
                 request.api_key,
                 request.api_base,
                 request.extra,
+                on_part=None if coalescer is None else coalescer.add,
             )
+            if coalescer is not None:
+                coalescer.close()  # the last parts before the answer
         except asyncio.CancelledError:
             raise
         except Exception as error:  # every failure goes back to the hub, classified
@@ -137,6 +151,8 @@ class _Worker:
         else:
             self._answer(CallAnswer(id=request.id, completion=completion))
         finally:
+            if coalescer is not None:
+                coalescer.discard()  # a failed call's parts: the hub forgets them with the call
             self._calls.pop(request.id, None)
 
     def handle(self, line: bytes) -> None:

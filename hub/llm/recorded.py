@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from dispatch.hub.llm.failures import FailureKind
 from dispatch.hub.llm.ledger import Ledger, UsageRow, usage_columns
-from dispatch.hub.llm.types import Completion, JsonDict, ModelClient
+from dispatch.hub.llm.types import Completion, DeltaSink, JsonDict, ModelClient
 
 __all__ = ["RecordedCalls"]
 
@@ -29,7 +29,13 @@ class RecordedCalls:
         self._key = key
 
     async def complete(
-        self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict], *, agent_id: str | None = None
+        self,
+        model: str,
+        messages: Sequence[JsonDict],
+        tools: Sequence[JsonDict],
+        *,
+        agent_id: str | None = None,
+        on_delta: DeltaSink | None = None,
     ) -> Completion:
         started = time.perf_counter()
         provider = model.split("/", 1)[0] if "/" in model else self._key
@@ -37,7 +43,7 @@ class RecordedCalls:
             at=time.time(), agent_id=agent_id, key=self._key, provider=provider, model=model, requested=model
         )
         try:
-            completion = await self.client.complete(model, messages, tools, agent_id=agent_id)
+            completion = await self.client.complete(model, messages, tools, agent_id=agent_id, on_delta=on_delta)
         except Exception as error:
             latency = time.perf_counter() - started
             await self._ledger.record_usage(

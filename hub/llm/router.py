@@ -40,7 +40,7 @@ from dispatch.hub.llm.ledger import Ledger, UsageRow, usage_columns
 from dispatch.hub.llm.model_process import RemoteCallError
 from dispatch.hub.llm.models_config import ModelsConfig
 from dispatch.hub.llm.resolve import Candidate, resolve
-from dispatch.hub.llm.types import Completion, JsonDict
+from dispatch.hub.llm.types import Completion, DeltaSink, JsonDict
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,13 @@ class Router:
         return budget_block(key.name, str(key.budget), key.budget.window, key.budget.amount_usd, spent, now)
 
     async def complete(
-        self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict], *, agent_id: str | None = None
+        self,
+        model: str,
+        messages: Sequence[JsonDict],
+        tools: Sequence[JsonDict],
+        *,
+        agent_id: str | None = None,
+        on_delta: DeltaSink | None = None,
     ) -> Completion:
         blocked: list[Blocked] = []
         failed: Exception | None = None
@@ -123,7 +129,7 @@ class Router:
                 blocked.append(why)
                 continue
             try:
-                return await self._call(candidate, model, messages, tools, agent_id)
+                return await self._call(candidate, model, messages, tools, agent_id, on_delta)
             except _Exhausted as exhausted:
                 blocked.append(exhausted.blocked)
             except _MoveOn as move_on:
@@ -154,6 +160,7 @@ class Router:
         messages: Sequence[JsonDict],
         tools: Sequence[JsonDict],
         agent_id: str | None,
+        on_delta: DeltaSink | None = None,
     ) -> Completion:
         attempts = 1 + self._config.transient_retries
         for attempt in range(attempts):
@@ -166,6 +173,7 @@ class Router:
                     timeout_s=self._config.timeout_s,
                     api_key=candidate.api_key,
                     api_base=candidate.api_base,
+                    on_delta=on_delta,
                 )
             except Exception as error:  # every provider failure is classified, recorded and acted on
                 failure, mapped = _classified(error, candidate.litellm_model, self._clock.now())

@@ -17,7 +17,7 @@ A step is a :class:`Reply` (text and/or tool calls, after ``delay_s``, with toke
 the provider's message) or a function of the :class:`RecordedRequest` returning either (or
 raising, to fail the call with that very error). Scripts are data too: :func:`load_scripts` reads
 a YAML or JSON list of ``{match, model?, steps}``, each step ``{text?, tool_calls?, delay_s?,
-usage?}`` or ``{fail: STATUS, body?, headers?, delay_s?}``, and names the entry, step and field of
+usage?, chunk_delay_s?}`` or ``{fail: STATUS, body?, headers?, delay_s?}``, and names the entry, step and field of
 a mistake.
 
 It fails loudly. A request that no script matches, that several match, or whose script is used
@@ -36,6 +36,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import json
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -60,7 +61,8 @@ from pydantic import (
 from pydantic import dataclasses as pydantic_dataclasses
 
 from dispatch.hub.errors import ConfigError, ContextTooLong, ModelCallError
-from dispatch.hub.llm.types import Completion, JsonDict, ToolCallRequest, Usage
+from dispatch.hub.llm.streaming import Coalescer
+from dispatch.hub.llm.types import Completion, Delta, DeltaSink, JsonDict, ToolCallRequest, Usage
 
 __all__ = [
     "Fail",
@@ -92,18 +94,38 @@ class ToolCall:
 @pydantic_dataclasses.dataclass(config=_DATA)
 class Reply:
     """A successful answer: text, tool calls or both, after ``delay_s`` (awaited, never blocking).
-    ``usage`` is ``(prompt_tokens, completion_tokens)``; by default about four characters a token."""
+    ``usage`` is ``(prompt_tokens, completion_tokens)``; by default about four characters a token.
+    A streamed call gets it in :meth:`parts` (each word of the text, then each call's arguments in
+    two halves), ``chunk_delay_s`` apart."""
 
     text: str | None = None
     tool_calls: list[ToolCall] = field(default_factory=list[ToolCall])
     delay_s: float = Field(default=0, ge=0)
     usage: tuple[int, int] | None = None
+    chunk_delay_s: float = Field(default=0, ge=0)
+
+    def words(self) -> list[str]:
+        """The text in the parts it streams in: word by word, each with the space after it."""
+        return re.split(r"(?<=\s)(?=\S)", self.text) if self.text else []
+
+    def parts(self) -> list[tuple[str, str | None]]:
+        """What a streamed call hands on, in order: ``(text, None)`` for each word, then
+        ``(arguments_part, tool_name)`` for each half of each call's JSON arguments."""
+        found: list[tuple[str, str | None]] = [(word, None) for word in self.words()]
+        for call in self.tool_calls:
+            found += [(half, call.name) for half in halves(json.dumps(call.arguments))]
+        return found
 
     @model_validator(mode="after")
     def _says_something(self) -> Reply:
         if self.text is None and not self.tool_calls:
             raise ValueError("a reply has text and/or tool_calls")
         return self
+
+
+def halves(text: str) -> tuple[str, str]:
+    """A tool call's arguments as a streamed answer gives them: in two parts."""
+    return text[: len(text) // 2], text[len(text) // 2 :]
 
 
 @pydantic_dataclasses.dataclass(config=ConfigDict(extra="forbid", frozen=True, populate_by_name=True))
@@ -164,7 +186,8 @@ class Fail:
 @dataclass
 class RecordedRequest:
     """One request as the model saw it. ``finished_at`` is ``None`` until it is answered; ``body``
-    and ``headers`` are the HTTP server's (empty in process)."""
+    and ``headers`` are the HTTP server's (in process: no headers, and a body of ``{"stream": true}``
+    for a streamed call, else empty)."""
 
     index: int
     match: str | None
@@ -209,7 +232,9 @@ _STEP = Annotated[
     Discriminator(
         _step_kind,
         custom_error_type="step",
-        custom_error_message="a step is {text, tool_calls, delay_s, usage} or {fail: STATUS, body, headers, delay_s}",
+        custom_error_message=(
+            "a step is {text, tool_calls, delay_s, usage, chunk_delay_s} or {fail: STATUS, body, headers, delay_s}"
+        ),
     ),
 ]
 _TAGS = frozenset({"reply-step", "fail-step", "function-step"})
@@ -425,9 +450,16 @@ class ScriptedModel(ScriptPlayer):
     manager it checks, on a clean exit, that every step was used and every request answered."""
 
     async def complete(
-        self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict], *, agent_id: str | None = None
+        self,
+        model: str,
+        messages: Sequence[JsonDict],
+        tools: Sequence[JsonDict],
+        *,
+        agent_id: str | None = None,
+        on_delta: DeltaSink | None = None,
     ) -> Completion:
-        recorded = self._record(model, list(messages), list(tools), agent_id=agent_id)
+        streamed = {"stream": True} if on_delta is not None else None  # as the HTTP body would say
+        recorded = self._record(model, list(messages), list(tools), body=streamed, agent_id=agent_id)
         refusal = self._too_long(recorded)
         if refusal is not None:
             recorded.status, recorded.finished_at = refusal.status, time.monotonic()
@@ -439,6 +471,8 @@ class ScriptedModel(ScriptPlayer):
         if isinstance(answer, Fail):
             recorded.status, recorded.finished_at = answer.status, time.monotonic()
             raise ModelCallError(f"{model}: the scripted model answered {answer.status}: {answer.message}")
+        if on_delta is not None:
+            await self._stream(answer, on_delta)
         calls = [
             ToolCallRequest(id=self._call_id(), name=c.name, arguments=json.dumps(c.arguments))
             for c in answer.tool_calls
@@ -448,6 +482,21 @@ class ScriptedModel(ScriptPlayer):
         recorded.status, recorded.finished_at = 200, time.monotonic()  # the answer is ready
         latency_s = recorded.finished_at - recorded.started_at
         return Completion(text=answer.text, tool_calls=calls, usage=usage, model=model, latency_s=latency_s)
+
+    @staticmethod
+    async def _stream(reply: Reply, on_delta: DeltaSink) -> None:
+        """Hand on the reply's parts, ``chunk_delay_s`` apart, coalesced as a streamed call's are."""
+
+        def hand_on(deltas: list[Delta]) -> None:
+            for delta in deltas:
+                on_delta(delta)
+
+        coalescer = Coalescer(hand_on)
+        for index, (text, tool) in enumerate(reply.parts()):
+            if index and reply.chunk_delay_s:
+                await anyio.sleep(reply.chunk_delay_s)
+            coalescer.add(text, tool)
+        coalescer.close()
 
     @classmethod
     def from_file(cls, path: Path) -> ScriptedModel:

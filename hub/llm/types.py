@@ -1,13 +1,14 @@
 """The shapes of one model call, shared by every room that calls a model or counts its cost: the
 :class:`ModelClient` protocol agents hold, a :class:`Completion` with its :class:`Usage`, the
-:class:`ToolCallRequest` s in it, what is :class:`Measured` of a model's context, and ``JsonDict``.
+:class:`ToolCallRequest` s in it, the :class:`Delta` s of an answer as it streams, what is
+:class:`Measured` of a model's context, and ``JsonDict``.
 A leaf of the llm room: pydantic only.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -94,13 +95,34 @@ class Completion(BaseModel):
         return message
 
 
+class Delta(BaseModel):
+    """Part of an answer as it streams in: text, or (``tool`` set) the arguments of that tool's call."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    text: str
+    tool: str | None = None
+
+
+DeltaSink = Callable[[Delta], None]
+"""Called with each part of an answer as it arrives (coalesced: :mod:`dispatch.hub.llm.streaming`)."""
+
+
 class ModelClient(Protocol):
     """Anything that can answer a transcript with tools."""
 
     async def complete(
-        self, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict], *, agent_id: str | None = None
+        self,
+        model: str,
+        messages: Sequence[JsonDict],
+        tools: Sequence[JsonDict],
+        *,
+        agent_id: str | None = None,
+        on_delta: DeltaSink | None = None,
     ) -> Completion:
         """One model call for ``agent_id`` (who the usage ledger charges). ``model`` is a tag or a
-        model name. Raises :class:`ModelCallError` (or :class:`UserError` for a bad model), or
+        model name. With ``on_delta`` the answer streams: its parts are handed to it as they arrive
+        (a model that cannot stream answers at once, without any), and the completion is the same
+        as without. Raises :class:`ModelCallError` (or :class:`UserError` for a bad model), or
         :class:`~dispatch.hub.errors.KeysExhausted` when every key the model may use is exhausted."""
         ...

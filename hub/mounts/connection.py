@@ -32,7 +32,7 @@ from dispatch.hub.llm.types import JsonDict
 from dispatch.hub.mounts.hooks import UserHooks
 from dispatch.hub.mounts.outside import list_tools, open_outside
 from dispatch.hub.mounts.plan import MountPlan, ServerTarget, build_targets, prompt_notes
-from dispatch.hub.mounts.toolset import Mounts, ToolGate, ToolTrack
+from dispatch.hub.mounts.toolset import Mounts, ToolGate, ToolOutput, ToolTrack
 from dispatch.hub.policy.servers import UNTRUSTED_KINDS
 from dispatch.servers._base import ServerPlan
 from dispatch.servers.hublink import HubLink
@@ -66,8 +66,16 @@ class Connection:
                     raise ToolServerError(f"the {self.kind} tool server failed to start: {error}") from error
             return client
 
-    async def call_tool(self, name: str, arguments: JsonDict) -> CallToolResult:
-        return await (await self.open()).call_tool(name, arguments)
+    async def call_tool(self, name: str, arguments: JsonDict, output: ToolOutput | None = None) -> CallToolResult:
+        """The call; with ``output``, the server's progress messages while it runs go there."""
+        if output is None:
+            return await (await self.open()).call_tool(name, arguments)
+
+        async def progress(progress: float, total: float | None, message: str | None) -> None:
+            if message:
+                output(message)
+
+        return await (await self.open()).call_tool(name, arguments, progress_callback=progress)
 
     async def list_tools(self) -> list[Tool]:
         return await list_tools(await self.open())

@@ -38,6 +38,7 @@ from mcp_types import CallToolResult, TextContent, Tool
 from dispatch.hub.config.outside import McpServerConfig
 from dispatch.hub.errors import ToolServerError, unwrap
 from dispatch.hub.mounts.pins import ToolPins
+from dispatch.hub.mounts.toolset import ToolCaller, ToolOutput
 from dispatch.hub.policy.grants import Grants
 from dispatch.hub.policy.outside_grants import ALL
 from dispatch.hub.views import ToolInfo, ToolServerView
@@ -239,7 +240,7 @@ class OutsideSet:
     """The outside servers one agent mounts: a caller and the tools of each, and the prompt notes
     for those held back (a changed tool list)."""
 
-    callers: dict[str, Caller] = field(default_factory=dict[str, Caller])
+    callers: dict[str, ToolCaller] = field(default_factory=dict[str, ToolCaller])
     tools: dict[str, list[Tool]] = field(default_factory=dict[str, list[Tool]])
     notes: tuple[str, ...] = ()
 
@@ -248,11 +249,12 @@ class OutsideSet:
         return frozenset(self.tools)
 
 
-def _timed(server: str, timeout_s: float, caller: Caller) -> Caller:
+def _timed(server: str, timeout_s: float, caller: Caller) -> ToolCaller:
     """``caller`` whose calls are cancelled after ``timeout_s`` (the SDK tells the server so), the
-    agent getting a tool error that names the server, the tool and the limit."""
+    agent getting a tool error that names the server, the tool and the limit. What an outside
+    server reports while a call runs is not its output: it is not passed on."""
 
-    async def call(tool: str, arguments: dict[str, Any]) -> CallToolResult:
+    async def call(tool: str, arguments: dict[str, Any], output: ToolOutput | None = None, /) -> CallToolResult:
         with anyio.move_on_after(timeout_s):
             return await caller(tool, arguments)
         text = (

@@ -12,7 +12,7 @@ import json
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from mcp_types import CallToolResult, TextContent, Tool
 
@@ -32,8 +32,17 @@ ToolTrack = Callable[[str, str, JsonDict], AbstractAsyncContextManager[None]]
 :mod:`dispatch.hub.changes.tracker`, snapshots the files a writing call may change)."""
 
 
-ToolCaller = Callable[[str, JsonDict], Awaitable[CallToolResult]]
-"""``call(name, arguments)`` on one server: an MCP client's ``call_tool``, or one connected on demand."""
+ToolOutput = Callable[[str], None]
+"""Called with a running tool call's output as it comes (the shell's, sent as MCP progress messages)."""
+
+
+class ToolCaller(Protocol):
+    """``call(name, arguments, output)`` on one server: an MCP client's ``call_tool``, or one
+    connected on demand; ``output``, when given, gets what the call reports while it runs."""
+
+    def __call__(
+        self, name: str, arguments: JsonDict, output: ToolOutput | None = None, /
+    ) -> Awaitable[CallToolResult]: ...
 
 
 @dataclass(frozen=True)
@@ -122,8 +131,9 @@ class Mounts:
     def tool_names(self) -> list[str]:
         return list(self._owner)
 
-    async def call(self, name: str, arguments_json: str) -> ToolOutcome:
-        """Run one tool call; a bad name or bad JSON comes back as an error result, not a raise."""
+    async def call(self, name: str, arguments_json: str, output: ToolOutput | None = None) -> ToolOutcome:
+        """Run one tool call; a bad name or bad JSON comes back as an error result, not a raise.
+        ``output`` gets the call's output while it runs, when its server sends any (the shell)."""
         kind = self._owner.get(name)
         if kind is None:
             known = ", ".join(sorted(self._owner))
@@ -145,7 +155,7 @@ class Mounts:
         if refusal is not None:
             return ToolOutcome(refusal, True)
         async with self._track(kind, name, arguments) if self._track is not None else nullcontext():
-            result = await self._callers[kind](name, arguments)
+            result = await self._callers[kind](name, arguments, output)
         text = result_text(result)
         if kind in self._untrusted:
             text = mark_untrusted(text, f"{kind}.{name}")

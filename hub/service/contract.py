@@ -91,7 +91,10 @@ class HubService(Protocol):
     def about(self) -> HubView: ...
 
     # events: replay from the store, then live
-    def follow_events(self, since: int | None = None) -> AbstractAsyncContextManager[AsyncIterator[Event]]:
+    def follow_events(
+        self, since: int | None = None, *, ephemeral: bool = False
+    ) -> AbstractAsyncContextManager[AsyncIterator[Event]]:
         """Events with ids above ``since`` (replayed from the store), then live ones as they come,
-        with no gap and no duplicate. ``since=None``: only events published from now on."""
+        with no gap and no duplicate. ``since=None``: only events published from now on.
+        ``ephemeral``: the live ones include ``model.delta`` and ``tool.output``."""
         ...

@@ -479,11 +479,14 @@ class Hub(Delegation):
     # ---- events --------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def follow_events(self, since: int | None = None) -> AsyncGenerator[AsyncIterator[Event]]:
+    async def follow_events(
+        self, since: int | None = None, *, ephemeral: bool = False
+    ) -> AsyncGenerator[AsyncIterator[Event]]:
         """Events with ids above ``since`` from the store, then live ones, without gap or
         duplicate (live events are committed before they are delivered, and each is passed on
-        once, by id); ``since=None``: from now on. Ends when the hub stops."""
-        async with self._bus.subscribe() as live:
+        once, by id); ``since=None``: from now on; ``ephemeral``: the live ephemeral ones too
+        (never stored, so never replayed). Ends when the hub stops."""
+        async with self._bus.subscribe(ephemeral=ephemeral) as live:
             start = self._bus.last_seq if since is None else max(0, since)  # taken now, not when first read
             yield self._replay_then_live(live, start, replay=since is not None)
 
@@ -498,7 +501,9 @@ class Hub(Delegation):
         if self._stopped.is_set():
             return  # a stopped hub announces nothing more
         async for event in each_queued(live):
-            if event.seq > last:
+            if event.ephemeral:  # unnumbered: it carries the seq of the event before it
+                yield event
+            elif event.seq > last:
                 yield event
                 last = event.seq
 

@@ -45,6 +45,7 @@ import anyio
 from dispatch.hub import times
 from dispatch.hub.errors import RunError, StoreFull
 from dispatch.hub.events import (
+    EPHEMERAL,
     AgentCompacted,
     AgentModelSwitched,
     AgentProgress,
@@ -331,6 +332,8 @@ class JournaledBus(EventBus):
         return self._seq
 
     def publish(self, agent_id: str, data: EventData) -> Event:
+        if isinstance(data, EPHEMERAL):
+            return self.flash(agent_id, data)
         event = self._number(agent_id, data)
         self.journal.add(self.recorder.ops(event), event)
         return event
@@ -340,3 +343,4 @@ class JournaledBus(EventBus):
         for stream in list(self._subscribers):
             stream.close()
         self._subscribers.clear()
+        self._watchers.clear()

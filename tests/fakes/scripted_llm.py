@@ -4,7 +4,8 @@ boundary, never by replacing Dispatch's own model client.
 
 Its room is the tests' model boundary, nothing more: ``POST /v1/chat/completions`` (JSON or SSE,
 with tools and tool calls), ``GET /v1/models`` and, for litellm's ``anthropic/`` provider with
-:attr:`ScriptedLLM.anthropic_base_url` as its base URL, Anthropic's ``POST /v1/messages`` (JSON),
+:attr:`ScriptedLLM.anthropic_base_url` as its base URL, Anthropic's ``POST /v1/messages`` (JSON or
+its stream events; a streamed reply's parts come ``chunk_delay_s`` apart on either face),
 served by uvicorn on a free port in a background thread with its own event loop, so sync and async
 tests share it.
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import socket
 import threading
 import time
@@ -49,6 +49,7 @@ from dispatch.hub.llm.scripted import (
     Step,
     StepFn,
     ToolCall,
+    halves,
 )
 from dispatch.hub.llm.types import JsonDict
 from tests.fakes.prompt_cache import CacheUse, PromptCache, anthropic_blocks, openai_blocks, openai_request
@@ -60,9 +61,17 @@ class ScriptedLLM(ScriptPlayer):
     """The server and its scripts. ``start()`` / ``stop()``, or use it as a context manager."""
 
     def __init__(
-        self, scripts: Iterable[Script] = (), *, prompt_cache: bool = False, context_window: int | None = None
+        self,
+        scripts: Iterable[Script] = (),
+        *,
+        prompt_cache: bool = False,
+        context_window: int | None = None,
+        streams: bool = True,
     ) -> None:
         super().__init__(scripts, context_window=context_window)
+        self.streams = streams
+        """False: the OpenAI face refuses a streamed request (400, taking no step), as some endpoints do."""
+        self.refused_streams = 0
         self.prompt_cache = PromptCache()
         self._openai_cache = prompt_cache
         self._server: uvicorn.Server | None = None
@@ -160,6 +169,9 @@ class ScriptedLLM(ScriptPlayer):
             return self._error("request body is not JSON")
         messages: list[JsonDict] = list(body.get("messages") or [])
         tools: list[JsonDict] = list(body.get("tools") or [])
+        if body.get("stream") and not self.streams:
+            self.refused_streams += 1
+            return self._error("stream is not supported for this model", 400)
         recorded = self._record(str(body.get("model", "")), messages, tools, body=body, headers=dict(request.headers))
         refusal = self._too_long(recorded)
         try:
@@ -200,9 +212,6 @@ class ScriptedLLM(ScriptPlayer):
         except ValueError:
             self._fail("request body is not JSON")
             return self._anthropic_error("request body is not JSON")
-        if body.get("stream"):
-            self._fail("a streamed /v1/messages request: the Anthropic face answers JSON only")
-            return self._anthropic_error("streaming is not scripted on /v1/messages", 400)
         messages, tools = openai_request(body)
         recorded = self._record(str(body.get("model", "")), messages, tools, body=body, headers=dict(request.headers))
         try:
@@ -215,7 +224,12 @@ class ScriptedLLM(ScriptPlayer):
                 response = JSONResponse(step.body, step.status, step.headers)
             else:
                 cache = self.prompt_cache.use(anthropic_blocks(body), explicit=True)
-                response = JSONResponse(self._anthropic_message(recorded, step, cache))
+                message = self._anthropic_message(recorded, step, cache)
+                if body.get("stream"):
+                    recorded.status = 200
+                    events = self._anthropic_sse(recorded, step, message)
+                    return StreamingResponse(events, media_type="text/event-stream")
+                response = JSONResponse(message)
         recorded.status, recorded.finished_at = response.status_code, time.monotonic()
         return response
 
@@ -243,6 +257,38 @@ class ScriptedLLM(ScriptPlayer):
             },
         }
 
+    async def _anthropic_sse(self, recorded: RecordedRequest, reply: Reply, message: JsonDict) -> AsyncIterator[str]:
+        """The message as Anthropic's stream events: its usage in ``message_start`` (the output
+        tokens in ``message_delta``), text word by word, each tool call's input JSON in two parts,
+        ``reply.chunk_delay_s`` apart."""
+
+        def event(kind: str, **fields: Any) -> str:
+            return f"event: {kind}\ndata: {json.dumps({'type': kind, **fields})}\n\n"
+
+        usage: JsonDict = message["usage"]
+        yield event(
+            "message_start",
+            message=message | {"content": [], "stop_reason": None, "usage": usage | {"output_tokens": 1}},
+        )
+        for index, block in enumerate(message["content"]):
+            if block["type"] == "text":
+                yield event("content_block_start", index=index, content_block={"type": "text", "text": ""})
+                for word in reply.words():
+                    await asyncio.sleep(reply.chunk_delay_s)
+                    yield event("content_block_delta", index=index, delta={"type": "text_delta", "text": word})
+            else:
+                yield event("content_block_start", index=index, content_block=block | {"input": {}})
+                for part in halves(json.dumps(block["input"])):
+                    await asyncio.sleep(reply.chunk_delay_s)
+                    yield event(
+                        "content_block_delta", index=index, delta={"type": "input_json_delta", "partial_json": part}
+                    )
+            yield event("content_block_stop", index=index)
+        stop = {"stop_reason": message["stop_reason"], "stop_sequence": None}
+        yield event("message_delta", delta=stop, usage={"output_tokens": usage["output_tokens"]})
+        yield event("message_stop")
+        recorded.finished_at = time.monotonic()
+
     def _tool_calls(self, reply: Reply) -> list[JsonDict]:
         return [
             {
@@ -268,7 +314,8 @@ class ScriptedLLM(ScriptPlayer):
         }
 
     async def _sse(self, recorded: RecordedRequest, reply: Reply, include_usage: bool) -> AsyncIterator[str]:
-        """The reply as OpenAI stream chunks: text word by word, each tool call's arguments in two parts."""
+        """The reply as OpenAI stream chunks: text word by word, each tool call's arguments in two
+        parts, ``reply.chunk_delay_s`` apart."""
         calls = self._tool_calls(reply)
 
         def chunk(delta: JsonDict, finish: str | None = None, **extra: Any) -> str:
@@ -276,12 +323,13 @@ class ScriptedLLM(ScriptPlayer):
             return f"data: {json.dumps(self._envelope(recorded, 'chat.completion.chunk', choices) | extra)}\n\n"
 
         yield chunk({"role": "assistant", "content": "" if reply.text else None})
-        for word in re.split(r"(?<=\s)(?=\S)", reply.text) if reply.text else []:
+        for word in reply.words():
+            await asyncio.sleep(reply.chunk_delay_s)
             yield chunk({"content": word})
         for index, call in enumerate(calls):
             yield chunk({"tool_calls": [{"index": index, **call, "function": {**call["function"], "arguments": ""}}]})
-            arguments: str = call["function"]["arguments"]
-            for part in (arguments[: len(arguments) // 2], arguments[len(arguments) // 2 :]):
+            for part in halves(call["function"]["arguments"]):
+                await asyncio.sleep(reply.chunk_delay_s)
                 yield chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]})
         yield chunk({}, "tool_calls" if calls else "stop")
         if include_usage:
