@@ -18,6 +18,8 @@ from mcp import Client
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 
+from dispatch.hub.mcp.tools import set_log_level
+
 
 def hub_client(url: str, token: str) -> Client:
     """An MCP client of the hub's ``/mcp`` endpoint, carrying the token."""
@@ -46,4 +48,6 @@ def build_proxy(upstream: Client, start_defaults: dict[str, str] | None = None) 
             arguments = defaults | {k: v for k, v in arguments.items() if v is not None}
         return await upstream.call_tool(params.name, arguments, progress_callback=forward_progress)
 
-    return Server("dispatch", on_list_tools=list_tools, on_call_tool=call_tool)
+    server = Server[Any]("dispatch", on_list_tools=list_tools, on_call_tool=call_tool)
+    server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_log_level)  # answered here
+    return server
