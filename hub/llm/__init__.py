@@ -5,7 +5,8 @@ the wait state, all through litellm (which loads only in the model worker proces
 through the worker; starting the worker early), ``model_process`` / ``model_worker`` /
 ``model_loop`` / ``litellm_call`` / ``litellm_direct`` / ``openai_body`` (the worker and its side of a
 call; ``litellm_direct``: litellm's provider transformation without ``litellm.acompletion``),
-``prompt_cache`` (cache_control breakpoints for the models that need them), ``prices`` (what a
+``prompt_cache`` (cache_control breakpoints for the models that need them), ``images`` (tools' images
+in a transcript: sent as image parts, or described to a model that takes none), ``prices`` (what a
 call costs: per-token prices, cache reads and writes included),
 ``models_config`` (the ``models:`` config section), ``context`` (models' context windows and
 token counts), ``defaults`` (the model a top agent gets when

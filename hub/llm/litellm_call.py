@@ -22,6 +22,7 @@ from types import ModuleType
 from typing import Any, cast
 
 from dispatch.hub.errors import ContextTooLong, ModelCallError, UserError
+from dispatch.hub.llm.images import has_images, without_images
 from dispatch.hub.llm.litellm_direct import completion as direct_completion
 from dispatch.hub.llm.litellm_direct import direct_route
 from dispatch.hub.llm.prices import Prices
@@ -199,6 +200,14 @@ def measure(
     return Measured(window=window, tokens=tokens)
 
 
+def accepts_images(litellm: ModuleType, model: str) -> bool:
+    """Whether litellm knows ``model`` to take image parts (False for a model it does not know)."""
+    try:
+        return bool(litellm.supports_vision(model=model))
+    except Exception:  # a model missing from litellm's map
+        return False
+
+
 async def acompletion(
     litellm: ModuleType,
     model: str,
@@ -219,6 +228,8 @@ async def acompletion(
     cost is litellm's price for the model (:func:`litellm_prices`), never litellm's per-call cost
     bookkeeping."""
     started = time.perf_counter()
+    if any(has_images(m) for m in messages) and not accepts_images(litellm, model):
+        messages = without_images(messages, model)
     if needs_breakpoints(model):
         messages, tools = with_breakpoints(messages, tools)
     kwargs: JsonDict = {"model": model, "messages": list(messages), "num_retries": 0, "timeout": timeout_s}
