@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
 from mcp.server.context import ServerRequestContext
+from mcp.server.extension import Extension
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import EmptyResult, SetLevelRequestParams
@@ -34,6 +35,7 @@ from dispatch.hub.events import (
     ToolCalled,
     ToolReturned,
 )
+from dispatch.hub.mcp.tasks import HubTasks
 from dispatch.hub.service.contract import HubService
 from dispatch.hub.views import AgentView, Decision, Remember
 from dispatch.servers.hublink import USER_KINDS, MessageKind
@@ -248,8 +250,8 @@ class HubServer(MCPServer[Any]):
     """The SDK's server, answering ``logging/setLevel`` too: the SDK's high-level server leaves it
     out, so a client that sets a level (MCP's conformance suite does) got "Method not found"."""
 
-    def __init__(self, name: str, instructions: str) -> None:
-        super().__init__(name, instructions=instructions, log_level="WARNING")
+    def __init__(self, name: str, instructions: str, extensions: Sequence[Extension] = ()) -> None:
+        super().__init__(name, instructions=instructions, log_level="WARNING", extensions=extensions)
         self._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, set_log_level)
 
 
@@ -261,6 +263,7 @@ def build_server(service: HubService) -> HubServer:
             "Dispatch runs AI coding agents. start() a task, then wait() for its result or follow it "
             "with status(); send() a running agent a message at any time; answer its approvals."
         ),
+        extensions=[HubTasks(service)],
     )
     tools = HubTools(service)
     for name in (
