@@ -14,7 +14,10 @@ import pytest
 import yaml
 from mcp_types import CallToolResult, ImageContent, TextContent
 
-from dispatch.hub.llm.images import MAX_IMAGE_BYTES
+from dispatch.hub.agents import compaction
+from dispatch.hub.agents.compaction import Compaction
+from dispatch.hub.llm.context import estimate_tokens
+from dispatch.hub.llm.images import IMAGE_TOKENS, MAX_IMAGE_BYTES, ToolImage, images_message
 from dispatch.hub.mounts.toolset import result_outcome
 from dispatch.hub.service.hub import Hub
 from tests.agent_helpers import call
@@ -99,3 +102,27 @@ def test_an_image_over_the_cap_is_described_not_kept() -> None:
 
     assert outcome.images == ()
     assert outcome.text == "big\n[image (image/png, 4.0 MB) not shown: images are sent up to 4.0 MB]"
+
+
+def test_an_image_costs_the_estimate_an_image_and_compaction_leaves_old_ones_out() -> None:
+    data = base64.b64encode(b"\x01" * 3 * 1024 * 1024).decode()  # 3 MB: sent, but not 1M tokens' worth
+    shown = images_message([("screenshot", "call-1", ToolImage("image/png", data))])
+    assert shown is not None
+    transcript = [
+        {"role": "system", "content": "agent"},
+        {"role": "user", "content": "task"},
+        {"role": "assistant", "content": None, "tool_calls": []},
+        {"role": "tool", "tool_call_id": "call-1", "content": "[image (image/png, 3.0 MB): in the message after]"},
+        shown,
+        {"role": "assistant", "content": "next"},
+    ]
+
+    assert IMAGE_TOKENS <= estimate_tokens([shown]) < 2 * IMAGE_TOKENS
+    sent = compaction.sent(transcript, Compaction(shortened=5))
+
+    assert sent[4] == {
+        "role": "user",
+        "content": "Image 1, returned by screenshot (tool call call-1):\n[image]\n"
+        "[the images are left out to fit the context window]",
+    }
+    assert compaction.sent(transcript, Compaction(shortened=4))[4] == shown  # a recent turn keeps its image
