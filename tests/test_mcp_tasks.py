@@ -143,16 +143,26 @@ async def test_start_is_a_task_polled_to_its_report(scripted_llm: ScriptedLLM, t
     assert body(waited)["report"] == "plain done"
 
 
-async def test_start_is_a_task_on_the_served_mcp_endpoint(scripted_llm: ScriptedLLM, served: ServedHub) -> None:
+async def test_start_is_a_task_on_the_served_endpoint_and_through_dispatch_mcp(
+    scripted_llm: ScriptedLLM, served: ServedHub, project: Path
+) -> None:
     scripted_llm.script("[task-http]", [Reply(text="over http")])
+    scripted_llm.script("[task-stdio]", [Reply(text="over stdio")])
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {served.token}"}, timeout=30)
-    tasks = TasksClient()
+    over_http, over_stdio = TasksClient(), TasksClient()
 
-    async with Client(streamable_http_client(url=served.base_url + "/mcp", http_client=http), extensions=[tasks]) as c:
-        done = await c.call_tool("start", {"task": "[task-http] say so", "model": MODEL})
+    endpoint = streamable_http_client(url=served.base_url + "/mcp", http_client=http)
+    async with Client(endpoint, extensions=[over_http]) as c:
+        by_http = await c.call_tool("start", {"task": "[task-http] say so", "model": MODEL})
+    async with Client(stdio_mcp(project), extensions=[over_stdio]) as c:
+        by_stdio = await c.call_tool("start", {"task": "[task-stdio] say so"})
+        with pytest.raises(MCPError, match="a-00000000"):
+            await get_task(c.session, "a-00000000")
 
-    assert [h.status for h in tasks.handles] == ["working"]
-    assert body(done)["report"] == "over http" and body(done)["agent_id"] == tasks.handles[0].task_id
+    handles = over_http.handles + over_stdio.handles  # a quick agent may be done by the time its handle is made
+    assert len(handles) == 2 and {h.status for h in handles} <= {"working", "completed"}
+    assert body(by_http)["report"] == "over http" and body(by_http)["agent_id"] == over_http.handles[0].task_id
+    assert body(by_stdio)["report"] == "over stdio" and body(by_stdio)["agent_id"] == over_stdio.handles[0].task_id
 
 
 async def test_a_task_is_cancelled_the_standard_way(scripted_llm: ScriptedLLM, tmp_path: Path) -> None:
@@ -180,6 +190,12 @@ async def test_a_task_is_cancelled_the_standard_way(scripted_llm: ScriptedLLM, t
     assert state == "cancelled"
 
 
+def stdio_mcp(project: Path) -> StdioServerParameters:
+    """``dispatch mcp`` for ``project``, attaching to the hub that serves the data directory."""
+    args = ["-m", "dispatch.hub.cli", "mcp", "--root", str(project), "--model", MODEL]
+    return StdioServerParameters(command=sys.executable, args=args, env=dict(os.environ))
+
+
 def legacy_http(served: ServedHub) -> Client:
     """A client of ``/mcp`` that opens with the initialize handshake, as the conformance suite does."""
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {served.token}"}, timeout=30)
@@ -201,8 +217,6 @@ async def test_set_level_is_answered_on_the_hubs_mcp_endpoint(scripted_llm: Scri
 async def test_set_level_is_answered_through_dispatch_mcp(
     scripted_llm: ScriptedLLM, served: ServedHub, project: Path
 ) -> None:
-    args = ["-m", "dispatch.hub.cli", "mcp", "--root", str(project), "--model", MODEL]
-    stdio = StdioServerParameters(command=sys.executable, args=args, env=dict(os.environ))
-    async with Client(stdio, mode="legacy") as client:
+    async with Client(stdio_mcp(project), mode="legacy") as client:
         assert client.server_capabilities.logging is not None
         assert await set_level(client) == EmptyResult()

@@ -8,6 +8,9 @@ started, and its id is the agent's. The client then follows it the standard way:
 (acknowledged: an agent's questions go through the hub's approvals and messages, never a task's
 input requests). A client without the extension calls ``start`` and ``wait`` as before.
 
+The tasks are read through a :class:`TaskBackend`: the hub's service in the hub
+(:class:`ServiceTasks`), the running hub's own tools from ``dispatch mcp``'s stdio proxy.
+
 The SDK offers the extension mechanism (:class:`mcp.server.extension.Extension`: new request
 methods and a ``tools/call`` interceptor) but not the Tasks extension itself, so it is written
 here against the extension's specification.
@@ -16,7 +19,8 @@ here against the extension's specification.
 from __future__ import annotations
 
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding
@@ -27,7 +31,6 @@ from pydantic import BaseModel, Field
 from dispatch.hub.errors import UserError
 from dispatch.hub.service.contract import HubService
 from dispatch.hub.times import iso, now
-from dispatch.hub.views import AgentView
 
 TASKS = "io.modelcontextprotocol/tasks"
 POLL_INTERVAL_MS = 1000
@@ -57,13 +60,45 @@ def _declared(ctx: ServerRequestContext[Any, Any]) -> bool:
     return bool(capabilities and capabilities.extensions and TASKS in capabilities.extensions)
 
 
-class HubTasks(Extension):
-    """The Tasks extension over the hub's service."""
+@dataclass(frozen=True)
+class TaskAgent:
+    """What a task shows of its agent."""
 
-    identifier = TASKS
+    id: str
+    state: str
+    reason: str
+    report: str | None
+    error: str | None
+
+
+class TaskBackend(Protocol):
+    """Where tasks' agents are read and cancelled; a :class:`UserError` for an unknown id."""
+
+    async def agent(self, agent_id: str) -> TaskAgent: ...
+    async def cancel(self, agent_id: str) -> None: ...
+
+
+class ServiceTasks:
+    """Tasks' agents through the hub's service."""
 
     def __init__(self, service: HubService) -> None:
         self._service = service
+
+    async def agent(self, agent_id: str) -> TaskAgent:
+        found = await self._service.agent(agent_id)
+        return TaskAgent(found.id, found.state, found.reason, found.report, found.error)
+
+    async def cancel(self, agent_id: str) -> None:
+        await self._service.cancel(agent_id)
+
+
+class HubTasks(Extension):
+    """The Tasks extension over a :class:`TaskBackend`."""
+
+    identifier = TASKS
+
+    def __init__(self, backend: TaskBackend) -> None:
+        self._backend = backend
         self._created: dict[str, str] = {}
         """When each task was created (ISO time), by id."""
         self._updated: dict[str, tuple[str, str]] = {}
@@ -86,13 +121,13 @@ class HubTasks(Extension):
         self._created[agent_id] = iso(now())
         return {"resultType": "task", **self._task(await self._agent(agent_id))}
 
-    async def _agent(self, task_id: str) -> AgentView:
+    async def _agent(self, task_id: str) -> TaskAgent:
         try:
-            return await self._service.agent(task_id)
+            return await self._backend.agent(task_id)
         except UserError as error:
             raise MCPError(code=INVALID_PARAMS, message=f"task {task_id!r}: {error}") from error
 
-    def _task(self, agent: AgentView) -> dict[str, Any]:
+    def _task(self, agent: TaskAgent) -> dict[str, Any]:
         status = STATUS.get(agent.state, "working")
         at = iso(now())
         seen = self._updated.get(agent.id)
@@ -123,7 +158,7 @@ class HubTasks(Extension):
     async def _cancel(self, ctx: ServerRequestContext[Any, Any], params: TaskParams) -> dict[str, Any]:
         await self._agent(params.task_id)
         try:
-            await self._service.cancel(params.task_id)
+            await self._backend.cancel(params.task_id)
         except UserError as error:
             raise MCPError(code=INVALID_PARAMS, message=f"task {params.task_id!r}: {error}") from error
         return {}

@@ -35,7 +35,7 @@ from dispatch.hub.events import (
     ToolCalled,
     ToolReturned,
 )
-from dispatch.hub.mcp.tasks import HubTasks
+from dispatch.hub.mcp.tasks import HubTasks, ServiceTasks
 from dispatch.hub.service.contract import HubService
 from dispatch.hub.views import AgentView, Decision, Remember
 from dispatch.servers.hublink import USER_KINDS, MessageKind
@@ -263,7 +263,7 @@ def build_server(service: HubService) -> HubServer:
             "Dispatch runs AI coding agents. start() a task, then wait() for its result or follow it "
             "with status(); send() a running agent a message at any time; answer its approvals."
         ),
-        extensions=[HubTasks(service)],
+        extensions=[HubTasks(ServiceTasks(service))],
     )
     tools = HubTools(service)
     for name in (
