@@ -31,6 +31,13 @@ def _transcript() -> list[dict[str, Any]]:
         {"role": "assistant", "content": None, "tool_calls": [call]},
         {"role": "tool", "tool_call_id": "call-1", "content": "def f():\n    return 1\n"},
         {"role": "user", "content": [{"type": "text", "text": "[message from the user] Mind the docs."}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Image 1, returned by screenshot (tool call call-1):"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0K"}},
+            ],
+        },
         {"role": "assistant", "content": "Done: 3 tests fixed."},
     ]
 

@@ -21,13 +21,13 @@ continues) and Claude Code's clearing of old tool results before summarising.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from dispatch.hub.llm.context import estimate_tokens
+from dispatch.hub.llm.images import as_text, has_images
 from dispatch.hub.llm.types import JsonDict
 
 HEAD = 2
@@ -79,6 +79,8 @@ class Compaction(BaseModel):
 
 def _cut_short(message: JsonDict) -> JsonDict:
     content = message.get("content")
+    if has_images(message):  # an older step's images: said, not sent again
+        return {**message, "content": as_text(content) + "\n[the images are left out to fit the context window]"}
     if message.get("role") != "tool" or not isinstance(content, str) or len(content) <= 2 * SHORT_RESULT:
         return message
     left = len(content) - SHORT_RESULT
@@ -170,7 +172,7 @@ def pieces(transcript: Sequence[JsonDict], current: Compaction | None, tail: int
 def _render(index: int, message: JsonDict, result_chars: int) -> str:
     role = str(message.get("role"))
     content = message.get("content")
-    text = content if isinstance(content, str) else json.dumps(content) if content else ""
+    text = as_text(content)
     if role == "tool":
         if len(text) > result_chars:
             text = text[:result_chars] + f"\n[... {len(text) - result_chars} more characters]"

@@ -34,6 +34,7 @@ from dispatch.hub.config.instructions import ProjectInstructions
 from dispatch.hub.config.skills import LoadedSkill
 from dispatch.hub.errors import ContextTooLong, HookBlocked, KeysExhausted, StepLimitReached
 from dispatch.hub.llm.context import ContextMeter, estimate_tokens
+from dispatch.hub.llm.images import images_message
 from dispatch.hub.llm.types import Completion, Delta, DeltaSink, JsonDict, ModelClient, ToolCallRequest, Usage
 from dispatch.hub.mounts.hooks import UserHooks
 from dispatch.hub.mounts.toolset import Mounts, ToolOutcome, ToolOutput
@@ -421,6 +422,9 @@ class Agent:
                 runs = await self._run_capped(mounts, completion.tool_calls, caps.tool_calls_per_step)
                 for run in runs:
                     self.transcript.append({"role": "tool", "tool_call_id": run.call.id, "content": run.outcome.text})
+                shown = images_message([(r.call.name, r.call.id, i) for r in runs for i in r.outcome.images])
+                if shown is not None:  # after every tool message: a tool result cannot carry an image everywhere
+                    self.transcript.append(shown)
             elif not len(self.inbox) and self.hooks.live_children():
                 count = self.hooks.live_children()
                 self.set_state(AgentState.waiting_children, f"waiting for {count} children")

@@ -44,12 +44,15 @@ def _root(
 
 @app.command()
 def run(
-    task: Annotated[str, typer.Argument(help="what the top agent should do")],
+    task: Annotated[str, typer.Argument(help="what the top agent should do; `-` reads it from stdin")],
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="litellm model name, e.g. openai/gpt-4o-mini")
     ] = None,
     root: Annotated[Path, typer.Option("--root", help="the project root the agents work in")] = Path("."),
     json_output: Annotated[bool, typer.Option("--json", help="print one JSON object instead")] = False,
+    jsonl: Annotated[
+        bool, typer.Option("--jsonl", help="print each event as a JSON line as it happens, then a result line")
+    ] = False,
     isolated: Annotated[bool, typer.Option("--isolated", help="fs and shell as stdio subprocesses")] = False,
     template: Annotated[str, typer.Option("--template", "-t", help="the top agent's template")] = "dispatch",
     skill: Annotated[list[str] | None, typer.Option("--skill", help="a skill to load too (repeatable)")] = None,
@@ -69,7 +72,9 @@ def run(
     """Run a top agent (which may summon children) on TASK to completion and print its report. The
     run is journaled in the data directory (dispatch logs, dispatch resume); checkpoints and requests
     for paths outside the project are asked in the terminal (refused when there is none). A run
-    stopped by --budget, --max-tokens or --max-steps exits 1, saying which."""
+    stopped by --budget, --max-tokens or --max-steps exits 1, saying which. With --jsonl, stdout
+    has one JSON object a line as the run goes (the events of /api/events), the last
+    `{"type": "result", ...}` with what --json prints."""
     from dispatch.hub.llm.client import begin_model_worker
 
     # litellm's import (seconds) starts before the config is even read: one worker now, the
@@ -77,12 +82,29 @@ def run(
     begin_model_worker(1)
     from dispatch.hub.agents.spec import Caps
 
+    if json_output and jsonl:
+        typer.echo("error: --json and --jsonl: give one of them", err=True)
+        raise typer.Exit(2)
+    if task == "-":
+        task = _stdin_task()
     catalog = _catalog(root)
     spec = _top_spec(catalog, task, model, template, skill or [], isolated, Caps(budget, max_tokens, max_steps))
     begin_model_worker(catalog.config.limits.model_workers)
     from dispatch.hub.cli.run import run_task
 
-    raise typer.Exit(run_task(spec, root=root, json_output=json_output, yes=yes))
+    output = "jsonl" if jsonl else "json" if json_output else "text"
+    raise typer.Exit(run_task(spec, root=root, output=output, yes=yes))
+
+
+def _stdin_task() -> str:
+    """The task read from stdin (``dispatch run -``), or exit 2 when there is none."""
+    import sys
+
+    task = "" if sys.stdin.isatty() else sys.stdin.read().strip()
+    if not task:
+        typer.echo("error: the task is `-` but stdin gave no text (pipe the task in)", err=True)
+        raise typer.Exit(2)
+    return task
 
 
 @app.command()

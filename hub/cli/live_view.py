@@ -13,6 +13,7 @@ run shows; it is paused while the user is asked something
 from __future__ import annotations
 
 import json
+import sys
 from collections import deque
 from collections.abc import Generator
 from contextlib import contextmanager
@@ -193,11 +194,15 @@ def print_line(console: Console, event: Event) -> None:
         console.print(line, markup=False, highlight=False)
 
 
+ScreenMode = Literal["live", "lines", "quiet", "jsonl"]
+
+
 class Screen:
     """Where a run is shown: ``live``, the tree redrawn in place (a terminal); ``lines``, one line
-    per event; ``quiet``, nothing (``--json``). Enter it to start drawing."""
+    per event; ``quiet``, nothing (``--json``); ``jsonl``, each event as the JSON line of
+    ``/api/events`` on stdout, flushed at once (``--jsonl``). Enter it to start drawing."""
 
-    def __init__(self, tree: AgentTree, console: Console, mode: Literal["live", "lines", "quiet"]) -> None:
+    def __init__(self, tree: AgentTree, console: Console, mode: ScreenMode) -> None:
         self._view = LiveView(tree)
         self._console = console
         self._mode = mode
@@ -220,7 +225,10 @@ class Screen:
             self._live.stop()
 
     def feed(self, event: Event) -> None:
-        if self._mode == "lines":
+        if self._mode == "jsonl":
+            sys.stdout.write(event.model_dump_json() + "\n")
+            sys.stdout.flush()
+        elif self._mode == "lines":
             print_line(self._console, event)
         elif self._live is not None:
             self._view.feed(event)

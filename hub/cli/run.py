@@ -14,7 +14,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from rich.console import Console
@@ -25,12 +25,18 @@ from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.cli.live_view import Screen
 from dispatch.hub.cli.terminal_approvals import Policy, TerminalApprovals
 from dispatch.hub.errors import UserError, unwrap
+from dispatch.hub.events import AgentStateChanged, Event
 from dispatch.hub.heap import settle_heap
 from dispatch.hub.llm.types import Usage
 from dispatch.hub.service.hub import Hub
 from dispatch.hub.service.lifecycle import HubRunning, serve_until_signalled
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+LAST_EVENT_WAIT_S = 2.0
+"""With ``--jsonl``, how long the finished run waits for its top agent's last event to be printed."""
+
+Output = Literal["text", "json", "jsonl"]
+"""What stdout gets: the report (with the live view on stderr), one JSON summary, or JSON lines."""
 
 
 def summary(tree: AgentTree, top: Agent) -> dict[str, Any]:
@@ -77,13 +83,20 @@ def _policy(yes: bool, interactive: bool) -> Policy:
     return "yes" if yes else "ask" if interactive else "refuse"
 
 
-async def _run(spec: AgentSpec, root: Path, json_output: bool, yes: bool) -> Outcome:
+def _is_last(event: Event, top_id: str) -> bool:
+    """The top agent's state change to where a run ends (``interrupted`` too: the run stops there)."""
+    data = event.data
+    ended = {*(s.value for s in AgentState if s.terminal), AgentState.interrupted.value}
+    return event.agent_id == top_id and isinstance(data, AgentStateChanged) and data.state in ended
+
+
+async def _run(spec: AgentSpec, root: Path, output: Output, yes: bool) -> Outcome:
     console = Console(stderr=True)
     terminal = sys.stdin.isatty()
-    interactive = terminal and not json_output
-    mode = "quiet" if json_output else "live" if console.is_terminal else "lines"
-    live = mode == "live"  # only the live view shows answers and output as they stream
-    async with Hub.open(root) as hub, hub.follow_events(ephemeral=live) as shown, hub.follow_events() as asked:
+    interactive = terminal and output == "text"
+    mode = "jsonl" if output == "jsonl" else "quiet" if output == "json" else "live" if console.is_terminal else "lines"
+    streamed = mode in ("live", "jsonl")  # the live view and --jsonl show answers and output as they stream
+    async with Hub.open(root) as hub, hub.follow_events(ephemeral=streamed) as shown, hub.follow_events() as asked:
         settle_heap()
         top = await hub.launch(spec)
         say = f"run {top.id} is kept in {hub.data_dir}: `dispatch logs {top.id}` shows it"
@@ -96,16 +109,23 @@ async def _run(spec: AgentSpec, root: Path, json_output: bool, yes: bool) -> Out
         with Screen(hub.tree, console, mode) as screen:
             desk = TerminalApprovals(hub, _policy(yes, interactive), console, screen.paused, terminal=interactive)
 
+            shown_last = anyio.Event()
+
             async def until_done() -> None:
                 async with anyio.create_task_group() as group:
 
                     async def show() -> None:
                         async for event in shown:
                             screen.feed(event)
+                            if _is_last(event, top.id):
+                                shown_last.set()
 
                     group.start_soon(show)
                     group.start_soon(desk.follow, asked)
                     await top.finished.wait()
+                    if mode == "jsonl":  # the top agent's final state line comes before the result line
+                        with anyio.move_on_after(LAST_EVENT_WAIT_S):
+                            await shown_last.wait()
                     group.cancel_scope.cancel()
 
             # Ctrl-C stops a run at once: its steps so far are kept, the rest resumes from them.
@@ -115,12 +135,13 @@ async def _run(spec: AgentSpec, root: Path, json_output: bool, yes: bool) -> Out
         return Outcome(top.id, top.state, text, summary(hub.tree, top))
 
 
-def run_task(spec: AgentSpec, *, root: Path, json_output: bool, yes: bool = False) -> int:
+def run_task(spec: AgentSpec, *, root: Path, output: Output = "text", yes: bool = False) -> int:
     """Run the top agent of ``spec`` (built and checked by the command: template, skills, model and
-    its key); print the report (or the JSON summary); return the exit code. A data directory
-    another hub holds (``dispatch serve``) returns ``EXIT_USAGE``, naming it."""
+    its key); print the report (or the JSON summary, or the events and a result line); return the
+    exit code. A data directory another hub holds (``dispatch serve``) returns ``EXIT_USAGE``,
+    naming it."""
     try:
-        outcome = anyio.run(_run, spec, root, json_output, yes)
+        outcome = anyio.run(_run, spec, root, output, yes)
     except Exception as raised:
         error = unwrap(raised)
         if not isinstance(error, UserError):
@@ -130,8 +151,10 @@ def run_task(spec: AgentSpec, *, root: Path, json_output: bool, yes: bool = Fals
             hint = "; or give the task to the running hub (its web UI, or `dispatch mcp`)"
         print(f"error: {error}{hint}", file=sys.stderr)
         return EXIT_USAGE
-    if json_output:
+    if output == "json":
         print(json.dumps(outcome.summary, indent=2))
+    elif output == "jsonl":
+        print(json.dumps({"type": "result", **outcome.summary}), flush=True)
     elif outcome.state is AgentState.done:
         print(outcome.text)
     elif outcome.state is AgentState.interrupted:

@@ -32,7 +32,9 @@ from dispatch.hub.views import Decision, Remember
 
 Policy = Literal["ask", "yes", "refuse"]
 
-NO_TERMINAL = "dispatch run, which has no terminal to ask in (stdin is not a terminal, or --json); --yes approves"
+NO_TERMINAL = (
+    "dispatch run, which has no terminal to ask in (stdin is not a terminal, or --json or --jsonl); --yes approves"
+)
 BY_YES = "dispatch run --yes"
 CONTENT_LINES = 30
 DIFF_LINES = 80

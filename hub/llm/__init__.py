@@ -6,7 +6,8 @@ through the worker; starting the worker early), ``model_process`` / ``model_work
 ``model_loop`` / ``litellm_call`` / ``litellm_direct`` / ``openai_body`` (the worker and its side of a
 call; ``litellm_direct``: litellm's provider transformation without ``litellm.acompletion``),
 ``streaming`` (a streamed answer's parts, coalesced to about 20 hand-overs a second),
-``prompt_cache`` (cache_control breakpoints for the models that need them), ``prices`` (what a
+``prompt_cache`` (cache_control breakpoints for the models that need them), ``images`` (tools' images
+in a transcript: sent as image parts, or described to a model that takes none), ``prices`` (what a
 call costs: per-token prices, cache reads and writes included),
 ``models_config`` (the ``models:`` config section), ``context`` (models' context windows and
 token counts), ``defaults`` (the model a top agent gets when

@@ -17,6 +17,7 @@ import json
 from collections.abc import Sequence
 
 from dispatch.hub.errors import UserError
+from dispatch.hub.llm.images import for_estimate
 from dispatch.hub.llm.model_loop import model_loop
 from dispatch.hub.llm.model_process import MeasureRequest, model_process
 from dispatch.hub.llm.models_config import ModelsConfig
@@ -27,8 +28,10 @@ __all__ = ["ContextMeter", "estimate_tokens"]
 
 
 def estimate_tokens(messages: Sequence[JsonDict], tools: Sequence[JsonDict] = ()) -> int:
-    """About four characters a token, of the request as JSON: a rough count needing no tokenizer."""
-    return (len(json.dumps(list(messages), default=str)) + (len(json.dumps(list(tools))) if tools else 0)) // 4
+    """About four characters a token, of the request as JSON: a rough count needing no tokenizer (an
+    image counted as :data:`~dispatch.hub.llm.images.IMAGE_TOKENS`, not by its data)."""
+    sized = for_estimate(messages)
+    return (len(json.dumps(sized, default=str)) + (len(json.dumps(list(tools))) if tools else 0)) // 4
 
 
 class ContextMeter:

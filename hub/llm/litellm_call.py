@@ -22,6 +22,7 @@ from types import ModuleType
 from typing import Any, cast
 
 from dispatch.hub.errors import ContextTooLong, ModelCallError, UserError
+from dispatch.hub.llm.images import has_images, without_images
 from dispatch.hub.llm.litellm_direct import PartSink, direct_route
 from dispatch.hub.llm.litellm_direct import completion as direct_completion
 from dispatch.hub.llm.prices import Prices
@@ -234,6 +235,26 @@ def measure(
     return Measured(window=window, tokens=tokens)
 
 
+def accepts_images(litellm: ModuleType, model: str) -> bool:
+    """Whether litellm knows ``model`` to take image parts (False for a model it does not know)."""
+    try:
+        return bool(litellm.supports_vision(model=model))
+    except Exception:  # a model missing from litellm's map
+        return False
+
+
+def _prepared(
+    litellm: ModuleType, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict]
+) -> tuple[Sequence[JsonDict], Sequence[JsonDict]]:
+    """The messages and tools as ``model`` gets them: images described when it takes none, and
+    prompt-cache breakpoints where it needs them."""
+    if any(has_images(m) for m in messages) and not accepts_images(litellm, model):
+        messages = without_images(messages, model)
+    if needs_breakpoints(model):
+        messages, tools = with_breakpoints(messages, tools)
+    return messages, tools
+
+
 async def acompletion(
     litellm: ModuleType,
     model: str,
@@ -257,8 +278,7 @@ async def acompletion(
     answer as it arrives) and the answer is the same, assembled from the stream; a model or
     endpoint that will not stream answers at once instead."""
     started = time.perf_counter()
-    if needs_breakpoints(model):
-        messages, tools = with_breakpoints(messages, tools)
+    messages, tools = _prepared(litellm, model, messages, tools)
     kwargs: JsonDict = {"model": model, "messages": list(messages), "num_retries": 0, "timeout": timeout_s}
     if tools:
         kwargs["tools"] = list(tools)

@@ -5,18 +5,53 @@ When a hub already runs for the data directory, every tool list and tool call is
 hub's streamable-HTTP endpoint with its token, and the hub's progress notifications are passed
 back; the tools are exactly the hub's (see :mod:`dispatch.hub.mcp.tools`). What the command was
 started with (``--root``, ``--model``) fills in a ``start`` call that leaves them out, so its
-tasks work in that project, with that model, whichever project the hub was started for.
+tasks work in that project, with that model, whichever project the hub was started for. A client
+declaring the Tasks extension gets ``start`` as a task here too (:mod:`dispatch.hub.mcp.tasks`),
+its agent read through the hub's ``status``, ``result`` and ``cancel`` tools.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx2
 import mcp_types as types
 from mcp import Client
-from mcp.server.context import ServerRequestContext
+from mcp.server.context import HandlerResult, ServerRequestContext
 from mcp.server.lowlevel import Server
+
+from dispatch.hub.errors import UserError
+from dispatch.hub.mcp.tasks import TASKS, HubTasks, TaskAgent
+from dispatch.hub.mcp.tools import set_log_level
+
+WHOLE_REPORT = 100_000_000
+"""``max_chars`` of the ``result`` call that reads a finished task's report."""
+
+
+class UpstreamTasks:
+    """Tasks' agents through the running hub's own tools."""
+
+    def __init__(self, upstream: Client) -> None:
+        self._upstream = upstream
+
+    async def _tool(self, name: str, **arguments: Any) -> dict[str, Any]:
+        result = await self._upstream.call_tool(name, arguments)
+        text = "".join(c.text for c in result.content if isinstance(c, types.TextContent))
+        if result.is_error:
+            raise UserError(text)
+        found: dict[str, Any] = json.loads(text)
+        return found
+
+    async def agent(self, agent_id: str) -> TaskAgent:
+        status = await self._tool("status", agent_id=agent_id)
+        report = None
+        if status["state"] == "done":
+            report = (await self._tool("result", agent_id=agent_id, max_chars=WHOLE_REPORT))["report"]
+        return TaskAgent(agent_id, status["state"], status["reason"], report, status["error"])
+
+    async def cancel(self, agent_id: str) -> None:
+        await self._tool("cancel", agent_id=agent_id)
 
 
 def hub_client(url: str, token: str) -> Client:
@@ -37,13 +72,24 @@ def build_proxy(upstream: Client, start_defaults: dict[str, str] | None = None) 
     ) -> types.ListToolsResult:
         return await upstream.list_tools(cursor=params.cursor if params else None)
 
-    async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> types.CallToolResult:
-        async def forward_progress(progress: float, total: float | None, message: str | None) -> None:
-            await ctx.session.report_progress(progress, total, message)
+    async def call_tool(ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> HandlerResult:
+        async def forward(ctx: ServerRequestContext[Any, Any]) -> HandlerResult:
+            async def forward_progress(progress: float, total: float | None, message: str | None) -> None:
+                await ctx.session.report_progress(progress, total, message)
 
-        arguments = dict(params.arguments or {})
-        if params.name == "start":
-            arguments = defaults | {k: v for k, v in arguments.items() if v is not None}
-        return await upstream.call_tool(params.name, arguments, progress_callback=forward_progress)
+            arguments = dict(params.arguments or {})
+            if params.name == "start":
+                arguments = defaults | {k: v for k, v in arguments.items() if v is not None}
+            return await upstream.call_tool(params.name, arguments, progress_callback=forward_progress)
 
-    return Server("dispatch", on_list_tools=list_tools, on_call_tool=call_tool)
+        return await tasks.intercept_tool_call(params, ctx, forward)
+
+    tasks = HubTasks(UpstreamTasks(upstream))
+
+    server = Server[Any]("dispatch", on_list_tools=list_tools)
+    server.add_request_handler("tools/call", types.CallToolRequestParams, call_tool)
+    server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_log_level)  # answered here
+    for method in tasks.methods():
+        server.add_request_handler(method.method, method.params_type, method.handler)
+    server.extensions[TASKS] = tasks.settings()
+    return server

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
+from mcp.server.context import ServerRequestContext
+from mcp.server.extension import Extension
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import EmptyResult, SetLevelRequestParams
 
 from dispatch.hub.agents.spec import Caps
 from dispatch.hub.errors import UserError
@@ -32,6 +35,7 @@ from dispatch.hub.events import (
     ToolCalled,
     ToolReturned,
 )
+from dispatch.hub.mcp.tasks import HubTasks, ServiceTasks
 from dispatch.hub.service.contract import HubService
 from dispatch.hub.views import AgentView, Decision, Remember
 from dispatch.servers.hublink import USER_KINDS, MessageKind
@@ -236,15 +240,30 @@ class HubTools:
         return _dump([c.model_dump() for c in found])
 
 
-def build_server(service: HubService) -> MCPServer:
+async def set_log_level(ctx: ServerRequestContext[Any, Any], params: SetLevelRequestParams) -> EmptyResult:
+    """``logging/setLevel`` (protocol versions up to 2025-11-25), acknowledged: the hub's tools send
+    progress notifications, never log messages, so there is nothing for a level to filter."""
+    return EmptyResult()
+
+
+class HubServer(MCPServer[Any]):
+    """The SDK's server, answering ``logging/setLevel`` too: the SDK's high-level server leaves it
+    out, so a client that sets a level (MCP's conformance suite does) got "Method not found"."""
+
+    def __init__(self, name: str, instructions: str, extensions: Sequence[Extension] = ()) -> None:
+        super().__init__(name, instructions=instructions, log_level="WARNING", extensions=extensions)
+        self._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, set_log_level)
+
+
+def build_server(service: HubService) -> HubServer:
     """The hub's MCP tools over ``service``."""
-    server = MCPServer(
+    server = HubServer(
         "dispatch",
         instructions=(
             "Dispatch runs AI coding agents. start() a task, then wait() for its result or follow it "
             "with status(); send() a running agent a message at any time; answer its approvals."
         ),
-        log_level="WARNING",
+        extensions=[HubTasks(ServiceTasks(service))],
     )
     tools = HubTools(service)
     for name in (

@@ -11,12 +11,24 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, cast
 
-from mcp_types import CallToolResult, TextContent, Tool
+from mcp_types import (
+    AudioContent,
+    BlobResourceContents,
+    CallToolResult,
+    ContentBlock,
+    EmbeddedResource,
+    ImageContent,
+    ResourceLink,
+    TextContent,
+    TextResourceContents,
+    Tool,
+)
 
 from dispatch.hub.errors import ToolServerError
+from dispatch.hub.llm.images import ToolImage, kept, placeholder, size_text
 from dispatch.hub.llm.types import JsonDict
 from dispatch.hub.mounts.hooks import UserHooks
 from dispatch.hub.mounts.untrusted import mark_untrusted
@@ -47,10 +59,12 @@ class ToolCaller(Protocol):
 
 @dataclass(frozen=True)
 class ToolOutcome:
-    """A tool's result as the model will read it."""
+    """A tool's result as the model will read it: its text, and the images it returned to be sent
+    after the step's tool results (:mod:`dispatch.hub.llm.images`; the text says where each went)."""
 
     text: str
     is_error: bool
+    images: tuple[ToolImage, ...] = ()
 
 
 def openai_tool(tool: Tool) -> JsonDict:
@@ -65,9 +79,43 @@ def openai_tool(tool: Tool) -> JsonDict:
     }
 
 
-def result_text(result: CallToolResult) -> str:
-    parts = [c.text if isinstance(c, TextContent) else f"[{c.type} content]" for c in result.content]
-    return "\n".join(parts) if parts else "(no output)"
+def _bytes_of(data: str) -> str:
+    return size_text(len(data) * 3 // 4)
+
+
+def _block(block: ContentBlock, images: list[ToolImage]) -> str:
+    """One content block as text; an image (or an embedded image resource) also into ``images``."""
+    match block:
+        case TextContent(text=text):
+            return text
+        case (
+            ImageContent(data=data, mime_type=mime)
+            | EmbeddedResource(resource=BlobResourceContents(blob=data, mime_type=str() as mime))
+        ) if mime.startswith("image/"):
+            image = ToolImage(mime, data)
+            if kept(image):
+                images.append(image)
+            return placeholder(image)
+        case EmbeddedResource(resource=TextResourceContents(uri=uri, text=text)):
+            return f"[resource {uri}]\n{text}"
+        case EmbeddedResource(resource=BlobResourceContents(uri=uri, blob=blob, mime_type=mime)):
+            return f"[resource {uri} ({mime or 'binary'}, {_bytes_of(blob)}) not shown: not text or an image]"
+        case AudioContent(data=data, mime_type=mime):
+            return f"[audio ({mime}, {_bytes_of(data)}) not shown: agents are sent text and images only]"
+        case ResourceLink(uri=uri, name=name, description=description):
+            return f"[resource link {uri}: {name}{f' ({description})' if description else ''}]"
+        case _:
+            return f"[{block.type} content]"
+
+
+def result_outcome(result: CallToolResult) -> ToolOutcome:
+    """A tool's result for the model: its text blocks, what else it returned said in the text (an
+    image also kept to be sent as one); ``structuredContent`` as JSON when no block carries text."""
+    images: list[ToolImage] = []
+    parts = [_block(block, images) for block in result.content]
+    if result.structured_content is not None and not any(isinstance(b, TextContent) for b in result.content):
+        parts.append(json.dumps(result.structured_content, ensure_ascii=False))
+    return ToolOutcome("\n".join(parts) if parts else "(no output)", result.is_error, tuple(images))
 
 
 class Mounts:
@@ -156,11 +204,12 @@ class Mounts:
             return ToolOutcome(refusal, True)
         async with self._track(kind, name, arguments) if self._track is not None else nullcontext():
             result = await self._callers[kind](name, arguments, output)
-        text = result_text(result)
+        outcome = result_outcome(result)
         if kind in self._untrusted:
-            text = mark_untrusted(text, f"{kind}.{name}")
+            outcome = replace(outcome, text=mark_untrusted(outcome.text, f"{kind}.{name}"))
         if self._hooks is not None:
-            verdict = await self._hooks.post_tool_use(kind, name, arguments, text, result.is_error)
+            verdict = await self._hooks.post_tool_use(kind, name, arguments, outcome.text, result.is_error)
             if verdict.blocked is not None:
-                text += f"\n[a PostToolUse hook on this call (it ran): {verdict.blocked}]"
-        return ToolOutcome(text, result.is_error)
+                note = f"\n[a PostToolUse hook on this call (it ran): {verdict.blocked}]"
+                outcome = replace(outcome, text=outcome.text + note)
+        return outcome
