@@ -23,7 +23,7 @@ from dispatch.hub.llm.scripted import Reply, ScriptedModel
 from dispatch.hub.service.hub import Hub
 from tests.agent_helpers import call
 from tests.api_helpers import MODEL, hub_in_a_thread, served_in_process
-from tests.web_ui_helpers import longest_task_ms, open_url, publish_live
+from tests.web_ui_helpers import longest_task_ms, open_url, publish_burst, publish_live
 
 TOKEN = "web-ui-live-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -70,7 +70,7 @@ def live(tmp_path: Path) -> Iterator[LiveHub]:
         yield LiveHub(portal, hub, model, url)
 
 
-def _open(browser: Browser, live: LiveHub, watch: bool = False) -> tuple[Page, list[str]]:
+def _open(browser: Browser, live: LiveHub, watch: int | None = None) -> tuple[Page, list[str]]:
     return open_url(browser, live.url, TOKEN, watch=watch)
 
 
@@ -207,7 +207,7 @@ AGENTS = 500
 def test_a_tree_of_500_agents_stays_responsive(live: LiveHub, browser: Browser) -> None:
     for n in range(AGENTS):
         live.model.script(f"[fleet-{n}]", [Reply(text=f"agent {n} done", delay_s=1)])
-    page, errors = _open(browser, live, watch=True)
+    page, errors = _open(browser, live, watch=AGENTS)
     try:
         with httpx.Client(base_url=live.url, headers=AUTH, timeout=60) as http:
             for n in range(AGENTS):
@@ -216,9 +216,12 @@ def test_a_tree_of_500_agents_stays_responsive(live: LiveHub, browser: Browser) 
         rows = page.locator("#tree button.agent")
         expect(rows).to_have_count(AGENTS, timeout=60_000)
         expect(page.locator("#tree .state.done")).to_have_count(AGENTS, timeout=120_000)
-        for agent in live.agents()[:AGENTS:5]:  # and a burst of streamed text
-            for step in range(5):
-                live.publish(str(agent["id"]), "model.delta", step=1, text=f"chunk {step} ", tool=None)
+        burst: list[tuple[str, str, dict[str, object]]] = [  # and a burst of events
+            (str(agent["id"]), "model.delta", {"step": 1, "text": f"chunk {chunk} ", "tool": None})
+            for agent in live.agents()
+            for chunk in range(5)
+        ]
+        publish_burst(live.portal, live.hub, burst)
         page.wait_for_timeout(1500)
         during = longest_task_ms(page)
 
@@ -227,7 +230,7 @@ def test_a_tree_of_500_agents_stays_responsive(live: LiveHub, browser: Browser) 
         expect(rows).to_have_count(AGENTS, timeout=60_000)
         page.wait_for_timeout(1000)
         opened = longest_task_ms(page)
-        first_render = page.evaluate("window.__treeAt[500]")
+        first_render = page.evaluate(f"window.__treeAt[{AGENTS}]")
     finally:
         page.close()
     print(

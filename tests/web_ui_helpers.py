@@ -57,24 +57,25 @@ new PerformanceObserver((list) => {
 window.__treeAt = {};
 (function watchTree() {
   const rows = document.querySelectorAll("#tree button.agent").length;
-  for (const want of [1, 100, 500]) {
+  for (const want of [1, WANT]) {
     if (rows >= want && !(want in window.__treeAt)) window.__treeAt[want] = performance.now();
   }
   setTimeout(watchTree, 20);
 })();
 """
 """Run in the page before its own script: every long task's duration (the Long Tasks API: the main
-thread busy for over 50 ms) in ``window.__longTasks``, and when the tree first showed 1, 100 and 500
+thread busy for over 50 ms) in ``window.__longTasks``, and when the tree first showed 1 and WANT
 agents (milliseconds since navigation) in ``window.__treeAt``."""
 
 
 def open_url(
-    browser: Browser, base_url: str, token: str, size: tuple[int, int] = LAPTOP, watch: bool = False
+    browser: Browser, base_url: str, token: str, size: tuple[int, int] = LAPTOP, watch: int | None = None
 ) -> tuple[Page, list[str]]:
-    """The page of the hub at ``base_url`` (see :func:`open_page`); ``watch``: with :data:`WATCH_PAGE`."""
+    """The page of the hub at ``base_url`` (see :func:`open_page`); ``watch``: with :data:`WATCH_PAGE`
+    for a tree of that many agents."""
     page = browser.new_page(viewport={"width": size[0], "height": size[1]})
-    if watch:
-        page.add_init_script(WATCH_PAGE)
+    if watch is not None:
+        page.add_init_script(WATCH_PAGE.replace("WANT", str(watch)))
     errors: list[str] = []
 
     def on_console(message: ConsoleMessage) -> None:
@@ -133,6 +134,17 @@ def longest_task_ms(page: Page) -> float:
 def publish_live(portal: BlockingPortal, hub: Hub, agent_id: str, kind: str, **data: object) -> None:
     """An ephemeral event (``model.delta``, ``tool.output``) of ``agent_id`` handed to every
     subscriber, the page's WebSocket included, without the journal: as the hub streams them."""
+    publish_burst(portal, hub, [(agent_id, kind, data)])
+
+
+def publish_burst(portal: BlockingPortal, hub: Hub, events: list[tuple[str, str, dict[str, object]]]) -> None:
+    """Each ``(agent_id, kind, data)`` published as :func:`publish_live` does, all in one turn of
+    the hub's event loop: a burst."""
     bus = hub._bus  # pyright: ignore[reportPrivateUsage]
-    event = OtherEvent.model_validate({"type": kind, **data})
-    portal.call(lambda: EventBus.publish(bus, agent_id, event))
+    parsed = [(agent_id, OtherEvent.model_validate({"type": kind, **data})) for agent_id, kind, data in events]
+
+    def publish() -> None:
+        for agent_id, event in parsed:
+            EventBus.publish(bus, agent_id, event)
+
+    portal.call(publish)
