@@ -80,7 +80,7 @@ def main() -> None:
             ids = _started(url, agents)
             browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
             try:
-                page, errors = open_url(browser, url, TOKEN, watch=agents)
+                page, errors = open_url(browser, url, TOKEN, watch=agents, live_within_ms=120_000)
                 page.wait_for_function(f"window.__treeAt[{agents}] !== undefined", timeout=120_000)
                 page.wait_for_timeout(1000)
                 first_render = float(page.evaluate(f"window.__treeAt[{agents}]"))

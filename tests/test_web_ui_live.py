@@ -121,6 +121,26 @@ def test_a_task_typed_into_the_chat_streams_before_its_model_call_ends(live: Liv
     assert errors == []
 
 
+def test_a_chat_message_to_its_running_dispatch_agent_shows_its_receipt(live: LiveHub, browser: Browser) -> None:
+    live.model.script("[recv]", [Reply(tool_calls=[call("list_dir", path=".")], delay_s=5), HOLD])
+    page, errors = _open(browser, live)
+    try:
+        box = page.get_by_label("message to dispatch")
+        box.fill("[recv] look around")
+        box.press("Enter")
+        while not live.model.requests_for("[recv]"):
+            time.sleep(0.05)
+        box.fill("and mind the tests")
+        box.press("Enter")
+        receipts = page.get_by_label("receipts of your messages")
+        expect(receipts).to_contain_text("“and mind the tests”: ", timeout=30_000)
+        expect(receipts).to_contain_text("delivered at step 1", timeout=30_000)
+        expect(page.get_by_label("work in progress").get_by_label("tool call list_dir, done")).to_be_visible()
+    finally:
+        page.close()
+    assert errors == []
+
+
 def test_a_running_tool_shows_its_output_in_its_card(live: LiveHub, browser: Browser) -> None:
     live.model.script("[asks]", [Reply(tool_calls=[call("ask_user", question="Which module first?")]), HOLD])
     started = httpx.post(

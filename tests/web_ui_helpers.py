@@ -69,10 +69,15 @@ agents (milliseconds since navigation) in ``window.__treeAt``."""
 
 
 def open_url(
-    browser: Browser, base_url: str, token: str, size: tuple[int, int] = LAPTOP, watch: int | None = None
+    browser: Browser,
+    base_url: str,
+    token: str,
+    size: tuple[int, int] = LAPTOP,
+    watch: int | None = None,
+    live_within_ms: float = 5000,
 ) -> tuple[Page, list[str]]:
-    """The page of the hub at ``base_url`` (see :func:`open_page`); ``watch``: with :data:`WATCH_PAGE`
-    for a tree of that many agents."""
+    """The page of the hub at ``base_url`` (see :func:`open_page`), live within ``live_within_ms``;
+    ``watch``: with :data:`WATCH_PAGE` for a tree of that many agents."""
     page = browser.new_page(viewport={"width": size[0], "height": size[1]})
     if watch is not None:
         page.add_init_script(WATCH_PAGE.replace("WANT", str(watch)))
@@ -85,7 +90,7 @@ def open_url(
     page.on("console", on_console)
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(f"{base_url}/?token={token}")
-    expect(page.get_by_role("status")).to_have_text("live")
+    expect(page.get_by_role("status")).to_have_text("live", timeout=live_within_ms)
     return page, errors
 
 
