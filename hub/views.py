@@ -242,6 +242,11 @@ class HubView(View):
     )
     default_model: str | None = Field(description="the model (or tag) a new chat's dispatch agent gets; null: none")
     default_model_source: str = Field(description="why that one, or what to set when there is none")
+    models: list[str] = Field(
+        default_factory=list[str],
+        description="what a task may be started with or an agent switched to: the configured tags, then the "
+        "configured models as provider/model (the model pickers of the web UI list them)",
+    )
     shell: str = Field(
         description="how shell commands run on this hub: the sandbox mode in force (config `sandbox`) and what it "
         "lacks, or why the shell is disabled and how to fix it"

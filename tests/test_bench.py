@@ -67,6 +67,12 @@ BENCHMARKS = {
         "fanout, event latency",
         "fanout, GET /api/agents",
     ),
+    "web_page": (
+        "page, first render, 50 agents",
+        "page, longest task on opening",
+        "page, burst shown in the tree",
+        "page, longest task in the burst",
+    ),
     "messages": (
         "messages, sent",
         "messages, undelivered",

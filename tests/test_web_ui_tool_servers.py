@@ -57,7 +57,7 @@ def test_tool_servers_show_descriptions_and_a_changed_list_is_approved(
         expect(server.get_by_label("tools of probe")).to_contain_text(f"echo — {probe_mcp.DEFAULT_DESCRIPTION}")
         expect(server.get_by_label("tools of probe")).to_contain_text("add — Add two numbers.")
 
-        start_agent(hub, "[ts-later] echo again", "prober")  # the hub starts the server: its list changed
+        later = start_agent(hub, "[ts-later] echo again", "prober")  # the hub starts the server: its list changed
         expect(server).to_contain_text("changed", timeout=30_000)
         expect(server).to_contain_text("tool list changed")
         card = page.locator("#approvals .card").filter(has_text="tool list changed: probe")
@@ -67,6 +67,7 @@ def test_tool_servers_show_descriptions_and_a_changed_list_is_approved(
         expect(server).to_contain_text("pinned")
         expect(server.get_by_label("tools of probe")).to_contain_text(POISONED)
         expect(page.locator("#approvals")).to_contain_text("Nothing to approve.")
+        expect(page.locator(f'#tree button.agent[data-agent-id="{later}"]')).to_contain_text("done", timeout=30_000)
     finally:
         page.close()
         code = hub.stop()

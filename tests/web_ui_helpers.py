@@ -11,8 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from anyio.from_thread import BlockingPortal
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
+from dispatch.hub.events import EventBus, OtherEvent
+from dispatch.hub.service.hub import Hub
 from tests.api_helpers import MODEL, ServedHub
 
 CHROMIUM_ARGS = [
@@ -43,7 +46,41 @@ def chromium() -> Generator[Browser]:
 def open_page(browser: Browser, served: ServedHub, size: tuple[int, int] = LAPTOP) -> tuple[Page, list[str]]:
     """The page at the printed URL, once its event stream is live; the list collects every console
     error and uncaught exception (a failed request is one: Chromium logs it)."""
+    return open_url(browser, served.base_url, served.token, size)
+
+
+WATCH_PAGE = """
+window.__longTasks = [];
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) window.__longTasks.push(entry.duration);
+}).observe({ type: "longtask", buffered: true });
+window.__treeAt = {};
+(function watchTree() {
+  const rows = document.querySelectorAll("#tree button.agent").length;
+  for (const want of [1, WANT]) {
+    if (rows >= want && !(want in window.__treeAt)) window.__treeAt[want] = performance.now();
+  }
+  setTimeout(watchTree, 20);
+})();
+"""
+"""Run in the page before its own script: every long task's duration (the Long Tasks API: the main
+thread busy for over 50 ms) in ``window.__longTasks``, and when the tree first showed 1 and WANT
+agents (milliseconds since navigation) in ``window.__treeAt``."""
+
+
+def open_url(
+    browser: Browser,
+    base_url: str,
+    token: str,
+    size: tuple[int, int] = LAPTOP,
+    watch: int | None = None,
+    live_within_ms: float = 5000,
+) -> tuple[Page, list[str]]:
+    """The page of the hub at ``base_url`` (see :func:`open_page`), live within ``live_within_ms``;
+    ``watch``: with :data:`WATCH_PAGE` for a tree of that many agents."""
     page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+    if watch is not None:
+        page.add_init_script(WATCH_PAGE.replace("WANT", str(watch)))
     errors: list[str] = []
 
     def on_console(message: ConsoleMessage) -> None:
@@ -52,8 +89,8 @@ def open_page(browser: Browser, served: ServedHub, size: tuple[int, int] = LAPTO
 
     page.on("console", on_console)
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(f"{served.base_url}/?token={served.token}")
-    expect(page.get_by_role("status")).to_have_text("live")
+    page.goto(f"{base_url}/?token={token}")
+    expect(page.get_by_role("status")).to_have_text("live", timeout=live_within_ms)
     return page, errors
 
 
@@ -92,3 +129,27 @@ def post_chat(served: ServedHub, text: str) -> str:
     )
     assert sent.status_code == 201, sent.text
     return chat_id
+
+
+def longest_task_ms(page: Page) -> float:
+    """The longest main-thread task of the page so far (0: none over 50 ms), with :data:`WATCH_PAGE`."""
+    return float(page.evaluate("Math.max(0, ...window.__longTasks)"))
+
+
+def publish_live(portal: BlockingPortal, hub: Hub, agent_id: str, kind: str, **data: object) -> None:
+    """An ephemeral event (``model.delta``, ``tool.output``) of ``agent_id`` handed to every
+    subscriber, the page's WebSocket included, without the journal: as the hub streams them."""
+    publish_burst(portal, hub, [(agent_id, kind, data)])
+
+
+def publish_burst(portal: BlockingPortal, hub: Hub, events: list[tuple[str, str, dict[str, object]]]) -> None:
+    """Each ``(agent_id, kind, data)`` published as :func:`publish_live` does, all in one turn of
+    the hub's event loop: a burst."""
+    bus = hub._bus  # pyright: ignore[reportPrivateUsage]
+    parsed = [(agent_id, OtherEvent.model_validate({"type": kind, **data})) for agent_id, kind, data in events]
+
+    def publish() -> None:
+        for agent_id, event in parsed:
+            EventBus.publish(bus, agent_id, event)
+
+    portal.call(publish)

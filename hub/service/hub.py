@@ -54,6 +54,7 @@ from dispatch.hub.events import (
 from dispatch.hub.ids import new_id
 from dispatch.hub.llm.client import start_model_worker
 from dispatch.hub.llm.defaults import DefaultModel, no_model_hint
+from dispatch.hub.llm.models_config import ModelsConfig
 from dispatch.hub.llm.recorded import RecordedCalls
 from dispatch.hub.llm.router import Router
 from dispatch.hub.llm.types import ModelClient
@@ -134,6 +135,13 @@ def _watch_config(project: Project, client: ModelClient | None, events: EventBus
         events.publish(HUB, ConfigRefused(error=error))
 
     return ConfigWatch(project.root, project.catalog, on_reload=reloaded, on_invalid=refused)
+
+
+def _pickable_models(models: ModelsConfig) -> list[str]:
+    """The configured tags (sorted), then each configured model as ``provider/model`` (in file order)."""
+    tags = sorted({tag for key in models.keys for entry in key.models.values() for tag in entry.tags})
+    names = [key.litellm_model(name) for key in models.keys for name in key.models]
+    return list(dict.fromkeys([*tags, *names]))
 
 
 def _project_root(root: str) -> Path:
@@ -277,6 +285,7 @@ class Hub(Delegation):
             projects=list(projects),
             default_model=picked.model if picked else None,
             default_model_source=picked.source if picked else f"no model: {no_model_hint()}",
+            models=_pickable_models(catalog.config.models),
             shell=mode_in_force(catalog.config.sandbox),
         )
 
