@@ -118,6 +118,9 @@ class ChatView(View):
     budget_usd: float | None = Field(default=None, description="the cap of each of its dispatch agents, in US dollars")
     max_tokens: int | None = Field(default=None, description="the cap of each of its dispatch agents, in tokens")
     max_steps: int | None = Field(default=None, description="the cap of each of its dispatch agents, in steps")
+    model: str | None = Field(
+        default=None, description="the model (tag or litellm name) of its dispatch agents (null: the hub's default)"
+    )
 
 
 class ChatDetail(ChatView):

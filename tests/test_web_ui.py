@@ -230,7 +230,7 @@ def test_the_page_says_which_model_a_new_chat_uses_and_follows_a_config_edit(
     browser: Browser, served: ServedHub, project: Path
 ) -> None:
     page, errors = _open(browser, served, 1280, 900)
-    note = page.get_by_role("note", name="model of new chats")
+    note = page.get_by_role("note", name="model of the chat")
     expect(note).to_have_text("New chats use anthropic/claude-sonnet-4-6 (ANTHROPIC_API_KEY is set).")
 
     (project / ".dispatch").mkdir(exist_ok=True)

@@ -221,6 +221,26 @@ def test_the_model_pickers_list_the_configured_tags_and_models(live: LiveHub, br
     assert errors == []
 
 
+def test_a_chat_started_with_a_picked_model_runs_its_dispatch_agent_on_it(live: LiveHub, browser: Browser) -> None:
+    live.model.script("[heavy]", [Reply(text="answered on the heavy one")])
+    page, errors = _open(browser, live)
+    try:
+        assert page.get_by_label("model picked for new chats").get_attribute("list") == "model-list"
+        page.get_by_label("model picked for new chats").fill("heavy")
+        box = page.get_by_label("message to dispatch")
+        box.fill("[heavy] think hard")
+        box.press("Enter")
+        expect(page.get_by_label("chat messages")).to_contain_text("answered on the heavy one", timeout=30_000)
+        expect(page.get_by_role("note", name="model of the chat")).to_have_text("This chat uses heavy.")
+        (agent,) = live.agents()
+        assert agent["model"] == "heavy"  # the chat's pick, not the hub's default (openai/scripted)
+        (chat,) = httpx.get(live.url + "/api/chats", headers=AUTH, timeout=30).json()
+        assert chat["model"] == "heavy"
+    finally:
+        page.close()
+    assert errors == []
+
+
 AGENTS = 500
 
 

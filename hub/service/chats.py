@@ -117,16 +117,20 @@ class ChatService:
 
     def _view(self, row: Row) -> ChatView:
         live = self._live(row)
-        fields = {k: row[k] for k in ("id", "title", "created_at", "updated_at", "forked_from", "root", *CAPS)}
+        fields = {k: row[k] for k in ("id", "title", "created_at", "updated_at", "forked_from", "root", "model", *CAPS)}
         return ChatView(**fields, agent_id=live.id if live else None)
 
-    async def create_chat(self, title: str | None = None, root: Path | None = None, caps: Caps = NO_CAPS) -> ChatView:
+    async def create_chat(
+        self, title: str | None = None, root: Path | None = None, caps: Caps = NO_CAPS, model: str | None = None
+    ) -> ChatView:
         """A new, empty chat whose agents work in ``root`` (an open project of the tree; None: the
-        hub's own), each of its dispatch agents with ``caps`` (checked) over its template's; without
-        a title, its first message gives it one."""
+        hub's own), each of its dispatch agents with ``caps`` (checked) over its template's and on
+        ``model`` (a tag or litellm name; None: the hub's default); without a title, its first
+        message gives it one."""
         now = times.now()
         row: Row = {"id": new_id("c"), "title": (title or "").strip(), "created_at": now, "updated_at": now}
         row["root"] = None if root is None else str(root)
+        row["model"] = model.strip() if model and model.strip() else None
         row |= caps.check().spec_fields()
         await self._store.add_chat(row)
         return self._view(await self._row(row["id"]))
@@ -208,7 +212,7 @@ class ChatService:
             root = row["root"]
             catalog = (await self._tree.open_project(Path(root))).catalog if root else self._tree.catalog
         caps = Caps(row["budget_usd"], row["max_tokens"], row["max_steps"])
-        return catalog.top_spec(text, model=self._model, template=self._template, caps=caps)
+        return catalog.top_spec(text, model=row["model"] or self._model, template=self._template, caps=caps)
 
     async def _start(self, chat_id: str, message: ChatMessageView, spec: AgentSpec) -> None:
         """Start the chat's dispatch agent on ``message``, its transcript seeded with the history."""
@@ -263,6 +267,7 @@ class ChatService:
             "forked_from": f"{chat_id}:{message_id}",
             "head_id": message_id,
             "root": row["root"],
+            "model": row["model"],
             **{k: row[k] for k in CAPS},
         }
         await self._store.add_chat(fork)

@@ -63,7 +63,7 @@ class HubService(Protocol):
 
     # chats
     async def create_chat(
-        self, title: str | None = None, root: str | None = None, caps: Caps = NO_CAPS
+        self, title: str | None = None, root: str | None = None, caps: Caps = NO_CAPS, model: str | None = None
     ) -> ChatView: ...
     async def open_project(self, root: str) -> HubView: ...
     async def chats(

@@ -302,12 +302,15 @@ class Hub(Delegation):
         await self._project(root)
         return self.about()
 
-    async def create_chat(self, title: str | None = None, root: str | None = None, caps: Caps = NO_CAPS) -> ChatView:
+    async def create_chat(
+        self, title: str | None = None, root: str | None = None, caps: Caps = NO_CAPS, model: str | None = None
+    ) -> ChatView:
         """A new, empty chat whose agents work in ``root`` (None: the hub's own project), each of
-        its dispatch agents with ``caps`` over its template's."""
+        its dispatch agents with ``caps`` over its template's, on ``model`` (None: the hub's default)."""
         caps.check()
         project = await self._project(root)
-        return await self.chat_service.create_chat(title, None if project is self.tree.home else project.root, caps)
+        home = None if project is self.tree.home else project.root
+        return await self.chat_service.create_chat(title, home, caps, model)
 
     async def tool_servers(self) -> list[ToolServerView]:
         """The config's outside MCP servers: transport, state, tools and any pending approval."""

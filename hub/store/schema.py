@@ -54,6 +54,9 @@ restored) and ``undone_at``.
 
 Approval diffs (m110): ``approvals.diff``, the unified diff a checkpoint about changing files
 holds (a proposed fs write; NULL: none).
+
+Chat models (m111): ``chats.model``, the model (tag or litellm name) of each dispatch agent the
+chat starts (NULL: the hub's default, as before).
 """
 
 from __future__ import annotations
@@ -349,3 +352,9 @@ def m109_file_changes(db: Database) -> None:
 def m110_approval_diffs(db: Database) -> None:
     """A checkpoint about changing files keeps the unified diff of the change it holds."""
     db.table("approvals").add_column("diff", str)
+
+
+@MIGRATIONS()
+def m111_chat_model(db: Database) -> None:
+    """A chat keeps the model of the dispatch agents it starts (NULL: the hub's default, as before)."""
+    db.table("chats").add_column("model", str)

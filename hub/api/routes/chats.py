@@ -44,6 +44,9 @@ class NewChat(CapsBody):
     root: str | None = Field(
         default=None, description="the project root its agents work in (an absolute path); the hub's own when left out"
     )
+    model: Text | None = Field(
+        default=None, description="a model tag or litellm name for its dispatch agents; the hub's default when left out"
+    )
 
 
 class ChatMessageRequest(Body):
@@ -63,7 +66,7 @@ def chats_router(service: HubService) -> APIRouter:
         each dispatch agent it starts."""
         if body is None:
             return await service.create_chat()
-        return await service.create_chat(body.title, root=body.root, caps=body.caps())
+        return await service.create_chat(body.title, root=body.root, caps=body.caps(), model=body.model)
 
     @router.get("")
     async def list_chats(
