@@ -30,12 +30,15 @@ async def call_litellm(
     api_base: str | None = None,
     extra: JsonDict | None = None,
     on_delta: DeltaSink | None = None,
+    thread: str | None = None,
 ) -> Completion:
     """One call through litellm with litellm's retries off, made by the model worker
     process (:mod:`dispatch.hub.llm.model_process`); a failure raises its
     :class:`~dispatch.hub.llm.model_process.RemoteCallError`, classified there. With ``on_delta``
-    the call streams, and ``on_delta`` is called on the caller's loop with each part as it comes."""
-    request = CallRequest(
+    the call streams, and ``on_delta`` is called on the caller's loop with each part as it comes.
+    ``thread`` (an agent's id) lets the worker keep the messages for the thread's next call."""
+    # the hub's own messages: not validated (a copy of every message, each step) but passed on as they are
+    request = CallRequest.model_construct(
         id=0,
         model=model,
         messages=list(messages),
@@ -45,6 +48,7 @@ async def call_litellm(
         api_base=api_base,
         extra=extra,
         stream=on_delta is not None,
+        thread=thread,
     )
     sink: DeltaSink | None = None
     if on_delta is not None:
@@ -89,7 +93,7 @@ class LiteLLMClient:
     ) -> Completion:
         try:
             return await call_litellm(
-                model, messages, tools, timeout_s=self._timeout_s, extra=self._extra, on_delta=on_delta
+                model, messages, tools, timeout_s=self._timeout_s, extra=self._extra, on_delta=on_delta, thread=agent_id
             )
         except RemoteCallError as error:  # every litellm failure becomes one of ours, with its cause kept
             raise error.dispatch_error() from error

@@ -33,12 +33,13 @@ from dispatch.hub.llm.model_host import HostClient, HostedWorker
 from dispatch.hub.llm.model_worker import (
     LINE_LIMIT,
     READY_LINE,
+    THREADS_KEPT,
     CallAnswer,
     CallFailed,
     CallRequest,
     MeasureRequest,
 )
-from dispatch.hub.llm.types import Completion, DeltaSink, Measured
+from dispatch.hub.llm.types import Completion, DeltaSink, JsonDict, Measured
 
 __all__ = ["CallRequest", "MeasureRequest", "ModelProcess", "RemoteCallError", "model_process"]
 
@@ -70,6 +71,10 @@ def _stopped(code: int | None) -> CallFailed:
     return CallFailed(kind=FailureKind.transient.value, detail=detail, headers={}, user_error=False, message=detail)
 
 
+AFFINITY_SLACK = 8
+"""How many more calls in flight than the least busy worker the one holding a thread's messages
+may have and still get the thread's next call."""
+
 WorkerProcess = asyncio.subprocess.Process | HostedWorker
 """A worker this process started, or one the model host forked for it."""
 
@@ -92,6 +97,9 @@ class _Running:
     def __init__(self, process: WorkerProcess) -> None:
         self.process = process
         self.pending: dict[int, asyncio.Future[CallAnswer]] = {}
+        self.threads: dict[str, list[JsonDict]] = {}
+        """Per thread (an agent), the messages its last call here sent: the worker keeps them too
+        (up to :data:`THREADS_KEPT`), so the next call sends only what follows them."""
         self.sinks: dict[int, DeltaSink] = {}
         """Where the parts of a streamed call's answer go, by call id, until its answer."""
         self.ready = False
@@ -131,6 +139,17 @@ class _Running:
                 waiting.set_exception(RemoteCallError(_stopped(code)))
         self.pending.clear()
         self.sinks.clear()
+
+
+def _kept_prefix(running: _Running, request: CallRequest) -> int:
+    """How many of ``request``'s messages the worker has from its thread's last call: all of those,
+    when this call's begin with them (the same message objects, compared at C speed), else 0."""
+    if request.thread is None:
+        return 0
+    kept = running.threads.get(request.thread)
+    if not kept or len(kept) > len(request.messages):
+        return 0
+    return len(kept) if request.messages[: len(kept)] == kept else 0
 
 
 def default_workers() -> int:
@@ -258,9 +277,10 @@ class ModelProcess:
         for slot in range(1, self._size):
             await self._started(slot)
 
-    async def _chosen(self) -> _Running:
+    async def _chosen(self, thread: str | None = None) -> _Running:
         """The worker for the next call: a running one with the fewest calls in flight, ready ones
-        first; an empty or stopped slot is started when no worker runs."""
+        first, unless the one that made ``thread``'s last call is not much busier (it has the
+        thread's messages); an empty or stopped slot is started when no worker runs."""
         alive = [(slot, running) for slot, running in enumerate(self._slots) if running is not None and running.alive]
         ready = [(slot, running) for slot, running in alive if running.ready] or alive
         if not ready:
@@ -269,27 +289,48 @@ class ModelProcess:
             if running is None or not running.alive:
                 self._background(self._started(slot))
                 break
-        return min(ready, key=lambda entry: len(entry[1].pending))[1]
+        least = min(ready, key=lambda entry: len(entry[1].pending))[1]
+        if thread is not None:
+            for _, running in ready:
+                if thread in running.threads and len(running.pending) <= len(least.pending) + AFFINITY_SLACK:
+                    return running
+        return least
 
     async def call(self, request: CallRequest, on_delta: DeltaSink | None = None) -> Completion:
         """Make the call in a worker; RemoteCallError if it fails there. A streamed call
-        (``request.stream``) hands each part of its answer to ``on_delta`` as its frame arrives."""
-        running = await self._chosen()
-        environment = dict(os.environ)
-        changed = environment if environment != running.env_sent else None
-        running.env_sent = environment
-        request = request.model_copy(update={"id": next(self._ids), "env": changed})
-        if on_delta is not None:
-            running.sinks[request.id] = on_delta
-        try:
-            result = await self._exchange(running, request.id, request.model_dump_json().encode())
-        finally:
-            running.sinks.pop(request.id, None)
+        (``request.stream``) hands each part of its answer to ``on_delta`` as its frame arrives. A
+        call of a thread (``request.thread``) sends only the messages that follow what the worker
+        kept of the thread's last call, when they begin this one's (the transcript only grows
+        between steps; compaction sends other messages, and then they are sent whole)."""
+        running = await self._chosen(request.thread)
+        result = await self._send(running, request, on_delta, _kept_prefix(running, request))
+        if result.resend:
+            result = await self._send(running, request, on_delta, 0)
         if result.failed is not None:
             raise RemoteCallError(result.failed)
         if result.completion is None:
             raise ModelCallError(f"the model worker answered call {request.id} with neither a completion nor a failure")
         return result.completion
+
+    async def _send(
+        self, running: _Running, request: CallRequest, on_delta: DeltaSink | None, reuse: int
+    ) -> CallAnswer:
+        environment = dict(os.environ)
+        changed = environment if environment != running.env_sent else None
+        running.env_sent = environment
+        update = {"id": next(self._ids), "env": changed, "reuse": reuse, "messages": request.messages[reuse:]}
+        sent = request.model_copy(update=update)
+        if request.thread is not None:
+            running.threads.pop(request.thread, None)
+            running.threads[request.thread] = request.messages
+            while len(running.threads) > THREADS_KEPT:
+                del running.threads[next(iter(running.threads))]
+        if on_delta is not None:
+            running.sinks[sent.id] = on_delta
+        try:
+            return await self._exchange(running, sent.id, sent.model_dump_json().encode())
+        finally:
+            running.sinks.pop(sent.id, None)
 
     async def measure(self, request: MeasureRequest) -> Measured:
         """litellm's window of a model and, given messages, their tokens, from the worker."""

@@ -39,7 +39,10 @@ from dispatch.hub.llm.streaming import Coalescer
 from dispatch.hub.llm.types import Completion, Delta, JsonDict, Measured
 
 LINE_LIMIT = 256 * 1024 * 1024
-"""The longest line either side reads: a request carries the whole transcript."""
+"""The longest line either side reads: a request may carry a whole transcript."""
+THREADS_KEPT = 256
+"""How many conversations' messages a worker keeps for the next call of each (the least recently
+used go first; the hub is then told to send one's messages whole)."""
 
 
 class CallRequest(BaseModel):
@@ -60,6 +63,11 @@ class CallRequest(BaseModel):
     keys and base URLs from there); the worker takes it over whole before this call."""
     stream: bool = False
     """Stream the answer: its parts come back in frames (coalesced) before the answer itself."""
+    thread: str | None = None
+    """The conversation the call continues (an agent's id): the worker keeps the messages of its
+    last call, so the next one need only send what follows them."""
+    reuse: int = 0
+    """How many of ``thread``'s kept messages begin this call's, before ``messages``."""
 
 
 class MeasureRequest(BaseModel):
@@ -101,6 +109,8 @@ class CallAnswer(BaseModel):
     failed: CallFailed | None = None
     measured: Measured | None = None
     deltas: list[Delta] | None = None
+    resend: bool = False
+    """The worker no longer has the messages ``reuse`` named: the call is to be sent whole."""
 
 
 def failed_call(error: Exception, model: str, api_base: str | None = None) -> CallFailed:
@@ -121,6 +131,8 @@ class _Worker:
     def __init__(self, out: IO[bytes]) -> None:
         self._out = out
         self._calls: dict[int, asyncio.Task[None]] = {}
+        self._threads: dict[str, list[JsonDict]] = {}
+        """Each thread's messages as its last call had them, least recently used first."""
 
     def _answer(self, answer: CallAnswer) -> None:
         self._out.write(answer.model_dump_json().encode() + b"\n")
@@ -168,10 +180,27 @@ class _Worker:
             self._answer(CallAnswer(id=int(cast(dict[str, Any], raw)["id"]), measured=measured))
             return
         request = CallRequest.model_validate(raw)
+        if request.thread is not None and not self._continue(request):
+            self._answer(CallAnswer(id=request.id, resend=True))
+            return
         if request.env is not None:
             os.environ.clear()
             os.environ.update(request.env)
         self._calls[request.id] = asyncio.get_running_loop().create_task(self._call(request))
+
+    def _continue(self, request: CallRequest) -> bool:
+        """Put the kept messages ``request.reuse`` names before its own, and keep the whole for
+        the thread's next call; False when they are no longer kept."""
+        assert request.thread is not None
+        kept = self._threads.pop(request.thread, None)
+        if request.reuse:
+            if kept is None or len(kept) < request.reuse:
+                return False
+            request.messages = kept[: request.reuse] + request.messages
+        self._threads[request.thread] = request.messages
+        while len(self._threads) > THREADS_KEPT:
+            del self._threads[next(iter(self._threads))]
+        return True
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -174,6 +174,7 @@ class Router:
                     api_key=candidate.api_key,
                     api_base=candidate.api_base,
                     on_delta=on_delta,
+                    thread=agent_id,
                 )
             except Exception as error:  # every provider failure is classified, recorded and acted on
                 failure, mapped = _classified(error, candidate.litellm_model, self._clock.now())
