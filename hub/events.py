@@ -193,6 +193,24 @@ class ToolReturned(_Data):
     seconds: float
 
 
+class ToolHostStarted(_Data):
+    """The agent's tool host (its fs, shell and lsp servers; ``execution.engine: ray``) started on a node."""
+
+    type: Literal["toolhost.started"] = _kind("toolhost.started")
+    engine: str
+    node_id: str | None
+    address: str | None
+
+
+class ToolHostLost(_Data):
+    """The agent's tool host was lost (its node stopped): its running tool call failed, it is interrupted."""
+
+    type: Literal["toolhost.lost"] = _kind("toolhost.lost")
+    node_id: str | None
+    address: str | None
+    reason: str
+
+
 class ChangedFile(BaseModel):
     """One file an agent's tool call changed: its state before and after, as ``MODE SHA`` in the
     project's change store (None: absent)."""
@@ -307,6 +325,8 @@ KnownEvent = Annotated[
     | MessageDelivered
     | ToolCalled
     | ToolReturned
+    | ToolHostStarted
+    | ToolHostLost
     | FilesChanged
     | ArtifactSaved
     | ApprovalRequested
