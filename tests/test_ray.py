@@ -11,6 +11,7 @@ Skipped, with one reason, when ray is not installed (``pip install -e '.[ray]'``
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from typing import Any
 import anyio
 import pytest
 
+from dispatch.hub.errors import ConfigError
+from dispatch.hub.events import ToolHostLost, ToolHostStarted
 from dispatch.hub.llm.scripted import Reply, ScriptedModel
 from dispatch.hub.service.hub import Hub
 from tests.agent_helpers import call, until
@@ -83,10 +86,15 @@ async def test_a_tree_of_four_runs_on_the_hubs_own_ray_and_no_ray_process_outliv
         async with Hub.open(root, data, model=model, default_model=MODEL) as hub:
             assert ray.is_initialized()
             node = ray.get_runtime_context().get_node_id()
-            top = await hub.start("[top] write three files", model=MODEL)
-            assert (await hub.wait_finished(top.id)).state == "done"
-            views = await hub.agents()
+            async with hub.tree.events.subscribe() as events:
+                top = await hub.start("[top] write three files", model=MODEL)
+                assert (await hub.wait_finished(top.id)).state == "done"
+                views = await hub.agents()
+                seen = [events.receive_nowait() for _ in range(events.statistics().current_buffer_used)]
+            started = [e for e in seen if isinstance(e.data, ToolHostStarted)]
     assert len(views) == 4
+    assert sorted(e.agent_id for e in started) == sorted(v.id for v in views)  # one tool host each, announced
+    assert all(isinstance(e.data, ToolHostStarted) and e.data.node_id == node for e in started)
     for view in views:
         assert view.state == "done", view
         assert view.placement.engine == "ray" and view.placement.node_id == node, view
@@ -101,6 +109,45 @@ async def test_a_tree_of_four_runs_on_the_hubs_own_ray_and_no_ray_process_outliv
     assert ray_processes() <= before, "a Ray process outlived the hub"
 
 
+async def test_without_ray_installed_the_hub_refuses_engine_ray_saying_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, data = dirs(tmp_path)
+    configure(root, "  engine: ray\n")
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an install without the extra sees
+    with pytest.raises(ConfigError) as raised:
+        async with Hub.open(root, data, model=ScriptedModel(), default_model=MODEL):
+            pass
+    assert str(raised.value) == (
+        "execution.engine: ray needs the ray package, not installed here: pip install 'dispatch-harness[ray]'"
+    )
+
+
+LOCAL_RUN = """
+import sys, anyio
+from pathlib import Path
+from dispatch.hub.llm.scripted import Reply, ScriptedModel, ToolCall
+from dispatch.hub.service.hub import Hub
+
+async def main() -> None:
+    model = ScriptedModel()
+    write = ToolCall("write_file", {"path": "a.txt", "content": "a"})
+    model.script("[w]", [Reply(tool_calls=[write]), Reply(text="ok")])
+    async with Hub.open(Path(sys.argv[1]), Path(sys.argv[2]), model=model, default_model="openai/scripted") as hub:
+        top = await hub.start("[w] write", model="openai/scripted")
+        print((await hub.wait_finished(top.id)).state, (await hub.agents())[0].placement.engine, "ray" in sys.modules)
+
+anyio.run(main)
+"""
+
+
+def test_a_hub_with_the_local_engine_never_loads_ray(tmp_path: Path) -> None:
+    root, data = dirs(tmp_path)
+    done = subprocess.run([sys.executable, "-c", LOCAL_RUN, str(root), str(data)], capture_output=True, text=True)
+    assert done.stdout.split() == ["done", "local", "False"], done.stderr[-2000:]
+    assert (root / "a.txt").read_text() == "a"
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
     """A two-node Ray cluster on this machine: a head (1 CPU) and a node with the ``leaf`` resource."""
@@ -111,6 +158,18 @@ def cluster() -> Iterator[Any]:
         yield made
     finally:
         made.shutdown()
+
+
+def test_doctor_lists_the_clusters_nodes_with_their_cpus_and_resources(tmp_path: Path, cluster: Any) -> None:
+    root, _ = dirs(tmp_path)
+    configure(root, f"  engine: ray\n  address: {cluster.address}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "dispatch.hub.cli", "doctor", "--root", str(root)], capture_output=True, text=True
+    )
+    section = done.stdout[done.stdout.index("Ray (execution.engine: ray") :].split("\n\n")[0]
+    assert f"{cluster.address}: 2 nodes alive, 2 CPUs" in section, done.stdout
+    assert f"node {leaf_node(cluster).node_id[:12]}" in section and "resources: leaf 4" in section
+    assert f"node {cluster.head_node.node_id[:12]}" in section
 
 
 def leaf_node(cluster: Any) -> Any:
@@ -141,7 +200,8 @@ async def test_leaves_are_placed_on_the_second_node_by_a_resource_and_their_chan
     for n in range(2):
         assert views[f"leaf-{n}"].placement.node_id == second, views[f"leaf-{n}"]
         assert (root / "out" / f"leaf-{n}.txt").read_text() == f"leaf {n}\n"
-    assert views["dispatch"].placement.node_id == cluster.head_node.node_id
+    nodes = {node.node_id for node in cluster.list_all_nodes()}
+    assert views["dispatch"].placement.node_id in nodes  # it needs nothing: any node
     assert diff == {"out/leaf-0.txt", "out/leaf-1.txt"}
     assert not ray.is_initialized()  # the hub left the cluster it joined; the cluster goes on
     assert ray_processes()
@@ -160,12 +220,16 @@ async def test_a_node_lost_mid_command_interrupts_the_agent_and_resume_finishes_
     model.script("[slow]", [Reply(tool_calls=[slow]), Reply(tool_calls=[write]), Reply(text="built it")])
     with model, anyio.fail_after(120):  # a hang fails the test, and the hub still stops Ray
         async with Hub.open(root, data, model=model, default_model=MODEL) as hub:
-            top = await hub.start("[top] build", model=MODEL)
-            await until(lambda: (root / "out" / "started").exists(), timeout_s=60)
-            slow_id = next(a.id for a in hub.tree.agents.values() if a.spec.name == "slow")
-            doomed = hub.tree.placement_of(slow_id).node_id
-            cluster.remove_node(leaf_node(cluster))
-            await until(lambda: hub.tree.get(slow_id).state.value == "interrupted", timeout_s=60)
+            async with hub.tree.events.subscribe() as events:
+                top = await hub.start("[top] build", model=MODEL)
+                await until(lambda: (root / "out" / "started").exists(), timeout_s=60)
+                slow_id = next(a.id for a in hub.tree.agents.values() if a.spec.name == "slow")
+                doomed = hub.tree.placement_of(slow_id).node_id
+                cluster.remove_node(leaf_node(cluster))
+                await until(lambda: hub.tree.get(slow_id).state.value == "interrupted", timeout_s=60)
+                seen = [events.receive_nowait() for _ in range(events.statistics().current_buffer_used)]
+            [lost] = [e for e in seen if isinstance(e.data, ToolHostLost)]
+            assert lost.agent_id == slow_id and isinstance(lost.data, ToolHostLost) and lost.data.node_id == doomed
             agent = hub.tree.get(slow_id)
             assert "tool host" in agent.reason and "lost" in agent.reason and doomed in agent.reason
             assert "resume" in agent.reason

@@ -205,6 +205,7 @@ class Hub(Delegation):
             stack.callback(lock.release)
             stack.enter_context(hub_logging(home))
             catalog = Catalog.load(root)
+            hosts = await stack.enter_async_context(execution_engine(catalog.config.execution))  # stopped last
             store = await stack.enter_async_context(Store.open(home / DB_NAME))
             records = Records(store)
             bus = JournaledBus(records, Recorder(root), await records.last_event_id())
@@ -221,7 +222,6 @@ class Hub(Delegation):
             worktrees = Worktrees(home / WORKTREES_DIR, home.parent / f"{home.name}-worktrees")
             await anyio.to_thread.run_sync(worktrees.clean_leftovers)  # a crashed hub's
             stack.push_async_callback(anyio.to_thread.run_sync, worktrees.clean_leftovers)  # after the tree
-            hosts = await stack.enter_async_context(execution_engine(catalog.config.execution))  # before the tree
             tree, approvals = gated_tree(
                 root, client, bus, catalog, store, lsp=lsp, artifacts=records, changes=tracker, worktrees=worktrees,
                 hosts=hosts,
