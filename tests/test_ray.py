@@ -240,3 +240,38 @@ async def test_a_node_lost_mid_command_interrupts_the_agent_and_resume_finishes_
             assert hub.tree.placement_of(slow_id).node_id != doomed
             assert (await hub.wait_finished(top.id)).state == "done"  # its wait saw the resumed child's report
     assert (root / "out" / "built.txt").read_text() == "built\n"
+
+
+async def test_an_outside_path_asked_for_on_a_node_goes_to_the_user_and_the_answer_comes_back(
+    tmp_path: Path, cluster: Any
+) -> None:
+    root, data = dirs(tmp_path)
+    outside = tmp_path / "elsewhere" / "notes.txt"
+    outside.parent.mkdir()
+    outside.write_text("the notes outside\n")
+    configure(root, f"  engine: ray\n  address: {cluster.address}\n", {"leaf": LEAF_TEMPLATE})
+    model = ScriptedModel()
+    summon = call("summon", task="[reader] read", name="reader", template="leaf", scope=["out"])
+    model.script("[top]", [Reply(tool_calls=[summon]), Reply(tool_calls=[call("wait")]), Reply(text="read")])
+    read = call("read_file", path=str(outside))
+    model.script("[reader]", [Reply(tool_calls=[read]), Reply(text="read it")])
+    with model, anyio.fail_after(120):
+        async with Hub.open(root, data, model=model, default_model=MODEL) as hub:
+            top = await hub.start("[top] read", model=MODEL)
+            pending: list[Any] = []
+
+            async def asked() -> bool:
+                pending[:] = await hub.approvals()
+                return bool(pending)
+
+            while not await asked():
+                await anyio.sleep(0.1)
+            [approval] = pending
+            reader = next(a for a in hub.tree.agents.values() if a.spec.name == "reader")
+            assert (approval.path, approval.operation, approval.agent_id) == (str(outside), "read", reader.id)
+            assert hub.tree.placement_of(reader.id).node_id == leaf_node(cluster).node_id
+            await hub.answer_approval(approval.id, "approve", "once")
+            assert (await hub.wait_finished(top.id)).state == "done"
+            detail = reader.transcript
+    results = [m["content"] for m in detail if m.get("role") == "tool"]
+    assert any("the notes outside" in str(r) for r in results), results
