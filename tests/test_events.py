@@ -43,6 +43,8 @@ from dispatch.hub.events import (
     SkillLoaded,
     Spent,
     ToolCalled,
+    ToolHostLost,
+    ToolHostStarted,
     ToolReturned,
     each_queued,
     stored_event,
@@ -179,6 +181,15 @@ WIRE: list[tuple[EventData, dict[str, Any]]] = [
         ToolReturned(call_id="c-1", name="read_file", is_error=True, text="no such file", seconds=0.25),
         _envelope("tool.result", {"call_id": "c-1", "name": "read_file", "is_error": True, "text": "no such file",
                                   "seconds": 0.25}),
+    ),
+    (
+        ToolHostStarted(engine="ray", node_id="n-1", address="10.0.0.2"),
+        _envelope("toolhost.started", {"engine": "ray", "node_id": "n-1", "address": "10.0.0.2"}),
+    ),
+    (
+        ToolHostLost(node_id="n-1", address="10.0.0.2", reason="its tool host on Ray node n-1 was lost"),
+        _envelope("toolhost.lost", {"node_id": "n-1", "address": "10.0.0.2",
+                                    "reason": "its tool host on Ray node n-1 was lost"}),
     ),
     (
         FilesChanged(before="t1", after="t2", files=[ChangedFile(path="a.py", before=None, after="100644 b1")]),
