@@ -79,6 +79,9 @@ class RayEngine:
         """Whether this hub started the Ray instance (and so stops it), rather than joining a cluster."""
         self._remote: Any = ray.remote(num_cpus=0, max_restarts=0)(_RayToolHost)
         self._watchers: list[Announce] = []
+        self._nodes: dict[int, str] = {}
+        self.cpu_by_node: dict[str, float] = {}
+        """CPU seconds of the tool hosts stopped so far (their commands included), by node id."""
 
     @classmethod
     def start(cls, config: ExecutionConfig) -> RayEngine:
@@ -128,14 +131,18 @@ class RayEngine:
                 options["label_selector"] = dict(placement.labels)
         actor = self._remote.options(**options).remote(plan, lsp)
         node_id, address = await actor.where.remote()
+        self._nodes[id(actor)] = node_id
         await actor.start.remote()
         return actor, PlacementView(engine="ray", node_id=node_id, address=address)
 
     async def release(self, actor: Any) -> None:
         ray = self._ray
+        node = self._nodes.pop(id(actor), "")
         try:
             with anyio.move_on_after(5):
                 await actor.stop.remote()
+                spent: float = await actor.cpu_seconds.remote()
+                self.cpu_by_node[node] = self.cpu_by_node.get(node, 0.0) + spent
         except Exception:  # already gone
             pass
         await anyio.to_thread.run_sync(lambda: ray.kill(actor, no_restart=True))
