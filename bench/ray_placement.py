@@ -9,7 +9,7 @@ time of the tree, the hub process's own CPU, the machine's CPU meanwhile (every 
 load included), and the CPU of the tool hosts by node (their processes and commands, Ray's worker
 start-up included).
 
-``python -m bench.ray_placement [--leaves L] [--seconds S] [--address HOST:PORT]`` (needs the ray
+``python -m bench.ray_placement [--leaves L] [--seconds S] [--address HOST:PORT] [--quick]`` (needs the ray
 extra). On two simulated nodes of one machine the wall time cannot drop below what its cores allow:
 the figure to read there is the hub's CPU, which the commands no longer add to.
 """
@@ -95,7 +95,10 @@ def main() -> None:
     parser.add_argument("--leaves", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=2.0, help="CPU seconds of each leaf's command")
     parser.add_argument("--address", help="a Ray cluster to join instead of simulating one")
+    parser.add_argument("--quick", action="store_true", help="2 leaves of 0.2 s, to check the benchmark runs")
     args = parser.parse_args()
+    if args.quick:
+        args.leaves, args.seconds = 2, 0.2
     print(f"{args.leaves} leaves, each a command of {args.seconds:g} CPU seconds; {os.cpu_count()} cores here")
     anyio.run(run_tree, "local", "  engine: local\n", args.leaves, args.seconds)
     if args.address is not None:

@@ -34,6 +34,10 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(150)]
 
 LEAF = "leaf"
 """The custom resource only the second node has: the leaf template's tool hosts need one."""
+HEAD = "head"
+"""The head node's own resource: the top agent's tool host needs one (:data:`ON_HEAD`), so that it stays there."""
+ON_HEAD = "placement:\n  resources: {head: 1}\n"
+"""The built-in dispatch template, its tool hosts kept on the head node (the file overrides that field alone)."""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -151,7 +155,8 @@ def test_a_hub_with_the_local_engine_never_loads_ray(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
     """A two-node Ray cluster on this machine: a head (1 CPU) and a node with the ``leaf`` resource."""
-    made = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    head = {"num_cpus": 1, "include_dashboard": False, "resources": {HEAD: 100}}
+    made = cluster_utils.Cluster(initialize_head=True, head_node_args=head)
     made.add_node(num_cpus=1, resources={LEAF: 4})
     made.wait_for_nodes()
     try:
@@ -200,8 +205,7 @@ async def test_leaves_are_placed_on_the_second_node_by_a_resource_and_their_chan
     for n in range(2):
         assert views[f"leaf-{n}"].placement.node_id == second, views[f"leaf-{n}"]
         assert (root / "out" / f"leaf-{n}.txt").read_text() == f"leaf {n}\n"
-    nodes = {node.node_id for node in cluster.list_all_nodes()}
-    assert views["dispatch"].placement.node_id in nodes  # it needs nothing: any node
+    assert views["dispatch"].placement.node_id in {node.node_id for node in cluster.list_all_nodes()}
     assert diff == {"out/leaf-0.txt", "out/leaf-1.txt"}
     assert not ray.is_initialized()  # the hub left the cluster it joined; the cluster goes on
     assert ray_processes()
@@ -211,7 +215,7 @@ async def test_a_node_lost_mid_command_interrupts_the_agent_and_resume_finishes_
     tmp_path: Path, cluster: Any
 ) -> None:
     root, data = dirs(tmp_path)
-    configure(root, f"  engine: ray\n  address: {cluster.address}\n", {"leaf": LEAF_TEMPLATE})
+    configure(root, f"  engine: ray\n  address: {cluster.address}\n", {"leaf": LEAF_TEMPLATE, "dispatch": ON_HEAD})
     model = ScriptedModel()
     summon = call("summon", task="[slow] build", name="slow", template="leaf", scope=["out"])
     model.script("[top]", [Reply(tool_calls=[summon]), Reply(tool_calls=[call("wait")]), Reply(text="built")])
@@ -275,3 +279,17 @@ async def test_an_outside_path_asked_for_on_a_node_goes_to_the_user_and_the_answ
             detail = reader.transcript
     results = [m["content"] for m in detail if m.get("role") == "tool"]
     assert any("the notes outside" in str(r) for r in results), results
+
+
+def test_the_placement_benchmark_prints_its_figures() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.ray_placement", "--quick"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for figure in ("local wall", "local hub CPU", "ray wall", "ray hub CPU", "ray node "):
+        assert figure in done.stdout, f"{figure!r} missing from:\n{done.stdout}"

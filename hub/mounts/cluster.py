@@ -17,7 +17,7 @@ from typing import Any
 import anyio.to_thread
 
 from dispatch.hub.config.execution import RAY_INSTALL, ExecutionConfig
-from dispatch.hub.errors import ConfigError
+from dispatch.hub.errors import ConfigError, ToolServerError
 from dispatch.hub.mounts.hosts import Announce, ToolHost
 from dispatch.hub.mounts.plan import MountPlan
 from dispatch.hub.views import PlacementView
@@ -30,6 +30,10 @@ def import_ray() -> Any:
         return importlib.import_module("ray")
     except ImportError:
         raise ConfigError(f"execution.engine: ray needs the ray package, not installed here: {RAY_INSTALL}") from None
+
+
+PLACE_TIMEOUT_S = 60.0
+"""How long a tool host may wait for a node that can take it before the agent fails, saying what it needs."""
 
 
 class _RayToolHost(ToolHost):
@@ -130,7 +134,17 @@ class RayEngine:
             if placement.labels:
                 options["label_selector"] = dict(placement.labels)
         actor = self._remote.options(**options).remote(plan, lsp)
-        node_id, address = await actor.where.remote()
+        node_id, address = "", ""
+        with anyio.move_on_after(PLACE_TIMEOUT_S) as waiting:
+            node_id, address = await actor.where.remote()
+        if waiting.cancelled_caught:
+            await anyio.to_thread.run_sync(lambda: self._ray.kill(actor, no_restart=True))
+            wanted = ", ".join(f"{k} {v:g}" for k, v in placement.resources.items()) if placement else "nothing"
+            labels = f" and labels {placement.labels}" if placement and placement.labels else ""
+            raise ToolServerError(
+                f"no Ray node took it within {PLACE_TIMEOUT_S:g} s (it needs resources: {wanted}{labels}); "
+                "dispatch doctor lists the nodes and what they have"
+            )
         self._nodes[id(actor)] = node_id
         await actor.start.remote()
         return actor, PlacementView(engine="ray", node_id=node_id, address=address)
