@@ -231,6 +231,24 @@ class ToolOutput(_Data):
     text: str
 
 
+class ToolHostStarted(_Data):
+    """The agent's tool host (its fs, shell and lsp servers; ``execution.engine: ray``) started on a node."""
+
+    type: Literal["toolhost.started"] = _kind("toolhost.started")
+    engine: str
+    node_id: str | None
+    address: str | None
+
+
+class ToolHostLost(_Data):
+    """The agent's tool host was lost (its node stopped): its running tool call failed, it is interrupted."""
+
+    type: Literal["toolhost.lost"] = _kind("toolhost.lost")
+    node_id: str | None
+    address: str | None
+    reason: str
+
+
 class ChangedFile(BaseModel):
     """One file an agent's tool call changed: its state before and after, as ``MODE SHA`` in the
     project's change store (None: absent)."""
@@ -347,6 +365,8 @@ KnownEvent = Annotated[
     | ToolReturned
     | ModelDelta
     | ToolOutput
+    | ToolHostStarted
+    | ToolHostLost
     | FilesChanged
     | ArtifactSaved
     | ApprovalRequested

@@ -25,6 +25,14 @@ class View(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class PlacementView(View):
+    """Where an agent's tool servers run: the hub's process (``local``), or a Ray node."""
+
+    engine: Literal["local", "ray"] = "local"
+    node_id: str | None = Field(default=None, description="the Ray node of its tool host (ray, once placed)")
+    address: str | None = Field(default=None, description="that node's IP address")
+
+
 class AgentView(View):
     """One agent in the tree."""
 
@@ -56,6 +64,9 @@ class AgentView(View):
     budget_usd: float | None = Field(default=None, description="its cap in US dollars, with its descendants")
     max_tokens: int | None = Field(default=None, description="its cap in tokens (in + out), with its descendants")
     max_steps: int | None = Field(default=None, description="its own cap on steps (the hub's limits.max_steps too)")
+    placement: PlacementView = Field(
+        default_factory=PlacementView, description="where its tool servers run (execution.engine), and on which node"
+    )
 
 
 class AgentDetail(AgentView):

@@ -111,7 +111,7 @@ def test_unknown_and_mistyped_fields_name_file_line_field_and_expectation(tmp_pa
     assert lines == [
         "~/.config/dispatch/config.yaml line 2: permissions.auto_allow: expected a list, got '/tmp'",
         f"{project} line 1: permission: unknown field; expected one of: permissions, models, lsp, sandbox, limits, "
-        "web, mcp_servers, hooks",
+        "web, execution, mcp_servers, hooks",
         f"{project} line 4: lsp.python.comand: unknown field; expected one of: command, init_options, settings",
         f"{project} line 5: lsp.go: expected a mapping or true or false, got 3",
     ]

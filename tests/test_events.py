@@ -45,6 +45,8 @@ from dispatch.hub.events import (
     SkillLoaded,
     Spent,
     ToolCalled,
+    ToolHostLost,
+    ToolHostStarted,
     ToolOutput,
     ToolReturned,
     each_queued,
@@ -194,6 +196,15 @@ WIRE: list[tuple[EventData, dict[str, Any]]] = [
     (
         ToolOutput(call_id="c-2", name="run", text="collected 3 items\n"),
         _envelope("tool.output", {"call_id": "c-2", "name": "run", "text": "collected 3 items\n"}),
+    ),
+    (
+        ToolHostStarted(engine="ray", node_id="n-1", address="10.0.0.2"),
+        _envelope("toolhost.started", {"engine": "ray", "node_id": "n-1", "address": "10.0.0.2"}),
+    ),
+    (
+        ToolHostLost(node_id="n-1", address="10.0.0.2", reason="its tool host on Ray node n-1 was lost"),
+        _envelope("toolhost.lost", {"node_id": "n-1", "address": "10.0.0.2",
+                                    "reason": "its tool host on Ray node n-1 was lost"}),
     ),
     (
         FilesChanged(before="t1", after="t2", files=[ChangedFile(path="a.py", before=None, after="100644 b1")]),

@@ -144,7 +144,8 @@ def test_a_malformed_template_names_file_line_field_and_expectation(tmp_path: Pa
         f"{bad} line 5: max_children: expected greater than or equal to 1, got 0",
         f"{bad} line 6: children[1].tools.web: expected true, false or a list of web tool names, got 3",
         f"{bad} line 7: sklls: unknown field; expected one of: name, description, instructions, model, tools, "
-        "skills, children, max_children, checkpoints, detached, isolation, budget_usd, max_tokens, max_steps",
+        "skills, children, max_children, checkpoints, detached, isolation, placement, budget_usd, max_tokens, "
+        "max_steps",
     ]
 
 

@@ -216,6 +216,7 @@ class Catalog:
             detached=chosen.detached,
             checkpoints=dict(chosen.checkpoints),
             isolated=isolated,
+            placement=chosen.placement,
             max_children=chosen.max_children or AgentSpec.model_fields["max_children"].default,
             **caps.over(template_caps(chosen)).spec_fields(),
         )
@@ -258,6 +259,7 @@ class Catalog:
             max_children=(template.max_children if template else None) or parent.max_children,
             isolated=parent.isolated,
             isolation=request.isolation or (template.isolation if template else None),
+            placement=template.placement if template else None,
             **request_caps(request).within(template_caps(template) if template else NO_CAPS).spec_fields(),
         )
         try:

@@ -260,6 +260,7 @@ class TreeLink:
                         break
                     self._agent.set_state(AgentState.waiting_children, f"waiting for {len(live)} children")
                     await inbox.next_arrival()
+                    kids = [self._tree.agents.get(k.id, k) for k in kids]  # a child resumed meanwhile is a new Agent
         self._agent.set_state(AgentState.running)
         finished = [k for k in kids if k.state.terminal]
         done_ids = {k.id for k in finished}

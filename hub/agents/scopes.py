@@ -70,8 +70,11 @@ def _make(root: Path, scope: str) -> list[str]:
                     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
                     os.close(os.open(part, flags, 0o666, dir_fd=fd))
                     return [*made, here]
-                os.mkdir(part, dir_fd=fd)
-                made.append(here)
+                try:
+                    os.mkdir(part, dir_fd=fd)
+                    made.append(here)
+                except FileExistsError:  # a sibling summoned at the same time made it
+                    pass
                 child = openat2(fd, part, os.O_PATH | os.O_DIRECTORY, resolve=SAFE | RESOLVE_NO_SYMLINKS)
             except OSError as error:
                 if error.errno in (errno.ELOOP, errno.EXDEV):

@@ -15,6 +15,7 @@ from typing import Literal, TypedDict, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dispatch.hub.config.execution import Placement
 from dispatch.hub.config.instructions import ProjectInstructions, render_instructions
 from dispatch.hub.config.skills import LoadedSkill, render_skills
 from dispatch.hub.errors import UserError
@@ -82,6 +83,9 @@ class AgentSpec(BaseModel):
     isolated: bool = Field(default=False, description="run fs and shell as stdio subprocesses")
     isolation: Literal["worktree"] | None = Field(
         default=None, description="worktree: it runs in a git worktree of its own (root is there), merged back"
+    )
+    placement: Placement | None = Field(
+        default=None, description="with execution.engine ray: what its tool host needs of a Ray node (its template's)"
     )
     budget_usd: float | None = Field(
         default=None, gt=0, description="the most this agent and its descendants may spend, in US dollars"

@@ -53,6 +53,8 @@ from dispatch.hub.events import (
     ModelDelta,
     Spent,
     ToolCalled,
+    ToolHostLost,
+    ToolHostStarted,
     ToolOutput,
     ToolReturned,
 )
@@ -63,11 +65,14 @@ from dispatch.hub.llm.router import Router
 from dispatch.hub.llm.types import Delta, ModelClient, ToolCallRequest, Usage
 from dispatch.hub.mounts.connection import open_mounts
 from dispatch.hub.mounts.hooks import HookCaller, UserHooks
+from dispatch.hub.mounts.hosts import HostEngine
+from dispatch.hub.mounts.hosts import ToolHostLost as HostLost
 from dispatch.hub.mounts.outside import OutsideServers
 from dispatch.hub.mounts.pins import ToolPins
 from dispatch.hub.mounts.plan import MountPlan
 from dispatch.hub.mounts.toolset import ToolGate, ToolTrack
 from dispatch.hub.policy.paths import ROOT
+from dispatch.hub.views import PlacementView
 from dispatch.servers.hublink import ConflictInfo, InboxMessage, MergeInfo, MessageKind
 from dispatch.servers.lsp.server import LspBackend
 
@@ -126,6 +131,7 @@ class AgentTree:
         space: DiskSpace | None = None,
         changes: ChangeTracker | None = None,
         worktrees: Worktrees | None = None,
+        hosts: HostEngine | None = None,
     ) -> None:
         self.root = root.resolve()
         self.access = access
@@ -175,6 +181,12 @@ class AgentTree:
         """Each isolated child's worktree, and the root of the parent it merges into."""
         self.merges: dict[str, MergeInfo] = {}
         """How each isolated child's work came back into its parent's tree."""
+        self.hosts = hosts
+        """Where agents' fs, shell and lsp servers run (``execution.engine: ray``); None: in the hub's process."""
+        self.placements: dict[str, PlacementView] = {}
+        """Where each agent's tool host runs, once started (``execution.engine: ray``)."""
+        if hosts is not None:
+            hosts.watch(self._announce_host)
         self._group: TaskGroup | None = None
         self._keepers: TaskGroup | None = None
         """Where the outside servers of projects opened later are held open (entered and left in one task)."""
@@ -421,12 +433,15 @@ class AgentTree:
                     await self._run_in_slot(agent)
             except Exception as raised:  # whatever went wrong fails this agent, never the hub
                 error = unwrap(raised)
-                if isinstance(error, DispatchError):
+                if isinstance(error, HostLost):  # its node stopped: resumable on another
+                    agent.set_state(AgentState.interrupted, str(error))
+                elif isinstance(error, DispatchError):
                     agent.error = str(error)
                 else:
                     log.error("agent %s failed", agent.id, exc_info=error)
                     agent.error = f"{type(error).__name__}: {error}"
-                agent.set_state(AgentState.failed, _failure_reason(error, agent.error))
+                if agent.state is not AgentState.interrupted:
+                    agent.set_state(AgentState.failed, _failure_reason(error, agent.error))
         if scope.cancel_called and not agent.state.terminal and agent.state is not AgentState.interrupted:
             if agent.id in self._interrupts:
                 agent.set_state(AgentState.interrupted, "the hub stopped; resume it to continue from its last step")
@@ -480,6 +495,8 @@ class AgentTree:
             web_search=project.catalog.config.web.search,
             outside=project.outside,
             agent_id=agent.id,
+            hosts=self.hosts,
+            placement=agent.spec.placement,
         )
         async with (
             open_mounts(
@@ -627,6 +644,21 @@ class AgentTree:
             state=agent.state.value, reason=agent.reason, until=until, error=agent.error, spent=_spent(agent)
         )
         self.events.publish(agent.id, changed)
+
+    def placement_of(self, agent_id: str) -> PlacementView:
+        """Where the agent's tool servers run: its tool host's node, or the hub's process."""
+        placed = self.placements.get(agent_id)
+        return placed if placed is not None else PlacementView(engine="local" if self.hosts is None else "ray")
+
+    def _announce_host(self, agent_id: str, placement: PlacementView, lost: str | None) -> None:
+        if lost is None:
+            self.placements[agent_id] = placement
+            event = ToolHostStarted(engine=placement.engine, node_id=placement.node_id, address=placement.address)
+            self.events.publish(agent_id, event)
+        else:
+            self.events.publish(
+                agent_id, ToolHostLost(node_id=placement.node_id, address=placement.address, reason=lost)
+            )
 
     def _compaction_settings(self) -> CompactionSettings:
         models = self.catalog.config.models

@@ -226,9 +226,11 @@ def doctor(
     """Check what Dispatch needs: the model new chats use and the keys, the project's languages and
     their language servers (found, or how to install them), the sandbox for the shell, and the
     outside MCP servers of the config (started to list their tools, compared with the pinned lists),
-    and whether traces are sent (OpenTelemetry) and where. With --online, each key is tried with one
+    and whether traces are sent (OpenTelemetry) and where, and with execution.engine ray the Ray
+    cluster (its nodes, CPUs, resources and labels). With --online, each key is tried with one
     cheap call. Exits 1 when something is missing or failed."""
     from dispatch.hub.cli.doctor import check_models, check_sandbox, check_tracing, run_doctor
+    from dispatch.hub.cli.doctor_cluster import check_cluster
     from dispatch.hub.cli.doctor_servers import check_tool_servers
     from dispatch.hub.store.db import DB_NAME
 
@@ -245,8 +247,16 @@ def doctor(
         from dispatch.hub.cli.doctor_online import check_keys_online
 
         tried = anyio.run(check_keys_online, config.models, chosen)
+    cluster = check_cluster(config.execution)
     text, code = run_doctor(
-        root, config.lsp, sandbox=sandbox, tool_servers=servers, models=models, online=tried, tracing=check_tracing()
+        root,
+        config.lsp,
+        sandbox=sandbox,
+        tool_servers=servers,
+        models=models,
+        online=tried,
+        tracing=check_tracing(),
+        cluster=cluster,
     )
     typer.echo(text)
     raise typer.Exit(code)

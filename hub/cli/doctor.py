@@ -137,6 +137,7 @@ def run_doctor(
     models: list[Finding] | None = None,
     online: list[Finding] | None = None,
     tracing: list[Finding] | None = None,
+    cluster: list[Finding] | None = None,
 ) -> tuple[str, int]:
     """The report as text, and the exit code: 0 when nothing is missing, 1 otherwise.
     ``sandbox``, ``models``, ``online``, ``tracing``: those findings (:func:`check_sandbox`,
@@ -157,6 +158,9 @@ def run_doctor(
     if sandbox is not None:
         lines += _section("Sandbox (for the shell and fs tools):", sandbox)
         findings = findings + sandbox
+    if cluster is not None:  # dispatch.hub.cli.doctor_cluster
+        lines += _section("Ray (execution.engine: ray, where agents' tool servers run):", cluster)
+        findings = findings + cluster
     if tool_servers:  # dispatch.hub.cli.doctor_servers
         lines += _section("Outside MCP servers (mcp_servers) and the tools agents are shown:", tool_servers)
         findings = findings + tool_servers

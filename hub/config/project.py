@@ -3,8 +3,9 @@
 validated with pydantic. Every error names the file, the line, the field path and the expectation.
 
 Sections: ``permissions`` (here), ``hooks`` (owned by ``dispatch.hub.config.hooks``), ``models``
-(owned by ``dispatch.hub.llm``), ``lsp`` (owned by ``dispatch.servers.lsp``) and ``web`` (owned by
-``dispatch.servers.web.search``); each section's owner defines its model. Templates live in their own files
+(owned by ``dispatch.hub.llm``), ``lsp`` (owned by ``dispatch.servers.lsp``), ``web`` (owned by
+``dispatch.servers.web.search``) and ``execution`` (:mod:`dispatch.hub.config.execution`); each
+section's owner defines its model. Templates live in their own files
 (:mod:`dispatch.hub.config.templates`).
 """
 
@@ -16,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dispatch.hub.config.execution import ExecutionConfig
 from dispatch.hub.config.files import Loc, Source, interpolate, merge, validate
 from dispatch.hub.config.hooks import HooksConfig
 from dispatch.hub.config.outside import McpServers
@@ -136,6 +138,13 @@ class DispatchConfig(BaseModel):
         default_factory=WebConfig,
         description="the web server: search provider (web.search) and private addresses for the top agent "
         "(web.allow_private)",
+    )
+
+    execution: ExecutionConfig = Field(
+        default_factory=ExecutionConfig,
+        description="where agents' tool servers run: engine local (the hub's process) or ray (a Ray actor per "
+        "agent on a node Ray chooses; address, resources, runtime_env) (dispatch.hub.config.execution owns this "
+        "section)",
     )
 
     mcp_servers: McpServers = Field(

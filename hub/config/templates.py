@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator
 
+from dispatch.hub.config.execution import Placement
 from dispatch.hub.config.files import Source, merge, validate
 from dispatch.hub.config.project import global_dir, project_dir
 from dispatch.hub.errors import ConfigError
@@ -114,6 +115,10 @@ class Template(BaseModel):
         default=None,
         description="worktree: each agent of it (summoned as a child) works in a git worktree of its own, "
         "merged back into its parent's files when it reports",
+    )
+    placement: Placement | None = Field(
+        default=None,
+        description="with execution.engine ray: the Ray resources and node labels its agents' tool hosts need",
     )
     budget_usd: float | None = Field(
         default=None, gt=0, allow_inf_nan=False, description="US dollars each agent of it (with its children) may spend"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
+from typing import cast
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -30,6 +31,7 @@ from mcp_types.version import LATEST_MODERN_VERSION
 from dispatch.hub.errors import ToolServerError, unwrap
 from dispatch.hub.llm.types import JsonDict
 from dispatch.hub.mounts.hooks import UserHooks
+from dispatch.hub.mounts.hosts import HOSTED_KINDS, HostedServer, HostSession
 from dispatch.hub.mounts.outside import list_tools, open_outside
 from dispatch.hub.mounts.plan import MountPlan, ServerTarget, build_targets, prompt_notes
 from dispatch.hub.mounts.toolset import Mounts, ToolGate, ToolOutput, ToolTrack
@@ -42,7 +44,7 @@ class Connection:
     """One mounted server's MCP session, held open by a task of the mounts' task group (so any of
     the agent's tasks may open it) from :meth:`open` until :meth:`close`."""
 
-    def __init__(self, kind: str, target: ServerTarget, group: TaskGroup) -> None:
+    def __init__(self, kind: str, target: ServerTarget | HostedServer, group: TaskGroup) -> None:
         self.kind = kind
         self._target = target
         self._group = group
@@ -68,6 +70,11 @@ class Connection:
 
     async def call_tool(self, name: str, arguments: JsonDict, output: ToolOutput | None = None) -> CallToolResult:
         """The call; with ``output``, the server's progress messages while it runs go there."""
+        if isinstance(self._target, HostedServer):  # a lost host fails the call (ToolHostLost), never hangs it
+            return await self._target.session.guard(lambda: self._call(name, arguments, output))
+        return await self._call(name, arguments, output)
+
+    async def _call(self, name: str, arguments: JsonDict, output: ToolOutput | None) -> CallToolResult:
         if output is None:
             return await (await self.open()).call_tool(name, arguments)
 
@@ -97,6 +104,8 @@ class Connection:
                 # Dispatch's own server, in this process: it speaks the SDK's newest protocol, so the
                 # session adopts it at once rather than probing for it (a round trip on a busy loop).
                 client = Client(self._target.build(), mode=LATEST_MODERN_VERSION)
+            elif isinstance(self._target, HostedServer):  # on the agent's tool host, through its actor
+                client = Client(self._target.session.transport(self.kind), mode="legacy")
             else:
                 client = Client(self._target)
             async with client:
@@ -109,6 +118,12 @@ class Connection:
             self._broken = error  # a later call reports it; the agent's other work goes on
 
 
+async def _hold_host(session: HostSession, scope: anyio.CancelScope, *, task_status: TaskStatus[None]) -> None:
+    """Run the agent's tool host until ``scope`` is cancelled (when its mounts close)."""
+    with scope:
+        await session.run(task_status=task_status)
+
+
 async def _open_on_mail(link: HubLink, inbox: Connection, watching: anyio.CancelScope) -> None:
     """Open the inbox's session once a message waits (at once if one already does)."""
     with watching:
@@ -116,10 +131,13 @@ async def _open_on_mail(link: HubLink, inbox: Connection, watching: anyio.Cancel
         await inbox.open_ahead()
 
 
-async def _listed(kind: str, target: ServerTarget, connection: Connection) -> list[Tool]:
-    """A server's tools: read from the server itself in-process, over its session otherwise."""
+async def _listed(kind: str, target: ServerTarget | HostedServer, connection: Connection) -> list[Tool]:
+    """A server's tools: read from the server itself in-process (or its plan, for a hosted one),
+    over its session otherwise."""
     if isinstance(target, ServerPlan):
         return target.listed()
+    if isinstance(target, HostedServer):
+        return target.local.listed()
     try:
         return await connection.list_tools()
     except ToolServerError:
@@ -138,9 +156,15 @@ async def open_mounts(
 ) -> AsyncGenerator[Mounts]:
     """Mount every server of ``plan`` (in-process ones connect on first use); disconnect (and stop
     stdio servers) on exit. ``hooks``: the config's, run around each tool call."""
-    targets = build_targets(plan, link)
+    targets: dict[str, ServerTarget | HostedServer] = {**build_targets(plan, link)}
     body_error: BaseException | None = None  # raised after the group, so the group does not wrap it
+    hosting = anyio.CancelScope()
     async with anyio.create_task_group() as group:
+        hosted = [k for k, t in targets.items() if k in HOSTED_KINDS and isinstance(t, ServerPlan)]
+        if plan.hosts is not None and hosted:
+            session = HostSession(plan.hosts, plan, link)
+            await group.start(_hold_host, session, hosting)
+            targets |= {k: HostedServer(k, cast(ServerPlan, targets[k]), session) for k in hosted}
         connections = {kind: Connection(kind, target, group) for kind, target in targets.items()}
         watching = anyio.CancelScope()
         if isinstance(targets.get("inbox"), ServerPlan):
@@ -173,5 +197,6 @@ async def open_mounts(
             watching.cancel()
             for connection in connections.values():
                 connection.close()
+            hosting.cancel()
     if body_error is not None:
         raise body_error

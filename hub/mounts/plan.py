@@ -18,9 +18,11 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mcp import StdioServerParameters
 
+from dispatch.hub.config.execution import Placement
 from dispatch.hub.mounts.outside import OutsideServers
 from dispatch.hub.policy.grants import Grants
 from dispatch.hub.policy.paths import ROOT
@@ -37,6 +39,9 @@ from dispatch.servers.sandbox.policy import scrub_environment
 from dispatch.servers.web import server as web
 from dispatch.servers.web.policy import WebPolicy
 from dispatch.servers.web.search import SearchConfig
+
+if TYPE_CHECKING:
+    from dispatch.hub.mounts.hosts import HostEngine
 
 ServerTarget = ServerPlan | StdioServerParameters
 """An in-process server, built on its first call, or the command that starts a stdio one."""
@@ -64,6 +69,10 @@ class MountPlan:
     """The hub's outside MCP servers (config ``mcp_servers``, :mod:`dispatch.hub.mounts.outside`); None: none."""
     agent_id: str = ""
     """Whose mounts these are (an outside server's changed tool list is asked about in its name)."""
+    hosts: HostEngine | None = None
+    """Where its fs, shell and lsp servers run (``execution.engine: ray``); None: in this process."""
+    placement: Placement | None = None
+    """What its tool host needs of a node (its template's ``placement``)."""
 
     def kinds(self) -> list[str]:
         """The built-in servers to mount, in the table's order: those the grants mount and the hub can build."""

@@ -9,11 +9,13 @@ from dispatch.hub.agents.spec import AgentState
 from dispatch.hub.llm.ledger import usage_columns
 from dispatch.hub.llm.types import Usage
 from dispatch.hub.store.records import AgentRow
-from dispatch.hub.views import AgentView, UsageFigures, UsageView
+from dispatch.hub.views import AgentView, PlacementView, UsageFigures, UsageView
 
 
-def live_view(agent: Agent, *, chat_id: str | None = None, question: str | None = None) -> AgentView:
-    """A running (or finished, this session) agent of the tree."""
+def live_view(
+    agent: Agent, *, chat_id: str | None = None, question: str | None = None, placement: PlacementView | None = None
+) -> AgentView:
+    """A running (or finished, this session) agent of the tree; ``placement``: where its tool servers run."""
     return AgentView(
         id=agent.id,
         parent_id=agent.spec.parent_id,
@@ -38,6 +40,7 @@ def live_view(agent: Agent, *, chat_id: str | None = None, question: str | None 
         error=agent.error,
         question=question if agent.state is AgentState.waiting_user else None,
         compactions=agent.compaction.count if agent.compaction is not None else 0,
+        placement=placement or PlacementView(),
         **agent.spec.caps.spec_fields(),
     )
 

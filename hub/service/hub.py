@@ -58,6 +58,7 @@ from dispatch.hub.llm.models_config import ModelsConfig
 from dispatch.hub.llm.recorded import RecordedCalls
 from dispatch.hub.llm.router import Router
 from dispatch.hub.llm.types import ModelClient
+from dispatch.hub.mounts.hosts import HostEngine
 from dispatch.hub.mounts.pins import ToolPins
 from dispatch.hub.service.agent_views import live_view, stored_view
 from dispatch.hub.service.approvals import Approvals
@@ -66,7 +67,15 @@ from dispatch.hub.service.chats import ChatService
 from dispatch.hub.service.config_watch import ConfigWatch, Reloaded
 from dispatch.hub.service.contract import HubService
 from dispatch.hub.service.delegation import Delegation
-from dispatch.hub.service.lifecycle import DEFAULT_DEADLINE_S, HubLock, drain, hub_logging, prepare_data_dir, resolved
+from dispatch.hub.service.lifecycle import (
+    DEFAULT_DEADLINE_S,
+    HubLock,
+    drain,
+    execution_engine,
+    hub_logging,
+    prepare_data_dir,
+    resolved,
+)
 from dispatch.hub.service.resume import Restorer, mark_interrupted, paused
 from dispatch.hub.service.tracing import traced
 from dispatch.hub.store.db import DB_NAME, Store
@@ -106,6 +115,7 @@ def gated_tree(
     artifacts: ArtifactShelf | None = None,
     changes: ChangeTracker | None = None,
     worktrees: Worktrees | None = None,
+    hosts: HostEngine | None = None,
 ) -> tuple[AgentTree, Approvals]:
     """The hub's tree (not yet entered) and its approvals, wired to each other as they are built:
     the approvals answer the tree's access requests and hold its checkpoints, the pins in ``store``
@@ -115,7 +125,7 @@ def gated_tree(
     tree = AgentTree(
         root, model, events, catalog, lsp=lsp, access=approvals, artifacts=artifacts,
         checkpoints=approvals, pins=ToolPins(store, approvals), agents=agents, space=store, changes=changes,
-        worktrees=worktrees,
+        worktrees=worktrees, hosts=hosts,
     )  # fmt: skip
     return tree, approvals
 
@@ -204,6 +214,7 @@ class Hub(Delegation):
             stack.callback(lock.release)
             stack.enter_context(hub_logging(home))
             catalog = Catalog.load(root)
+            hosts = await stack.enter_async_context(execution_engine(catalog.config.execution))  # stopped last
             store = await stack.enter_async_context(Store.open(home / DB_NAME))
             records = Records(store)
             bus = JournaledBus(records, Recorder(root), await records.last_event_id())
@@ -222,8 +233,9 @@ class Hub(Delegation):
             await anyio.to_thread.run_sync(worktrees.clean_leftovers)  # a crashed hub's
             stack.push_async_callback(anyio.to_thread.run_sync, worktrees.clean_leftovers)  # after the tree
             tree, approvals = gated_tree(
-                root, client, bus, catalog, store, lsp=lsp, artifacts=records, changes=tracker, worktrees=worktrees
-            )
+                root, client, bus, catalog, store, lsp=lsp, artifacts=records, changes=tracker, worktrees=worktrees,
+                hosts=hosts,
+            )  # fmt: skip
             await stack.enter_async_context(tree)
             chats = await stack.enter_async_context(ChatService(store, tree, model=default_model))
             watching = await stack.enter_async_context(anyio.create_task_group())
@@ -331,7 +343,8 @@ class Hub(Delegation):
 
     def _view(self, agent: Agent) -> AgentView:
         chat = self._recorder.chat(agent.id)
-        return live_view(agent, chat_id=chat, question=self._recorder.questions.get(agent.id))
+        question = self._recorder.questions.get(agent.id)
+        return live_view(agent, chat_id=chat, question=question, placement=self.tree.placement_of(agent.id))
 
     def _row(self, agent_id: str) -> AgentRow:
         row = self._rows.get(agent_id)

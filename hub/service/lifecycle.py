@@ -11,6 +11,9 @@
   one line a minute counting the records lost, never a traceback per record.
 * :func:`drain`: stop the agents gracefully (each stops at the end of its current step), and after
   a deadline interrupt what still runs. Every stopped agent is ``interrupted``, resumable.
+* :func:`execution_engine`: Ray's lifetime in the hub (``execution.engine: ray``): a local
+  instance started when the hub opens and stopped when it closes, or a cluster joined and left;
+  nothing (and no Ray import) with ``engine: local``.
 * :func:`serve_until_signalled`: what ``dispatch serve`` runs: serve until SIGINT or SIGTERM, then
   stop the hub gracefully and return 0; a second signal exits the process at once (whatever was
   acknowledged is committed already, so nothing acknowledged is lost).
@@ -25,8 +28,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Generator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from io import TextIOWrapper
@@ -35,10 +38,13 @@ from pathlib import Path
 from typing import Protocol
 
 import anyio
+import anyio.to_thread
 
 from dispatch.hub.agents.spec import AgentState
 from dispatch.hub.agents.tree import AgentTree
+from dispatch.hub.config.execution import ExecutionConfig
 from dispatch.hub.errors import UserError
+from dispatch.hub.mounts.hosts import HostEngine
 from dispatch.hub.store.db import data_dir as default_data_dir
 
 LOCK_FILE = "hub.lock"
@@ -212,6 +218,22 @@ def hub_logging(data_dir: Path) -> Generator[Path]:
         handler.close()
         logger.setLevel(level)
         logger.propagate = propagate
+
+
+@asynccontextmanager
+async def execution_engine(config: ExecutionConfig) -> AsyncGenerator[HostEngine | None]:
+    """Where agents' tool hosts run for the hub's lifetime: None with ``engine: local``."""
+    if config.engine == "local":
+        yield None
+        return
+    from dispatch.hub.mounts.cluster import RayEngine  # Ray is loaded only for this engine
+
+    engine = await anyio.to_thread.run_sync(RayEngine.start, config)
+    try:
+        yield engine
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(engine.stop)
 
 
 async def drain(tree: AgentTree, deadline_s: float) -> None:

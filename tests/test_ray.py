@@ -1,0 +1,295 @@
+"""Agents' tool servers on a Ray cluster (``execution.engine: ray``): a real hub with the in-process
+scripted model, real tool hosts as Ray actors reached through MCP sessions over actor calls, real
+fs and shell calls. First the hub's own local Ray instance (started with the hub, gone after it),
+then a two-node cluster simulated on this machine (Ray's ``cluster_utils``) that the hub joins:
+leaves placed on the second node by a resource, their changes merged back, and the node killed
+under a running command.
+
+Skipped, with one reason, when ray is not installed (``pip install -e '.[ray]'``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from dispatch.hub.errors import ConfigError
+from dispatch.hub.events import ToolHostLost, ToolHostStarted
+from dispatch.hub.llm.scripted import Reply, ScriptedModel
+from dispatch.hub.service.hub import Hub
+from tests.agent_helpers import call, until
+from tests.hub_helpers import MODEL, dirs
+from tests.test_changes import git
+
+ray: Any = pytest.importorskip("ray", reason="ray is not installed: pip install -e '.[ray]'")
+cluster_utils: Any = pytest.importorskip("ray.cluster_utils")
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(150)]
+
+LEAF = "leaf"
+"""The custom resource only the second node has: the leaf template's tool hosts need one."""
+HEAD = "head"
+"""The head node's own resource: the top agent's tool host needs one (:data:`ON_HEAD`), so that it stays there."""
+ON_HEAD = "placement:\n  resources: {head: 1}\n"
+"""The built-in dispatch template, its tool hosts kept on the head node (the file overrides that field alone)."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_token_auth() -> Iterator[None]:
+    """Ray's token authentication off for these clusters of one machine: each test has its own
+    HOME (where Ray keeps its token), but the process is one Ray driver after another."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_AUTH_MODE", "disabled")
+        yield
+
+
+def ray_processes() -> set[int]:
+    """The pids of Ray's own processes on this machine (raylet, GCS, workers, ...)."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
+    names = ("raylet", "gcs_server", "ray::", "default_worker.py", "ray/_private", "ray/dashboard", "plasma_store")
+    return {int(line.split(None, 1)[0]) for line in out.splitlines() if any(n in line for n in names)}
+
+
+def configure(root: Path, execution: str, templates: dict[str, str] | None = None) -> None:
+    (root / ".dispatch" / "templates").mkdir(parents=True)
+    (root / ".dispatch" / "config.yaml").write_text(f"execution:\n{execution}")
+    for name, text in (templates or {}).items():
+        (root / ".dispatch" / "templates" / f"{name}.yaml").write_text(text)
+
+
+def script_tree(model: ScriptedModel, leaves: int, *, template: str | None = None, isolation: bool = False) -> None:
+    """A top agent summoning ``leaves`` leaves, each writing ``out/leaf-N.txt`` and running a
+    command, then waiting for them all."""
+    extra: dict[str, Any] = {"template": template} if template else {}
+    extra |= {"isolation": "worktree"} if isolation else {}
+    summons = [
+        call("summon", task=f"[leaf-{n}] write", name=f"leaf-{n}", scope=[f"out/leaf-{n}.txt"], **extra)
+        for n in range(leaves)
+    ]
+    waits = [Reply(tool_calls=[call("wait")]) for _ in range(leaves)]
+    model.script("[top]", [Reply(tool_calls=summons), *waits, Reply(text="all written")])
+    for n in range(leaves):
+        write = call("write_file", path=f"out/leaf-{n}.txt", content=f"leaf {n}\n")
+        run = call("run", command=f"cat out/leaf-{n}.txt")
+        model.script(f"[leaf-{n}]", [Reply(tool_calls=[write]), Reply(tool_calls=[run]), Reply(text=f"leaf {n} done")])
+
+
+async def test_a_tree_of_four_runs_on_the_hubs_own_ray_and_no_ray_process_outlives_the_hub(tmp_path: Path) -> None:
+    root, data = dirs(tmp_path)
+    configure(root, "  engine: ray\n  resources: {CPU: 2}\n")
+    before = ray_processes()
+    model = ScriptedModel()
+    script_tree(model, 3)
+    with model, anyio.fail_after(120):  # a hang fails the test, and the hub still stops Ray
+        async with Hub.open(root, data, model=model, default_model=MODEL) as hub:
+            assert ray.is_initialized()
+            node = ray.get_runtime_context().get_node_id()
+            async with hub.tree.events.subscribe() as events:
+                top = await hub.start("[top] write three files", model=MODEL)
+                assert (await hub.wait_finished(top.id)).state == "done"
+                views = await hub.agents()
+                seen = [events.receive_nowait() for _ in range(events.statistics().current_buffer_used)]
+            started = [e for e in seen if isinstance(e.data, ToolHostStarted)]
+    assert len(views) == 4
+    assert sorted(e.agent_id for e in started) == sorted(v.id for v in views)  # one tool host each, announced
+    assert all(isinstance(e.data, ToolHostStarted) and e.data.node_id == node for e in started)
+    for view in views:
+        assert view.state == "done", view
+        assert view.placement.engine == "ray" and view.placement.node_id == node, view
+        assert view.placement.address
+    for n in range(3):
+        assert (root / "out" / f"leaf-{n}.txt").read_text() == f"leaf {n}\n"
+    assert not ray.is_initialized()
+    for _ in range(50):  # Ray's processes take a moment to exit after shutdown
+        if ray_processes() <= before:
+            break
+        await anyio.sleep(0.2)
+    assert ray_processes() <= before, "a Ray process outlived the hub"
+
+
+async def test_without_ray_installed_the_hub_refuses_engine_ray_saying_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, data = dirs(tmp_path)
+    configure(root, "  engine: ray\n")
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an install without the extra sees
+    with pytest.raises(ConfigError) as raised:
+        async with Hub.open(root, data, model=ScriptedModel(), default_model=MODEL):
+            pass
+    assert str(raised.value) == (
+        "execution.engine: ray needs the ray package, not installed here: pip install 'dispatch-harness[ray]'"
+    )
+
+
+LOCAL_RUN = """
+import sys, anyio
+from pathlib import Path
+from dispatch.hub.llm.scripted import Reply, ScriptedModel, ToolCall
+from dispatch.hub.service.hub import Hub
+
+async def main() -> None:
+    model = ScriptedModel()
+    write = ToolCall("write_file", {"path": "a.txt", "content": "a"})
+    model.script("[w]", [Reply(tool_calls=[write]), Reply(text="ok")])
+    async with Hub.open(Path(sys.argv[1]), Path(sys.argv[2]), model=model, default_model="openai/scripted") as hub:
+        top = await hub.start("[w] write", model="openai/scripted")
+        print((await hub.wait_finished(top.id)).state, (await hub.agents())[0].placement.engine, "ray" in sys.modules)
+
+anyio.run(main)
+"""
+
+
+def test_a_hub_with_the_local_engine_never_loads_ray(tmp_path: Path) -> None:
+    root, data = dirs(tmp_path)
+    done = subprocess.run([sys.executable, "-c", LOCAL_RUN, str(root), str(data)], capture_output=True, text=True)
+    assert done.stdout.split() == ["done", "local", "False"], done.stderr[-2000:]
+    assert (root / "a.txt").read_text() == "a"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """A two-node Ray cluster on this machine: a head (1 CPU) and a node with the ``leaf`` resource."""
+    head = {"num_cpus": 1, "include_dashboard": False, "resources": {HEAD: 100}}
+    made = cluster_utils.Cluster(initialize_head=True, head_node_args=head)
+    made.add_node(num_cpus=1, resources={LEAF: 4})
+    made.wait_for_nodes()
+    try:
+        yield made
+    finally:
+        made.shutdown()
+
+
+def test_doctor_lists_the_clusters_nodes_with_their_cpus_and_resources(tmp_path: Path, cluster: Any) -> None:
+    root, _ = dirs(tmp_path)
+    configure(root, f"  engine: ray\n  address: {cluster.address}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "dispatch.hub.cli", "doctor", "--root", str(root)], capture_output=True, text=True
+    )
+    section = done.stdout[done.stdout.index("Ray (execution.engine: ray") :].split("\n\n")[0]
+    assert f"{cluster.address}: 2 nodes alive, 2 CPUs" in section, done.stdout
+    assert f"node {leaf_node(cluster).node_id[:12]}" in section and "resources: leaf 4" in section
+    assert f"node {cluster.head_node.node_id[:12]}" in section
+
+
+def leaf_node(cluster: Any) -> Any:
+    return next(node for node in cluster.list_all_nodes() if node is not cluster.head_node)
+
+
+LEAF_TEMPLATE = "name: leaf\ntools: {fs: true, shell: true}\nplacement:\n  resources: {leaf: 1}\n"
+
+
+async def test_leaves_are_placed_on_the_second_node_by_a_resource_and_their_changes_merge_back(
+    tmp_path: Path, cluster: Any
+) -> None:
+    root, data = dirs(tmp_path)
+    git(root, "init", "-q")
+    (root / "README.md").write_text("hello\n")
+    git(root, "add", "README.md")
+    git(root, "commit", "-qm", "start")
+    configure(root, f"  engine: ray\n  address: {cluster.address}\n", {"leaf": LEAF_TEMPLATE})
+    model = ScriptedModel()
+    script_tree(model, 2, template="leaf", isolation=True)
+    with model, anyio.fail_after(120):  # a hang fails the test, and the hub still stops Ray
+        async with Hub.open(root, data, model=model, default_model=MODEL) as hub:
+            top = await hub.start("[top] write two files", model=MODEL)
+            assert (await hub.wait_finished(top.id)).state == "done"
+            views = {v.name: v for v in await hub.agents()}
+            diff = {f.path for f in (await hub.changes(top.id)).files}
+    second = leaf_node(cluster).node_id
+    for n in range(2):
+        assert views[f"leaf-{n}"].placement.node_id == second, views[f"leaf-{n}"]
+        assert (root / "out" / f"leaf-{n}.txt").read_text() == f"leaf {n}\n"
+    assert views["dispatch"].placement.node_id in {node.node_id for node in cluster.list_all_nodes()}
+    assert diff == {"out/leaf-0.txt", "out/leaf-1.txt"}
+    assert not ray.is_initialized()  # the hub left the cluster it joined; the cluster goes on
+    assert ray_processes()
+
+
+async def test_a_node_lost_mid_command_interrupts_the_agent_and_resume_finishes_it_on_another(
+    tmp_path: Path, cluster: Any
+) -> None:
+    root, data = dirs(tmp_path)
+    configure(root, f"  engine: ray\n  address: {cluster.address}\n", {"leaf": LEAF_TEMPLATE, "dispatch": ON_HEAD})
+    model = ScriptedModel()
+    summon = call("summon", task="[slow] build", name="slow", template="leaf", scope=["out"])
+    model.script("[top]", [Reply(tool_calls=[summon]), Reply(tool_calls=[call("wait")]), Reply(text="built")])
+    slow = call("run", command="mkdir -p out && echo started > out/started && sleep 60")
+    write = call("write_file", path="out/built.txt", content="built\n")
+    model.script("[slow]", [Reply(tool_calls=[slow]), Reply(tool_calls=[write]), Reply(text="built it")])
+    with model, anyio.fail_after(120):  # a hang fails the test, and the hub still stops Ray
+        async with Hub.open(root, data, model=model, default_model=MODEL) as hub:
+            async with hub.tree.events.subscribe() as events:
+                top = await hub.start("[top] build", model=MODEL)
+                await until(lambda: (root / "out" / "started").exists(), timeout_s=60)
+                slow_id = next(a.id for a in hub.tree.agents.values() if a.spec.name == "slow")
+                doomed = hub.tree.placement_of(slow_id).node_id
+                cluster.remove_node(leaf_node(cluster))
+                await until(lambda: hub.tree.get(slow_id).state.value == "interrupted", timeout_s=60)
+                seen = [events.receive_nowait() for _ in range(events.statistics().current_buffer_used)]
+            [lost] = [e for e in seen if isinstance(e.data, ToolHostLost)]
+            assert lost.agent_id == slow_id and isinstance(lost.data, ToolHostLost) and lost.data.node_id == doomed
+            agent = hub.tree.get(slow_id)
+            assert "tool host" in agent.reason and "lost" in agent.reason and doomed in agent.reason
+            assert "resume" in agent.reason
+            cluster.add_node(num_cpus=1, resources={LEAF: 4})
+            cluster.wait_for_nodes()
+            await hub.resume(slow_id)
+            await until(lambda: hub.tree.get(slow_id).state.value == "done", timeout_s=60)
+            assert hub.tree.placement_of(slow_id).node_id != doomed
+            assert (await hub.wait_finished(top.id)).state == "done"  # its wait saw the resumed child's report
+    assert (root / "out" / "built.txt").read_text() == "built\n"
+
+
+async def test_an_outside_path_asked_for_on_a_node_goes_to_the_user_and_the_answer_comes_back(
+    tmp_path: Path, cluster: Any
+) -> None:
+    root, data = dirs(tmp_path)
+    outside = tmp_path / "elsewhere" / "notes.txt"
+    outside.parent.mkdir()
+    outside.write_text("the notes outside\n")
+    configure(root, f"  engine: ray\n  address: {cluster.address}\n", {"leaf": LEAF_TEMPLATE})
+    model = ScriptedModel()
+    summon = call("summon", task="[reader] read", name="reader", template="leaf", scope=["out"])
+    model.script("[top]", [Reply(tool_calls=[summon]), Reply(tool_calls=[call("wait")]), Reply(text="read")])
+    read = call("read_file", path=str(outside))
+    model.script("[reader]", [Reply(tool_calls=[read]), Reply(text="read it")])
+    with model, anyio.fail_after(120):
+        async with Hub.open(root, data, model=model, default_model=MODEL) as hub:
+            top = await hub.start("[top] read", model=MODEL)
+            pending: list[Any] = []
+
+            async def asked() -> bool:
+                pending[:] = await hub.approvals()
+                return bool(pending)
+
+            while not await asked():
+                await anyio.sleep(0.1)
+            [approval] = pending
+            reader = next(a for a in hub.tree.agents.values() if a.spec.name == "reader")
+            assert (approval.path, approval.operation, approval.agent_id) == (str(outside), "read", reader.id)
+            assert hub.tree.placement_of(reader.id).node_id == leaf_node(cluster).node_id
+            await hub.answer_approval(approval.id, "approve", "once")
+            assert (await hub.wait_finished(top.id)).state == "done"
+            detail = reader.transcript
+    results = [m["content"] for m in detail if m.get("role") == "tool"]
+    assert any("the notes outside" in str(r) for r in results), results
+
+
+def test_the_placement_benchmark_prints_its_figures() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.ray_placement", "--quick"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for figure in ("local wall", "local hub CPU", "ray wall", "ray hub CPU", "ray node "):
+        assert figure in done.stdout, f"{figure!r} missing from:\n{done.stdout}"
