@@ -300,6 +300,7 @@ async def test_bad_caps_are_refused_in_one_line_naming_the_field(tmp_path: Path)
                 await client.post("/api/agents", json={"task": "x", "budget_usd": -1}),
                 await client.post("/api/agents", json={"task": "x", "max_steps": 0}),
                 await client.post("/api/chats", json={"max_tokens": 0}),
+                await client.post("/api/chats", json={"max_tokens": 2**64}),  # past what SQLite stores
             ]
             failed, said = await tool(mcp, "start", task="x", max_steps=-3)
             assert await hub.agents() == [] and (await hub.chats()) == []
@@ -308,6 +309,7 @@ async def test_bad_caps_are_refused_in_one_line_naming_the_field(tmp_path: Path)
         (400, "budget_usd: expected a positive number of US dollars, got -1.0"),
         (400, "max_steps: expected a positive whole number of steps, got 0"),
         (400, "max_tokens: expected a positive whole number of tokens, got 0"),
+        (400, "max_tokens: expected at most 9223372036854775807, got 18446744073709551616"),
     ]
     assert failed and said == "Error executing tool start: max_steps: expected a positive whole number of steps, got -3"
 

@@ -125,6 +125,8 @@ _EXPECTED = {
     "max_tokens": "a positive whole number of tokens",
     "max_steps": "a positive whole number of steps",
 }
+CAP_MAX = 2**63 - 1
+"""The largest cap (SQLite's largest integer: caps are stored with their agents and chats)."""
 
 
 class CapFields(TypedDict):
@@ -158,10 +160,15 @@ class Caps:
             value: object = getattr(self, spot.name)
             kind = float if spot.name == "budget_usd" else int  # dollars may be whole too
             if value is None or (
-                isinstance(value, kind | int) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+                isinstance(value, kind | int)
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and 0 < value <= CAP_MAX
             ):
                 continue
             name = (names or {}).get(spot.name, spot.name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value > CAP_MAX:
+                raise UserError(f"{name}: expected at most {CAP_MAX}, got {value!r}")
             raise UserError(f"{name}: expected {_EXPECTED[spot.name]}, got {value!r}")
         return self
 
