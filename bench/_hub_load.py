@@ -255,7 +255,7 @@ async def run_load(
     templates = {"fanout": TEMPLATE.format(max_children=max(children, grandchildren, 1))}
     with hub_processes(model_args, templates, {}, profile) as (model_url, hub_url, hub_pid):
         base, _, token = hub_url.partition("?token=")
-        ws_url = base.replace("http://", "ws://") + f"/api/events?token={token}"
+        ws_url = base.replace("http://", "ws://") + f"/api/events?live=false&token={token}"  # nothing streams
         headers = {"Authorization": f"Bearer {token}"}
         run = _Run(expected, messages, result)
         async with (

@@ -189,7 +189,7 @@ async def _run(agents: int, reads: int, latency_ms: float) -> FleetRun:
     model_args = ["--latency-ms", str(latency_ms)]
     with hub_processes(model_args, {"reader": TEMPLATE}, {"notes.txt": NOTES}) as (model_url, hub_url, hub_pid):
         base, _, token = hub_url.partition("?token=")
-        ws_url = base.replace("http://", "ws://") + f"/api/events?token={token}"
+        ws_url = base.replace("http://", "ws://") + f"/api/events?live=false&token={token}"  # nothing streams
         ended = _Ended()
         limits = httpx.Limits(max_connections=64)
         headers = {"Authorization": f"Bearer {token}"}

@@ -80,8 +80,9 @@ class ServedHub:
         return code
 
     @asynccontextmanager
-    async def events(self, since: int | None = 0) -> AsyncGenerator[EventReader]:
+    async def events(self, since: int | None = 0, live: bool = True) -> AsyncGenerator[EventReader]:
         query = f"?token={self.token}" + (f"&since={since}" if since is not None else "")
+        query += "" if live else "&live=false"
         async with connect(self.ws_url + query) as socket:
             yield EventReader(socket)
 

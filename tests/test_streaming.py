@@ -165,6 +165,22 @@ async def test_a_streamed_answer_reaches_a_websocket_client_as_deltas_before_the
     assert "model.delta" not in [e["type"] for e in replayed.seen] and seen["seq"] == numbered[-1]
 
 
+async def test_a_websocket_client_that_asks_for_stored_kinds_only_makes_nothing_stream(
+    scripted_llm: ScriptedLLM, served: ServedHub
+) -> None:
+    scripted_llm.script("[quiet]", [Reply(text=STORY, chunk_delay_s=0.03)])
+    async with served.events(since=None, live=False) as events, served.client() as http:
+        created = await http.post("/api/agents", json={"task": "[quiet] tell it", "model": MODEL})
+        assert created.status_code == 201, created.text
+        agent_id = created.json()["id"]
+        report = await events.until(lambda e: e["type"] == "agent.report" and e["agent_id"] == agent_id)
+
+    assert report["data"]["report"] == STORY
+    assert not [e for e in events.seen if e["type"] in ("model.delta", "tool.output")]
+    (request,) = scripted_llm.requests_for("[quiet]")
+    assert not request.body.get("stream"), "nobody listened for deltas: the call was not streamed"
+
+
 async def test_an_agent_streams_its_answer_and_tool_arguments_only_while_someone_listens(tmp_path: Path) -> None:
     root, data = dirs(tmp_path)
     model = ScriptedModel()

@@ -5,8 +5,10 @@ first receives what it missed, replayed from the store, then every new event as 
 ``HubService.follow_events(since)`` does both without gap or duplicate. Without ``since`` it
 receives only the events that happen from then on. Each message is one event, ``{"seq", "at",
 "type", "agent_id", "data"}``, the ephemeral ``model.delta`` and ``tool.output`` included (never
-replayed: see :mod:`dispatch.hub.events`). The server sends only; what the client sends is read and
-ignored, so a client may ping. When the hub shuts down the socket closes with 1001.
+replayed: see :mod:`dispatch.hub.events`) unless ``?live=false``: a client that shows no streaming
+text asks for the stored kinds only, and its listening makes no model call stream. The server sends
+only; what the client sends is read and ignored, so a client may ping. When the hub shuts down the
+socket closes with 1001.
 """
 
 from __future__ import annotations
@@ -44,12 +46,12 @@ async def _send_all(websocket: WebSocket, events: AsyncIterator[Event]) -> bool:
     return True
 
 
-async def stream_events(websocket: WebSocket, service: HubService, since: int | None) -> None:
+async def stream_events(websocket: WebSocket, service: HubService, since: int | None, live: bool = True) -> None:
     """Accept the connection and send every event after ``since`` until the client leaves or the
-    hub's stream ends. The hub is followed before the handshake completes, so a client that has
-    connected misses nothing that happens after (``since`` or not)."""
+    hub's stream ends (``live``: the ephemeral kinds too). The hub is followed before the handshake
+    completes, so a client that has connected misses nothing that happens after (``since`` or not)."""
     ended = False
-    async with service.follow_events(since, ephemeral=True) as events:
+    async with service.follow_events(since, ephemeral=live) as events:
         await websocket.accept()
         async with anyio.create_task_group() as group:
             group.start_soon(_until_closed, websocket, group.cancel_scope)
@@ -69,7 +71,11 @@ def events_router(service: HubService) -> APIRouter:
         since: Annotated[
             int | None, Query(ge=0, description="the seq of the last event seen (0: all); none: only new ones")
         ] = None,
+        live: Annotated[
+            bool,
+            Query(description="the live-only kinds too (model.delta, tool.output); false: stored kinds only"),
+        ] = True,
     ) -> None:
-        await stream_events(websocket, service, since)
+        await stream_events(websocket, service, since, live)
 
     return router
