@@ -124,7 +124,8 @@ def hub_processes(
         (root / ".dispatch" / "config.yaml").write_text(CONFIG.format(base_url=model_url + "/v1"))
         for name, text in templates.items():
             (root / ".dispatch" / "templates" / f"{name}.yaml").write_text(text)
-        env = {**os.environ, "DISPATCH_HOME": str(home / "data"), "HOME": str(home)}
+        # the hub's own model workers (no model host): its process tree is all the work, to be counted
+        env = {**os.environ, "DISPATCH_HOME": str(home / "data"), "HOME": str(home), "DISPATCH_MODEL_HOST": "off"}
         model = subprocess.Popen(
             [sys.executable, "-m", "bench.fanout_model", "--port", str(model_port), *model_args], env=env, text=True
         )

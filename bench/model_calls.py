@@ -61,6 +61,7 @@ def cpu_seconds(pid: int) -> float:
 async def measure(base_url: str, sizes: list[int], calls: int, stream: bool) -> None:
     with tempfile.TemporaryDirectory() as root:
         tools = [openai_tool(tool) for tool in fs.plan_server(Path(root), []).listed()]
+    os.environ["DISPATCH_MODEL_HOST"] = "off"  # a worker of this process's own, none left behind
     worker = ModelProcess(workers=1)  # one worker: its CPU per call
     for size in sizes:
         request = CallRequest(
