@@ -5,6 +5,7 @@ the wait state, all through litellm (which loads only in the model worker proces
 through the worker; starting the worker early), ``model_process`` / ``model_worker`` /
 ``model_loop`` / ``litellm_call`` / ``litellm_direct`` / ``openai_body`` (the worker and its side of a
 call; ``litellm_direct``: litellm's provider transformation without ``litellm.acompletion``),
+``model_host`` (one process per user that keeps litellm loaded and forks each command's workers),
 ``streaming`` (a streamed answer's parts, coalesced to about 20 hand-overs a second),
 ``prompt_cache`` (cache_control breakpoints for the models that need them), ``images`` (tools' images
 in a transcript: sent as image parts, or described to a model that takes none), ``prices`` (what a
