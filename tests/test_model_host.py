@@ -158,3 +158,27 @@ def test_the_host_ends_after_its_idle_time_and_when_stopped(host_on: Path, monke
         assert not path.exists()
     finally:
         kept.kill()
+
+
+@pytest.mark.anyio
+async def test_a_new_host_starts_while_a_worker_of_the_stopped_one_still_serves_its_command(
+    scripted_llm: ScriptedLLM, host_on: Path
+) -> None:
+    scripted_llm.script("[long]", [Reply(text="from the first host's worker")])
+    scripted_llm.script("[new]", [Reply(text="from the new host's worker")])
+    running = ModelProcess(1)  # a long command (dispatch serve, say): its worker outlives the host
+    assert (await _call(running, "[long] go")).text == "from the first host's worker"
+    first_host = _host_pid()
+    (kept,) = await _pids(running)
+    assert first_host is not None and _parent(kept) == first_host
+    assert model_host.stop_host() == first_host
+
+    later = ModelProcess(1)
+    assert (await _call(later, "[new] go")).text == "from the new host's worker"
+
+    new_host = _host_pid()
+    assert new_host is not None and new_host != first_host
+    (worker,) = await _pids(later)
+    assert _parent(worker) == new_host, "the worker the first host left holds nothing of it (its lock)"
+    await _stop(later)
+    await _stop(running)

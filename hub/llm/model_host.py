@@ -301,8 +301,10 @@ def _serve_worker(listener: socket.socket, conn: socket.socket, fds: list[int]) 
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.dup2(fds[0], 0)
     os.dup2(fds[1], 1)
-    for fd in fds:
-        os.close(fd)
+    for name in os.listdir("/proc/self/fd"):  # nothing of the host's: its lock above all, which
+        if int(name) > 2:  # a worker outliving the host would hold, keeping a new host out
+            with contextlib.suppress(OSError):
+                os.close(int(name))
     code = 0
     try:
         worker_main()
