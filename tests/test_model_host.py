@@ -182,3 +182,18 @@ async def test_a_new_host_starts_while_a_worker_of_the_stopped_one_still_serves_
     assert _parent(worker) == new_host, "the worker the first host left holds nothing of it (its lock)"
     await _stop(later)
     await _stop(running)
+
+
+def test_a_command_refused_before_its_first_call_leaves_no_host_behind(host_on: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}  # no model to be had
+    env |= {"HOME": str(tmp_path), "DISPATCH_HOME": str(tmp_path / "data")}
+    refused = subprocess.run(
+        [sys.executable, "-m", "dispatch.hub.cli", "run", "hello", "--root", str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert refused.returncode == 2 and "no model" in refused.stderr, refused.stderr
+    deadline = time.monotonic() + 10
+    while _host_pid() is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _host_pid() is None, "the host it started to load served nothing: it was stopped with it"

@@ -134,6 +134,8 @@ class HostClient:
     def __init__(self, line_limit: int) -> None:
         self._line_limit = line_limit
         self._started: subprocess.Popen[bytes] | None = None
+        self._served = False
+        """Whether a host has forked a worker for this command."""
         self._gave_up = False
         self.waiting = 0
         """Workers asked for while the host still loads."""
@@ -153,7 +155,9 @@ class HostClient:
         try:
             while True:
                 try:
-                    return await self._ask(path)
+                    hosted = await self._ask(path)
+                    self._served = True
+                    return hosted
                 except (FileNotFoundError, ConnectionRefusedError):
                     pass  # none runs, or it still loads
                 except (OSError, ValueError, KeyError, TimeoutError):
@@ -165,6 +169,13 @@ class HostClient:
                 await asyncio.sleep(0.02)
         finally:
             self.waiting -= 1
+
+    def abandon(self) -> None:
+        """As the command ends: stop the host it started if that host has served it nothing yet
+        (a command refused before its first call leaves no host behind)."""
+        started = self._started
+        if started is not None and not self._served and started.poll() is None:
+            started.terminate()
 
     def _starting(self, path: Path) -> bool:
         """Whether a host is starting (this command starts one if none does)."""

@@ -177,6 +177,7 @@ class ModelProcess:
     def _stop(self) -> None:
         """End every worker as this process exits (one would otherwise finish loading litellm first)."""
         self._stopping = True
+        self._host.abandon()
         for running in self._slots:
             if running is not None:
                 _kill(running.process)
