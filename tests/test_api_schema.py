@@ -67,7 +67,8 @@ def _check_every_operation(base_url: str, auth: dict[str, str], seeds: dict[str,
 def test_no_input_makes_a_server_error(tmp_path: Path) -> None:
     """A real hub in process, its agents answered by the scripted model: the seeded agent waits
     for the user's answer in its thread, the chat's agent runs. The agents random requests start
-    match no script: each fails, naming its task, which is theirs to report, not the API's."""
+    match no script: each fails, naming its task, which is theirs to report, not the API's; the
+    seeded ones may run past their scripts (asked to compact, given more work)."""
     model = ScriptedModel()
     model.script("[seed]", [Reply(tool_calls=[call("ask_user", question="Which database?")]), Reply(text="ok")])
     model.script("[seed-chat]", [Reply(text="hello to you", delay_s=3600)])
@@ -79,7 +80,10 @@ def test_no_input_makes_a_server_error(tmp_path: Path) -> None:
             failures = _check_every_operation(base_url, auth, seeds, examples=30)
     assert not failures, "\n\n".join(failures)
     assert model.requests_for("[seed]") and model.requests_for("[seed-chat]"), "the seeded agents ran"
-    assert all("no script matches" in failure for failure in model.failures), model.failures
+    # what the random requests' agents asked matched no script; the seeded agents may be asked for
+    # more than their scripts hold (compact the one waiting for its user, say): their scripts run out
+    others = [f for f in model.failures if "no script matches" not in f and not f.startswith("script for '[seed")]
+    assert not others, others
 
 
 def test_the_real_hub_makes_no_server_error_either(tmp_path: Path) -> None:
