@@ -28,8 +28,9 @@ endpoint that answers JSON to a streamed request (one that does not stream) is r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass
 from functools import cache
 from importlib import import_module
@@ -207,25 +208,36 @@ async def _post(
     timeout_s: float,
 ) -> Any:
     """The POST itself; a timeout is litellm's ``Timeout``, anything else the provider's error."""
+    with _transport_errors(litellm, provider, config, model, timeout_s):
+        response = await _client().post(url, headers=headers, content=_encoded(data), timeout=timeout_s)
+    if response.status_code >= 400:
+        raise _refusal(provider, config, response.status_code, response.text, response.headers)
+    return response
+
+
+def _encoded(data: JsonDict) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _refusal(provider: str, config: Any, status: int, text: str, headers: Any) -> Exception:
+    """The provider's error class for an HTTP refusal (OpenAI's message read out of its JSON)."""
+    text = _openai_message(text) if provider == "openai" else text
+    return config.get_error_class(error_message=text, status_code=status, headers=headers)
+
+
+@contextlib.contextmanager
+def _transport_errors(litellm: ModuleType, provider: str, config: Any, model: str, timeout_s: float) -> Generator[None]:
+    """A timeout as litellm's ``Timeout``, any other transport failure as the provider's error."""
     import httpx
 
     try:
-        response = await _client().post(
-            url,
-            headers=headers,
-            content=json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(),
-            timeout=timeout_s,
-        )
-    except httpx.TimeoutException as error:
+        yield
+    except (httpx.TimeoutException, TimeoutError) as error:
         raise litellm.Timeout(
             message=f"no answer within {timeout_s:g} s", model=model, llm_provider=provider
         ) from error
     except httpx.HTTPError as error:
         raise config.get_error_class(error_message=str(error), status_code=500, headers={}) from error
-    if response.status_code >= 400:
-        text = _openai_message(response.text) if provider == "openai" else response.text
-        raise config.get_error_class(error_message=text, status_code=response.status_code, headers=response.headers)
-    return response
 
 
 async def _post_streamed(
@@ -243,16 +255,13 @@ async def _post_streamed(
     have given unstreamed (its events assembled into that JSON body); errors as :func:`_post`'s."""
     import httpx
 
-    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-    try:
+    body = _encoded(data)
+    with _transport_errors(litellm, provider, config, model, timeout_s):
         async with asyncio.timeout(timeout_s):
             async with _client().stream("POST", url, headers=headers, content=body, timeout=timeout_s) as response:
                 if response.status_code >= 400:
                     text = (await response.aread()).decode(errors="replace")
-                    text = _openai_message(text) if provider == "openai" else text
-                    raise config.get_error_class(
-                        error_message=text, status_code=response.status_code, headers=response.headers
-                    )
+                    raise _refusal(provider, config, response.status_code, text, response.headers)
                 if not response.headers.get("content-type", "").startswith("text/event-stream"):
                     await response.aread()  # an endpoint that does not stream: its one answer
                     return response
@@ -263,12 +272,6 @@ async def _post_streamed(
                     assembled = await _openai_completion(events, on_part)
                 kept = {k: v for k, v in response.headers.items() if k.lower() not in _BODY_HEADERS}
                 return httpx.Response(200, headers=kept, json=assembled, request=response.request)
-    except (httpx.TimeoutException, TimeoutError) as error:
-        raise litellm.Timeout(
-            message=f"no answer within {timeout_s:g} s", model=model, llm_provider=provider
-        ) from error
-    except httpx.HTTPError as error:
-        raise config.get_error_class(error_message=str(error), status_code=500, headers={}) from error
 
 
 _BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding", "transfer-encoding"})

@@ -33,11 +33,11 @@ from dispatch.hub.llm.model_host import HostClient, HostedWorker
 from dispatch.hub.llm.model_worker import (
     LINE_LIMIT,
     READY_LINE,
-    THREADS_KEPT,
     CallAnswer,
     CallFailed,
     CallRequest,
     MeasureRequest,
+    keep_thread,
 )
 from dispatch.hub.llm.types import Completion, DeltaSink, JsonDict, Measured
 
@@ -322,10 +322,7 @@ class ModelProcess:
         update = {"id": next(self._ids), "env": changed, "reuse": reuse, "messages": request.messages[reuse:]}
         sent = request.model_copy(update=update)
         if request.thread is not None:
-            running.threads.pop(request.thread, None)
-            running.threads[request.thread] = request.messages
-            while len(running.threads) > THREADS_KEPT:
-                del running.threads[next(iter(running.threads))]
+            keep_thread(running.threads, request.thread, request.messages)
         if on_delta is not None:
             running.sinks[sent.id] = on_delta
         try:

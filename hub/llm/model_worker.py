@@ -45,6 +45,15 @@ THREADS_KEPT = 256
 used go first; the hub is then told to send one's messages whole)."""
 
 
+def keep_thread(threads: dict[str, list[JsonDict]], thread: str, messages: list[JsonDict]) -> None:
+    """Keep ``messages`` as ``thread``'s latest, the least recently used thread let go beyond
+    :data:`THREADS_KEPT` (the worker and the hub's record of it follow this one rule)."""
+    threads.pop(thread, None)
+    threads[thread] = messages
+    while len(threads) > THREADS_KEPT:
+        del threads[next(iter(threads))]
+
+
 class CallRequest(BaseModel):
     """One model call, as the hub asks for it."""
 
@@ -197,9 +206,7 @@ class _Worker:
             if kept is None or len(kept) < request.reuse:
                 return False
             request.messages = kept[: request.reuse] + request.messages
-        self._threads[request.thread] = request.messages
-        while len(self._threads) > THREADS_KEPT:
-            del self._threads[next(iter(self._threads))]
+        keep_thread(self._threads, request.thread, request.messages)
         return True
 
     async def run(self) -> None:
