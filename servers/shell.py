@@ -322,7 +322,8 @@ def plan_server(
         outcome.notes.extend(limits)
         outcome.notes.extend(notes)
         if sandboxed is not None and before is not None:  # and none new anywhere in the project
-            outcome.notes.extend(sandboxed.remove_new_denied(before))
+            guarded = () if guard is None else guard.paths.keys()
+            outcome.notes.extend(sandboxed.remove_new_denied(before, guarded))
         return outcome
 
     async def run(

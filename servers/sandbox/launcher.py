@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -254,18 +254,19 @@ class SandboxLauncher:
         self._walks["last"] = found
         return found
 
-    def remove_new_denied(self, before: Present) -> list[str]:
+    def remove_new_denied(self, before: Present, guarded: Collection[Path] = ()) -> list[str]:
         """Remove the always-denied paths a command created anywhere in the project (a nested
         ``.mcp.json`` or ``.dispatch/``, a ``.git`` file, a git directory's ``commondir``, config
         or hooks, ...), also one put where it moved another away (the moved one stays: the same
         file, unchanged since it was read-only). No mount could protect what did not exist, and a
-        git directory stays writable for git's lock files. One note for each; the command has
-        ended, with every process it started."""
+        git directory stays writable for git's lock files. Paths in ``guarded`` are left alone: a
+        :class:`Guard` put them back as they were (as new files, so new identities). One note for
+        each; the command has ended, with every process it started."""
         after = self._walks["last"] = self.denied.refreshed(before)
         earlier = set(before.identities().values())  # moved is not new: its content was read-only
         notes: list[str] = []
         for path, identity in sorted(after.identities().items()):
-            if identity in earlier or not os.path.lexists(path):
+            if identity in earlier or path in guarded or not os.path.lexists(path):
                 continue
             why = self.denied.reason(path, "write")
             if path.is_dir() and not path.is_symlink():
