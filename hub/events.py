@@ -238,6 +238,8 @@ class ToolHostStarted(_Data):
     engine: str
     node_id: str | None
     address: str | None
+    files: str | None = None
+    """shared (it works in the project's files) or copy (in a copy of them on its node)."""
 
 
 class ToolHostLost(_Data):

@@ -31,6 +31,11 @@ class PlacementView(View):
     engine: Literal["local", "ray"] = "local"
     node_id: str | None = Field(default=None, description="the Ray node of its tool host (ray, once placed)")
     address: str | None = Field(default=None, description="that node's IP address")
+    files: Literal["shared", "copy"] | None = Field(
+        default=None,
+        description="ray, once placed: shared (it works in the project's files, the node sees them) or copy (in "
+        "a copy of its own on the node, merged back when it ends)",
+    )
 
 
 class AgentView(View):

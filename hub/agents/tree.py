@@ -35,7 +35,7 @@ from dispatch.hub.agents.scopes import make_scopes
 from dispatch.hub.agents.spec import SETUP_FAILURE, AgentSpec, AgentState, resumable
 from dispatch.hub.changes.shadow import Blob
 from dispatch.hub.changes.tracker import ChangeTracker, Snapshots
-from dispatch.hub.changes.worktrees import MergeResult, Worktree, Worktrees
+from dispatch.hub.changes.worktrees import MergeResult, Worktree, Worktrees, diff_commits, discover
 from dispatch.hub.errors import BudgetExceeded, DispatchError, StoreFull, UnknownAgentError, UserError, unwrap
 from dispatch.hub.events import (
     AgentCompacted,
@@ -65,7 +65,7 @@ from dispatch.hub.llm.router import Router
 from dispatch.hub.llm.types import Delta, ModelClient, ToolCallRequest, Usage
 from dispatch.hub.mounts.connection import open_mounts
 from dispatch.hub.mounts.hooks import HookCaller, UserHooks
-from dispatch.hub.mounts.hosts import HostEngine
+from dispatch.hub.mounts.hosts import HostEngine, Returned
 from dispatch.hub.mounts.hosts import ToolHostLost as HostLost
 from dispatch.hub.mounts.outside import OutsideServers
 from dispatch.hub.mounts.pins import ToolPins
@@ -185,6 +185,8 @@ class AgentTree:
         """Where agents' fs, shell and lsp servers run (``execution.engine: ray``); None: in the hub's process."""
         self.placements: dict[str, PlacementView] = {}
         """Where each agent's tool host runs, once started (``execution.engine: ray``)."""
+        self._calls: dict[str, dict[str, tuple[ToolCallRequest, float]]] = {}
+        """Each agent's tool calls announced and not returned yet, with when they started."""
         if hosts is not None:
             hosts.watch(self._announce_host)
         self._group: TaskGroup | None = None
@@ -277,8 +279,23 @@ class AgentTree:
         return root
 
     async def _merge_back(self, agent: Agent) -> None:
-        """Merge a reporting isolated child's work into its parent's tree, after its ``before_merge``
-        checkpoint (denied: discarded); its worktree is removed either way."""
+        """Merge a reporting agent's work done elsewhere: first what came back from a copy of its
+        project on a Ray node, into its root; then an isolated child's worktree into its parent's
+        tree. Each after the ``before_merge`` checkpoint (denied: discarded; asked once, for the
+        last merge); the worktree is removed either way."""
+        back = self.hosts.take_returned(agent.id) if self.hosts is not None else None
+        if back is not None:
+            try:
+                await self._merge_returned(agent, back, ask=agent.id not in self._worktrees)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self._discard(agent.id)
+                raise
+            outcome = self.merges[agent.id].outcome
+            if outcome != "merged" and agent.id in self._worktrees:  # nothing of it reached the worktree
+                with anyio.CancelScope(shield=True):
+                    await self._discard(agent.id)
+                return
         held = self._worktrees.get(agent.id)
         if held is None or self.worktrees is None:
             return
@@ -301,8 +318,40 @@ class AgentTree:
             with anyio.CancelScope(shield=True):
                 await self._discard(agent.id)
 
+    async def _merge_returned(self, agent: Agent, back: Returned, *, ask: bool) -> None:
+        """Merge the work that came back from the agent's copy of its project into its root, as a
+        worktree is merged; what it writes is recorded as the agent's changes."""
+        if back.child is None:
+            self.merges[agent.id] = MergeInfo(outcome="discarded", reason=back.error)
+            return
+        worktrees, child = self.worktrees, back.child
+        if worktrees is None:
+            self.merges[agent.id] = MergeInfo(outcome="discarded", reason="merging needs the hub's data directory")
+            return
+        git_dir = await anyio.to_thread.run_sync(lambda: _git_dir(back.root))
+        if ask and self.checkpoints is not None and git_dir is not None:
+            diff = await anyio.to_thread.run_sync(lambda: diff_commits(git_dir, back.base, child))
+            reason = await self.checkpoints.before_merge(agent, diff) if diff else None
+            if reason is not None:
+                self.merges[agent.id] = MergeInfo(outcome="discarded", reason=reason)
+                return
+        window = self._recorded(agent, back.root)
+        with anyio.CancelScope(shield=True):
+            try:
+                async with window("shell", "run", {}):  # a window on its scope: the changes it writes
+                    result = await anyio.to_thread.run_sync(
+                        lambda: worktrees.merge_commit(agent.id, back.base, child, back.root)
+                    )
+                self.merges[agent.id] = _merge_info(result)
+            except DispatchError as error:
+                self.merges[agent.id] = MergeInfo(outcome="discarded", reason=f"the merge failed: {error}")
+
     async def _discard(self, agent_id: str) -> None:
-        """Remove the agent's worktree and branch, if it has one (its work, unmerged, is gone)."""
+        """Remove the agent's worktree and branch, if it has one, and drop what came back from its
+        copy on a node, if any (its work, unmerged, is gone)."""
+        back = self.hosts.take_returned(agent_id) if self.hosts is not None else None
+        if back is not None and agent_id not in self.merges:
+            self.merges[agent_id] = MergeInfo(outcome="discarded", reason="it did not report")
         held = self._worktrees.pop(agent_id, None)
         if held is None or self.worktrees is None:
             return
@@ -434,6 +483,7 @@ class AgentTree:
             except Exception as raised:  # whatever went wrong fails this agent, never the hub
                 error = unwrap(raised)
                 if isinstance(error, HostLost):  # its node stopped: resumable on another
+                    self._fail_calls(agent, str(error))
                     agent.set_state(AgentState.interrupted, str(error))
                 elif isinstance(error, DispatchError):
                     agent.error = str(error)
@@ -452,6 +502,7 @@ class AgentTree:
                 agent.set_state(AgentState.cancelled, "cancelled")
         self._scopes.pop(agent.id, None)
         self._interrupts.discard(agent.id)
+        self._calls.pop(agent.id, None)
         if self.changes is not None:
             self.changes.forget(agent.id)
         with anyio.CancelScope(shield=True):
@@ -695,14 +746,26 @@ class AgentTree:
         self.events.publish(agent.id, ToolOutput(call_id=call.id, name=call.name, text=text))
 
     def _announce_tool_call(self, agent: Agent, call: ToolCallRequest) -> None:
+        self._calls.setdefault(agent.id, {})[call.id] = (call, anyio.current_time())
         self.events.publish(agent.id, ToolCalled(call_id=call.id, name=call.name, arguments=call.arguments))
 
     def _announce_tool_result(self, agent: Agent, run: ToolRun) -> None:
         call, outcome = run.call, run.outcome
+        self._calls.get(agent.id, {}).pop(call.id, None)
         returned = ToolReturned(
             call_id=call.id, name=call.name, is_error=outcome.is_error, text=outcome.text[:2000], seconds=run.seconds
         )
         self.events.publish(agent.id, returned)
+
+    def _fail_calls(self, agent: Agent, reason: str) -> None:
+        """Announce an error result for each of the agent's calls still running (its tool host was
+        lost under them), so that every ``tool.call`` has its ``tool.result``."""
+        now = anyio.current_time()
+        for call, started in self._calls.pop(agent.id, {}).values():
+            returned = ToolReturned(
+                call_id=call.id, name=call.name, is_error=True, text=f"Error: {reason}"[:2000], seconds=now - started
+            )
+            self.events.publish(agent.id, returned)
 
     # ---- checkpoints -------------------------------------------------------------------------
 
@@ -713,12 +776,26 @@ class AgentTree:
     def _track(self, agent: Agent, project: Project) -> ToolTrack | None:
         if self.changes is None:
             return None
+        track = self._recorded(agent, project.root)
+
+        def hook(kind: str, name: str, arguments: dict[str, Any]) -> AbstractAsyncContextManager[None]:
+            placed = self.placements.get(agent.id)
+            if placed is not None and placed.files == "copy":  # it writes its copy: recorded at its merge
+                return nullcontext()
+            return track(kind, name, arguments)
+
+        return hook
+
+    def _recorded(self, agent: Agent, root: Path) -> ToolTrack:
+        """A window of the agent's scope in ``root``: what changes in it is announced as its changes."""
 
         def record(snapshots: Snapshots) -> None:
             files = [ChangedFile(path=f.path, before=_blob(f.before), after=_blob(f.after)) for f in snapshots.files]
             self.events.publish(agent.id, FilesChanged(before=snapshots.before, after=snapshots.after, files=files))
 
-        return self.changes.track(agent.id, project.root, agent.spec.scope, record)
+        if self.changes is None:
+            return lambda kind, name, arguments: nullcontext()
+        return self.changes.track(agent.id, root, agent.spec.scope, record)
 
     def _gate(self, agent: Agent) -> ToolGate:
         async def gate(kind: str, name: str, arguments: dict[str, Any]) -> str | None:
@@ -734,6 +811,11 @@ def _merge_info(result: MergeResult) -> MergeInfo:
         reason = "both you and the child changed these files; nothing was written"
         return MergeInfo(outcome="conflict", conflicts=conflicts, reason=reason)
     return MergeInfo(outcome="merged", files=result.files)
+
+
+def _git_dir(root: Path) -> Path | None:
+    found = discover(root)
+    return None if found is None else found[0].git_dir
 
 
 def _blob(blob: Blob | None) -> str | None:

@@ -35,7 +35,20 @@ from pathlib import Path
 
 from dispatch.hub.errors import RunError, UserError
 
-__all__ = ["BRANCH_PREFIX", "MAX_VERSION_CHARS", "Conflict", "MergeResult", "Worktree", "Worktrees"]
+__all__ = [
+    "BRANCH_PREFIX",
+    "MAX_VERSION_CHARS",
+    "Conflict",
+    "GitTree",
+    "MergeResult",
+    "Worktree",
+    "Worktrees",
+    "commit_files",
+    "diff_commits",
+    "discover",
+    "run_git",
+    "temporary_index",
+]
 
 BRANCH_PREFIX = "dispatch/"
 """The branches of children's worktrees: ``dispatch/<agent id>``."""
@@ -94,14 +107,16 @@ class MergeResult:
 
 
 @dataclass(frozen=True)
-class _Tree:
+class GitTree:
     """A working tree as git sees it: its top folder and its git directory."""
 
     top: Path
     git_dir: Path
 
 
-def _run(args: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, ok: bool = False) -> str:
+def run_git(
+    args: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, ok: bool = False
+) -> str:
     git = shutil.which("git")
     if git is None:
         raise UserError("isolation: worktree needs git, which is not installed")
@@ -115,14 +130,50 @@ def _run(args: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | 
     return done.stdout.decode(errors="surrogateescape")
 
 
-def _discover(root: Path) -> tuple[_Tree, str] | None:
+def discover(root: Path) -> tuple[GitTree, str] | None:
     """The working tree ``root`` lies in and ``root``'s place in it, or None outside a git repository."""
-    found = _run(["rev-parse", "--show-toplevel", "--absolute-git-dir"], cwd=root, ok=True).splitlines()
+    found = run_git(["rev-parse", "--show-toplevel", "--absolute-git-dir"], cwd=root, ok=True).splitlines()
     if len(found) != 2:
         return None
     top = Path(found[0]).resolve()
     subdir = root.resolve().relative_to(top).as_posix()
-    return _Tree(top, Path(found[1])), "" if subdir == "." else subdir
+    return GitTree(top, Path(found[1])), "" if subdir == "." else subdir
+
+
+@contextmanager
+def temporary_index(tree: GitTree, seed: Path | None) -> Generator[dict[str, str]]:
+    """An environment naming ``tree`` and an index of ours, started from a copy of ``seed`` (for
+    git's stat cache: only the files changed since are hashed)."""
+    handle, name = tempfile.mkstemp(prefix="dispatch-index-")
+    os.close(handle)
+    os.unlink(name)
+    if seed is not None and seed.is_file():
+        shutil.copyfile(seed, name)
+    try:
+        yield {"GIT_DIR": str(tree.git_dir), "GIT_WORK_TREE": str(tree.top), "GIT_INDEX_FILE": name}
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def commit_files(tree: GitTree, parent: str | None) -> str:
+    """A commit of ``tree``'s files now, as ``git add -A`` takes them (its ignore files honoured),
+    on ``parent`` (None: on its HEAD, when there is one). Built with an index of ours: the tree's
+    own index, HEAD, stash and files are never written."""
+    with temporary_index(tree, tree.git_dir / "index") as env:
+        if parent is None:
+            head = run_git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], env=env, ok=True).strip()
+            parent = head or None
+        if parent is not None and not (tree.git_dir / "index").is_file():
+            run_git(["read-tree", parent], env=env)  # its tracked files, ignored ones too
+        run_git(["add", "-A", "--", "."], env=env, cwd=tree.top)
+        written = run_git(["write-tree"], env=env).strip()
+        parents = ["-p", parent] if parent is not None else []
+        return run_git(["commit-tree", written, *parents, "-m", "dispatch: an agent's files"], env=env).strip()
+
+
+def diff_commits(git_dir: Path, base: str, child: str) -> str:
+    """The unified diff from commit ``base`` to ``child`` in the repository at ``git_dir``."""
+    return run_git(["diff-tree", "-r", "-p", "--no-renames", base, child], env={"GIT_DIR": str(git_dir)})
 
 
 class Worktrees:
@@ -139,20 +190,20 @@ class Worktrees:
     def create(self, agent_id: str, root: Path) -> Worktree:
         """A worktree for the child ``agent_id`` from the files of the tree ``root`` lies in now;
         UserError naming the field when ``root`` is not in a git repository."""
-        found = _discover(root)
+        found = discover(root)
         if found is None:
             raise UserError(f"isolation: worktree needs a git repository, and {root} is not in one")
         tree, subdir = found
-        common = Path(_run(["rev-parse", "--path-format=absolute", "--git-common-dir"], cwd=tree.top).strip())
-        base = self._commit(tree, None)
+        common = Path(run_git(["rev-parse", "--path-format=absolute", "--git-common-dir"], cwd=tree.top).strip())
+        base = commit_files(tree, None)
         path = self.place / agent_id
         branch = BRANCH_PREFIX + agent_id
         planned = Worktree(agent_id, str(common), "", str(path), branch, base, subdir)
         self._record(planned)  # before git makes anything: a crash from here on leaves a record
         try:
             self.place.mkdir(parents=True, exist_ok=True, mode=0o700)
-            _run(["--git-dir", str(common), "worktree", "add", "--quiet", "-b", branch, str(path), base])
-            git_dir = _run(["rev-parse", "--absolute-git-dir"], cwd=path).strip()  # before the child runs
+            run_git(["--git-dir", str(common), "worktree", "add", "--quiet", "-b", branch, str(path), base])
+            git_dir = run_git(["rev-parse", "--absolute-git-dir"], cwd=path).strip()  # before the child runs
         except (RunError, OSError):
             self.remove(planned)
             raise
@@ -170,54 +221,30 @@ class Worktrees:
             os.fsync(out.fileno())
         temporary.replace(final)
 
-    @contextmanager
-    def _index(self, tree: _Tree, seed: Path | None) -> Generator[dict[str, str]]:
-        """An environment naming ``tree`` and an index of ours, started from a copy of ``seed`` (for
-        git's stat cache: only the files changed since are hashed)."""
-        handle, name = tempfile.mkstemp(prefix="dispatch-index-")
-        os.close(handle)
-        os.unlink(name)
-        if seed is not None and seed.is_file():
-            shutil.copyfile(seed, name)
-        try:
-            yield {"GIT_DIR": str(tree.git_dir), "GIT_WORK_TREE": str(tree.top), "GIT_INDEX_FILE": name}
-        finally:
-            Path(name).unlink(missing_ok=True)
-
-    def _commit(self, tree: _Tree, parent: str | None) -> str:
-        """A commit of ``tree``'s files now, as ``git add -A`` takes them (its ignore files
-        honoured), on ``parent`` (None: on its HEAD, when there is one)."""
-        with self._index(tree, tree.git_dir / "index") as env:
-            if parent is None:
-                head = _run(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], env=env, ok=True).strip()
-                parent = head or None
-            if parent is not None and not (tree.git_dir / "index").is_file():
-                _run(["read-tree", parent], env=env)  # its tracked files, ignored ones too
-            _run(["add", "-A", "--", "."], env=env, cwd=tree.top)
-            written = _run(["write-tree"], env=env).strip()
-            parents = ["-p", parent] if parent is not None else []
-            return _run(
-                ["commit-tree", written, *parents, "-m", "dispatch: files at a worktree's start"], env=env
-            ).strip()
-
     # ---- merging back ----------------------------------------------------------------------------
 
     def merge(self, worktree: Worktree, into: Path) -> MergeResult:
         """Merge what the child changed in ``worktree`` since it started into the tree ``into`` lies
         in: written there when clean, else nothing written and the conflicts returned."""
         with self._merging:
-            return self._merge(worktree, into)
+            child = commit_files(GitTree(Path(worktree.path), Path(worktree.git_dir)), worktree.base)
+            return self._merge(worktree.agent_id, worktree.base, child, into)
 
-    def _merge(self, worktree: Worktree, into: Path) -> MergeResult:
-        found = _discover(into)
+    def merge_commit(self, agent_id: str, base: str, child: str, into: Path) -> MergeResult:
+        """Merge what ``child`` (a commit on ``base``, in the repository of ``into``: an agent's
+        work that came back from elsewhere) changed into the tree ``into`` lies in, as :meth:`merge`."""
+        with self._merging:
+            return self._merge(agent_id, base, child, into)
+
+    def _merge(self, agent_id: str, base: str, child: str, into: Path) -> MergeResult:
+        found = discover(into)
         if found is None:
-            raise RunError(f"the merge of {worktree.agent_id}'s worktree: {into} is no longer in a git repository")
+            raise RunError(f"the merge of {agent_id}'s work: {into} is no longer in a git repository")
         target = found[0]
-        child = self._commit(_Tree(Path(worktree.path), Path(worktree.git_dir)), worktree.base)
-        if self._tree_of(target, child) == self._tree_of(target, worktree.base):
+        if self._tree_of(target, child) == self._tree_of(target, base):
             return MergeResult([], [])
-        parent = self._commit(target, worktree.base)
-        out = _run(
+        parent = commit_files(target, base)
+        out = run_git(
             ["merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", parent, child],
             env={"GIT_DIR": str(target.git_dir)},
             ok=True,
@@ -228,32 +255,31 @@ class Worktrees:
             conflicts = [Conflict(p, self._version(target, parent, p), self._version(target, child, p)) for p in names]
             return MergeResult([], conflicts)
         if len(merged) < 40:
-            raise RunError(f"git merge-tree failed for the worktree of {worktree.agent_id}")
+            raise RunError(f"git merge-tree failed for the work of {agent_id}")
         return MergeResult(self._write(target, self._tree_of(target, parent), merged), [])
 
     def diff(self, worktree: Worktree) -> str:
         """The unified diff of what the child changed in its worktree since it started."""
-        tree = _Tree(Path(worktree.path), Path(worktree.git_dir))
-        child = self._commit(tree, worktree.base)
-        return _run(["diff-tree", "-r", "-p", "--no-renames", worktree.base, child], env={"GIT_DIR": worktree.git_dir})
+        child = commit_files(GitTree(Path(worktree.path), Path(worktree.git_dir)), worktree.base)
+        return diff_commits(Path(worktree.git_dir), worktree.base, child)
 
-    def _tree_of(self, tree: _Tree, commit: str) -> str:
-        return _run(["rev-parse", f"{commit}^{{tree}}"], env={"GIT_DIR": str(tree.git_dir)}).strip()
+    def _tree_of(self, tree: GitTree, commit: str) -> str:
+        return run_git(["rev-parse", f"{commit}^{{tree}}"], env={"GIT_DIR": str(tree.git_dir)}).strip()
 
-    def _version(self, tree: _Tree, commit: str, path: str) -> str | None:
+    def _version(self, tree: GitTree, commit: str, path: str) -> str | None:
         env = {"GIT_DIR": str(tree.git_dir)}
-        if not _run(["ls-tree", "--name-only", commit, "--", path], env=env).strip():
+        if not run_git(["ls-tree", "--name-only", commit, "--", path], env=env).strip():
             return None
-        raw = _run(["cat-file", "blob", f"{commit}:{path}"], env=env).encode(errors="surrogateescape")
+        raw = run_git(["cat-file", "blob", f"{commit}:{path}"], env=env).encode(errors="surrogateescape")
         if b"\0" in raw[:8000]:
             return f"(a binary file of {len(raw)} bytes)"
         text = raw.decode(errors="replace")
         return text if len(text) <= MAX_VERSION_CHARS else text[:MAX_VERSION_CHARS] + "\n[... cut]"
 
-    def _write(self, tree: _Tree, before: str, merged: str) -> list[str]:
+    def _write(self, tree: GitTree, before: str, merged: str) -> list[str]:
         """Write into ``tree``'s files what differs between its tree ``before`` and ``merged``."""
         env = {"GIT_DIR": str(tree.git_dir)}
-        raw = _run(["diff-tree", "-r", "-z", "--no-renames", "--name-status", before, merged], env=env)
+        raw = run_git(["diff-tree", "-r", "-z", "--no-renames", "--name-status", before, merged], env=env)
         fields = raw.split("\0")
         written: list[str] = []
         kept: list[str] = []
@@ -270,8 +296,8 @@ class Worktrees:
                     target.unlink()
                 kept.append(path)
         if kept:
-            with self._index(tree, None) as index:
-                _run(["read-tree", merged], env=index)
+            with temporary_index(tree, None) as index:
+                run_git(["read-tree", merged], env=index)
                 payload = "\0".join(kept) + "\0"
                 git = shutil.which("git") or "git"
                 subprocess.run(
@@ -290,11 +316,11 @@ class Worktrees:
         """Remove the worktree, its branch and its record (each step whatever became of the others)."""
         common = ["--git-dir", worktree.common_dir]
         if Path(worktree.common_dir).is_dir():
-            _run([*common, "worktree", "remove", "--force", "--force", worktree.path], ok=True)
+            run_git([*common, "worktree", "remove", "--force", "--force", worktree.path], ok=True)
         shutil.rmtree(worktree.path, ignore_errors=True)
         if Path(worktree.common_dir).is_dir():
-            _run([*common, "worktree", "prune"], ok=True)
-            _run([*common, "branch", "-D", worktree.branch], ok=True)
+            run_git([*common, "worktree", "prune"], ok=True)
+            run_git([*common, "branch", "-D", worktree.branch], ok=True)
         (self.records / f"{worktree.agent_id}.json").unlink(missing_ok=True)
 
     def leftovers(self) -> list[Worktree]:

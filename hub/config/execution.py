@@ -5,7 +5,8 @@
 host) on a node Ray chooses: with no ``address`` the hub starts a local Ray instance for its own
 lifetime (``resources`` are its CPUs and custom resources; no dashboard); with one (``auto`` or
 ``HOST:PORT``) it joins that cluster. A template's ``placement`` steers its agents' tool hosts:
-the Ray resources they need and the node labels they must match.
+the Ray resources they need, the node labels they must match, and which files they work in
+(``files``: the project's own where the node shares them, else a copy of their own).
 """
 
 from __future__ import annotations
@@ -56,4 +57,11 @@ class Placement(BaseModel):
     )
     labels: dict[str, str] = Field(
         default_factory=dict[str, str], description="node labels the tool host's node must have (Ray label selector)"
+    )
+    files: Literal["auto", "shared", "copy"] = Field(
+        default="auto",
+        description="auto: the tool host works in the project's files when its node sees them (at the same "
+        "path), else in a copy of them (the project must be a git repository), merged back when the agent ends "
+        "as an isolated child's work is; shared: always in the project's files (refused on a node that does "
+        "not see them); copy: always in a copy, even on a node that shares them",
     )

@@ -6,19 +6,30 @@ instance, or leaves the cluster. :meth:`RayEngine.place` starts an agent's tool 
 (:class:`~dispatch.hub.mounts.hosts.ToolHost`) as an actor, steered by the agent's ``placement``
 (resources, node labels). :func:`cluster_nodes` lists the nodes for ``dispatch doctor``. Ray is
 imported here only, and only when this engine is used: a hub with ``engine: local`` never loads it.
+
+Which files a tool host works in is found when it is placed: the hub writes a probe file holding a
+random token in its data directory (:data:`PROBE_FILE`), and a host that reads that token at that
+path shares the hub's files and works in them in place. One that does not (or any, with the
+template's ``placement: {files: copy}``) gets a copy: the files packed on the hub, put in Ray's
+object store, unpacked on the node; when its agent ends, :meth:`RayEngine.release` has its work
+packed back and added to the project's repository, kept for the tree to merge
+(:meth:`RayEngine.take_returned`).
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import anyio.to_thread
 
 from dispatch.hub.config.execution import RAY_INSTALL, ExecutionConfig
 from dispatch.hub.errors import ConfigError, ToolServerError
-from dispatch.hub.mounts.hosts import Announce, ToolHost
+from dispatch.hub.mounts.hosts import Announce, FileTravel, Returned, ToolHost, sees_probe
 from dispatch.hub.mounts.plan import MountPlan
 from dispatch.hub.views import PlacementView
 from dispatch.servers.lsp.settings import LspSettings
@@ -32,6 +43,14 @@ def import_ray() -> Any:
         raise ConfigError(f"execution.engine: ray needs the ray package, not installed here: {RAY_INSTALL}") from None
 
 
+log = logging.getLogger(__name__)
+
+PROBE_FILE = "ray-probe"
+"""The file in the hub's data directory a tool host must see, with its token, to work in the hub's files."""
+
+RETURN_TIMEOUT_S = 300.0
+"""How long an agent's work in a copy may take to come back (packed on its node, added on the hub)."""
+
 PLACE_TIMEOUT_S = 60.0
 """How long a tool host may wait for a node that can take it before the agent fails, saying what it needs."""
 
@@ -39,9 +58,20 @@ PLACE_TIMEOUT_S = 60.0
 class _RayToolHost(ToolHost):
     """The tool host as Ray runs it: it knows its node."""
 
-    def where(self) -> tuple[str, str]:
+    def where(self, probe: str, token: str) -> tuple[str, str, bool]:
+        """Its node's id and address, and whether it sees the hub's probe file (shares its files)."""
         ray = importlib.import_module("ray")
-        return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address()
+        shared = bool(probe) and sees_probe(probe, token)
+        return ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(), shared
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """A tool host working in a copy of its agent's project."""
+
+    agent_id: str
+    root: Path
+    base: str
 
 
 @dataclass(frozen=True)
@@ -84,6 +114,12 @@ class RayEngine:
         self._remote: Any = ray.remote(num_cpus=0, max_restarts=0)(_RayToolHost)
         self._watchers: list[Announce] = []
         self._nodes: dict[int, str] = {}
+        self.travel: FileTravel | None = None
+        """How the project's files travel to a node that does not share them (None: they do not, and
+        every node is taken to share them)."""
+        self._probe = ("", "")
+        self._copies: dict[int, _Copy] = {}
+        self._returned: dict[str, Returned] = {}
         self.cpu_by_node: dict[str, float] = {}
         """CPU seconds of the tool hosts stopped so far (their commands included), by node id."""
 
@@ -114,8 +150,20 @@ class RayEngine:
             raise ConfigError(f"execution: Ray could not start ({where}): {str(error).splitlines()[0]}") from None
         return cls(config, ray, owned=True) if config.address is None else cls(config, ray, owned=False)
 
+    def carry_files(self, home: Path, travel: FileTravel) -> None:
+        """Copy the project's files with ``travel`` for tool hosts that do not see the probe file
+        this writes in ``home`` (the hub's data directory) with a fresh token (blocking)."""
+        token = secrets.token_hex(16)
+        probe = home / PROBE_FILE
+        probe.write_text(token)
+        probe.chmod(0o600)
+        self._probe = (str(probe), token)
+        self.travel = travel
+
     def stop(self) -> None:
         """Stop the local instance this hub started, or disconnect from the cluster it joined."""
+        if self._probe[0]:
+            Path(self._probe[0]).unlink(missing_ok=True)
         if self.owned or self.config.address is not None:
             self._ray.shutdown()
 
@@ -134,11 +182,11 @@ class RayEngine:
             if placement.labels:
                 options["label_selector"] = dict(placement.labels)
         actor = self._remote.options(**options).remote(plan, lsp)
-        node_id, address = "", ""
+        node_id, address, shared = "", "", False
         with anyio.move_on_after(PLACE_TIMEOUT_S) as waiting:
-            node_id, address = await actor.where.remote()
+            node_id, address, shared = await actor.where.remote(*self._probe)
         if waiting.cancelled_caught:
-            await anyio.to_thread.run_sync(lambda: self._ray.kill(actor, no_restart=True))
+            await self._kill(actor)
             wanted = ", ".join(f"{k} {v:g}" for k, v in placement.resources.items()) if placement else "nothing"
             labels = f" and labels {placement.labels}" if placement and placement.labels else ""
             raise ToolServerError(
@@ -146,12 +194,44 @@ class RayEngine:
                 "dispatch doctor lists the nodes and what they have"
             )
         self._nodes[id(actor)] = node_id
-        await actor.start.remote()
-        return actor, PlacementView(engine="ray", node_id=node_id, address=address)
+        try:
+            files = await self._files(actor, plan, node_id, shared)
+            await actor.start.remote()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                self._nodes.pop(id(actor), None)
+                self._copies.pop(id(actor), None)
+                await self._kill(actor)
+            raise
+        return actor, PlacementView(engine="ray", node_id=node_id, address=address, files=files)
+
+    async def _files(self, actor: Any, plan: MountPlan, node_id: str, shared: bool) -> Literal["shared", "copy"]:
+        """Which files the host works in: the hub's, or (unpacked on its node) a copy of them."""
+        wanted = plan.placement.files if plan.placement is not None else "auto"
+        travel = self.travel
+        if travel is None or wanted == "shared" or (wanted == "auto" and (shared or not self._probe[0])):
+            if wanted == "shared" and self._probe[0] and not shared:
+                raise ToolServerError(
+                    f"placement.files: shared, but Ray node {node_id} does not see the hub's files (its data "
+                    f"directory is not at the same path there); use files: auto or copy"
+                )
+            return "shared"
+        packed = await anyio.to_thread.run_sync(travel.pack, plan.root)
+        ray = self._ray
+        parcel = await anyio.to_thread.run_sync(lambda: ray.put(packed))
+        await actor.checkout.remote(travel, parcel)
+        self._copies[id(actor)] = _Copy(plan.agent_id, plan.root, packed.base)
+        return "copy"
+
+    async def _kill(self, actor: Any) -> None:
+        ray = self._ray
+        await anyio.to_thread.run_sync(lambda: ray.kill(actor, no_restart=True))
 
     async def release(self, actor: Any) -> None:
-        ray = self._ray
         node = self._nodes.pop(id(actor), "")
+        copy = self._copies.pop(id(actor), None)
+        if copy is not None:
+            self._returned[copy.agent_id] = await self._bring_back(actor, copy)
         try:
             with anyio.move_on_after(5):
                 await actor.stop.remote()
@@ -159,7 +239,25 @@ class RayEngine:
                 self.cpu_by_node[node] = self.cpu_by_node.get(node, 0.0) + spent
         except Exception:  # already gone
             pass
-        await anyio.to_thread.run_sync(lambda: ray.kill(actor, no_restart=True))
+        await self._kill(actor)
+
+    async def _bring_back(self, actor: Any, copy: _Copy) -> Returned:
+        """The agent's work in its host's copy, packed there and added to the project's repository."""
+        travel = self.travel
+        assert travel is not None
+        try:
+            with anyio.fail_after(RETURN_TIMEOUT_S):
+                bundle: bytes = await actor.pack_back.remote()
+                child = await anyio.to_thread.run_sync(travel.receive, copy.root, bundle)
+        except Exception as error:  # its node stopped, git failed, or it took too long: the work is lost
+            text = str(error).strip()
+            detail = text.splitlines()[0][:300] if text else f"nothing came back within {RETURN_TIMEOUT_S:g} s"
+            log.warning("the work of agent %s did not come back from its Ray node: %s", copy.agent_id, detail)
+            return Returned(copy.root, copy.base, None, f"its work did not come back from its Ray node: {detail}")
+        return Returned(copy.root, copy.base, child)
+
+    def take_returned(self, agent_id: str) -> Returned | None:
+        return self._returned.pop(agent_id, None)
 
     def watch(self, watcher: Announce) -> None:
         self._watchers.append(watcher)

@@ -12,18 +12,29 @@ it feeds from the outbox and drains into the actor; a path request goes to the u
 agent's link, and the answer back to the node. When the actor dies (its node stopped), the calls
 in flight and every later one raise :class:`ToolHostLost`, naming the node: the tree makes the
 agent ``interrupted``, resumable on another node.
+
+A node that does not share the project's files (found, not assumed: it must see the probe file the
+hub wrote, :func:`sees_probe`), or any node when the template says ``placement: {files: copy}``,
+works in a copy of its own: the hub packs the files (:class:`FileTravel`, git bundles through Ray's
+object store), :meth:`ToolHost.checkout` unpacks them into a folder of the host's own, which is then
+its servers' root, and :meth:`ToolHost.pack_back` sends the agent's work back when it ends, for the
+hub to merge as an isolated child's is merged (:class:`Returned`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 import anyio
+import anyio.to_thread
 import mcp_types
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -50,6 +61,58 @@ Outgoing = tuple[str, str, str]
 
 class ToolHostLost(ToolServerError):
     """The agent's tool host is gone (its node or process stopped): the agent is interrupted."""
+
+
+@dataclass(frozen=True)
+class Packed:
+    """The project's files as they travel to a node: a bundle of one commit, ``base``, and where
+    the project's root lies in it (``subdir``, "" at the top)."""
+
+    bundle: bytes
+    base: str
+    subdir: str
+
+
+class FileTravel(Protocol):
+    """How the project's files travel to a node and an agent's work back
+    (:class:`~dispatch.hub.changes.travel.GitTravel`); each method blocks."""
+
+    def pack(self, root: Path) -> Packed:
+        """On the hub: the files of the project at ``root`` as they are now."""
+        ...
+
+    def unpack(self, packed: Packed, folder: Path) -> Path:
+        """On the node: the files checked out under ``folder``; the agent's root there."""
+        ...
+
+    def pack_back(self, folder: Path, base: str) -> bytes:
+        """On the node: the agent's files under ``folder``, as a commit on ``base``, packed."""
+        ...
+
+    def receive(self, root: Path, bundle: bytes) -> str:
+        """On the hub: the work packed back, added to the repository of ``root``; its commit."""
+        ...
+
+
+@dataclass(frozen=True)
+class Returned:
+    """An agent's work that came back from a copy of its project on a node: the commit it started
+    from (``base``) and the commit of its files at its end (``child``, None when it could not come
+    back: ``error`` says why), both in the repository of ``root``."""
+
+    root: Path
+    base: str
+    child: str | None
+    error: str = ""
+
+
+def sees_probe(path: str, token: str) -> bool:
+    """Whether this process sees the hub's probe file at ``path`` holding ``token``: its node
+    shares the hub's files."""
+    try:
+        return Path(path).read_text() == token
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _dump(message: SessionMessage) -> str:
@@ -85,6 +148,28 @@ class ToolHost:
         self._stopping: anyio.Event | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._count = 0
+        self._copy: tuple[FileTravel, Path, str] | None = None
+        """With a copy of the project: how it travels, the host's folder, and the commit it started from."""
+
+    async def checkout(self, travel: FileTravel, packed: Packed) -> str:
+        """Unpack the project's files into a folder of this host's own, the servers' root from
+        :meth:`start` on; returns that root."""
+        folder = Path(tempfile.mkdtemp(prefix="dispatch-files-"))
+        self._copy = (travel, folder, packed.base)
+        try:
+            root = await anyio.to_thread.run_sync(travel.unpack, packed, folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            self._copy = None
+            raise
+        self._plan = replace(self._plan, root=root)
+        return str(root)
+
+    async def pack_back(self) -> bytes:
+        """The agent's files in this host's copy, packed for the hub."""
+        assert self._copy is not None, "checkout() first"
+        travel, folder, base = self._copy
+        return await anyio.to_thread.run_sync(travel.pack_back, folder, base)
 
     async def start(self) -> None:
         """Build the servers (with a node's own language servers for ``lsp``), held by a task
@@ -178,6 +263,8 @@ class ToolHost:
         if self._stopping is not None and self._keeper is not None:
             self._stopping.set()
             await self._keeper
+        if self._copy is not None:
+            shutil.rmtree(self._copy[1], ignore_errors=True)
 
     def cpu_seconds(self) -> float:
         """CPU time of this host and of the commands it ran (its children, once waited for)."""
@@ -216,6 +303,10 @@ class HostEngine(Protocol):
 
     def watch(self, watcher: Announce) -> None:
         """Have ``watcher`` called at every :meth:`announce`."""
+        ...
+
+    def take_returned(self, agent_id: str) -> Returned | None:
+        """The work of the agent's last tool host that worked in a copy, once (None: none came back)."""
         ...
 
 

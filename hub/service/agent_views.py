@@ -72,6 +72,7 @@ def stored_view(row: AgentRow) -> AgentView:
         error=row.error,
         question=row.question if row.state == AgentState.waiting_user.value else None,
         compactions=row.compactions,
+        placement=PlacementView.model_validate_json(row.placement) if row.placement else PlacementView(),
         **spec.caps.spec_fields(),
     )
 

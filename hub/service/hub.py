@@ -214,7 +214,7 @@ class Hub(Delegation):
             stack.callback(lock.release)
             stack.enter_context(hub_logging(home))
             catalog = Catalog.load(root)
-            hosts = await stack.enter_async_context(execution_engine(catalog.config.execution))  # stopped last
+            hosts = await stack.enter_async_context(execution_engine(catalog.config.execution, home))  # stopped last
             store = await stack.enter_async_context(Store.open(home / DB_NAME))
             records = Records(store)
             bus = JournaledBus(records, Recorder(root), await records.last_event_id())

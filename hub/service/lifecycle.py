@@ -13,7 +13,8 @@
   a deadline interrupt what still runs. Every stopped agent is ``interrupted``, resumable.
 * :func:`execution_engine`: Ray's lifetime in the hub (``execution.engine: ray``): a local
   instance started when the hub opens and stopped when it closes, or a cluster joined and left;
-  nothing (and no Ray import) with ``engine: local``.
+  nothing (and no Ray import) with ``engine: local``. Tool hosts on nodes that do not share the
+  data directory get a copy of the project (:mod:`dispatch.hub.changes.travel`).
 * :func:`serve_until_signalled`: what ``dispatch serve`` runs: serve until SIGINT or SIGTERM, then
   stop the hub gracefully and return 0; a second signal exits the process at once (whatever was
   acknowledged is committed already, so nothing acknowledged is lost).
@@ -42,6 +43,7 @@ import anyio.to_thread
 
 from dispatch.hub.agents.spec import AgentState
 from dispatch.hub.agents.tree import AgentTree
+from dispatch.hub.changes.travel import GitTravel
 from dispatch.hub.config.execution import ExecutionConfig
 from dispatch.hub.errors import UserError
 from dispatch.hub.mounts.hosts import HostEngine
@@ -221,8 +223,9 @@ def hub_logging(data_dir: Path) -> Generator[Path]:
 
 
 @asynccontextmanager
-async def execution_engine(config: ExecutionConfig) -> AsyncGenerator[HostEngine | None]:
-    """Where agents' tool hosts run for the hub's lifetime: None with ``engine: local``."""
+async def execution_engine(config: ExecutionConfig, home: Path) -> AsyncGenerator[HostEngine | None]:
+    """Where agents' tool hosts run for the hub's lifetime: None with ``engine: local``. ``home``:
+    the data directory, whose probe file tells the nodes that share the hub's files."""
     if config.engine == "local":
         yield None
         return
@@ -230,6 +233,7 @@ async def execution_engine(config: ExecutionConfig) -> AsyncGenerator[HostEngine
 
     engine = await anyio.to_thread.run_sync(RayEngine.start, config)
     try:
+        await anyio.to_thread.run_sync(engine.carry_files, home, GitTravel())
         yield engine
     finally:
         with anyio.CancelScope(shield=True):

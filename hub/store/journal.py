@@ -63,6 +63,7 @@ from dispatch.hub.events import (
     MessageSent,
     Spent,
     ToolCalled,
+    ToolHostStarted,
     ToolReturned,
 )
 from dispatch.hub.store.db import FULL_RETRY_S
@@ -124,6 +125,9 @@ class Recorder:
                 return [mark_delivered(message_id, step)]
             case FilesChanged() as changed:
                 return [insert_file_changes(agent_id, at, changed)]
+            case ToolHostStarted() as started:  # where it ran, kept for its view after a restart
+                placement = started.model_dump(include={"engine", "node_id", "address", "files"})
+                return [update_agent(agent_id, {"placement": json.dumps(placement)})]
             case _:
                 self._note(agent_id, data)
                 return []

@@ -68,6 +68,8 @@ class AgentRow:
     compaction: str | None = None
     """The agent's last compaction record, as JSON (None: it never compacted)."""
     compactions: int = 0
+    placement: str | None = None
+    """Where its tool servers last ran, as the JSON of a ``PlacementView`` (None: never on a tool host)."""
 
 
 def _agent_row(raw: dict[str, Any]) -> AgentRow:
@@ -99,6 +101,7 @@ def _agent_row(raw: dict[str, Any]) -> AgentRow:
         cache_write_tokens=int(raw["cache_write_tokens"] or 0),
         compaction=raw.get("compaction"),
         compactions=int(raw.get("compactions") or 0),
+        placement=raw.get("placement"),
     )
 
 

@@ -57,6 +57,10 @@ holds (a proposed fs write; NULL: none).
 
 Chat models (m111): ``chats.model``, the model (tag or litellm name) of each dispatch agent the
 chat starts (NULL: the hub's default, as before).
+
+Placements (m112): ``agents.placement``, where the agent's tool servers last ran
+(``execution.engine: ray``), as JSON: ``engine``, ``node_id``, ``address``, ``files`` (NULL: in
+the hub's process, or never placed).
 """
 
 from __future__ import annotations
@@ -358,3 +362,9 @@ def m110_approval_diffs(db: Database) -> None:
 def m111_chat_model(db: Database) -> None:
     """A chat keeps the model of the dispatch agents it starts (NULL: the hub's default, as before)."""
     db.table("chats").add_column("model", str)
+
+
+@MIGRATIONS()
+def m112_agent_placement(db: Database) -> None:
+    """An agent keeps where its tool servers last ran (NULL: in the hub's process, as before)."""
+    db.table("agents").add_column("placement", str)
