@@ -2,8 +2,9 @@
 scripted model, real tool hosts as Ray actors reached through MCP sessions over actor calls, real
 fs and shell calls. First the hub's own local Ray instance (started with the hub, gone after it),
 then a two-node cluster simulated on this machine (Ray's ``cluster_utils``) that the hub joins:
-leaves placed on the second node by a resource, their changes merged back, and the node killed
-under a running command.
+leaves placed on the second node by a resource, their changes merged back, leaves forced to work
+in a copy of the project there (``placement: {files: copy}``) whose work comes back as a merge,
+and the node killed under a running command.
 
 Skipped, with one reason, when ray is not installed (``pip install -e '.[ray]'``).
 """
@@ -20,8 +21,8 @@ import anyio
 import pytest
 
 from dispatch.hub.errors import ConfigError
-from dispatch.hub.events import ToolHostLost, ToolHostStarted
-from dispatch.hub.llm.scripted import Reply, ScriptedModel
+from dispatch.hub.events import ToolCalled, ToolHostLost, ToolHostStarted, ToolReturned
+from dispatch.hub.llm.scripted import RecordedRequest, Reply, ScriptedModel
 from dispatch.hub.service.hub import Hub
 from tests.agent_helpers import call, until
 from tests.hub_helpers import MODEL, dirs
@@ -234,6 +235,9 @@ async def test_a_node_lost_mid_command_interrupts_the_agent_and_resume_finishes_
                 seen = [events.receive_nowait() for _ in range(events.statistics().current_buffer_used)]
             [lost] = [e for e in seen if isinstance(e.data, ToolHostLost)]
             assert lost.agent_id == slow_id and isinstance(lost.data, ToolHostLost) and lost.data.node_id == doomed
+            [called] = [e.data for e in seen if isinstance(e.data, ToolCalled) and e.data.name == "run"]
+            [ended] = [e.data for e in seen if isinstance(e.data, ToolReturned) and e.data.call_id == called.call_id]
+            assert ended.is_error and doomed in ended.text and "lost" in ended.text  # the lost call ends, saying why
             agent = hub.tree.get(slow_id)
             assert "tool host" in agent.reason and "lost" in agent.reason and doomed in agent.reason
             assert "resume" in agent.reason
@@ -244,6 +248,74 @@ async def test_a_node_lost_mid_command_interrupts_the_agent_and_resume_finishes_
             assert hub.tree.placement_of(slow_id).node_id != doomed
             assert (await hub.wait_finished(top.id)).state == "done"  # its wait saw the resumed child's report
     assert (root / "out" / "built.txt").read_text() == "built\n"
+
+
+COPY_TEMPLATE = "name: leaf\ntools: {fs: true, shell: true}\nplacement:\n  resources: {leaf: 1}\n  files: copy\n"
+
+
+async def test_leaves_forced_to_copy_work_on_the_node_and_their_work_comes_back_as_a_merge(
+    tmp_path: Path, cluster: Any
+) -> None:
+    """Two leaves in copies of the project on the second node: one's work merges into the project
+    (its changes shown as its own), the other's conflicts with an edit made meanwhile, as a
+    worktree child's would. The project is untouched until they end; the placements outlive the hub."""
+    root, data = dirs(tmp_path)
+    git(root, "init", "-q")
+    (root / "README.md").write_text("hello\n")
+    (root / "notes.txt").write_text("first\n")
+    git(root, "add", "README.md")
+    git(root, "commit", "-qm", "start")  # notes.txt is untracked: it travels all the same
+    configure(root, f"  engine: ray\n  address: {cluster.address}\n", {"leaf": COPY_TEMPLATE, "dispatch": ON_HEAD})
+    model = ScriptedModel()
+    go = anyio.Event()
+
+    async def held(request: RecordedRequest) -> Reply:
+        await go.wait()
+        return Reply(text="done")
+
+    summons = [
+        call("summon", task="[writer] write", name="writer", template="leaf", scope=["out", "README.md"]),
+        call("summon", task="[editor] edit", name="editor", template="leaf", scope=["notes.txt"]),
+    ]
+    waits = [Reply(tool_calls=[call("wait")]) for _ in range(2)]
+    model.script("[top]", [Reply(tool_calls=summons), *waits, Reply(text="both back")])
+    write = call("write_file", path="out/new.txt", content="new\n")
+    append = call("run", command="echo more >> README.md && cat out/new.txt")
+    model.script("[writer]", [Reply(tool_calls=[write]), Reply(tool_calls=[append]), held])
+    edit = call("edit_file", path="notes.txt", old="first", new="the editor's")
+    model.script("[editor]", [Reply(tool_calls=[edit]), held])
+    with model, anyio.fail_after(120):
+        async with Hub.open(root, data, model=model, default_model=MODEL) as hub:
+            top = await hub.start("[top] write and edit", model=MODEL)
+            await until(lambda: len(model.requests_for("[writer]")) == 3, timeout_s=60)
+            await until(lambda: len(model.requests_for("[editor]")) == 2, timeout_s=60)
+            ids = {a.spec.name: a.id for a in hub.tree.agents.values()}
+            assert (
+                not (root / "out" / "new.txt").exists() and (root / "README.md").read_text() == "hello\n"
+            )  # untouched
+            assert (root / "notes.txt").read_text() == "first\n"
+            (root / "notes.txt").write_text("the parent's\n")  # meanwhile, in the parent's tree
+            go.set()
+            assert (await hub.wait_finished(top.id)).state == "done"
+            views = {v.name: v for v in await hub.agents()}
+            writer, editor = ids["writer"], ids["editor"]
+            changes = await hub.changes(writer)
+            merges = dict(hub.tree.merges)
+    second = leaf_node(cluster).node_id
+    for name in ("writer", "editor"):
+        assert views[name].placement.node_id == second and views[name].placement.files == "copy", views[name]
+    assert views["dispatch"].placement.files == "shared"  # the head node sees the hub's files
+    assert (root / "out" / "new.txt").read_text() == "new\n"
+    assert (root / "README.md").read_text() == "hello\nmore\n"
+    assert {f.path for f in changes.files} == {"out/new.txt", "README.md"} and "+more" in changes.diff
+    assert merges[writer].outcome == "merged"
+    assert merges[editor].outcome == "conflict" and (root / "notes.txt").read_text() == "the parent's\n"
+    [conflict] = merges[editor].conflicts
+    assert (conflict.path, conflict.yours, conflict.child) == ("notes.txt", "the parent's\n", "the editor's\n")
+    assert not git(root, "for-each-ref", "refs/dispatch").strip()  # no ref of ours is left in the repository
+    async with Hub.open(root, data, model=ScriptedModel(), default_model=MODEL) as hub:  # a restart
+        stored = hub.view(writer).placement
+    assert (stored.engine, stored.node_id, stored.files) == ("ray", second, "copy") and stored.address
 
 
 async def test_an_outside_path_asked_for_on_a_node_goes_to_the_user_and_the_answer_comes_back(

@@ -704,7 +704,7 @@ class AgentTree:
     def _announce_host(self, agent_id: str, placement: PlacementView, lost: str | None) -> None:
         if lost is None:
             self.placements[agent_id] = placement
-            event = ToolHostStarted(engine=placement.engine, node_id=placement.node_id, address=placement.address)
+            event = ToolHostStarted(**placement.model_dump())
             self.events.publish(agent_id, event)
         else:
             self.events.publish(

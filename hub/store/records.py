@@ -38,6 +38,7 @@ AGENT_COLUMNS = (
     *("id", "parent_id", "chat_id", "root", "name", "template", "task", "model", "spec", "state", "reason"),
     *("waiting_until", "question", "report", "error", "tokens_in", "tokens_out", "cost_usd", "steps", "progress"),
     *("created_at", "updated_at", "cache_read_tokens", "cache_write_tokens", "compaction", "compactions"),
+    "placement",
 )
 
 
