@@ -11,6 +11,7 @@ Skipped, with one reason, when ray is not installed (``pip install -e '.[ray]'``
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
+import uvicorn
+from playwright.sync_api import expect
+
+from dispatch.hub.api.app import create_app
 
 from dispatch.hub.errors import ConfigError
 from dispatch.hub.events import ToolCalled, ToolHostLost, ToolHostStarted, ToolReturned
@@ -27,6 +33,7 @@ from dispatch.hub.service.hub import Hub
 from tests.agent_helpers import call, until
 from tests.hub_helpers import MODEL, dirs
 from tests.test_changes import git
+from tests.web_ui_helpers import chromium, open_url
 
 ray: Any = pytest.importorskip("ray", reason="ray is not installed: pip install -e '.[ray]'")
 cluster_utils: Any = pytest.importorskip("ray.cluster_utils")
@@ -257,8 +264,9 @@ async def test_leaves_forced_to_copy_work_on_the_node_and_their_work_comes_back_
     tmp_path: Path, cluster: Any
 ) -> None:
     """Two leaves in copies of the project on the second node: one's work merges into the project
-    (its changes shown as its own), the other's conflicts with an edit made meanwhile, as a
-    worktree child's would. The project is untouched until they end; the placements outlive the hub."""
+    (its changes shown as its own, and rewound), the other's conflicts with an edit made meanwhile,
+    as a worktree child's would. The project is untouched until they end; the placements outlive
+    the hub and show in the agent's panel of the web UI."""
     root, data = dirs(tmp_path)
     git(root, "init", "-q")
     (root / "README.md").write_text("hello\n")
@@ -315,7 +323,38 @@ async def test_leaves_forced_to_copy_work_on_the_node_and_their_work_comes_back_
     assert not git(root, "for-each-ref", "refs/dispatch").strip()  # no ref of ours is left in the repository
     async with Hub.open(root, data, model=ScriptedModel(), default_model=MODEL) as hub:  # a restart
         stored = hub.view(writer).placement
+        shown = await agent_panel(hub, "agent writer, done")
+        await hub.rewind(writer)  # what its merge wrote is put back
+        assert not (root / "out" / "new.txt").exists() and (root / "README.md").read_text() == "hello\n"
     assert (stored.engine, stored.node_id, stored.files) == ("ray", second, "copy") and stored.address
+    assert f"tools on Ray node {second[:12]} ({stored.address}), in a copy of the files" in shown
+
+
+async def agent_panel(hub: Hub, button: str) -> str:
+    """The text of an agent's panel in the web UI (headless Chromium), the agent opened by its button."""
+    token = "placement-token"
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(hub, token=token), log_level="warning", lifespan="off"))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    def read() -> str:
+        with chromium() as browser:
+            page, errors = open_url(browser, url, token)
+            page.get_by_role("button", name=button).click()
+            expect(page.locator("#agent-head")).to_contain_text("tools on Ray node", timeout=10_000)
+            assert errors == []
+            return page.locator("#agent-head").text_content() or ""
+
+    with sock:
+        async with anyio.create_task_group() as group:
+            group.start_soon(lambda: server.serve(sockets=[sock]))
+            while not server.started:
+                await anyio.sleep(0.01)
+            try:
+                return await anyio.to_thread.run_sync(read)
+            finally:
+                server.should_exit = True
 
 
 async def test_an_outside_path_asked_for_on_a_node_goes_to_the_user_and_the_answer_comes_back(
