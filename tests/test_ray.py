@@ -25,7 +25,6 @@ import uvicorn
 from playwright.sync_api import expect
 
 from dispatch.hub.api.app import create_app
-
 from dispatch.hub.errors import ConfigError
 from dispatch.hub.events import ToolCalled, ToolHostLost, ToolHostStarted, ToolReturned
 from dispatch.hub.llm.scripted import RecordedRequest, Reply, ScriptedModel
