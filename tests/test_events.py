@@ -198,8 +198,8 @@ WIRE: list[tuple[EventData, dict[str, Any]]] = [
         _envelope("tool.output", {"call_id": "c-2", "name": "run", "text": "collected 3 items\n"}),
     ),
     (
-        ToolHostStarted(engine="ray", node_id="n-1", address="10.0.0.2"),
-        _envelope("toolhost.started", {"engine": "ray", "node_id": "n-1", "address": "10.0.0.2"}),
+        ToolHostStarted(engine="ray", node_id="n-1", address="10.0.0.2", files="copy"),
+        _envelope("toolhost.started", {"engine": "ray", "node_id": "n-1", "address": "10.0.0.2", "files": "copy"}),
     ),
     (
         ToolHostLost(node_id="n-1", address="10.0.0.2", reason="its tool host on Ray node n-1 was lost"),
