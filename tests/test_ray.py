@@ -356,6 +356,26 @@ async def agent_panel(hub: Hub, button: str) -> str:
                 server.should_exit = True
 
 
+async def test_copying_a_project_that_is_not_in_git_fails_the_agent_saying_copying_needs_git(
+    tmp_path: Path, cluster: Any
+) -> None:
+    root, data = dirs(tmp_path)
+    on_head_copying = "placement:\n  resources: {head: 1}\n  files: copy\n"
+    configure(root, f"  engine: ray\n  address: {cluster.address}\n", {"dispatch": on_head_copying})
+    model = ScriptedModel()
+    model.script("[w]", [Reply(tool_calls=[call("write_file", path="a.txt", content="a")]), Reply(text="ok")])
+    with anyio.fail_after(60):
+        async with Hub.open(root, data, model=model, default_model=MODEL) as hub:
+            top = await hub.start("[w] write", model=MODEL)
+            failed = await hub.wait_finished(top.id)
+    assert failed.state == "failed"
+    assert failed.error == (
+        "the agent's tool host could not be placed: placement.files: copying the project's files to a Ray node "
+        f"needs git, and {root} is not in a git repository (git init it, or use nodes that share the files)"
+    )
+    assert not (root / "a.txt").exists()
+
+
 async def test_an_outside_path_asked_for_on_a_node_goes_to_the_user_and_the_answer_comes_back(
     tmp_path: Path, cluster: Any
 ) -> None:

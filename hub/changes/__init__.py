@@ -5,4 +5,5 @@
 ``rewind``   putting back what an agent (and its descendants) changed, refused on a later edit
 ``proposed`` the diff an fs write would make, shown before it runs (the ``before_write`` checkpoint)
 ``worktrees`` isolated children's git worktrees: made from the parent's files, merged back, removed
+``travel``   the project's files to a Ray node that does not share them, and an agent's work back (git bundles)
 """
