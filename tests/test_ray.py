@@ -287,8 +287,8 @@ async def test_leaves_forced_to_copy_work_on_the_node_and_their_work_comes_back_
     waits = [Reply(tool_calls=[call("wait")]) for _ in range(2)]
     model.script("[top]", [Reply(tool_calls=summons), *waits, Reply(text="both back")])
     write = call("write_file", path="out/new.txt", content="new\n")
-    append = call("run", command="echo more >> README.md && cat out/new.txt")
-    model.script("[writer]", [Reply(tool_calls=[write]), Reply(tool_calls=[append]), held])
+    append = call("run", command="echo more >> README.md && echo shell > out/shell.txt")  # out: an empty folder
+    model.script("[writer]", [Reply(tool_calls=[append]), Reply(tool_calls=[write]), held])
     edit = call("edit_file", path="notes.txt", old="first", new="the editor's")
     model.script("[editor]", [Reply(tool_calls=[edit]), held])
     with model, anyio.fail_after(120):
@@ -314,7 +314,8 @@ async def test_leaves_forced_to_copy_work_on_the_node_and_their_work_comes_back_
     assert views["dispatch"].placement.files == "shared"  # the head node sees the hub's files
     assert (root / "out" / "new.txt").read_text() == "new\n"
     assert (root / "README.md").read_text() == "hello\nmore\n"
-    assert {f.path for f in changes.files} == {"out/new.txt", "README.md"} and "+more" in changes.diff
+    assert (root / "out" / "shell.txt").read_text() == "shell\n"
+    assert {f.path for f in changes.files} == {"out/new.txt", "out/shell.txt", "README.md"} and "+more" in changes.diff
     assert merges[writer].outcome == "merged"
     assert merges[editor].outcome == "conflict" and (root / "notes.txt").read_text() == "the parent's\n"
     [conflict] = merges[editor].conflicts

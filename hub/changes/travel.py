@@ -6,7 +6,8 @@ whose template says ``placement: {files: copy}``) works in a copy of the project
 files included, with the rule a worktree starts from (:func:`~dispatch.hub.changes.worktrees.commit_files`),
 into a commit of no parent (its *base*, only the files travel, not the history) and bundles it.
 :meth:`GitTravel.unpack` (on the node) checks that bundle out into a folder of the tool host's own,
-with a git directory beside it (never inside the files the agent sees). When the agent ends,
+with a git directory beside it (never inside the files the agent sees), and makes the folders of
+the agent's write scope that git does not carry (empty ones). When the agent ends,
 :meth:`GitTravel.pack_back` (on the node) commits its files on the base, by the same rule, and
 bundles that commit alone; :meth:`GitTravel.receive` (on the hub) adds it to the project's
 repository (no ref is written: the commit is merged by its id, as a worktree child's work is,
@@ -96,7 +97,12 @@ class GitTravel:
             run_git(["read-tree", packed.base], env=env)
             run_git(["checkout-index", "--all", "--force"], env=env, cwd=tree.top)
             shutil.copyfile(env["GIT_INDEX_FILE"], tree.git_dir / "index")  # git's stat cache for pack_back
-        return tree.top / packed.subdir if packed.subdir else tree.top
+        root = tree.top / packed.subdir if packed.subdir else tree.top
+        for name in packed.folders:  # its scope's folders, empty ones too, as on the hub
+            folder_path = (root / name).resolve()
+            if folder_path.is_relative_to(tree.top.resolve()):
+                folder_path.mkdir(parents=True, exist_ok=True)
+        return root
 
     def pack_back(self, folder: Path, base: str) -> bytes:
         """On the node: the files under ``folder`` now, committed on ``base`` and bundled (that commit alone)."""

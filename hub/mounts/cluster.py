@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 import logging
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -217,6 +217,8 @@ class RayEngine:
                 )
             return "shared"
         packed = await anyio.to_thread.run_sync(travel.pack, plan.root)
+        scopes = tuple(path for path in plan.grants.write if (plan.root / path).is_dir())  # made before it starts
+        packed = replace(packed, folders=scopes)
         ray = self._ray
         parcel = await anyio.to_thread.run_sync(lambda: ray.put(packed))
         await actor.checkout.remote(travel, parcel)

@@ -71,6 +71,8 @@ class Packed:
     bundle: bytes
     base: str
     subdir: str
+    folders: tuple[str, ...] = ()
+    """Folders of the agent's write scope, root-relative, that the node makes (git carries no empty folder)."""
 
 
 class FileTravel(Protocol):
