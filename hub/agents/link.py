@@ -109,8 +109,14 @@ def child_info(agent: Agent, merge: MergeInfo | None = None) -> ChildInfo:
         state=agent.state.value,
         task=agent.spec.task,
         scope=list(agent.spec.scope),
-        report=agent.report if agent.state is AgentState.done else agent.error,
+        report=agent.report if agent.state is AgentState.done else agent.error or _why_cancelled(agent),
     )
+
+
+def _why_cancelled(agent: Agent) -> str | None:
+    """What stopped a cancelled agent, when more than a plain cancel (a hook's ``stopReason``)."""
+    cancelled = agent.state is AgentState.cancelled and agent.reason not in ("", "cancelled")
+    return agent.reason if cancelled else None
 
 
 class TreeLink:
