@@ -87,16 +87,21 @@ async def test_a_post_tool_use_hook_gets_the_call_as_json_in_the_root_without_se
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-hooks")
     seen = tmp_path / "seen"
     seen.mkdir()
-    # the hook keeps its input and the transcript file as it was when it ran
-    record = (
-        f"tee {seen}/call.json | {sys.executable} -c "
-        "'import json, shutil, sys; shutil.copy(json.load(sys.stdin)[\"transcript_path\"], sys.argv[1])' "
-        f"{seen}/transcript.jsonl; pwd > {seen}/cwd; env > {seen}/env"
+    # the hook keeps its input and the transcript file as it was when it ran, per call
+    keep = (
+        "import json, shutil, sys; given = json.load(sys.stdin); name = given['tool_use_id']; "
+        "open(f'{sys.argv[1]}/{name}.json', 'w').write(json.dumps(given)); "
+        "shutil.copy(given['transcript_path'], f'{sys.argv[1]}/{name}.jsonl')"
     )
+    record = f'{sys.executable} -c "{keep}" {seen}; pwd > {seen}/cwd; env > {seen}/env'
     catalog = configure(project, {"PostToolUse": [{"matcher": "fs__.*", "hooks": [command(record)]}]})
     scripted_llm.script(
         "[post]",
-        [Reply(tool_calls=[call("write_file", path="notes.txt", content="hello\n")]), Reply(text="wrote it")],
+        [
+            Reply(tool_calls=[call("write_file", path="notes.txt", content="hello\n")]),
+            Reply(tool_calls=[call("read_file", path="notes.txt")]),
+            Reply(text="wrote it"),
+        ],
     )
 
     transcripts = tmp_path / "transcripts"
@@ -104,8 +109,8 @@ async def test_a_post_tool_use_hook_gets_the_call_as_json_in_the_root_without_se
         top = await tree.run(top_spec("[post] write notes.txt"))
 
     assert_done(top)
-    received = json.loads((seen / "call.json").read_text())
-    call_id = top.transcript[2]["tool_calls"][0]["id"]
+    call_id, read_id = (top.transcript[i]["tool_calls"][0]["id"] for i in (2, 4))
+    received = json.loads((seen / f"{call_id}.json").read_text())
     assert received == {
         "hook_event_name": "PostToolUse",
         "session_id": top.id,
@@ -119,9 +124,12 @@ async def test_a_post_tool_use_hook_gets_the_call_as_json_in_the_root_without_se
         "tool_use_id": call_id,
         "tool_response": {"content": "created 'notes.txt' (6 bytes)", "is_error": False},
     }
-    lines = [json.loads(line) for line in (seen / "transcript.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (seen / f"{call_id}.jsonl").read_text().splitlines()]
     assert lines == top.transcript[:3], "system, task, and the answer that made the call: one message a line"
     assert lines[-1]["tool_calls"][0]["function"]["name"] == "write_file"
+    later = [json.loads(line) for line in (seen / f"{read_id}.jsonl").read_text().splitlines()]
+    assert later == top.transcript[:5], "at the next call: the write's result and the answer that read"
+    assert json.loads((seen / f"{read_id}.json").read_text())["tool_use_id"] == read_id
     assert (seen / "cwd").read_text().strip() == str(project)
     env = (seen / "env").read_text()
     assert f"CLAUDE_PROJECT_DIR={project}\n" in env

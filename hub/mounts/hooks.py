@@ -85,10 +85,12 @@ class TranscriptFile:
     def update(self) -> None:
         messages = self._messages()
         count = len(messages)
-        fresh = not self._written or self._written > count or messages[self._written - 1] is not self._last
+        start = self._written
+        fresh = not start or start > count or messages[start - 1] is not self._last
+        self._written = 0  # until this write is whole: a failed one is written anew next time
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("w" if fresh else "a", encoding="utf-8") as out:
-            out.writelines(json.dumps(m, ensure_ascii=False) + "\n" for m in messages[0 if fresh else self._written :])
+            out.writelines(json.dumps(m, ensure_ascii=False) + "\n" for m in messages[0 if fresh else start :])
         self._written, self._last = count, messages[-1] if messages else None
 
 
@@ -170,7 +172,7 @@ def _answer(stdout: str) -> JsonDict | None:
     return cast(JsonDict, parsed) if isinstance(parsed, dict) else None
 
 
-def _json_stop(event: HookEvent, answer: JsonDict | None) -> str | None:
+def _json_stop(answer: JsonDict | None) -> str | None:
     """The reason of the stop a JSON answer asks for (``"continue": false``), or None."""
     if answer is None or answer.get("continue", True) is not False:
         return None
@@ -255,7 +257,7 @@ class UserHooks:
         stops: list[str] = []
         for result in (r for r in ran if r is not None):
             answer = _answer(result.stdout) if result.code == 0 else None
-            if (stop := _json_stop(event, answer)) is not None:
+            if (stop := _json_stop(answer)) is not None:
                 stops.append(stop)
             reason = self._judge(event, result, answer)
             if reason is not None:
