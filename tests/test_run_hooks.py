@@ -67,6 +67,8 @@ def test_a_blocked_call_is_one_stderr_line_and_on_its_tool_result_event(
     assert result["data"]["is_error"] is True
     assert result["data"]["text"].startswith("Error: not run: a PreToolUse hook blocked list_dir:")
     top = events[-1]["id"]
+    (agent,) = events[-1]["agents"]  # the result line's agents are the API's views too
+    assert (agent["budget_usd"], agent["max_tokens"], agent["max_steps"]) == (None, None, None)
     assert _blocked_lines(done.stderr) == [
         f"{top} ← list_dir blocked by a PreToolUse hook (not run): listing is off: read the README instead"
     ]
