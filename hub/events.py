@@ -208,6 +208,8 @@ class ToolReturned(_Data):
     text: str
     """The first 2000 characters of the result."""
     seconds: float
+    blocked: str | None = Field(default=None, exclude_if=_none)
+    """Set when a PreToolUse hook of the config blocked the call (it did not run): the hook's reason."""
 
 
 class ModelDelta(_Data):
