@@ -161,4 +161,4 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=200, help="requests measured (default 200)")
     args = parser.parse_args()
     n, m = (3, 3) if args.quick else (args.children, args.grandchildren)
-    anyio.run(main, n, m, args.requests)
+    anyio.run(main, n, m, 20 if args.quick else args.requests)
