@@ -13,8 +13,6 @@ times again with the ``ETag`` of the answer before (``If-None-Match``). Prints:
 - agents list, longest loop slice: per request, the longest callback of the loop while it ran
   (each step of a task between two awaits is one callback);
 - agents list, body: the size of the answer;
-- agents list, first: the same two figures for the first request, alone (one sample: every
-  view built, where the hub keeps each view's JSON until the agent changes);
 - agents list, unchanged (304): the same two figures for a request whose ``If-None-Match``
   names the list as it is (absent when the hub gives no ``ETag``).
 
@@ -137,7 +135,6 @@ async def main(children: int, grandchildren: int, requests: int) -> None:
                                 seq, still_since = hub.last_event_id, time.monotonic()
                     clock = SliceClock()
                     with clock.timing():
-                        first = await _measure(c, clock, 1, {})  # every view built (none kept yet)
                         await _measure(c, clock, 5, {})  # warm-up
                         cpu, slices, response = await _measure(c, clock, requests, {})
                         etag = response.headers.get("etag")
@@ -145,8 +142,6 @@ async def main(children: int, grandchildren: int, requests: int) -> None:
                     await hub.stop(deadline_s=1)
                     views: list[Any] = response.json()
                     report_value("agents list, agents", len(views), "agents")
-                    report_value("agents list, first: CPU", first[0][0] * 1000, "ms")
-                    report_value("agents list, first: loop slice", first[1][0] * 1000, "ms")
                     report("agents list, CPU per request", cpu)
                     report("agents list, longest loop slice", slices)
                     report_value("agents list, body", len(response.content) / 1024, "KiB")
