@@ -11,9 +11,11 @@ prompt, the task, then pairs of an assistant's ``read_file`` call and its ~1.5 K
 - model call, N msgs, worker CPU: the worker's user + system CPU time per call.
 
 With ``--stream`` the calls stream, as an agent's do while someone watches (the model answers in
-server-sent events, a chunk per word).
+server-sent events, a chunk per word). With ``--thread`` the calls are one agent's, as the hub
+makes them: each adds a call and its result to the transcript (from N messages on), and the worker
+keeps the thread's messages between calls (the hub sends only the new ones).
 
-``python -m bench.model_calls [--sizes 10,100,500] [--calls C] [--stream] [--quick]``
+``python -m bench.model_calls [--sizes 10,100,500] [--calls C] [--stream] [--thread] [--quick]``
 """
 
 from __future__ import annotations
@@ -58,7 +60,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(base_url: str, sizes: list[int], calls: int, stream: bool) -> None:
+def _grown(request: CallRequest, n: int) -> CallRequest:
+    """``request`` with one more ``read_file`` call and its result (an agent's next step)."""
+    call = {"id": f"step-{n}", "type": "function", "function": {"name": "read_file", "arguments": '{"path": "a.py"}'}}
+    added = [{"role": "assistant", "content": None, "tool_calls": [call]}]
+    added.append({"role": "tool", "tool_call_id": f"step-{n}", "content": RESULT})
+    return request.model_copy(update={"messages": [*request.messages, *added]})
+
+
+async def measure(base_url: str, sizes: list[int], calls: int, stream: bool, thread: bool = False) -> None:
     with tempfile.TemporaryDirectory() as root:
         tools = [openai_tool(tool) for tool in fs.plan_server(Path(root), []).listed()]
     os.environ["DISPATCH_MODEL_HOST"] = "off"  # a worker of this process's own, none left behind
@@ -67,6 +77,7 @@ async def measure(base_url: str, sizes: list[int], calls: int, stream: bool) -> 
         request = CallRequest(
             id=0, model="openai/bench", messages=transcript(size), tools=tools, timeout_s=60.0,
             api_key="sk-bench", api_base=base_url + "/v1", stream=stream,
+            thread=f"bench-{size}" if thread else None,
         )  # fmt: skip
         parts: list[Delta] = []
         sink = parts.append if stream else None
@@ -75,17 +86,18 @@ async def measure(base_url: str, sizes: list[int], calls: int, stream: bool) -> 
         assert pid is not None
         times: list[float] = []
         cpu_before = cpu_seconds(pid)
-        for _ in range(calls):
+        for n in range(calls):
+            request = _grown(request, n) if thread else request
             started = time.perf_counter()
             await worker.call(request, sink)
             times.append(time.perf_counter() - started)
         cpu_per_call_ms = (cpu_seconds(pid) - cpu_before) / calls * 1000
-        streamed = ", streamed" if stream else ""
+        streamed = (", streamed" if stream else "") + (", one thread" if thread else "")
         report(f"model call, {size} msgs{streamed}", times)
         report_value(f"model call, {size} msgs{streamed}, worker CPU", cpu_per_call_ms, "ms per call")
 
 
-def main(sizes: list[int], calls: int, stream: bool = False) -> None:
+def main(sizes: list[int], calls: int, stream: bool = False, thread: bool = False) -> None:
     port = free_port()
     model = subprocess.Popen(
         [sys.executable, "-m", "bench.fanout_model", "--port", str(port), "--latency-ms", "0"], text=True
@@ -93,7 +105,7 @@ def main(sizes: list[int], calls: int, stream: bool = False) -> None:
     try:
         base_url = f"http://127.0.0.1:{port}"
         wait_healthy(base_url + "/stats")
-        anyio.run(measure, base_url, sizes, calls, stream)
+        anyio.run(measure, base_url, sizes, calls, stream, thread)
     finally:
         stop_process(model)
 
@@ -104,8 +116,9 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=50, help="calls per size (default 50)")
     parser.add_argument("--quick", action="store_true", help="two sizes, a few calls, to check the benchmark runs")
     parser.add_argument("--stream", action="store_true", help="streamed calls (as while someone watches)")
+    parser.add_argument("--thread", action="store_true", help="one agent's calls, its transcript growing")
     args = parser.parse_args()
     if args.quick:
-        main([10, 100], 3, args.stream)
+        main([10, 100], 3, args.stream, args.thread)
     else:
-        main([int(size) for size in args.sizes.split(",")], args.calls, args.stream)
+        main([int(size) for size in args.sizes.split(",")], args.calls, args.stream, args.thread)

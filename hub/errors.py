@@ -8,6 +8,7 @@
     │   └── ConflictError      what the request would undo has changed since (HTTP 409)
     ├── CheckpointDenied     the user denied a checkpoint (the agent stops, failed, naming it and who)
     ├── HookBlocked          a UserPromptSubmit hook blocked a top agent's task (it fails with the reason)
+    ├── HookStopped          a hook answered {"continue": false} (the agent stops, cancelled, with its stopReason)
     └── RunError             a run failed through no fault of the input
         ├── ModelCallError     the model endpoint refused or could not be reached
         │   ├── KeysExhausted    every key the model may use is exhausted for now (the agent waits)
@@ -76,6 +77,11 @@ class CheckpointDenied(DispatchError):
 class HookBlocked(DispatchError):
     """A UserPromptSubmit hook of the config blocked the task given to a top agent; the message
     gives the hook's reason."""
+
+
+class HookStopped(DispatchError):
+    """A hook of the config answered ``{"continue": false}``: the agent stops, ``cancelled``, its
+    reason the message (which names the event and gives the hook's ``stopReason``)."""
 
 
 class RunError(DispatchError):

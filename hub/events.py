@@ -208,6 +208,8 @@ class ToolReturned(_Data):
     text: str
     """The first 2000 characters of the result."""
     seconds: float
+    blocked: str | None = Field(default=None, exclude_if=_none)
+    """Set when a PreToolUse hook of the config blocked the call (it did not run): the hook's reason."""
 
 
 class ModelDelta(_Data):
@@ -431,6 +433,8 @@ class EventBus:
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
         self._watchers: list[MemoryObjectSendStream[Event]] = []
         """The subscribers that asked for ephemeral events too."""
+        self._kinds: dict[MemoryObjectSendStream[Event], tuple[type[_Data], ...]] = {}
+        """The subscribers that asked for some kinds only, and those kinds."""
 
     @property
     def watched(self) -> bool:
@@ -464,22 +468,31 @@ class EventBus:
 
     def _send(self, streams: list[MemoryObjectSendStream[Event]], event: Event) -> None:
         for stream in list(streams):
+            kinds = self._kinds.get(stream)
+            if kinds is not None and not isinstance(event.data, kinds):
+                continue
             try:
                 stream.send_nowait(event)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self._drop(stream)
 
     def _drop(self, stream: MemoryObjectSendStream[Event]) -> None:
+        self._kinds.pop(stream, None)
         for streams in (self._subscribers, self._watchers):
             if stream in streams:
                 streams.remove(stream)
 
     @asynccontextmanager
-    async def subscribe(self, *, ephemeral: bool = False) -> AsyncGenerator[MemoryObjectReceiveStream[Event]]:
+    async def subscribe(
+        self, *, ephemeral: bool = False, kinds: tuple[type[_Data], ...] | None = None
+    ) -> AsyncGenerator[MemoryObjectReceiveStream[Event]]:
         """A stream of every event published while the context is open (``ephemeral``: the
-        ephemeral kinds too, as they happen, between the others)."""
+        ephemeral kinds too, as they happen, between the others; ``kinds``: those kinds only, so
+        a follower of a few kinds is not woken for every step of every agent)."""
         send, receive = anyio.create_memory_object_stream[Event](max_buffer_size=math.inf)
         self._subscribers.append(send)
+        if kinds is not None:
+            self._kinds[send] = kinds
         if ephemeral:
             self._watchers.append(send)
         try:

@@ -1,4 +1,5 @@
-"""Helpers for the key-router tests: a models config over scripted servers acting as providers."""
+"""Helpers for the model tests: a models config over scripted servers acting as providers (the
+key router's), and a model pool's worker pids and its stop, read and done on the model loop."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from dispatch.hub.agents.spec import AgentSpec
 from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.ids import new_id
 from dispatch.hub.llm.clock import ManualClock
+from dispatch.hub.llm.model_loop import model_loop
+from dispatch.hub.llm.model_process import ModelProcess
 from dispatch.hub.llm.models_config import ModelsConfig, load_models_section
 from dispatch.hub.llm.router import Router
 from dispatch.hub.policy.grants import Grants
@@ -65,3 +68,21 @@ def ask(task: str) -> list[dict[str, Any]]:
 def spec(task: str, model: str, *, grants: Grants | None = None, **extra: Any) -> AgentSpec:
     """A top agent asking for ``model`` (a tag or a name)."""
     return AgentSpec(id=new_id(), name="top", task=task, model=model, grants=grants or Grants.everything(), **extra)
+
+
+async def pool_pids(pool: ModelProcess) -> list[int]:
+    """The pids of the pool's workers, read on the model loop (where the pool lives)."""
+
+    async def read() -> list[int]:
+        return pool.pids
+
+    return await model_loop().run(read)
+
+
+async def stop_pool(pool: ModelProcess) -> None:
+    """Stop the pool on the model loop, as a command's exit does."""
+
+    async def stop() -> None:
+        pool._stop()  # pyright: ignore[reportPrivateUsage] (what the command's exit does)
+
+    await model_loop().run(stop)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -86,29 +87,49 @@ async def test_a_post_tool_use_hook_gets_the_call_as_json_in_the_root_without_se
     monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-hooks")
     seen = tmp_path / "seen"
     seen.mkdir()
-    record = f"cat > {seen}/call.json; pwd > {seen}/cwd; env > {seen}/env"
+    # the hook keeps its input and the transcript file as it was when it ran, per call
+    keep = (
+        "import json, shutil, sys; given = json.load(sys.stdin); name = given['tool_use_id']; "
+        "open(f'{sys.argv[1]}/{name}.json', 'w').write(json.dumps(given)); "
+        "shutil.copy(given['transcript_path'], f'{sys.argv[1]}/{name}.jsonl')"
+    )
+    record = f'{sys.executable} -c "{keep}" {seen}; pwd > {seen}/cwd; env > {seen}/env'
     catalog = configure(project, {"PostToolUse": [{"matcher": "fs__.*", "hooks": [command(record)]}]})
     scripted_llm.script(
         "[post]",
-        [Reply(tool_calls=[call("write_file", path="notes.txt", content="hello\n")]), Reply(text="wrote it")],
+        [
+            Reply(tool_calls=[call("write_file", path="notes.txt", content="hello\n")]),
+            Reply(tool_calls=[call("read_file", path="notes.txt")]),
+            Reply(text="wrote it"),
+        ],
     )
 
-    async with AgentTree(project, LiteLLMClient(), catalog=catalog) as tree:
+    transcripts = tmp_path / "transcripts"
+    async with AgentTree(project, LiteLLMClient(), catalog=catalog, transcripts=transcripts) as tree:
         top = await tree.run(top_spec("[post] write notes.txt"))
 
     assert_done(top)
-    received = json.loads((seen / "call.json").read_text())
+    call_id, read_id = (top.transcript[i]["tool_calls"][0]["id"] for i in (2, 4))
+    received = json.loads((seen / f"{call_id}.json").read_text())
     assert received == {
         "hook_event_name": "PostToolUse",
         "session_id": top.id,
+        "transcript_path": str(transcripts / f"{top.id}.jsonl"),
         "cwd": str(project),
         "agent_id": top.id,
         "agent_name": "top",
         "parent_id": None,
         "tool_name": "write_file",
         "tool_input": {"path": "notes.txt", "content": "hello\n"},
+        "tool_use_id": call_id,
         "tool_response": {"content": "created 'notes.txt' (6 bytes)", "is_error": False},
     }
+    lines = [json.loads(line) for line in (seen / f"{call_id}.jsonl").read_text().splitlines()]
+    assert lines == top.transcript[:3], "system, task, and the answer that made the call: one message a line"
+    assert lines[-1]["tool_calls"][0]["function"]["name"] == "write_file"
+    later = [json.loads(line) for line in (seen / f"{read_id}.jsonl").read_text().splitlines()]
+    assert later == top.transcript[:5], "at the next call: the write's result and the answer that read"
+    assert json.loads((seen / f"{read_id}.json").read_text())["tool_use_id"] == read_id
     assert (seen / "cwd").read_text().strip() == str(project)
     env = (seen / "env").read_text()
     assert f"CLAUDE_PROJECT_DIR={project}\n" in env
@@ -266,3 +287,26 @@ def test_a_bad_hooks_config_is_one_line_naming_the_file_and_field(project: Path)
         configure(project, {"PreToolUse": [{"hooks": [{"type": "script", "command": "true"}]}]})
     assert "hooks.PreToolUse[0].hooks[0].type: expected 'command'" in str(raised.value)
     assert os.linesep not in str(raised.value)
+
+
+async def test_continue_false_stops_a_child_cancelled_and_its_parent_reads_why(
+    scripted_llm: ScriptedLLM, project: Path
+) -> None:
+    stop = """echo '{"continue": false, "stopReason": "child reports go through review", "decision": "block"}'"""
+    catalog = configure(project, {"SubagentStop": [{"hooks": [command(stop)]}]})
+    scripted_llm.script(
+        "[stop-parent]",
+        [Reply(tool_calls=[call("summon", task="[stop-child] say hi", wait=True)]), Reply(text="noted")],
+    )
+    scripted_llm.script("[stop-child]", [Reply(text="hi")])
+
+    async with AgentTree(project, LiteLLMClient(), catalog=catalog) as tree:
+        top = await tree.run(top_spec("[stop-parent] work"))
+        (child,) = [a for a in tree.agents.values() if a.spec.parent_id == top.id]
+
+    assert_done(top)
+    assert child.state is AgentState.cancelled, "continue: false wins over the decision to block"
+    assert child.reason == "stopped by a SubagentStop hook: child reports go through review"
+    assert child.report is None
+    told = json.loads(tool_messages(scripted_llm.requests_for("[stop-parent]")[1].messages)[-1])
+    assert told["finished"][0]["report"] == child.reason

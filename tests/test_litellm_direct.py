@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from dispatch.hub.llm.litellm_call import acompletion, load_litellm
-from dispatch.hub.llm.litellm_direct import direct_route
+from dispatch.hub.llm.litellm_direct import EncodedMessages, direct_route
 from dispatch.hub.llm.model_worker import CallFailed, failed_call
 from dispatch.hub.llm.scripted import Fail, Reply, ToolCall
 from dispatch.hub.llm.types import Completion, JsonDict
@@ -181,3 +181,52 @@ async def test_both_paths_report_a_slow_answer_as_no_answer_in_time(scripted_llm
     assert [failed.kind for failed in found] == ["transient", "transient"]
     assert all(": no answer in time (" in failed.message for failed in found)
     assert "no answer within 0.5 s" in found[0].message
+
+
+@pytest.mark.anyio
+async def test_a_threads_calls_encode_only_their_new_messages_and_send_what_litellm_sends(
+    scripted_llms: Servers,
+) -> None:
+    direct_server, through_server = scripted_llms(), scripted_llms()
+    for server in (direct_server, through_server):
+        server.script("[thread]", [Reply(text=f"answer {n}") for n in range(6)])
+    face, through_face = _face(direct_server, "openai"), _face(through_server, "openai")
+    known = EncodedMessages()
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    call = {"id": "call-2", "type": "function", "function": {"name": "read_file", "arguments": '{"path": "b.py"}'}}
+    history = _transcript("[thread]")
+    steps: list[list[JsonDict]] = [
+        [],  # the first call: everything is new
+        [{"role": "assistant", "content": "noted", "name": None}, {"role": "user", "content": "go on"}],
+        [{"role": "user", "content": [{"type": "text", "text": "and this?"}, image]}],  # not plain: whole
+        [{"role": "assistant", "content": "a picture"}],
+    ]
+    encoded: list[list[bytes]] = []
+    for added in steps:
+        history = [*history, *added]
+        for server_face, kept in ((face, known), (through_face, None)):
+            await acompletion(
+                load_litellm(), server_face.model, list(history), TOOLS, 30.0, "sk-test", server_face.base, None,
+                direct=kept is not None, known=kept,
+            )  # fmt: skip
+        encoded.append(list(known.fragments))
+    # compacted: the same thread's transcript replaced by a shorter one, then growing again
+    history = [history[0], {"role": "user", "content": "[thread] summary of the work so far"}]
+    for added in ([], [{"role": "assistant", "content": None, "tool_calls": [call]}]):
+        history = [*history, *added]
+        for server_face, kept in ((face, known), (through_face, None)):
+            await acompletion(
+                load_litellm(), server_face.model, list(history), TOOLS, 30.0, "sk-test", server_face.base, None,
+                direct=kept is not None, known=kept,
+            )  # fmt: skip
+        encoded.append(list(known.fragments))
+
+    sent_direct, sent_through = direct_server.requests, through_server.requests
+    assert len(sent_direct) == len(sent_through) == 6
+    for direct, through in zip(sent_direct, sent_through, strict=True):
+        assert direct.body == through.body
+    first, second = encoded[0], encoded[1]
+    assert len(first) == 4 and len(second) == 6
+    assert all(a is b for a, b in zip(first, second[:4], strict=True))  # encoded once, reused
+    assert encoded[2] == encoded[3] == []  # an image in the thread: sent whole
+    assert len(encoded[4]) == 2 and len(encoded[5]) == 3 and encoded[5][0] is encoded[4][0]

@@ -25,7 +25,7 @@ from dispatch.hub.llm.model_worker import CallRequest
 from dispatch.hub.llm.types import Completion
 from tests.agent_helpers import MODEL, until
 from tests.fakes.scripted_llm import Reply, ScriptedLLM
-from tests.models_helpers import ask
+from tests.models_helpers import ask, pool_pids, stop_pool
 
 
 def _parent(pid: int) -> int:
@@ -72,20 +72,6 @@ async def _call(pool: ModelProcess, text: str) -> Completion:
     return await model_loop().run(lambda: pool.call(request))
 
 
-async def _pids(pool: ModelProcess) -> list[int]:
-    async def read() -> list[int]:
-        return pool.pids
-
-    return await model_loop().run(read)
-
-
-async def _stop(pool: ModelProcess) -> None:
-    async def stop() -> None:
-        pool._stop()  # pyright: ignore[reportPrivateUsage] (what the command's exit does)
-
-    await model_loop().run(stop)
-
-
 @pytest.mark.anyio
 async def test_a_commands_workers_are_forks_of_the_host_it_started_and_the_next_command_reuses_it(
     scripted_llm: ScriptedLLM, host_on: Path
@@ -99,21 +85,21 @@ async def test_a_commands_workers_are_forks_of_the_host_it_started_and_the_next_
     assert answer.text == "answered by a hosted worker"  # the command's environment (base URL) reached it
     host = _host_pid()
     assert host is not None, "the first command started a host"
-    (worker,) = await _pids(first)
+    (worker,) = await pool_pids(first)
     assert _parent(worker) == host
     (socket_file, folder) = _sockets(host_on)
     assert socket_file[1] == 0o600 and folder == (".", 0o700), "the socket and its folder are the user's alone"
-    await _stop(first)
+    await stop_pool(first)
     await until(lambda: not Path(f"/proc/{worker}").exists() or _parent(worker) != host, timeout_s=10)
 
     second = ModelProcess(1)
     answer = await _call(second, "[two] go")
 
     assert answer.text == "answered by the next command's"
-    (next_worker,) = await _pids(second)
+    (next_worker,) = await pool_pids(second)
     assert _parent(next_worker) == host, "the running host forked the next command's worker"
     assert "OPENAI_API_BASE" not in _environment_of(host), "the host keeps none of a command's environment"
-    await _stop(second)
+    await stop_pool(second)
 
 
 @pytest.mark.anyio
@@ -127,10 +113,10 @@ async def test_with_the_host_off_a_command_starts_its_own_workers(
     answer = await _call(pool, "[own] go")
 
     assert answer.text == "answered by its own worker"
-    (worker,) = await _pids(pool)
+    (worker,) = await pool_pids(pool)
     assert _parent(worker) == os.getpid()
     assert len(_sockets(host_on)) <= 1, "no host was started"
-    await _stop(pool)
+    await stop_pool(pool)
 
 
 def test_the_host_ends_after_its_idle_time_and_when_stopped(host_on: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,7 +155,7 @@ async def test_a_new_host_starts_while_a_worker_of_the_stopped_one_still_serves_
     running = ModelProcess(1)  # a long command (dispatch serve, say): its worker outlives the host
     assert (await _call(running, "[long] go")).text == "from the first host's worker"
     first_host = _host_pid()
-    (kept,) = await _pids(running)
+    (kept,) = await pool_pids(running)
     assert first_host is not None and _parent(kept) == first_host
     assert model_host.stop_host() == first_host
 
@@ -178,10 +164,10 @@ async def test_a_new_host_starts_while_a_worker_of_the_stopped_one_still_serves_
 
     new_host = _host_pid()
     assert new_host is not None and new_host != first_host
-    (worker,) = await _pids(later)
+    (worker,) = await pool_pids(later)
     assert _parent(worker) == new_host, "the worker the first host left holds nothing of it (its lock)"
-    await _stop(later)
-    await _stop(running)
+    await stop_pool(later)
+    await stop_pool(running)
 
 
 def test_a_command_refused_before_its_first_call_leaves_no_host_behind(host_on: Path, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from dispatch.hub.llm.model_worker import READY_LINE, CallRequest
 from dispatch.hub.llm.types import Completion
 from tests.agent_helpers import MODEL
 from tests.fakes.scripted_llm import Reply, ScriptedLLM
+from tests.models_helpers import pool_pids, stop_pool
 
 NOTE = "a line of the notes the agent read back, long enough to weigh something. " * 8
 
@@ -51,14 +52,6 @@ async def _call(pool: ModelProcess, messages: list[dict[str, Any]], thread: str 
     return await model_loop().run(lambda: pool.call(request))
 
 
-async def _worker(pool: ModelProcess) -> int:
-    async def pids() -> list[int]:
-        return pool.pids
-
-    (pid,) = await model_loop().run(pids)
-    return pid
-
-
 @pytest.mark.anyio
 async def test_the_next_call_of_a_thread_sends_only_what_follows_and_the_model_gets_it_all(
     scripted_llm: ScriptedLLM,
@@ -69,7 +62,7 @@ async def test_the_next_call_of_a_thread_sends_only_what_follows_and_the_model_g
     size = len(json.dumps(first))
 
     assert (await _call(pool, first)).text == "one"
-    worker = await _worker(pool)
+    (worker,) = await pool_pids(pool)
     grown = [*first, {"role": "assistant", "content": "read them"}, {"role": "user", "content": "and again"}]
     before = _read_bytes(worker)
     assert (await _call(pool, grown)).text == "two"
@@ -85,14 +78,7 @@ async def test_the_next_call_of_a_thread_sends_only_what_follows_and_the_model_g
     assert (await _call(pool, compacted)).text == "three"
     assert scripted_llm.requests_for("[read]")[2].body["messages"] == _as_sent(compacted)
     assert _read_bytes(worker) - before > len(json.dumps(compacted)), "sent whole"
-    await model_loop().run(_stopper(pool))
-
-
-def _stopper(pool: ModelProcess) -> Any:
-    async def stop() -> None:
-        pool._stop()  # pyright: ignore[reportPrivateUsage] (what the command's exit does)
-
-    return stop
+    await stop_pool(pool)
 
 
 def test_a_worker_without_the_threads_messages_asks_for_them_whole() -> None:

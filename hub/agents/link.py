@@ -25,7 +25,7 @@ from dispatch.hub.agents.scopes import resolve_scope
 from dispatch.hub.agents.spec import AgentSpec, AgentState
 from dispatch.hub.changes.tracker import ChangeTracker
 from dispatch.hub.config.skills import LoadedSkill
-from dispatch.hub.errors import UserError
+from dispatch.hub.errors import HookStopped, UserError
 from dispatch.hub.events import (
     AgentProgress,
     AgentQuestion,
@@ -98,7 +98,7 @@ class TreeOps(Protocol):
     def start(self, spec: AgentSpec) -> Agent: ...
     async def isolate(self, spec: AgentSpec) -> AgentSpec: ...
     def put_message(self, agent_id: str, kind: MessageKind, text: str, *, sender: str = "user") -> str: ...
-    def cancel(self, agent_id: str) -> Agent: ...
+    def cancel(self, agent_id: str, reason: str = "cancelled") -> Agent: ...
 
 
 def child_info(agent: Agent, merge: MergeInfo | None = None) -> ChildInfo:
@@ -109,8 +109,14 @@ def child_info(agent: Agent, merge: MergeInfo | None = None) -> ChildInfo:
         state=agent.state.value,
         task=agent.spec.task,
         scope=list(agent.spec.scope),
-        report=agent.report if agent.state is AgentState.done else agent.error,
+        report=agent.report if agent.state is AgentState.done else agent.error or _why_cancelled(agent),
     )
+
+
+def _why_cancelled(agent: Agent) -> str | None:
+    """What stopped a cancelled agent, when more than a plain cancel (a hook's ``stopReason``)."""
+    cancelled = agent.state is AgentState.cancelled and agent.reason not in ("", "cancelled")
+    return agent.reason if cancelled else None
 
 
 class TreeLink:
@@ -132,7 +138,11 @@ class TreeLink:
     # ---- inbox ---------------------------------------------------------------------------------
 
     async def take_messages(self) -> list[InboxMessage]:
-        taken = await self._agent.admit(self._agent.inbox.take())
+        try:
+            taken = await self._agent.admit(self._agent.inbox.take())
+        except HookStopped as stopped:  # raised in a tool call: its agent stops all the same
+            self._tree.cancel(self._agent.id, str(stopped))
+            raise
         for message in taken:
             delivered = MessageDelivered(message_id=message.id, step=self._agent.steps_taken)
             self._tree.events.publish(self._agent.id, delivered)

@@ -239,7 +239,7 @@ class Agent:
         async def run_one(index: int, call: ToolCallRequest) -> None:
             self.hooks.on_tool_call(self, call)
             started = anyio.current_time()
-            outcome = await mounts.call(call.name, call.arguments, self._output_sink(call))
+            outcome = await mounts.call(call.name, call.arguments, self._output_sink(call), call.id)
             runs[index] = ToolRun(call, outcome, anyio.current_time() - started)
             self.hooks.on_tool_result(self, runs[index])  # type: ignore[arg-type]
 

@@ -36,7 +36,15 @@ from dispatch.hub.agents.spec import SETUP_FAILURE, AgentSpec, AgentState, resum
 from dispatch.hub.changes.shadow import Blob
 from dispatch.hub.changes.tracker import ChangeTracker, Snapshots
 from dispatch.hub.changes.worktrees import MergeResult, Worktree, Worktrees
-from dispatch.hub.errors import BudgetExceeded, DispatchError, StoreFull, UnknownAgentError, UserError, unwrap
+from dispatch.hub.errors import (
+    BudgetExceeded,
+    DispatchError,
+    HookStopped,
+    StoreFull,
+    UnknownAgentError,
+    UserError,
+    unwrap,
+)
 from dispatch.hub.events import (
     AgentCompacted,
     AgentModelSwitched,
@@ -64,7 +72,7 @@ from dispatch.hub.llm.ledger import usage_columns
 from dispatch.hub.llm.router import Router
 from dispatch.hub.llm.types import Delta, ModelClient, ToolCallRequest, Usage
 from dispatch.hub.mounts.connection import open_mounts
-from dispatch.hub.mounts.hooks import HookCaller, UserHooks
+from dispatch.hub.mounts.hooks import HookCaller, TranscriptFile, UserHooks
 from dispatch.hub.mounts.hosts import HostEngine
 from dispatch.hub.mounts.hosts import ToolHostLost as HostLost
 from dispatch.hub.mounts.outside import OutsideServers
@@ -132,8 +140,12 @@ class AgentTree:
         changes: ChangeTracker | None = None,
         worktrees: Worktrees | None = None,
         hosts: HostEngine | None = None,
+        transcripts: Path | None = None,
     ) -> None:
         self.root = root.resolve()
+        self.transcripts = transcripts
+        """Where agents' transcripts are written for their hooks to read (``transcript_path``, one
+        ``<agent id>.jsonl`` each, only for agents with hooks); None: hooks get no transcript."""
         self.access = access
         """Who answers requests for paths outside an agent's grants; None: they are denied, saying so."""
         self.session_answers = SessionAnswers()
@@ -167,6 +179,7 @@ class AgentTree:
         self._slots: dict[str, RunningSlot] = {}
         self._budget_stops: dict[str, str] = {}
         self._interrupts: set[str] = set()
+        self._cancel_reasons: dict[str, str] = {}
         self.draining = False
         """Set by :meth:`drain`: each agent stops (``interrupted``) at its next step boundary."""
         self.space = space
@@ -412,7 +425,11 @@ class AgentTree:
         while top.parent_id is not None and top.parent_id in self.agents:
             top = self.agents[top.parent_id].spec
         caller = HookCaller(spec.id, spec.name, spec.parent_id, top.id)
-        return UserHooks(config, project.root, caller)
+        transcript = None
+        if self.transcripts is not None:
+            path = self.transcripts / f"{spec.id}.jsonl"
+            transcript = TranscriptFile(path, lambda: self.agents[spec.id].transcript)
+        return UserHooks(config, project.root, caller, transcript)
 
     async def run(self, spec: AgentSpec) -> Agent:
         """Start an agent and return it once it has finished."""
@@ -432,16 +449,7 @@ class AgentTree:
                 else:
                     await self._run_in_slot(agent)
             except Exception as raised:  # whatever went wrong fails this agent, never the hub
-                error = unwrap(raised)
-                if isinstance(error, HostLost):  # its node stopped: resumable on another
-                    agent.set_state(AgentState.interrupted, str(error))
-                elif isinstance(error, DispatchError):
-                    agent.error = str(error)
-                else:
-                    log.error("agent %s failed", agent.id, exc_info=error)
-                    agent.error = f"{type(error).__name__}: {error}"
-                if agent.state is not AgentState.interrupted:
-                    agent.set_state(AgentState.failed, _failure_reason(error, agent.error))
+                self._ended_by(agent, unwrap(raised))
         if scope.cancel_called and not agent.state.terminal and agent.state is not AgentState.interrupted:
             if agent.id in self._interrupts:
                 agent.set_state(AgentState.interrupted, "the hub stopped; resume it to continue from its last step")
@@ -449,7 +457,8 @@ class AgentTree:
                 agent.error = self._budget_stops.pop(agent.id)
                 agent.set_state(AgentState.failed, "budget")
             else:
-                agent.set_state(AgentState.cancelled, "cancelled")
+                agent.set_state(AgentState.cancelled, self._cancel_reasons.pop(agent.id, "cancelled"))
+        self._cancel_reasons.pop(agent.id, None)
         self._scopes.pop(agent.id, None)
         self._interrupts.discard(agent.id)
         if self.changes is not None:
@@ -461,6 +470,22 @@ class AgentTree:
                 self.cancel(child.id)
             self._report_to_parent(agent)
         agent.finished.set()
+
+    def _ended_by(self, agent: Agent, error: BaseException) -> None:
+        """The state an error raised out of its run leaves the agent in."""
+        if isinstance(error, HostLost):  # its node stopped: resumable on another
+            agent.set_state(AgentState.interrupted, str(error))
+            return
+        if isinstance(error, HookStopped):  # the user's hook stopped it, as the user would
+            agent.set_state(AgentState.cancelled, str(error))
+            return
+        if isinstance(error, DispatchError):
+            agent.error = str(error)
+        else:
+            log.error("agent %s failed", agent.id, exc_info=error)
+            agent.error = f"{type(error).__name__}: {error}"
+        if agent.state is not AgentState.interrupted:
+            agent.set_state(AgentState.failed, _failure_reason(error, agent.error))
 
     async def _run_in_slot(self, agent: Agent) -> None:
         """Run the agent holding one of the hub's running slots (pending, queued, until one is free)."""
@@ -579,6 +604,8 @@ class AgentTree:
             text = agent.report or "(the child reported nothing)"
         elif agent.state is AgentState.failed:
             text = f"(the child failed: {agent.error})"
+        elif agent.reason and agent.reason != "cancelled":
+            text = f"(the child was cancelled before it reported: {agent.reason})"
         else:
             text = "(the child was cancelled before it reported)"
         self.put_message(parent_id, MessageKind.report, text, sender=agent.id)
@@ -597,14 +624,15 @@ class AgentTree:
         self.events.publish(agent_id, MessageSent(message_id=message.id, kind=kind.value, sender=sender, text=text))
         return message.id
 
-    def cancel(self, agent_id: str) -> Agent:
-        """Cancel an agent and, through it, all its descendants."""
+    def cancel(self, agent_id: str, reason: str = "cancelled") -> Agent:
+        """Cancel an agent and, through it, all its descendants; ``reason`` is its state's."""
         agent = self.get(agent_id)
         scope = self._scopes.get(agent_id)
         if scope is not None:
+            self._cancel_reasons.setdefault(agent_id, reason)
             scope.cancel()
         elif not agent.state.terminal:
-            agent.set_state(AgentState.cancelled, "cancelled")
+            agent.set_state(AgentState.cancelled, reason)
         return agent
 
     def request_compaction(self, agent_id: str) -> Agent:
@@ -700,7 +728,12 @@ class AgentTree:
     def _announce_tool_result(self, agent: Agent, run: ToolRun) -> None:
         call, outcome = run.call, run.outcome
         returned = ToolReturned(
-            call_id=call.id, name=call.name, is_error=outcome.is_error, text=outcome.text[:2000], seconds=run.seconds
+            call_id=call.id,
+            name=call.name,
+            is_error=outcome.is_error,
+            text=outcome.text[:2000],
+            seconds=run.seconds,
+            blocked=outcome.blocked,
         )
         self.events.publish(agent.id, returned)
 

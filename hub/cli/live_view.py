@@ -97,6 +97,8 @@ def describe(event: Event) -> str | None:
             return f"{who} {state}{f' ({reason})' if reason else ''}"
         case ToolCalled(name=name, arguments=arguments):
             return f"{who} → {name} {arguments[:100]}"
+        case ToolReturned(name=name, blocked=str() as blocked):
+            return f"{who} ← {name} blocked by a PreToolUse hook (not run): {' '.join(blocked.split())[:300]}"
         case ToolReturned(name=name, is_error=is_error, text=text):
             first = headline(text)
             return f"{who} ← {name} {'error' if is_error else 'ok'}: {first}"
@@ -191,7 +193,7 @@ class LiveView:
 def print_line(console: Console, event: Event) -> None:
     line = describe(event)
     if line is not None:
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)  # one line, however wide
 
 
 ScreenMode = Literal["live", "lines", "quiet", "jsonl"]
@@ -200,7 +202,8 @@ ScreenMode = Literal["live", "lines", "quiet", "jsonl"]
 class Screen:
     """Where a run is shown: ``live``, the tree redrawn in place (a terminal); ``lines``, one line
     per event; ``quiet``, nothing (``--json``); ``jsonl``, each event as the JSON line of
-    ``/api/events`` on stdout, flushed at once (``--jsonl``). Enter it to start drawing."""
+    ``/api/events`` on stdout, flushed at once (``--jsonl``). A tool call a hook blocked is one
+    line on the console (stderr) in every mode. Enter it to start drawing."""
 
     def __init__(self, tree: AgentTree, console: Console, mode: ScreenMode) -> None:
         self._view = LiveView(tree)
@@ -234,6 +237,8 @@ class Screen:
             self._view.feed(event)
             if not self._paused:
                 self._live.update(self._view.render())
+        if self._mode != "lines" and isinstance(event.data, ToolReturned) and event.data.blocked is not None:
+            print_line(self._console, event)  # a blocked call is said on stderr whatever the mode
 
     @contextmanager
     def paused(self) -> Generator[None]:

@@ -21,7 +21,6 @@ from rich.console import Console
 
 from dispatch.hub.agents.loop import Agent
 from dispatch.hub.agents.spec import AgentSpec, AgentState
-from dispatch.hub.agents.tree import AgentTree
 from dispatch.hub.cli.live_view import Screen
 from dispatch.hub.cli.terminal_approvals import Policy, TerminalApprovals
 from dispatch.hub.errors import UserError, unwrap
@@ -39,29 +38,18 @@ Output = Literal["text", "json", "jsonl"]
 """What stdout gets: the report (with the live view on stderr), one JSON summary, or JSON lines."""
 
 
-def summary(tree: AgentTree, top: Agent) -> dict[str, Any]:
-    """The run as one JSON-ready object: the report, every agent, and the token usage."""
+def summary(hub: Hub, top: Agent) -> dict[str, Any]:
+    """The run as one JSON-ready object: the report, every agent (as the API's ``AgentView`` has it,
+    with its ``usage``), and the token usage."""
     total = Usage()
     agents: list[dict[str, Any]] = []
-    for agent in tree.agents.values():
+    for agent in hub.tree.agents.values():
         total.add(agent.usage)
-        agents.append(
-            {
-                "id": agent.id,
-                "parent_id": agent.spec.parent_id,
-                "name": agent.spec.name,
-                "state": agent.state.value,
-                "model": agent.model,
-                "scope": list(agent.spec.scope),
-                "report": agent.report,
-                "error": agent.error,
-                "usage": agent.usage.model_dump(),
-                "compactions": agent.compaction.count if agent.compaction is not None else 0,
-            }
-        )
+        agents.append({**hub.view(agent.id).model_dump(mode="json"), "usage": agent.usage.model_dump()})
     return {
         "id": top.id,
         "state": top.state.value,
+        "reason": top.reason,
         "report": top.report,
         "error": top.error,
         "agents": agents,
@@ -132,7 +120,7 @@ async def _run(spec: AgentSpec, root: Path, output: Output, yes: bool) -> Outcom
             await serve_until_signalled(hub, serve=until_done, deadline_s=0.0)
         done = top.state is AgentState.done
         text = (top.report or "") if done else (top.error or top.reason or top.state.value)
-        return Outcome(top.id, top.state, text, summary(hub.tree, top))
+        return Outcome(top.id, top.state, text, summary(hub, top))
 
 
 def run_task(spec: AgentSpec, *, root: Path, output: Output = "text", yes: bool = False) -> int:

@@ -23,7 +23,7 @@ from typing import Any, cast
 
 from dispatch.hub.errors import ContextTooLong, ModelCallError, UserError
 from dispatch.hub.llm.images import has_images, without_images
-from dispatch.hub.llm.litellm_direct import PartSink, direct_route
+from dispatch.hub.llm.litellm_direct import EncodedMessages, PartSink, direct_route
 from dispatch.hub.llm.litellm_direct import completion as direct_completion
 from dispatch.hub.llm.prices import Prices
 from dispatch.hub.llm.prompt_cache import needs_breakpoints, with_breakpoints
@@ -244,11 +244,17 @@ def accepts_images(litellm: ModuleType, model: str) -> bool:
 
 
 def _prepared(
-    litellm: ModuleType, model: str, messages: Sequence[JsonDict], tools: Sequence[JsonDict]
+    litellm: ModuleType,
+    model: str,
+    messages: Sequence[JsonDict],
+    tools: Sequence[JsonDict],
+    known: EncodedMessages | None = None,
 ) -> tuple[Sequence[JsonDict], Sequence[JsonDict]]:
     """The messages and tools as ``model`` gets them: images described when it takes none, and
-    prompt-cache breakpoints where it needs them."""
-    if any(has_images(m) for m in messages) and not accepts_images(litellm, model):
+    prompt-cache breakpoints where it needs them. (The messages ``known`` has encoded are plain:
+    no images among them to look for.)"""
+    unseen = messages[known.reused(list(messages)) :] if known is not None else messages
+    if any(has_images(m) for m in unseen) and not accepts_images(litellm, model):
         messages = without_images(messages, model)
     if needs_breakpoints(model):
         messages, tools = with_breakpoints(messages, tools)
@@ -267,6 +273,7 @@ async def acompletion(
     *,
     direct: bool = True,
     on_part: PartSink | None = None,
+    known: EncodedMessages | None = None,
 ) -> Completion:
     """One model call (in the model worker), with prompt-cache breakpoints for the models that
     need them (:mod:`dispatch.hub.llm.prompt_cache`): straight through litellm's provider
@@ -276,9 +283,10 @@ async def acompletion(
     cost is litellm's price for the model (:func:`litellm_prices`), never litellm's per-call cost
     bookkeeping. With ``on_part`` the call streams (``on_part(text, tool)`` for each part of the
     answer as it arrives) and the answer is the same, assembled from the stream; a model or
-    endpoint that will not stream answers at once instead."""
+    endpoint that will not stream answers at once instead. ``known``: the thread's messages as
+    its last direct call encoded them (the direct path then encodes only those that follow)."""
     started = time.perf_counter()
-    messages, tools = _prepared(litellm, model, messages, tools)
+    messages, tools = _prepared(litellm, model, messages, tools, known)
     kwargs: JsonDict = {"model": model, "messages": list(messages), "num_retries": 0, "timeout": timeout_s}
     if tools:
         kwargs["tools"] = list(tools)
@@ -292,8 +300,9 @@ async def acompletion(
     async def respond(stream: PartSink | None) -> Any:
         if route is not None:
             return await direct_completion(
-                litellm, route, model, list(messages), list(tools), timeout_s, api_base, extra, on_part=stream
-            )
+                litellm, route, model, list(messages), list(tools), timeout_s, api_base, extra,
+                on_part=stream, known=known,
+            )  # fmt: skip
         if stream is not None:
             return await _streamed(litellm, kwargs, stream)
         return await litellm.acompletion(**kwargs)

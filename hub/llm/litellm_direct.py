@@ -23,6 +23,14 @@ arrives, and assembles the events into the JSON body the provider answers withou
 (OpenAI's chat completion, Anthropic's message, usage included), which ``transform_response``
 reads as ever: the answer, its usage and its cost are those of the same call unstreamed. An
 endpoint that answers JSON to a streamed request (one that does not stream) is read as such.
+
+An OpenAI-compatible call of a thread (:class:`EncodedMessages`, kept by the worker per agent)
+transforms and encodes only the messages that follow those its last call encoded, and splices the
+earlier ones' JSON into the body: litellm's transformation walks every message of every call
+(most of a long transcript's cost, beyond the POST itself), and for plain messages (text, tool
+calls and results: no images, no cache marks, no system message but the first) it maps each
+message on its own, so the body is the same as the whole transcript's (tested against
+``litellm.acompletion``). Any other message sends the call whole, as before.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import import_module
 from types import ModuleType
@@ -64,6 +72,53 @@ def direct_route(litellm: ModuleType, model: str, api_key: str | None, extra: Js
     else:
         key = litellm.llms.openai.chat.gpt_transformation.OpenAIGPTConfig.get_api_key(api_key)
     return None if not key else _Route(provider, str(key))
+
+
+@dataclass
+class EncodedMessages:
+    """One thread's messages as its last OpenAI-compatible call sent them: the messages (the
+    worker's own objects, matched by identity) and each one's JSON as it went in the body."""
+
+    sources: list[JsonDict] = field(default_factory=list[JsonDict])
+    fragments: list[bytes] = field(default_factory=list[bytes])
+
+    def reused(self, messages: list[JsonDict]) -> int:
+        """How many of ``messages``, from the first, are those already encoded."""
+        count = min(len(self.sources), len(messages))
+        if self.sources[:count] == messages[:count]:  # the same objects: compared without a walk
+            return count
+        count = 0
+        for kept, message in zip(self.sources, messages, strict=False):
+            if kept is not message:
+                break
+            count += 1
+        return count
+
+
+_MESSAGES_MARK = "\x00dispatch:messages\x00"
+"""Stands for the messages in a body encoded without them (JSON escapes it: it cannot clash)."""
+
+
+def _plain(message: JsonDict, first: bool) -> bool:
+    """Whether litellm transforms ``message`` on its own (see the module's docstring)."""
+    role = message.get("role")
+    content = message.get("content")
+    return (
+        (role in ("user", "assistant", "tool") or (role == "system" and first))
+        and (content is None or isinstance(content, str))
+        and "cache_control" not in message
+    )
+
+
+def _encode_messages(litellm: ModuleType, known: EncodedMessages, messages: list[JsonDict]) -> tuple[int, bool]:
+    """Where the messages still to transform begin (after those ``known`` has encoded), and
+    whether the call goes incrementally at all (False: whole, ``known`` emptied)."""
+    start = known.reused(messages)
+    rest = messages[start:]
+    if not litellm.openai_system_messages_first and all(_plain(m, start + i == 0) for i, m in enumerate(rest)):
+        return start, True
+    known.sources, known.fragments = [], []
+    return 0, False
 
 
 @dataclass(frozen=True)
@@ -120,6 +175,10 @@ def _url(litellm: ModuleType, provider: str, config: Any, model: str, api_key: s
     return str(config.get_complete_url(base, api_key, model, {}, {}))
 
 
+class _NotOneEach(Exception):
+    """The transformation did not give one message for each: the call goes whole."""
+
+
 async def completion(
     litellm: ModuleType,
     route: _Route,
@@ -131,18 +190,43 @@ async def completion(
     extra: JsonDict | None,
     *,
     on_part: PartSink | None = None,
+    known: EncodedMessages | None = None,
 ) -> Any:
     """One chat completion of ``model`` (``provider/name``) as litellm's ``ModelResponse``; a
     failure raises the litellm exception ``litellm.acompletion`` would have raised. With
-    ``on_part`` it streams (see the module's docstring)."""
+    ``on_part`` it streams; with ``known`` (a thread's), an OpenAI-compatible call encodes only
+    the messages that follow the ones it has (see the module's docstring)."""
+    if known is not None and route.provider == "openai":
+        try:
+            return await _completion(litellm, route, model, messages, tools, timeout_s, api_base, extra, on_part, known)
+        except _NotOneEach:
+            known.sources, known.fragments = [], []
+    return await _completion(litellm, route, model, messages, tools, timeout_s, api_base, extra, on_part, None)
+
+
+async def _completion(
+    litellm: ModuleType,
+    route: _Route,
+    model: str,
+    messages: list[JsonDict],
+    tools: list[JsonDict],
+    timeout_s: float,
+    api_base: str | None,
+    extra: JsonDict | None,
+    on_part: PartSink | None,
+    known: EncodedMessages | None,
+) -> Any:
     provider, api_key = route.provider, route.api_key
     name = model.partition("/")[2]
     config = _config(litellm, name, provider)
     litellm_params: JsonDict = {"custom_llm_provider": provider, "api_base": api_base}
     utils: Any = litellm.utils
+    whole = messages
+    start, incremental = (0, False) if known is None else _encode_messages(litellm, known, messages)
+    sent = messages[start:]
     try:
         # what litellm.completion does to every request before the provider's handler
-        messages = utils.validate_and_fix_openai_messages(messages=[dict(m) for m in messages])
+        messages = utils.validate_and_fix_openai_messages(messages=[dict(m) for m in sent])
         optional: JsonDict = utils.get_optional_params(
             model=name,
             custom_llm_provider=provider,
@@ -177,19 +261,32 @@ async def completion(
             data = {
                 key: value for key, value in data.items() if key not in ("extra_body", "extra_headers", "extra_query")
             } | dict(data.get("extra_body") or {})
+        fragments: list[bytes] | None = None
+        if known is not None and incremental:
+            transformed = cast(list[JsonDict], data["messages"])
+            if len(transformed) != len(sent):  # plain messages are one each
+                raise _NotOneEach
+            known.sources = [*known.sources[:start], *sent]
+            known.fragments = [*known.fragments[:start], *(_encoded(m) for m in transformed)]
+            fragments = known.fragments
         if on_part is None:
-            response = await _post(litellm, provider, config, name, url, headers, data, timeout_s)
+            response = await _post(litellm, provider, config, name, url, headers, data, timeout_s, fragments)
         else:
             data["stream"] = True
             if provider == "openai":
                 data["stream_options"] = {"include_usage": True}
-            response = await _post_streamed(litellm, provider, config, name, url, headers, data, timeout_s, on_part)
+            response = await _post_streamed(
+                litellm, provider, config, name, url, headers, data, timeout_s, on_part, fragments
+            )
             data = {key: value for key, value in data.items() if key not in ("stream", "stream_options")}
         return config.transform_response(
             model=name, raw_response=response, model_response=litellm.ModelResponse(), logging_obj=_NoLogging(),
-            request_data=data, messages=messages, optional_params=optional, litellm_params=litellm_params,
+            request_data=data, messages=messages if known is None else whole, optional_params=optional,
+            litellm_params=litellm_params,
             encoding=None, api_key=api_key, json_mode=False,
         )  # fmt: skip
+    except _NotOneEach:
+        raise
     except Exception as error:
         raise litellm.litellm_core_utils.exception_mapping_utils.exception_type(
             model=name, original_exception=error, custom_llm_provider=provider,
@@ -206,17 +303,30 @@ async def _post(
     headers: JsonDict,
     data: JsonDict,
     timeout_s: float,
+    fragments: list[bytes] | None = None,
 ) -> Any:
-    """The POST itself; a timeout is litellm's ``Timeout``, anything else the provider's error."""
+    """The POST itself; a timeout is litellm's ``Timeout``, anything else the provider's error.
+    With ``fragments``, the body's messages are those (already encoded), not ``data``'s."""
     with _transport_errors(litellm, provider, config, model, timeout_s):
-        response = await _client().post(url, headers=headers, content=_encoded(data), timeout=timeout_s)
+        response = await _client().post(url, headers=headers, content=_body(data, fragments), timeout=timeout_s)
     if response.status_code >= 400:
         raise _refusal(provider, config, response.status_code, response.text, response.headers)
     return response
 
 
-def _encoded(data: JsonDict) -> bytes:
+def _encoded(data: object) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _body(data: JsonDict, fragments: list[bytes] | None) -> bytes:
+    """``data`` as the request's body; with ``fragments``, its messages are those, spliced in
+    where the messages go (the same bytes as encoding the whole)."""
+    if fragments is None:
+        return _encoded(data)
+    head, mark, tail = _encoded(data | {"messages": _MESSAGES_MARK}).partition(_encoded(_MESSAGES_MARK))
+    if not mark:
+        raise ValueError("the request body lost its messages")
+    return b"".join((head, b"[", b",".join(fragments), b"]", tail))
 
 
 def _refusal(provider: str, config: Any, status: int, text: str, headers: Any) -> Exception:
@@ -250,12 +360,13 @@ async def _post_streamed(
     data: JsonDict,
     timeout_s: float,
     on_part: PartSink,
+    fragments: list[bytes] | None = None,
 ) -> Any:
     """The streamed POST, its parts handed to ``on_part``: the HTTP response the provider would
     have given unstreamed (its events assembled into that JSON body); errors as :func:`_post`'s."""
     import httpx
 
-    body = _encoded(data)
+    body = _body(data, fragments)
     with _transport_errors(litellm, provider, config, model, timeout_s):
         async with asyncio.timeout(timeout_s):
             async with _client().stream("POST", url, headers=headers, content=body, timeout=timeout_s) as response:

@@ -26,7 +26,8 @@ import os
 import signal
 import sys
 import time
-from typing import IO, Any, cast
+from dataclasses import dataclass
+from typing import IO, Any, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -34,9 +35,12 @@ from dispatch.hub.errors import UserError
 from dispatch.hub.heap import settle_heap
 from dispatch.hub.llm.failures import classify, headers_of
 from dispatch.hub.llm.litellm_call import acompletion, load_litellm, measure, model_error
+from dispatch.hub.llm.litellm_direct import EncodedMessages
 from dispatch.hub.llm.openai_body import send_chat_bodies_as_given
 from dispatch.hub.llm.streaming import Coalescer
 from dispatch.hub.llm.types import Completion, Delta, JsonDict, Measured
+
+_Kept = TypeVar("_Kept")
 
 LINE_LIMIT = 256 * 1024 * 1024
 """The longest line either side reads: a request may carry a whole transcript."""
@@ -45,11 +49,11 @@ THREADS_KEPT = 256
 used go first; the hub is then told to send one's messages whole)."""
 
 
-def keep_thread(threads: dict[str, list[JsonDict]], thread: str, messages: list[JsonDict]) -> None:
-    """Keep ``messages`` as ``thread``'s latest, the least recently used thread let go beyond
-    :data:`THREADS_KEPT` (the worker and the hub's record of it follow this one rule)."""
+def keep_thread(threads: dict[str, _Kept], thread: str, kept: _Kept) -> None:
+    """Keep ``kept`` (its messages) as ``thread``'s latest, the least recently used thread let go
+    beyond :data:`THREADS_KEPT` (the worker and the hub's record of it follow this one rule)."""
     threads.pop(thread, None)
-    threads[thread] = messages
+    threads[thread] = kept
     while len(threads) > THREADS_KEPT:
         del threads[next(iter(threads))]
 
@@ -136,18 +140,27 @@ def failed_call(error: Exception, model: str, api_base: str | None = None) -> Ca
     )
 
 
+@dataclass(frozen=True)
+class _Thread:
+    """What the worker keeps of a thread: its messages as its last call had them, and their
+    encoding for the direct path (:class:`~dispatch.hub.llm.litellm_direct.EncodedMessages`)."""
+
+    messages: list[JsonDict]
+    encoded: EncodedMessages
+
+
 class _Worker:
     def __init__(self, out: IO[bytes]) -> None:
         self._out = out
         self._calls: dict[int, asyncio.Task[None]] = {}
-        self._threads: dict[str, list[JsonDict]] = {}
+        self._threads: dict[str, _Thread] = {}
         """Each thread's messages as its last call had them, least recently used first."""
 
     def _answer(self, answer: CallAnswer) -> None:
         self._out.write(answer.model_dump_json().encode() + b"\n")
         self._out.flush()
 
-    async def _call(self, request: CallRequest) -> None:
+    async def _call(self, request: CallRequest, encoded: EncodedMessages | None) -> None:
         coalescer: Coalescer | None = None
         if request.stream:
             coalescer = Coalescer(lambda deltas: self._answer(CallAnswer(id=request.id, deltas=deltas)))
@@ -162,6 +175,7 @@ class _Worker:
                 request.api_base,
                 request.extra,
                 on_part=None if coalescer is None else coalescer.add,
+                known=encoded,
             )
             if coalescer is not None:
                 coalescer.close()  # the last parts before the answer
@@ -189,25 +203,27 @@ class _Worker:
             self._answer(CallAnswer(id=int(cast(dict[str, Any], raw)["id"]), measured=measured))
             return
         request = CallRequest.model_validate(raw)
-        if request.thread is not None and not self._continue(request):
+        encoded = None if request.thread is None else self._continue(request)
+        if request.thread is not None and encoded is None:
             self._answer(CallAnswer(id=request.id, resend=True))
             return
         if request.env is not None:
             os.environ.clear()
             os.environ.update(request.env)
-        self._calls[request.id] = asyncio.get_running_loop().create_task(self._call(request))
+        self._calls[request.id] = asyncio.get_running_loop().create_task(self._call(request, encoded))
 
-    def _continue(self, request: CallRequest) -> bool:
+    def _continue(self, request: CallRequest) -> EncodedMessages | None:
         """Put the kept messages ``request.reuse`` names before its own, and keep the whole for
-        the thread's next call; False when they are no longer kept."""
+        the thread's next call; their encoding so far, or None when they are no longer kept."""
         assert request.thread is not None
         kept = self._threads.pop(request.thread, None)
         if request.reuse:
-            if kept is None or len(kept) < request.reuse:
-                return False
-            request.messages = kept[: request.reuse] + request.messages
-        keep_thread(self._threads, request.thread, request.messages)
-        return True
+            if kept is None or len(kept.messages) < request.reuse:
+                return None
+            request.messages = kept.messages[: request.reuse] + request.messages
+        encoded = kept.encoded if kept is not None else EncodedMessages()
+        keep_thread(self._threads, request.thread, _Thread(request.messages, encoded))
+        return encoded
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -65,6 +65,8 @@ class ToolOutcome:
     text: str
     is_error: bool
     images: tuple[ToolImage, ...] = ()
+    blocked: str | None = None
+    """Set when a PreToolUse hook blocked the call (it did not run): the hook's reason."""
 
 
 def openai_tool(tool: Tool) -> JsonDict:
@@ -179,9 +181,12 @@ class Mounts:
     def tool_names(self) -> list[str]:
         return list(self._owner)
 
-    async def call(self, name: str, arguments_json: str, output: ToolOutput | None = None) -> ToolOutcome:
+    async def call(
+        self, name: str, arguments_json: str, output: ToolOutput | None = None, call_id: str = ""
+    ) -> ToolOutcome:
         """Run one tool call; a bad name or bad JSON comes back as an error result, not a raise.
-        ``output`` gets the call's output while it runs, when its server sends any (the shell)."""
+        ``output`` gets the call's output while it runs, when its server sends any (the shell);
+        ``call_id`` (the model's id of the call) is the hooks' ``tool_use_id``."""
         kind = self._owner.get(name)
         if kind is None:
             known = ", ".join(sorted(self._owner))
@@ -196,9 +201,10 @@ class Mounts:
             return ToolOutcome(f"Error: the arguments of {name} must be a JSON object", True)
         arguments = cast(dict[str, Any], parsed)
         if self._hooks is not None:
-            verdict = await self._hooks.pre_tool_use(kind, name, arguments)
+            verdict = await self._hooks.pre_tool_use(kind, name, arguments, call_id)
             if verdict.blocked is not None:
-                return ToolOutcome(f"Error: not run: a PreToolUse hook blocked {name}: {verdict.blocked}", True)
+                text = f"Error: not run: a PreToolUse hook blocked {name}: {verdict.blocked}"
+                return ToolOutcome(text, True, blocked=verdict.blocked)
         refusal = await self._gate(kind, name, arguments) if self._gate is not None else None
         if refusal is not None:
             return ToolOutcome(refusal, True)
@@ -208,7 +214,7 @@ class Mounts:
         if kind in self._untrusted:
             outcome = replace(outcome, text=mark_untrusted(outcome.text, f"{kind}.{name}"))
         if self._hooks is not None:
-            verdict = await self._hooks.post_tool_use(kind, name, arguments, outcome.text, result.is_error)
+            verdict = await self._hooks.post_tool_use(kind, name, arguments, call_id, outcome.text, result.is_error)
             if verdict.blocked is not None:
                 note = f"\n[a PostToolUse hook on this call (it ran): {verdict.blocked}]"
                 outcome = replace(outcome, text=outcome.text + note)

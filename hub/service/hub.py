@@ -99,6 +99,9 @@ from dispatch.servers.sandbox import mode_in_force
 IN_PROCESS_KEY = "in-process"
 """The usage ledger's key name for the calls of a model client the hub was given (the demo's)."""
 
+TRANSCRIPTS_DIR = "transcripts"
+"""The data directory's folder of the transcripts hooks read (``transcript_path``), one file per agent with hooks."""
+
 VIEWS_PER_TURN = 250
 """How many agents' views :meth:`Hub.agents` builds before it lets the event loop turn (fewer made
 the list itself slow under load, a turn per slice; bench/README.md has the figures)."""
@@ -116,6 +119,7 @@ def gated_tree(
     changes: ChangeTracker | None = None,
     worktrees: Worktrees | None = None,
     hosts: HostEngine | None = None,
+    transcripts: Path | None = None,
 ) -> tuple[AgentTree, Approvals]:
     """The hub's tree (not yet entered) and its approvals, wired to each other as they are built:
     the approvals answer the tree's access requests and hold its checkpoints, the pins in ``store``
@@ -125,7 +129,7 @@ def gated_tree(
     tree = AgentTree(
         root, model, events, catalog, lsp=lsp, access=approvals, artifacts=artifacts,
         checkpoints=approvals, pins=ToolPins(store, approvals), agents=agents, space=store, changes=changes,
-        worktrees=worktrees, hosts=hosts,
+        worktrees=worktrees, hosts=hosts, transcripts=transcripts,
     )  # fmt: skip
     return tree, approvals
 
@@ -235,7 +239,7 @@ class Hub(Delegation):
             stack.push_async_callback(anyio.to_thread.run_sync, worktrees.clean_leftovers)  # after the tree
             tree, approvals = gated_tree(
                 root, client, bus, catalog, store, lsp=lsp, artifacts=records, changes=tracker, worktrees=worktrees,
-                hosts=hosts,
+                hosts=hosts, transcripts=home / TRANSCRIPTS_DIR,
             )  # fmt: skip
             await stack.enter_async_context(tree)
             chats = await stack.enter_async_context(ChatService(store, tree, model=default_model))

@@ -41,7 +41,7 @@ class AgentThreads:
     async def follow(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Record threads from the tree's events until cancelled (``await group.start(follow)``:
         it is subscribed when ``start`` returns, so nothing published after that is missed)."""
-        async with self._tree.events.subscribe() as stream:
+        async with self._tree.events.subscribe(kinds=(AgentSpawned, AgentQuestion)) as stream:
             task_status.started()
             async for event in stream:
                 try:

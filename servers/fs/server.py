@@ -138,8 +138,10 @@ class FsTools:
     ) -> str:
         """Read lines of a text file. A part of a file ends with a line saying which lines were
         shown and the offset to pass to read on; at most 256 KiB is returned per call."""
-        opened = await self.scope.open(path, "file", f"read_file {path!r}")
-        return await _in_thread(opened, path, lambda: read_lines(opened, path, offset, limit))
+        with _os_errors(path):
+            return await self.scope.open_then(
+                path, "file", f"read_file {path!r}", lambda opened: read_lines(opened, path, offset, limit)
+            )
 
     async def write_file(self, path: str, content: str) -> str:
         """Create or overwrite a file with ``content`` (UTF-8), creating parent directories."""
