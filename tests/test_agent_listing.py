@@ -7,10 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import TypeAdapter
 
 from dispatch.hub.service.hub import VIEWS_PER_TURN, Hub
 from dispatch.hub.store.db import DB_NAME, Store
 from dispatch.hub.store.records import Records, insert_agent
+from dispatch.hub.views import AgentView
 from tests.agent_helpers import top_spec
 from tests.hub_helpers import dirs
 from tests.loop_turns import counting_turns
@@ -47,3 +49,13 @@ async def test_a_long_history_is_listed_whole_and_in_order_while_the_loop_turns(
     assert [v.report for v in views[:2]] == ["report 0", "report 1"] and {v.state for v in views} == {"done"}
     slices = -(-STORED // VIEWS_PER_TURN)
     assert during >= slices - 1, f"the other task ran {during} times while {STORED} views were built"
+
+
+async def test_the_listed_json_is_what_the_views_encode_to(tmp_path: Path) -> None:
+    root, data = dirs(tmp_path)
+    data.mkdir()
+    await _store_finished_agents(data, 3)
+    async with Hub.open(root, data) as hub:
+        encoded = TypeAdapter(list[AgentView]).dump_json(await hub.agents())
+        assert await hub.agents_json() == encoded
+        assert await hub.agents_json() == encoded  # the second time from what was kept

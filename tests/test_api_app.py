@@ -232,6 +232,26 @@ def test_agents_messages_model_and_cancel(served: Served, client: TestClient) ->
     assert client.post(f"/api/agents/{agent['id']}/cancel").json()["state"] == "cancelled"
 
 
+def test_the_agents_list_answers_304_while_no_agent_changed(served: Served, client: TestClient) -> None:
+    agent = start(served, "hold on")
+    first = client.get("/api/agents")
+    etag = first.headers["etag"]
+    assert first.status_code == 200 and first.headers["cache-control"] == "no-cache"
+    [listed] = first.json()
+    assert listed == served.portal.call(served.hub.view, agent["id"]).model_dump(mode="json")
+    again = client.get("/api/agents", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    assert client.get("/api/agents", headers={"If-None-Match": f'"other", W/{etag}'}).status_code == 304
+
+    client.post(f"/api/agents/{agent['id']}/model", json={"model": "openai/other"})
+    switched = client.get("/api/agents", headers={"If-None-Match": etag})  # changed: the new list, a new tag
+    assert switched.status_code == 200 and switched.headers["etag"] != etag
+    assert [a["model"] for a in switched.json()] == ["openai/other"]
+    client.post(f"/api/agents/{agent['id']}/cancel")
+    cancelled = client.get("/api/agents", headers={"If-None-Match": switched.headers["etag"]})
+    assert cancelled.status_code == 200 and [a["state"] for a in cancelled.json()] == ["cancelled"]
+
+
 def test_chats_fork_and_search(served: Served, client: TestClient) -> None:
     chat = client.post("/api/chats", json={"title": "Release"}).json()
     served.model.script("[chat]", [HOLD])  # the chat's agent runs on its first message and reads the rest

@@ -67,6 +67,12 @@ BENCHMARKS = {
         "fanout, event latency",
         "fanout, GET /api/agents",
     ),
+    "agents_list": (
+        "agents list, agents",
+        "agents list, CPU per request",
+        "agents list, longest loop slice",
+        "agents list, 304: CPU per request",
+    ),
     "web_page": (
         "page, first render, 50 agents",
         "page, longest task on opening",

@@ -1,7 +1,8 @@
 """The web UI's live side in a real Chromium, against a hub in this process (its bus reachable): a
 task typed into the chat streams its model's text, rendered as Markdown, before the model call
 ends; streamed tool arguments and a running tool's output show in its card; Markdown renders and a
-``<script>`` in a report does not run; the model pickers list the configured tags and models; a
+``<script>`` in a report does not run; the tree's reload of the agents list gets 304 while no
+agent changed, and the list once one did; the model pickers list the configured tags and models; a
 tree of 500 agents renders and follows a burst of events with no main-thread task over 200 ms
 (the Long Tasks API). The streamed events are published on the hub's bus by the test, in the
 shapes the hub streams them."""
@@ -166,6 +167,33 @@ def test_a_running_tool_shows_its_output_in_its_card(live: LiveHub, browser: Bro
         live.publish(agent_id, "tool.output", call_id=call_id, name="ask_user", text="third line\n")
         expect(card.get_by_label("output so far")).to_have_text("first line\nsecond line\nthird line\n")
         expect(card.get_by_label("output so far")).to_be_hidden()
+    finally:
+        page.close()
+    assert errors == []
+
+
+def test_the_tree_reloads_the_agents_list_only_when_it_changed(live: LiveHub, browser: Browser) -> None:
+    live.model.script("[kept]", [HOLD])
+    page, errors = _open(browser, live)
+    statuses: list[int] = []
+    page.on("response", lambda r: statuses.append(r.status) if r.url.endswith("/api/agents") else None)
+    try:
+        with httpx.Client(base_url=live.url, headers=AUTH, timeout=30) as http:
+            agent_id = http.post("/api/agents", json={"task": "[kept] wait", "model": MODEL}).json()["id"]
+            while not live.model.requests_for("[kept]"):
+                time.sleep(0.05)
+            row = page.locator("#tree button.agent")
+            expect(row).to_have_count(1)
+            page.wait_for_timeout(600)  # the reloads after its start
+            statuses.clear()
+            live.publish(agent_id, "note.seen", text="nothing of the list changes")  # an event: the page reloads
+            page.wait_for_timeout(600)
+            assert statuses == [304], statuses  # the same list: neither sent again nor drawn again
+            http.post(f"/api/agents/{agent_id}/model", json={"model": "openai/scripted-b"})
+            page.wait_for_timeout(600)
+            assert statuses[1:] and statuses[-1] == 200, statuses  # changed: the new list
+            http.post(f"/api/agents/{agent_id}/cancel")
+            expect(page.locator("#tree .state.cancelled")).to_have_count(1)
     finally:
         page.close()
     assert errors == []

@@ -3,7 +3,7 @@
 contract.py     HubService: everything an interface may do
 hub.py          Hub: the service over the store, the journal, the tree, approvals and chats
 delegation.py   the service calls Hub passes on to chats, approvals and records
-agent_views.py  agents as views, live or stored
+agent_views.py  agents as views, live or stored, and each view's JSON kept until the agent changes
 chats.py        ChatService: dispatch chats and their agents
 threads.py      AgentThreads: detached agents' questions and the user's answers
 approvals.py    Approvals: path prompts, checkpoints and tool changes put to the user

@@ -60,7 +60,7 @@ from dispatch.hub.llm.router import Router
 from dispatch.hub.llm.types import ModelClient
 from dispatch.hub.mounts.hosts import HostEngine
 from dispatch.hub.mounts.pins import ToolPins
-from dispatch.hub.service.agent_views import live_view, stored_view
+from dispatch.hub.service.agent_views import ViewJson, live_facts, live_view, stored_view
 from dispatch.hub.service.approvals import Approvals
 from dispatch.hub.service.changes import CHANGES_DIR, WORKTREES_DIR, ChangeDesk, JournaledChanges
 from dispatch.hub.service.chats import ChatService
@@ -194,6 +194,7 @@ class Hub(Delegation):
         tracker = tree.changes or ChangeTracker(data_dir / CHANGES_DIR, self._records)
         self._changes = ChangeDesk(self._records, tracker, root, tree=tree, flush=bus.journal.flush)
         self._rows: dict[str, AgentRow] = {}
+        self._json = ViewJson()
         self.stopping = False
         self._stopped = anyio.Event()
 
@@ -363,12 +364,16 @@ class Hub(Delegation):
             if row is not None:
                 self._rows[agent_id] = row
 
+    def _ids(self) -> list[str]:
+        """Every agent's id, oldest first: of earlier runs (as stored), then of this one."""
+        live = self.tree.agents
+        return [*self._rows, *(i for i in live if i not in self._rows)]
+
     async def agents(self) -> list[AgentView]:
         """Every agent: of earlier runs (as stored) and of this one (live), oldest first. Built
         :data:`VIEWS_PER_TURN` at a time, the loop turning in between: with hundreds of agents the
         whole list takes milliseconds, which a message or an event on its way would wait out."""
-        live = self.tree.agents
-        ids = [*self._rows, *(i for i in live if i not in self._rows)]
+        live, ids = self.tree.agents, self._ids()
         views: list[AgentView] = []
         for start in range(0, len(ids), VIEWS_PER_TURN):
             if start:
@@ -377,6 +382,32 @@ class Hub(Delegation):
                 agent = live.get(agent_id)
                 views.append(self._view(agent) if agent is not None else stored_view(self._rows[agent_id]))
         return views
+
+    async def agents_json(self) -> bytes:
+        """:meth:`agents` as a JSON array, the same bytes its views would encode to. Each view's JSON
+        is kept and built again only once something it shows changed, so a list of hundreds of
+        agents costs a comparison per agent; :data:`VIEWS_PER_TURN` at a time still."""
+        live, ids = self.tree.agents, self._ids()
+        placements, questions, recorder = self.tree.placements, self._recorder.questions, self._recorder
+        parts: list[bytes] = []
+        for start in range(0, len(ids), VIEWS_PER_TURN):
+            if start:
+                await anyio.lowlevel.checkpoint()
+            for agent_id in ids[start : start + VIEWS_PER_TURN]:
+                agent = live.get(agent_id)
+                if agent is None:
+                    row = self._rows[agent_id]
+                    parts.append(self._json.get(agent_id, row, lambda row=row: stored_view(row)))
+                    continue
+                # the placement as the tree holds it (None until placed: the tree's engine, fixed for its life)
+                facts = live_facts(
+                    agent,
+                    chat_id=recorder.chat(agent_id),
+                    question=questions.get(agent_id),
+                    placement=placements.get(agent_id),
+                )
+                parts.append(self._json.get(agent_id, facts, lambda agent=agent: self._view(agent)))
+        return b"[" + b",".join(parts) + b"]"
 
     def view(self, agent_id: str) -> AgentView:
         agent = self.tree.agents.get(agent_id)

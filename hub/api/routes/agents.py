@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Header, Path, Query, Response
 from pydantic import Field
 
 from dispatch.hub.api.common import Body, CapsBody, Text
@@ -49,13 +50,32 @@ def _summary(detail: AgentDetail) -> AgentView:
     return AgentView.model_validate(detail.model_dump(exclude={"transcript", "progress", "compacted_at"}))
 
 
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (or ``*``), weak or strong."""
+    if if_none_match is None:
+        return False
+    offered = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+    return etag in offered or "*" in offered
+
+
 def agents_router(service: HubService) -> APIRouter:
     router = APIRouter(prefix="/api/agents", tags=["agents"])
 
-    @router.get("")
-    async def list_agents() -> list[AgentView]:
-        """Every agent of the hub, parents before their children (``parent_id`` links the tree)."""
-        return await service.agents()
+    @router.get(
+        "",
+        response_model=list[AgentView],
+        responses={304: {"description": "the list is as the ETag named in If-None-Match says: no body"}},
+    )
+    async def list_agents(if_none_match: Annotated[str | None, Header()] = None) -> Response:
+        """Every agent of the hub, parents before their children (``parent_id`` links the tree).
+        The answer's ``ETag`` names the list as it is: a poller sending it back as ``If-None-Match``
+        gets 304 and no body while nothing of any agent changed."""
+        body = await service.agents_json()
+        etag = f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
+        headers = {"ETag": etag, "Cache-Control": "no-cache"}  # a browser asks again each time, with its tag
+        if _matches(if_none_match, etag):
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type="application/json", headers=headers)
 
     @router.post("", status_code=201)
     async def start_agent(body: StartRequest) -> AgentView:
