@@ -166,6 +166,11 @@ def test_malformed_bodies_say_what_is_wrong(served: Served, client: TestClient) 
     assert wrong_type.status_code == 422 and "body.detached" in wrong_type.json()["detail"]
     bad_date = client.get("/api/chats", params={"since": "yesterday"})
     assert bad_date.status_code == 422 and "not an ISO 8601 date" in bad_date.json()["detail"]
+    # times past either end of what UTC can hold once their offset is applied: the first or last time
+    early = client.get("/api/chats", params={"since": "0001-01-02", "until": "0001-01-01T00:00:01+05:00"})
+    assert early.status_code == 200 and early.json() == []
+    late = client.get("/api/chats", params={"since": "9999-12-31T23:59:59-05:00"})
+    assert late.status_code == 200 and late.json() == []
 
 
 def test_a_wrong_kind_is_refused_naming_the_kinds(served: Served, client: TestClient) -> None:

@@ -4,7 +4,7 @@ talk to its dispatch agent, fork it at any message."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -36,7 +36,11 @@ def _utc(value: datetime | date | None) -> str | None:
         value = datetime.combine(value, time(), UTC)
     elif value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat()
+    try:
+        return value.astimezone(UTC).isoformat()
+    except OverflowError:  # before year 1 or after 9999 in UTC: the first or last time there is
+        ahead = (value.utcoffset() or timedelta()) > timedelta()
+        return (datetime.min if ahead else datetime.max).replace(tzinfo=UTC).isoformat()
 
 
 class NewChat(CapsBody):
