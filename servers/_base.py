@@ -8,6 +8,11 @@ The hub builds a server per agent (its tools are bound to that agent's scope), s
 cheap: the SDK derives each tool's argument model and JSON schema with pydantic, about half a
 millisecond per tool. :class:`ToolList` does that once per tool *function* (its code, name,
 description and annotations) and gives each later server a copy bound to its own function.
+
+In the hub's own process, a tool that takes no request context (it reports no progress and asks
+nothing back) is called on its server without a session (:meth:`ServerPlan.call`): the same
+argument validation, tool and result as ``tools/call`` answers, without the JSON-RPC round trip
+and the session's per-request machinery around it.
 """
 
 from __future__ import annotations
@@ -16,15 +21,17 @@ import argparse
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from types import CodeType
 from typing import Any, ParamSpec, TypeVar
 
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
+from mcp.shared.exceptions import MCPError
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from mcp_types import Tool as MCPTool
-from mcp_types import ToolAnnotations
 
 __all__ = [
     "MCPServer",
@@ -41,6 +48,8 @@ __all__ = [
 _F = TypeVar("_F", bound=Callable[..., Any])
 _P = ParamSpec("_P")
 _PrototypeKey = tuple[CodeType, str | None, str | None, str | None, bool | None]
+
+_log = logging.getLogger(__name__)
 
 _PROTOTYPES: dict[_PrototypeKey, Tool] = {}
 """A memo, not state: the tool the SDK derived from a function's code and options, as a template."""
@@ -122,6 +131,30 @@ class ServerPlan:
 
     def build(self) -> MCPServer:
         return new_server(self.name, self.instructions, self.tools)
+
+    @cached_property
+    def _contextless(self) -> frozenset[str]:
+        return frozenset(tool.name for tool in self.tools.tools if tool.context_kwarg is None)
+
+    def calls_without_session(self, name: str) -> bool:
+        """Whether the tool ``name`` takes no request context, so :meth:`call` may run it."""
+        return name in self._contextless
+
+    async def call(self, server: MCPServer, name: str, arguments: dict[str, Any]) -> CallToolResult:
+        """Call the tool ``name`` (one :meth:`calls_without_session` allows) on ``server`` (this
+        plan, built) as ``tools/call`` would: a failure is an error result with its text, as the
+        SDK's handler answers one; an unexpected one is logged with its traceback there too."""
+        try:
+            result = await server.call_tool(name, arguments)
+        except MCPError:
+            raise
+        except Exception as error:
+            if not isinstance(error, ToolError) or isinstance(error, UnexpectedToolError):
+                _log.exception("Tool %r raised an unexpected exception", name)
+            return CallToolResult(content=[TextContent(type="text", text=str(error))], is_error=True)
+        if not isinstance(result, CallToolResult):
+            raise MCPError(code=-32603, message=f"tool {name!r} asked for input, which it cannot be given here")
+        return result
 
 
 def builds(plan: Callable[_P, ServerPlan]) -> Callable[_P, MCPServer]:

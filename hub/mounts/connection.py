@@ -1,12 +1,15 @@
 """The MCP client sessions of one agent's mounts, and their lifetime (:func:`open_mounts`).
 
 When: an in-process server is mounted as its plan (:class:`~dispatch.servers._base.ServerPlan`:
-its tools, bound to this agent, listed without building anything); the server is built and its MCP
-session opened on the agent's first call to one of them (most agents never call most of their
-servers, and a spawn must stay cheap: about a millisecond for all of them). A stdio server is started at once, all of
-them concurrently, since its tools are known only from the server. One session is opened ahead of
-its first call: the ``inbox``'s, as soon as a message waits for the agent (it reads the message
-through ``check_messages``, which then waits for nothing; an agent nobody writes to never opens it).
+its tools, bound to this agent, listed without building anything); the server is built on the
+agent's first call to one of them (most agents never call most of their servers, and a spawn must
+stay cheap: about a millisecond for all of them), and a tool of it that takes no request context is
+called on it without a session (:meth:`~dispatch.servers._base.ServerPlan.call`); its MCP session
+is opened for the first call of one that does (progress, questions back). A stdio server is started
+at once, all of them concurrently, since its tools are known only from the server. One server is
+made ready ahead of its first call: the ``inbox``'s, as soon as a message waits for the agent (it
+reads the message through ``check_messages``, which then waits for nothing; an agent nobody writes
+to never builds it).
 
 Outside MCP servers (the config's ``mcp_servers``, granted by name) come from the hub's pool
 (:mod:`dispatch.hub.mounts.outside`): their results reach the model marked untrusted, and one
@@ -36,7 +39,7 @@ from dispatch.hub.mounts.outside import list_tools, open_outside
 from dispatch.hub.mounts.plan import MountPlan, ServerTarget, build_targets, prompt_notes
 from dispatch.hub.mounts.toolset import Mounts, ToolGate, ToolOutput, ToolTrack
 from dispatch.hub.policy.servers import UNTRUSTED_KINDS
-from dispatch.servers._base import ServerPlan
+from dispatch.servers._base import MCPServer, ServerPlan
 from dispatch.servers.hublink import HubLink
 
 
@@ -50,6 +53,8 @@ class Connection:
         self._group = group
         self._lock = anyio.Lock()
         self._client: Client | None = None
+        self._server: MCPServer | None = None
+        """Dispatch's own server, built for calls without a session (:meth:`ServerPlan.call`)."""
         self._broken: BaseException | None = None
         self._closed = anyio.Event()
 
@@ -75,6 +80,11 @@ class Connection:
         return await self._call(name, arguments, output)
 
     async def _call(self, name: str, arguments: JsonDict, output: ToolOutput | None) -> CallToolResult:
+        target = self._target
+        if isinstance(target, ServerPlan) and target.calls_without_session(name):
+            if self._server is None:
+                self._server = target.build()
+            return await target.call(self._server, name, arguments)
         if output is None:
             return await (await self.open()).call_tool(name, arguments)
 
@@ -91,9 +101,15 @@ class Connection:
         self._closed.set()
 
     async def open_ahead(self) -> None:
-        """Open the session ahead of a call, and have it learn the tools (it checks each result
-        against their list, which the first call would otherwise ask for); a failure is left for
-        that call to report."""
+        """Make the server ready ahead of a call: built, for one whose tools are called without a
+        session; else its session opened, having learnt the tools (it checks each result against
+        their list, which the first call would otherwise ask for). A failure is left for that
+        call to report."""
+        target = self._target
+        if isinstance(target, ServerPlan) and all(target.calls_without_session(t.name) for t in target.tools.tools):
+            if self._server is None:
+                self._server = target.build()
+            return
         with contextlib.suppress(Exception):
             await (await self.open()).list_tools()
 
