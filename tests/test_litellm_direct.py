@@ -202,24 +202,23 @@ async def test_a_threads_calls_encode_only_their_new_messages_and_send_what_lite
         [{"role": "assistant", "content": "a picture"}],
     ]
     encoded: list[list[bytes]] = []
-    for added in steps:
-        history = [*history, *added]
+
+    async def send_both(history: list[JsonDict]) -> None:
         for server_face, kept in ((face, known), (through_face, None)):
             await acompletion(
                 load_litellm(), server_face.model, list(history), TOOLS, 30.0, "sk-test", server_face.base, None,
                 direct=kept is not None, known=kept,
             )  # fmt: skip
         encoded.append(list(known.fragments))
+
+    for added in steps:
+        history = [*history, *added]
+        await send_both(history)
     # compacted: the same thread's transcript replaced by a shorter one, then growing again
     history = [history[0], {"role": "user", "content": "[thread] summary of the work so far"}]
     for added in ([], [{"role": "assistant", "content": None, "tool_calls": [call]}]):
         history = [*history, *added]
-        for server_face, kept in ((face, known), (through_face, None)):
-            await acompletion(
-                load_litellm(), server_face.model, list(history), TOOLS, 30.0, "sk-test", server_face.base, None,
-                direct=kept is not None, known=kept,
-            )  # fmt: skip
-        encoded.append(list(known.fragments))
+        await send_both(history)
 
     sent_direct, sent_through = direct_server.requests, through_server.requests
     assert len(sent_direct) == len(sent_through) == 6
