@@ -1,7 +1,6 @@
-"""Reading an agent's messages waits for nothing but the call itself (under load every turn of the
-event loop is long): the inbox server is made ready as soon as a message waits, and its tools, like
-every in-process tool that takes no request context, are called without an MCP session, so even
-the first call of an agent nobody wrote to opens none."""
+"""An agent's inbox session opens as soon as a message waits for it, so reading the message waits
+for nothing but the call itself (under load every turn of the event loop is long); an agent nobody
+writes to opens it on its first call, as every other in-process server. Real MCP sessions."""
 
 from __future__ import annotations
 
@@ -83,13 +82,11 @@ async def test_a_waiting_message_is_read_without_waiting_for_the_session_to_open
     assert spent <= 3, f"reading a waiting message took {spent} turns of the loop"
 
 
-async def test_without_mail_the_first_call_opens_no_session_either(tmp_path: Path) -> None:
+async def test_without_mail_the_inbox_opens_on_the_first_call(tmp_path: Path) -> None:
     mailbox = _Mailbox()
     async with _mounted(tmp_path, mailbox) as (mounts, turns):
         await anyio.sleep(0.2)
         first, text = await _turns_of_check_messages(mounts, turns)
         later, _ = await _turns_of_check_messages(mounts, turns)
-        read = await mounts.call("read_file", '{"path": "missing.txt"}')
     assert text == "No new messages."
-    assert first <= 3 and later <= 3, f"the first call took {first} turns of the loop, a later one {later}"
-    assert read.is_error and read.text == "Error executing tool read_file: 'missing.txt': not found"
+    assert first > later + 3, f"the first call took {first} turns, a later one {later}: was the session open already?"

@@ -3,13 +3,12 @@
 When: an in-process server is mounted as its plan (:class:`~dispatch.servers._base.ServerPlan`:
 its tools, bound to this agent, listed without building anything); the server is built on the
 agent's first call to one of them (most agents never call most of their servers, and a spawn must
-stay cheap: about a millisecond for all of them), and a tool of it that takes no request context is
-called on it without a session (:meth:`~dispatch.servers._base.ServerPlan.call`); its MCP session
-is opened for the first call of one that does (progress, questions back). A stdio server is started
-at once, all of them concurrently, since its tools are known only from the server. One server is
-made ready ahead of its first call: the ``inbox``'s, as soon as a message waits for the agent (it
-reads the message through ``check_messages``, which then waits for nothing; an agent nobody writes
-to never builds it).
+stay cheap: about a millisecond for all of them); an ``fs`` tool is called on it without a session
+(:meth:`~dispatch.servers._base.ServerPlan.call`, see :data:`SESSIONLESS_KINDS`), the others open
+its MCP session on their first call. A stdio server is started at once, all of them concurrently,
+since its tools are known only from the server. One session is opened ahead of its first call: the
+``inbox``'s, as soon as a message waits for the agent (it reads the message through
+``check_messages``, which then waits for nothing; an agent nobody writes to never opens it).
 
 Outside MCP servers (the config's ``mcp_servers``, granted by name) come from the hub's pool
 (:mod:`dispatch.hub.mounts.outside`): their results reach the model marked untrusted, and one
@@ -41,6 +40,13 @@ from dispatch.hub.mounts.toolset import Mounts, ToolGate, ToolOutput, ToolTrack
 from dispatch.hub.policy.servers import UNTRUSTED_KINDS
 from dispatch.servers._base import MCPServer, ServerPlan
 from dispatch.servers.hublink import HubLink
+
+SESSIONLESS_KINDS = frozenset({"fs"})
+"""The in-process servers whose context-free tools are called without a session: ``fs``, whose tools
+only touch files. The servers whose tools wait on other agents (``summon``, ``inbox``) keep their
+session: run in the agent's own task, a child's budget stop cancelling its parent mid-``wait`` left
+the child's task cancelled past its own cancel scope (an anyio cancellation the scope did not
+absorb), the child never marked cancelled."""
 
 
 class Connection:
@@ -81,7 +87,7 @@ class Connection:
 
     async def _call(self, name: str, arguments: JsonDict, output: ToolOutput | None) -> CallToolResult:
         target = self._target
-        if isinstance(target, ServerPlan) and target.calls_without_session(name):
+        if isinstance(target, ServerPlan) and self.kind in SESSIONLESS_KINDS and target.calls_without_session(name):
             if self._server is None:
                 self._server = target.build()
             return await target.call(self._server, name, arguments)
@@ -101,15 +107,9 @@ class Connection:
         self._closed.set()
 
     async def open_ahead(self) -> None:
-        """Make the server ready ahead of a call: built, for one whose tools are called without a
-        session; else its session opened, having learnt the tools (it checks each result against
-        their list, which the first call would otherwise ask for). A failure is left for that
-        call to report."""
-        target = self._target
-        if isinstance(target, ServerPlan) and all(target.calls_without_session(t.name) for t in target.tools.tools):
-            if self._server is None:
-                self._server = target.build()
-            return
+        """Open the session ahead of a call, and have it learn the tools (it checks each result
+        against their list, which the first call would otherwise ask for); a failure is left for
+        that call to report."""
         with contextlib.suppress(Exception):
             await (await self.open()).list_tools()
 
