@@ -9,10 +9,10 @@ cheap: the SDK derives each tool's argument model and JSON schema with pydantic,
 millisecond per tool. :class:`ToolList` does that once per tool *function* (its code, name,
 description and annotations) and gives each later server a copy bound to its own function.
 
-In the hub's own process, a tool that takes no request context (it reports no progress and asks
-nothing back) is called on its server without a session (:meth:`ServerPlan.call`): the same
-argument validation, tool and result as ``tools/call`` answers, without the JSON-RPC round trip
-and the session's per-request machinery around it.
+A tool that takes no request context (it reports no progress and asks nothing back) can be called
+on its server without a session (:meth:`ServerPlan.call`): the same argument validation, tool and
+result as ``tools/call`` answers, without the JSON-RPC round trip and the session's per-request
+machinery around it (the hub does so for the ``fs`` server's tools in its own process).
 """
 
 from __future__ import annotations

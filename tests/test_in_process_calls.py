@@ -1,7 +1,7 @@
-"""A tool of Dispatch's own server that takes no request context is called in the hub's process
-without an MCP session (``ServerPlan.call``): what it answers is what ``tools/call`` over a real
-session answers, success or failure, argument errors and crashes alike; a tool that takes a
-context (progress, questions back) is left to the session."""
+"""A tool of Dispatch's own server that takes no request context can be called in the hub's process
+without an MCP session (``ServerPlan.call``, the hub's path for ``fs``): what it answers is what
+``tools/call`` over a real session answers, success or failure, argument errors and crashes alike;
+a tool that takes a context (progress, questions back) is left to the session."""
 
 from __future__ import annotations
 
