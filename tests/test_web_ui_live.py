@@ -142,6 +142,39 @@ def test_a_chat_message_to_its_running_dispatch_agent_shows_its_receipt(live: Li
     assert errors == []
 
 
+def test_a_message_typed_while_the_first_is_on_its_way_is_sent_to_the_same_chat(
+    live: LiveHub, browser: Browser
+) -> None:
+    live.model.script("[race]", [HOLD])
+    page, errors = _open(browser, live)
+    try:
+        # the first message's POST answers late (a busy hub): the next one is typed and sent meanwhile
+        page.evaluate(
+            """() => {
+              const send = window.fetch;
+              let held = false;
+              window.fetch = (path, options) => {
+                if (held || !String(path).endsWith("/messages")) return send(path, options);
+                held = true;
+                return new Promise((done) => setTimeout(done, 1500)).then(() => send(path, options));
+              };
+            }"""
+        )
+        box = page.get_by_label("message to dispatch")
+        box.fill("[race] look around")
+        box.press("Enter")
+        assert box.input_value() == ""  # taken at once, not once its request returns
+        box.fill("and mind the tests")
+        box.press("Enter")
+        expect(page.get_by_label("receipts of your messages")).to_contain_text("and mind the tests", timeout=30_000)
+        chats = httpx.get(live.url + "/api/chats", headers=AUTH, timeout=30).json()
+        assert [c["title"] for c in chats] == ["[race] look around"]  # one chat, not two
+        expect(box).to_have_value("")
+    finally:
+        page.close()
+    assert errors == []
+
+
 def test_a_running_tool_shows_its_output_in_its_card(live: LiveHub, browser: Browser) -> None:
     live.model.script("[asks]", [Reply(tool_calls=[call("ask_user", question="Which module first?")]), HOLD])
     started = httpx.post(
