@@ -8,7 +8,7 @@ calculation, the standard logging payload and its redaction. For the providers w
 config objects carry the whole chat transformation, the worker skips that and calls the provider
 layer itself: ``get_optional_params`` (the OpenAI-style parameters into the provider's),
 the config's ``validate_environment`` (headers), ``transform_request`` (the body),
-one POST through one shared ``httpx`` client per worker, and ``transform_response`` (a
+one POST through one shared aiohttp session per worker, and ``transform_response`` (a
 ``ModelResponse``, read like any other); a refused request becomes the config's error class, then
 litellm's ``exception_type``, so a failure is the same litellm exception either way and
 :mod:`dispatch.hub.llm.failures` classifies it as before.
@@ -147,17 +147,53 @@ def _config(litellm: ModuleType, model: str, provider: str) -> Any:
     )
 
 
-_clients: WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = WeakKeyDictionary()
+_sessions: WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, AsyncIterator[None]]] = WeakKeyDictionary()
 
 
-def _client() -> Any:
-    """The worker's one HTTP client (a connection pool kept across calls) for its event loop."""
-    import httpx
+async def _session(litellm: ModuleType) -> Any:
+    """The worker's one HTTP session (a connection pool kept across calls) for its event loop,
+    closed as the loop shuts down.
+
+    aiohttp, the client litellm's own calls go through by default (its ``httpx`` client is a shell
+    around an aiohttp transport), without the ``httpx`` layer on top: a call costs a quarter of
+    the CPU. Set up as litellm sets up its session: its certificate rules (``SSL_VERIFY``,
+    ``SSL_CERT_FILE``, ``litellm.ssl_verify``), ``litellm.force_ipv4``, no cookies; proxies from
+    the environment (``HTTPS_PROXY``, ``NO_PROXY``), as ``httpx`` honours them."""
+    import aiohttp
+    from litellm.llms.custom_httpx.http_handler import get_ssl_configuration
 
     loop = asyncio.get_running_loop()
-    if loop not in _clients:
-        _clients[loop] = httpx.AsyncClient(limits=httpx.Limits(max_connections=None, max_keepalive_connections=100))
-    return _clients[loop]
+    kept = _sessions.get(loop)
+    if kept is not None and not kept[0].closed:
+        return kept[0]
+    verify = get_ssl_configuration()
+    connector = aiohttp.TCPConnector(
+        limit=0,  # no cap on connections: calls wait on the model, not on the pool
+        ssl=verify if not isinstance(verify, str) else True,
+        local_addr=("0.0.0.0", 0) if litellm.force_ipv4 else None,
+    )
+    session = aiohttp.ClientSession(
+        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=True, auto_decompress=False
+    )
+    closer = _closed_at_shutdown(session)
+    await anext(closer)  # the loop now holds it, and closes it with its other async generators
+    _sessions[loop] = (session, closer)
+    return session
+
+
+async def _closed_at_shutdown(session: Any) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await session.close()
+
+
+def _response(status: int, headers: Any, content: bytes, url: str) -> Any:
+    """An aiohttp answer as the ``httpx.Response`` litellm's transformations read (its body
+    decoded by ``httpx``, as its own answers are)."""
+    import httpx
+
+    return httpx.Response(status, headers=list(headers), content=content, request=httpx.Request("POST", url))
 
 
 def _url(litellm: ModuleType, provider: str, config: Any, model: str, api_key: str, api_base: str | None) -> str:
@@ -307,11 +343,21 @@ async def _post(
 ) -> Any:
     """The POST itself; a timeout is litellm's ``Timeout``, anything else the provider's error.
     With ``fragments``, the body's messages are those (already encoded), not ``data``'s."""
+    body = _body(data, fragments)
     with _transport_errors(litellm, provider, config, model, timeout_s):
-        response = await _client().post(url, headers=headers, content=_body(data, fragments), timeout=timeout_s)
+        async with (await _session(litellm)).post(
+            url, headers=headers, data=body, timeout=_timeout(timeout_s)
+        ) as answer:
+            response = _response(answer.status, answer.raw_headers, await answer.read(), url)
     if response.status_code >= 400:
         raise _refusal(provider, config, response.status_code, response.text, response.headers)
     return response
+
+
+def _timeout(timeout_s: float) -> Any:
+    import aiohttp
+
+    return aiohttp.ClientTimeout(total=timeout_s)
 
 
 def _encoded(data: object) -> bytes:
@@ -338,15 +384,15 @@ def _refusal(provider: str, config: Any, status: int, text: str, headers: Any) -
 @contextlib.contextmanager
 def _transport_errors(litellm: ModuleType, provider: str, config: Any, model: str, timeout_s: float) -> Generator[None]:
     """A timeout as litellm's ``Timeout``, any other transport failure as the provider's error."""
-    import httpx
+    import aiohttp
 
     try:
         yield
-    except (httpx.TimeoutException, TimeoutError) as error:
+    except TimeoutError as error:  # aiohttp's timeouts are TimeoutErrors too
         raise litellm.Timeout(
             message=f"no answer within {timeout_s:g} s", model=model, llm_provider=provider
         ) from error
-    except httpx.HTTPError as error:
+    except aiohttp.ClientError as error:
         raise config.get_error_class(error_message=str(error), status_code=500, headers={}) from error
 
 
@@ -368,23 +414,37 @@ async def _post_streamed(
 
     body = _body(data, fragments)
     with _transport_errors(litellm, provider, config, model, timeout_s):
-        async with asyncio.timeout(timeout_s):
-            async with _client().stream("POST", url, headers=headers, content=body, timeout=timeout_s) as response:
+        async with (
+            asyncio.timeout(timeout_s),
+            (await _session(litellm)).post(
+                url, headers=headers, data=body, timeout=_timeout(timeout_s), auto_decompress=True
+            ) as answer,
+        ):
+            if answer.status >= 400 or not answer.headers.get("content-type", "").startswith("text/event-stream"):
+                # a refusal, or an endpoint that does not stream: its one answer, read whole (and
+                # decoded here, as the events are)
+                kept = [(k, v) for k, v in answer.raw_headers if k.lower() not in _ENCODING_HEADERS]
+                response = _response(answer.status, kept, await answer.read(), url)
                 if response.status_code >= 400:
-                    text = (await response.aread()).decode(errors="replace")
-                    raise _refusal(provider, config, response.status_code, text, response.headers)
-                if not response.headers.get("content-type", "").startswith("text/event-stream"):
-                    await response.aread()  # an endpoint that does not stream: its one answer
-                    return response
-                events = _events(response.aiter_lines())
-                if provider == "anthropic":
-                    assembled = await _anthropic_message(events, on_part, config)
-                else:
-                    assembled = await _openai_completion(events, on_part)
-                kept = {k: v for k, v in response.headers.items() if k.lower() not in _BODY_HEADERS}
-                return httpx.Response(200, headers=kept, json=assembled, request=response.request)
+                    raise _refusal(provider, config, response.status_code, response.text, response.headers)
+                return response
+            events = _events(_lines(answer.content))
+            if provider == "anthropic":
+                assembled = await _anthropic_message(events, on_part, config)
+            else:
+                assembled = await _openai_completion(events, on_part)
+            kept = [(k, v) for k, v in answer.headers.items() if k.lower() not in _BODY_HEADERS]
+            return httpx.Response(200, headers=kept, json=assembled, request=httpx.Request("POST", url))
 
 
+async def _lines(content: Any) -> AsyncIterator[str]:
+    """A streamed body's lines, as text without their line ends."""
+    async for line in content:
+        yield bytes(line).decode().rstrip("\r\n")
+
+
+_ENCODING_HEADERS = frozenset({b"content-length", b"content-encoding", b"transfer-encoding"})
+"""The headers that do not hold for a body once decoded."""
 _BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding", "transfer-encoding"})
 """The headers of a stream that do not hold for the JSON body assembled from it."""
 
