@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import pytest
 
@@ -229,3 +230,45 @@ async def test_a_threads_calls_encode_only_their_new_messages_and_send_what_lite
     assert all(a is b for a, b in zip(first, second[:4], strict=True))  # encoded once, reused
     assert encoded[2] == encoded[3] == []  # an image in the thread: sent whole
     assert len(encoded[4]) == 2 and len(encoded[5]) == 3 and encoded[5][0] is encoded[4][0]
+
+
+@pytest.mark.anyio
+async def test_a_threads_next_call_with_other_tools_parameters_or_key_sends_those(scripted_llms: Servers) -> None:
+    direct_server, through_server = scripted_llms(), scripted_llms()
+    for server in (direct_server, through_server):
+        server.script("[head]", [Reply(text=f"answer {n}") for n in range(5)])
+    face, through_face = _face(direct_server, "openai"), _face(through_server, "openai")
+    known = EncodedMessages()
+    grep = {
+        "type": "function",
+        "function": {"name": "grep", "description": "Search.", "parameters": {"type": "object"}},
+    }
+    more_tools = [*TOOLS, grep]
+    calls: list[tuple[list[JsonDict], JsonDict | None, str]] = [
+        (TOOLS, None, "sk-test"),
+        (more_tools, None, "sk-test"),  # a server mounted meanwhile
+        (more_tools, {"max_tokens": 50}, "sk-test"),
+        (more_tools, {"max_tokens": 50}, "sk-other"),  # another key of the tag
+        (more_tools, {"max_tokens": 50}, "sk-other"),
+    ]
+    history = _transcript("[head]")
+    for n, (tools, extra, key) in enumerate(calls):
+        history = [*history, {"role": "user", "content": f"step {n}"}]
+        for server_face, kept in ((face, known), (through_face, None)):
+            await acompletion(
+                load_litellm(), server_face.model, list(history), [dict(t) for t in tools], 30.0, key,
+                server_face.base, None if extra is None else dict(extra), direct=kept is not None, known=kept,
+            )  # fmt: skip
+
+    sent_direct, sent_through = direct_server.requests, through_server.requests
+    assert len(sent_direct) == len(sent_through) == 5
+    for direct, through in zip(sent_direct, sent_through, strict=True):
+        assert direct.body == through.body
+        assert direct.headers.get("authorization") == through.headers.get("authorization")
+    assert [len(cast(list[JsonDict], r.body["tools"])) for r in sent_direct] == [1, 2, 2, 2, 2]
+    assert [r.body.get("max_tokens") for r in sent_direct] == [None, None, 50, 50, 50]
+    assert [r.headers.get("authorization") for r in sent_direct][2:] == [
+        "Bearer sk-test",
+        "Bearer sk-other",
+        "Bearer sk-other",
+    ]

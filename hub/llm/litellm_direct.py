@@ -81,6 +81,9 @@ class EncodedMessages:
 
     sources: list[JsonDict] = field(default_factory=list[JsonDict])
     fragments: list[bytes] = field(default_factory=list[bytes])
+    head: _Head | None = None
+    """What its last call made of everything but the messages, for a next call of the same model,
+    key, endpoint, parameters and tools."""
 
     def reused(self, messages: list[JsonDict]) -> int:
         """How many of ``messages``, from the first, are those already encoded."""
@@ -93,6 +96,44 @@ class EncodedMessages:
                 break
             count += 1
         return count
+
+
+@dataclass
+class _Head:
+    """A call's request but for its messages: what litellm's ``get_optional_params``, the
+    config's ``validate_environment`` and the URL's resolution made of the call's model, key,
+    endpoint, parameters and tools, and the body's JSON around its messages. The same inputs
+    give the same (litellm's mapping of them is a function of them and of its settings, which
+    the environment's generation stands for), so a thread's next call reuses it."""
+
+    model: str
+    api_key: str
+    api_base: str | None
+    extra: JsonDict | None
+    tools: list[JsonDict]
+    generation: int
+    optional: JsonDict
+    url: str
+    headers: JsonDict
+    around: tuple[bytes, bytes] | None = None
+    """The body's JSON before and after its messages, once a call has encoded it."""
+
+    def serves(
+        self, model: str, api_key: str, api_base: str | None, extra: JsonDict | None, tools: list[JsonDict]
+    ) -> bool:
+        """Whether a call of these is the same request but for its messages (tools compared by
+        value, at C speed: the worker parses them anew each call)."""
+        return (
+            self.generation == _generation[0]
+            and (self.model, self.api_key, self.api_base) == (model, api_key, api_base)
+            and self.extra == extra
+            and self.tools == tools
+        )
+
+
+_generation = [0]
+"""Bumped when the worker's environment changes (:func:`forget_environment`): litellm's settings
+may have, and no kept :class:`_Head` then serves."""
 
 
 _MESSAGES_MARK = "\x00dispatch:messages\x00"
@@ -157,8 +198,8 @@ async def _session(litellm: ModuleType) -> Any:
     aiohttp, the client litellm's own calls go through by default (its ``httpx`` client is a shell
     around an aiohttp transport), without the ``httpx`` layer on top: a call costs a quarter of
     the CPU. Set up as litellm sets up its session: its certificate rules (``SSL_VERIFY``,
-    ``SSL_CERT_FILE``, ``litellm.ssl_verify``), ``litellm.force_ipv4``, no cookies; proxies from
-    the environment (``HTTPS_PROXY``, ``NO_PROXY``), as ``httpx`` honours them."""
+    ``SSL_CERT_FILE``, ``litellm.ssl_verify``), ``litellm.force_ipv4``, no cookies. Proxies are
+    :func:`_proxy`'s (aiohttp's own reading of the environment costs a thread hop a request)."""
     import aiohttp
     from litellm.llms.custom_httpx.http_handler import get_ssl_configuration
 
@@ -172,13 +213,51 @@ async def _session(litellm: ModuleType) -> Any:
         ssl=verify if not isinstance(verify, str) else True,
         local_addr=("0.0.0.0", 0) if litellm.force_ipv4 else None,
     )
-    session = aiohttp.ClientSession(
-        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=True, auto_decompress=False
-    )
+    session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False)
     closer = _closed_at_shutdown(session)
     await anext(closer)  # the loop now holds it, and closes it with its other async generators
     _sessions[loop] = (session, closer)
     return session
+
+
+_proxies: dict[str, str | None] = {}
+
+
+def _proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY``, ``HTTP_PROXY``,
+    ``ALL_PROXY``) unless ``NO_PROXY`` covers its host, as ``httpx`` reads them; found once per
+    origin (:func:`forget_environment` when the environment changes)."""
+    scheme, _, rest = url.partition("://")
+    origin = f"{scheme}://{rest.partition('/')[0]}"
+    if origin not in _proxies:
+        import urllib.parse
+        import urllib.request
+
+        host = urllib.parse.urlsplit(url).hostname or ""
+        proxies = urllib.request.getproxies()
+        found = None if urllib.request.proxy_bypass(host) else proxies.get(scheme) or proxies.get("all")
+        _proxies[origin] = found
+    return _proxies[origin]
+
+
+_urls: dict[str, Any] = {}
+
+
+def _request(url: str) -> Any:
+    """The ``httpx.Request`` an answer from ``url`` is read with (its URL parsed once)."""
+    import httpx
+
+    if url not in _urls:
+        if len(_urls) > 64:
+            _urls.clear()
+        _urls[url] = httpx.URL(url)
+    return httpx.Request("POST", _urls[url])
+
+
+def forget_environment() -> None:
+    """Read the proxies and map each call's parameters again (the worker's environment changed)."""
+    _proxies.clear()
+    _generation[0] += 1
 
 
 async def _closed_at_shutdown(session: Any) -> AsyncIterator[None]:
@@ -193,7 +272,7 @@ def _response(status: int, headers: Any, content: bytes, url: str) -> Any:
     decoded by ``httpx``, as its own answers are)."""
     import httpx
 
-    return httpx.Response(status, headers=list(headers), content=content, request=httpx.Request("POST", url))
+    return httpx.Response(status, headers=list(headers), content=content, request=_request(url))
 
 
 def _url(litellm: ModuleType, provider: str, config: Any, model: str, api_key: str, api_base: str | None) -> str:
@@ -263,40 +342,18 @@ async def _completion(
     try:
         # what litellm.completion does to every request before the provider's handler
         messages = utils.validate_and_fix_openai_messages(messages=[dict(m) for m in sent])
-        optional: JsonDict = utils.get_optional_params(
-            model=name,
-            custom_llm_provider=provider,
-            tools=utils.validate_and_fix_openai_tools(tools=tools or None),
-            messages=messages,
-            **(extra or {}),
-        )
-        for unused in ("stream", "stream_options", "max_retries", "json_mode"):  # the handlers' own
-            optional.pop(unused, None)
-        url = _url(litellm, provider, config, name, api_key, api_base)
-        headers: JsonDict = config.validate_environment(
-            headers={}, model=name, messages=messages, optional_params=optional,
-            litellm_params=litellm_params, api_key=api_key, api_base=url,
-        )  # fmt: skip
+        head = known.head if known is not None and incremental else None
+        if head is None or not head.serves(model, api_key, api_base, extra, tools):
+            head = _head(litellm, config, route, model, api_base, extra, tools, messages, litellm_params)
+            if known is not None and incremental:
+                known.head = head
+        optional, url, headers = dict(head.optional), head.url, dict(head.headers)
         if provider == "anthropic":
             optional["is_vertex_request"] = False
         data: JsonDict = await config.async_transform_request(
             model=name, messages=messages, optional_params=optional, litellm_params=litellm_params, headers=headers
         )
-        if provider == "anthropic":
-            # what litellm's Anthropic handler does to every request after the transformation
-            betas = import_module("litellm.anthropic_beta_headers_manager")
-            headers, data = betas.update_request_with_filtered_beta(
-                headers=headers, request_data=data, provider=provider, api_base=url
-            )
-            gated = import_module("litellm.anthropic_beta_gated_fields")
-            data = dict(
-                gated.strip_beta_gated_request_body(data, headers, drop_params=None, model=name, provider=provider)
-            )
-        else:
-            # what the OpenAI SDK does with the options litellm hands it beside the body
-            data = {
-                key: value for key, value in data.items() if key not in ("extra_body", "extra_headers", "extra_query")
-            } | dict(data.get("extra_body") or {})
+        headers, data = _as_sent(provider, name, url, headers, data)
         fragments: list[bytes] | None = None
         if known is not None and incremental:
             transformed = cast(list[JsonDict], data["messages"])
@@ -306,14 +363,17 @@ async def _completion(
             known.fragments = [*known.fragments[:start], *(_encoded(m) for m in transformed)]
             fragments = known.fragments
         if on_part is None:
-            response = await _post(litellm, provider, config, name, url, headers, data, timeout_s, fragments)
+            around = None
+            if fragments is not None:
+                around = head.around = head.around or _around(data)
+            body = _body(data, fragments, around)
+            response = await _post(litellm, provider, config, name, url, headers, body, timeout_s)
         else:
             data["stream"] = True
             if provider == "openai":
                 data["stream_options"] = {"include_usage": True}
-            response = await _post_streamed(
-                litellm, provider, config, name, url, headers, data, timeout_s, on_part, fragments
-            )
+            body = _body(data, fragments)
+            response = await _post_streamed(litellm, provider, config, name, url, headers, body, timeout_s, on_part)
             data = {key: value for key, value in data.items() if key not in ("stream", "stream_options")}
         return config.transform_response(
             model=name, raw_response=response, model_response=litellm.ModelResponse(), logging_obj=_NoLogging(),
@@ -330,6 +390,55 @@ async def _completion(
         ) from error  # fmt: skip
 
 
+def _head(
+    litellm: ModuleType,
+    config: Any,
+    route: _Route,
+    model: str,
+    api_base: str | None,
+    extra: JsonDict | None,
+    tools: list[JsonDict],
+    messages: list[JsonDict],
+    litellm_params: JsonDict,
+) -> _Head:
+    """A call's request but for its messages, as ``litellm.completion`` makes it."""
+    utils: Any = litellm.utils
+    provider, api_key, name = route.provider, route.api_key, model.partition("/")[2]
+    optional: JsonDict = utils.get_optional_params(
+        model=name,
+        custom_llm_provider=provider,
+        tools=utils.validate_and_fix_openai_tools(tools=tools or None),
+        messages=messages,
+        **(extra or {}),
+    )
+    for unused in ("stream", "stream_options", "max_retries", "json_mode"):  # the handlers' own
+        optional.pop(unused, None)
+    url = _url(litellm, provider, config, name, api_key, api_base)
+    headers: JsonDict = config.validate_environment(
+        headers={}, model=name, messages=messages, optional_params=optional,
+        litellm_params=litellm_params, api_key=api_key, api_base=url,
+    )  # fmt: skip
+    return _Head(model, api_key, api_base, extra, tools, _generation[0], dict(optional), url, dict(headers))
+
+
+def _as_sent(provider: str, model: str, url: str, headers: JsonDict, data: JsonDict) -> tuple[JsonDict, JsonDict]:
+    """The headers and body as sent, from the provider transformation's."""
+    if provider == "anthropic":
+        # what litellm's Anthropic handler does to every request after the transformation
+        betas = import_module("litellm.anthropic_beta_headers_manager")
+        headers, data = betas.update_request_with_filtered_beta(
+            headers=headers, request_data=data, provider=provider, api_base=url
+        )
+        gated = import_module("litellm.anthropic_beta_gated_fields")
+        stripped = gated.strip_beta_gated_request_body(data, headers, drop_params=None, model=model, provider=provider)
+        return headers, dict(stripped)
+    # what the OpenAI SDK does with the options litellm hands it beside the body
+    sdk_options = ("extra_body", "extra_headers", "extra_query")
+    return headers, {key: value for key, value in data.items() if key not in sdk_options} | dict(
+        data.get("extra_body") or {}
+    )
+
+
 async def _post(
     litellm: ModuleType,
     provider: str,
@@ -337,13 +446,10 @@ async def _post(
     model: str,
     url: str,
     headers: JsonDict,
-    data: JsonDict,
+    body: bytes,
     timeout_s: float,
-    fragments: list[bytes] | None = None,
 ) -> Any:
-    """The POST itself; a timeout is litellm's ``Timeout``, anything else the provider's error.
-    With ``fragments``, the body's messages are those (already encoded), not ``data``'s."""
-    body = _body(data, fragments)
+    """The POST itself; a timeout is litellm's ``Timeout``, anything else the provider's error."""
     with _transport_errors(litellm, provider, config, model, timeout_s):
         async with (await _session(litellm)).post(
             url, headers=headers, data=body, timeout=_timeout(timeout_s)
@@ -364,14 +470,21 @@ def _encoded(data: object) -> bytes:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _body(data: JsonDict, fragments: list[bytes] | None) -> bytes:
-    """``data`` as the request's body; with ``fragments``, its messages are those, spliced in
-    where the messages go (the same bytes as encoding the whole)."""
-    if fragments is None:
-        return _encoded(data)
+def _around(data: JsonDict) -> tuple[bytes, bytes]:
+    """``data``'s JSON before and after its messages."""
     head, mark, tail = _encoded(data | {"messages": _MESSAGES_MARK}).partition(_encoded(_MESSAGES_MARK))
     if not mark:
         raise ValueError("the request body lost its messages")
+    return head, tail
+
+
+def _body(data: JsonDict, fragments: list[bytes] | None, around: tuple[bytes, bytes] | None = None) -> bytes:
+    """``data`` as the request's body; with ``fragments``, its messages are those, spliced in
+    where the messages go (the same bytes as encoding the whole), into ``around`` when given
+    (the rest of ``data``, encoded by an earlier call)."""
+    if fragments is None:
+        return _encoded(data)
+    head, tail = around or _around(data)
     return b"".join((head, b"[", b",".join(fragments), b"]", tail))
 
 
@@ -403,21 +516,19 @@ async def _post_streamed(
     model: str,
     url: str,
     headers: JsonDict,
-    data: JsonDict,
+    body: bytes,
     timeout_s: float,
     on_part: PartSink,
-    fragments: list[bytes] | None = None,
 ) -> Any:
     """The streamed POST, its parts handed to ``on_part``: the HTTP response the provider would
     have given unstreamed (its events assembled into that JSON body); errors as :func:`_post`'s."""
     import httpx
 
-    body = _body(data, fragments)
     with _transport_errors(litellm, provider, config, model, timeout_s):
         async with (
             asyncio.timeout(timeout_s),
             (await _session(litellm)).post(
-                url, headers=headers, data=body, timeout=_timeout(timeout_s), auto_decompress=True
+                url, headers=headers, data=body, timeout=_timeout(timeout_s), proxy=_proxy(url), auto_decompress=True
             ) as answer,
         ):
             if answer.status >= 400 or not answer.headers.get("content-type", "").startswith("text/event-stream"):
@@ -434,7 +545,7 @@ async def _post_streamed(
             else:
                 assembled = await _openai_completion(events, on_part)
             kept = [(k, v) for k, v in answer.headers.items() if k.lower() not in _BODY_HEADERS]
-            return httpx.Response(200, headers=kept, json=assembled, request=httpx.Request("POST", url))
+            return httpx.Response(200, headers=kept, json=assembled, request=_request(url))
 
 
 async def _lines(content: Any) -> AsyncIterator[str]:

@@ -35,7 +35,7 @@ from dispatch.hub.errors import UserError
 from dispatch.hub.heap import settle_heap
 from dispatch.hub.llm.failures import classify, headers_of
 from dispatch.hub.llm.litellm_call import acompletion, load_litellm, measure, model_error
-from dispatch.hub.llm.litellm_direct import EncodedMessages
+from dispatch.hub.llm.litellm_direct import EncodedMessages, forget_environment
 from dispatch.hub.llm.openai_body import send_chat_bodies_as_given
 from dispatch.hub.llm.streaming import Coalescer
 from dispatch.hub.llm.types import Completion, Delta, JsonDict, Measured
@@ -210,6 +210,7 @@ class _Worker:
         if request.env is not None:
             os.environ.clear()
             os.environ.update(request.env)
+            forget_environment()
         self._calls[request.id] = asyncio.get_running_loop().create_task(self._call(request, encoded))
 
     def _continue(self, request: CallRequest) -> EncodedMessages | None:
