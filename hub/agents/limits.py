@@ -30,7 +30,7 @@ class _Slots:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._semaphore = anyio.Semaphore(limit)
+        self._semaphore = anyio.Semaphore(limit, fast_acquire=True)  # a free slot: no turn of the loop
         self.waiting = 0
 
     @property

@@ -115,6 +115,8 @@ class _Head:
     optional: JsonDict
     url: str
     headers: JsonDict
+    rest: JsonDict | None = None
+    """The body but for its messages, as the first call it served sent it."""
     around: tuple[bytes, bytes] | None = None
     """The body's JSON before and after its messages, once a call has encoded it."""
 
@@ -240,18 +242,19 @@ def _proxy(url: str) -> str | None:
     return _proxies[origin]
 
 
-_urls: dict[str, Any] = {}
+_requests: dict[str, Any] = {}
 
 
 def _request(url: str) -> Any:
-    """The ``httpx.Request`` an answer from ``url`` is read with (its URL parsed once)."""
+    """The ``httpx.Request`` an answer from ``url`` is read with: one per URL, made once (the
+    transformations read it, never change it)."""
     import httpx
 
-    if url not in _urls:
-        if len(_urls) > 64:
-            _urls.clear()
-        _urls[url] = httpx.URL(url)
-    return httpx.Request("POST", _urls[url])
+    if url not in _requests:
+        if len(_requests) > 64:
+            _requests.clear()
+        _requests[url] = httpx.Request("POST", url)
+    return _requests[url]
 
 
 def forget_environment() -> None:
@@ -348,12 +351,7 @@ async def _completion(
             if known is not None and incremental:
                 known.head = head
         optional, url, headers = dict(head.optional), head.url, dict(head.headers)
-        if provider == "anthropic":
-            optional["is_vertex_request"] = False
-        data: JsonDict = await config.async_transform_request(
-            model=name, messages=messages, optional_params=optional, litellm_params=litellm_params, headers=headers
-        )
-        headers, data = _as_sent(provider, name, url, headers, data)
+        headers, data = await _transformed(config, provider, name, messages, litellm_params, head, optional, headers)
         fragments: list[bytes] | None = None
         if known is not None and incremental:
             transformed = cast(list[JsonDict], data["messages"])
@@ -362,6 +360,7 @@ async def _completion(
             known.sources = [*known.sources[:start], *sent]
             known.fragments = [*known.fragments[:start], *(_encoded(m) for m in transformed)]
             fragments = known.fragments
+            head.rest = head.rest or {key: value for key, value in data.items() if key != "messages"}
         if on_part is None:
             around = None
             if fragments is not None:
@@ -419,6 +418,35 @@ def _head(
         litellm_params=litellm_params, api_key=api_key, api_base=url,
     )  # fmt: skip
     return _Head(model, api_key, api_base, extra, tools, _generation[0], dict(optional), url, dict(headers))
+
+
+async def _transformed(
+    config: Any,
+    provider: str,
+    model: str,
+    messages: list[JsonDict],
+    litellm_params: JsonDict,
+    head: _Head,
+    optional: JsonDict,
+    headers: JsonDict,
+) -> tuple[JsonDict, JsonDict]:
+    """The headers and body as sent: the provider's transformation of the request. A head that
+    has served a call (a thread's, OpenAI-compatible, plain messages) already has the body but
+    for its messages, so only the messages are transformed: the parameters without the tools,
+    which litellm would otherwise walk and sanitise again each call (and which plain messages'
+    transformation does not read)."""
+    if head.rest is not None:
+        lean = {key: value for key, value in optional.items() if key != "tools"}
+        data: JsonDict = await config.async_transform_request(
+            model=model, messages=messages, optional_params=lean, litellm_params=litellm_params, headers=headers
+        )
+        return headers, head.rest | {"messages": data["messages"]}
+    if provider == "anthropic":
+        optional["is_vertex_request"] = False
+    data = await config.async_transform_request(
+        model=model, messages=messages, optional_params=optional, litellm_params=litellm_params, headers=headers
+    )
+    return _as_sent(provider, model, head.url, headers, data)
 
 
 def _as_sent(provider: str, model: str, url: str, headers: JsonDict, data: JsonDict) -> tuple[JsonDict, JsonDict]:

@@ -37,7 +37,7 @@ class GroupCommit(Generic[_Item, _Result]):
     def __init__(self, write: Callable[[Sequence[_Item]], Awaitable[Sequence[_Result]]]) -> None:
         self._write = write
         self._queued: list[_Slot[_Item, _Result]] = []
-        self._turn = anyio.Lock()
+        self._turn = anyio.Lock()  # not fast_acquire: its turn of the loop lets a burst's callers queue their rows
         self.batches = 0
 
     async def add(self, item: _Item) -> _Result:
