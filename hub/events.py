@@ -7,7 +7,8 @@ An :class:`Event` is the bus's envelope (``seq``, ``at``, ``agent_id``) around w
 ``data``: one frozen model per kind, told apart by its ``type`` (:data:`EventData`). Producers build
 the model, consumers match on its class. On the wire (``/api/events``) and in the store an event
 is ``{"seq", "at", "type", "agent_id", "data": {...}}``: ``event.model_dump_json()`` gives exactly
-that, and :func:`stored_event` reads it back. A field marked *journal only* is what only the store
+that, as does ``event.wire`` with ``data`` encoded once (``event.data_json``) for the store and
+every client, and :func:`stored_event` reads it back. A field marked *journal only* is what only the store
 needs (a step's transcript messages, the spec, running totals): it is left out of the wire and of
 the stored event, so an event read back has its default there.
 
@@ -25,10 +26,12 @@ on, and the wire shows it unchanged.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import anyio
@@ -412,6 +415,19 @@ class Event(BaseModel):
     def ephemeral(self) -> bool:
         """A kind only streamed, never stored (:data:`EPHEMERAL`)."""
         return isinstance(self.data, EPHEMERAL)
+
+    @cached_property
+    def data_json(self) -> str:
+        """``data`` as JSON, as stored and sent: encoded once, however many read it."""
+        return self.data.model_dump_json()
+
+    @cached_property
+    def wire(self) -> str:
+        """The event as JSON, as clients receive it (the same as ``model_dump_json()``), around
+        :attr:`data_json`."""
+        at, agent_id = json.dumps(self.at), json.dumps(self.agent_id, ensure_ascii=False)
+        kind = json.dumps(self.type, ensure_ascii=False)
+        return f'{{"seq":{self.seq},"at":{at},"agent_id":{agent_id},"data":{self.data_json},"type":{kind}}}'
 
 
 def stored_event(seq: int, at: float, type: str, agent_id: str, data: dict[str, Any]) -> Event:

@@ -253,6 +253,10 @@ def test_each_kind_goes_on_the_wire_as_documented_and_reads_back_from_the_store(
     data: EventData, wire: dict[str, Any]
 ) -> None:
     assert _wire("a-1", data) == wire  # journal-only fields (spec, messages, usage so far, error) stay off it
+    for at, agent_id in ((AT, "a-1"), (1796599960.2772872, "a-ü\u2028"), (0.1, "hub")):
+        event = Event(seq=7, at=at, agent_id=agent_id, data=data)
+        assert event.wire == event.model_dump_json()  # what clients get, its data encoded once for the store too
+        assert event.data_json == event.data.model_dump_json()
     back = stored_event(7, AT, wire["type"], "a-1", wire["data"])
     assert type(back.data) is type(data)
     assert back.model_dump() == wire

@@ -40,7 +40,7 @@ async def _send_all(websocket: WebSocket, events: AsyncIterator[Event]) -> bool:
     """Send the events; True when the hub's stream ended, False when the client left."""
     try:
         async for event in events:
-            await websocket.send_text(event.model_dump_json())
+            await websocket.send_text(event.wire)
     except WebSocketDisconnect:
         return False
     return True

@@ -229,7 +229,7 @@ class Screen:
 
     def feed(self, event: Event) -> None:
         if self._mode == "jsonl":
-            sys.stdout.write(event.model_dump_json() + "\n")
+            sys.stdout.write(event.wire + "\n")
             sys.stdout.flush()
         elif self._mode == "lines":
             print_line(self._console, event)

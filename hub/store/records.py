@@ -141,7 +141,7 @@ def _execute_many(sql: str, rows: Sequence[Sequence[Any]]) -> Op:
 
 
 def insert_events(events: Iterable[Event]) -> Op:
-    rows = [(e.seq, e.at, e.type, e.agent_id, e.data.model_dump_json()) for e in events]  # ``data`` as on the wire
+    rows = [(e.seq, e.at, e.type, e.agent_id, e.data_json) for e in events]  # ``data`` as on the wire
     return _execute_many("insert into events (id, at, type, agent_id, data) values (?, ?, ?, ?, ?)", rows)
 
 
