@@ -6,7 +6,9 @@ server per path, so each path meets a fresh prompt cache)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -14,7 +16,7 @@ from typing import cast
 import pytest
 
 from dispatch.hub.llm.litellm_call import acompletion, load_litellm
-from dispatch.hub.llm.litellm_direct import EncodedMessages, direct_route
+from dispatch.hub.llm.litellm_direct import EncodedMessages, direct_route, forget_environment
 from dispatch.hub.llm.model_worker import CallFailed, failed_call
 from dispatch.hub.llm.scripted import Fail, Reply, ToolCall
 from dispatch.hub.llm.types import Completion, JsonDict
@@ -272,3 +274,73 @@ async def test_a_threads_next_call_with_other_tools_parameters_or_key_sends_thos
         "Bearer sk-other",
         "Bearer sk-other",
     ]
+
+
+class _Proxy:
+    """A forwarding HTTP proxy on a free port: each request it is handed (absolute-form, as a
+    client sends through a proxy) is recorded and passed on to its origin, one per connection."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.url = ""
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> _Proxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        line, _, rest = head.partition(b"\r\n")
+        method, target, version = line.decode().split(" ")
+        self.seen.append(f"{method} {target}")
+        length = next(
+            (int(h.split(b":")[1]) for h in rest.split(b"\r\n") if h.lower().startswith(b"content-length")), 0
+        )
+        body = await reader.readexactly(length)
+        origin = urllib.parse.urlsplit(target)
+        upstream_reader, upstream = await asyncio.open_connection(origin.hostname, origin.port)
+        kept = [h for h in rest.split(b"\r\n") if h and not h.lower().startswith((b"connection", b"proxy-"))]
+        upstream.write(
+            b"\r\n".join([f"{method} {origin.path} {version}".encode(), *kept, b"Connection: close", b"", b""])
+        )
+        upstream.write(body)
+        writer.write(await upstream_reader.read())  # the origin's whole answer, until it closes
+        await writer.drain()
+        upstream.close()
+        writer.close()
+
+
+@pytest.mark.anyio
+async def test_a_direct_call_goes_through_the_proxy_the_environment_names_unless_no_proxy_covers_it(
+    scripted_llms: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = scripted_llms()
+    server.script("[proxied]", [Reply(text="through the proxy"), Reply(text="straight")])
+    face = _face(server, "openai")
+    async with _Proxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        forget_environment()  # as the worker does when the hub's environment changes
+        answer = await acompletion(
+            load_litellm(), face.model, _transcript("[proxied]"), TOOLS, 30.0, "sk-test", face.base, None
+        )
+        assert answer.text == "through the proxy"
+        assert proxy.seen == [f"POST {face.base}/chat/completions"]
+
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        forget_environment()
+        answer = await acompletion(
+            load_litellm(), face.model, [*_transcript("[proxied]"), {"role": "user", "content": "again"}], TOOLS,
+            30.0, "sk-test", face.base, None,
+        )  # fmt: skip
+        assert answer.text == "straight"
+        assert len(proxy.seen) == 1  # the second went straight to the model
+    monkeypatch.delenv("HTTP_PROXY")
+    forget_environment()

@@ -480,7 +480,7 @@ async def _post(
     """The POST itself; a timeout is litellm's ``Timeout``, anything else the provider's error."""
     with _transport_errors(litellm, provider, config, model, timeout_s):
         async with (await _session(litellm)).post(
-            url, headers=headers, data=body, timeout=_timeout(timeout_s)
+            url, headers=headers, data=body, timeout=_timeout(timeout_s), proxy=_proxy(url)
         ) as answer:
             response = _response(answer.status, answer.raw_headers, await answer.read(), url)
     if response.status_code >= 400:
