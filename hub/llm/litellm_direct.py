@@ -478,7 +478,7 @@ async def _post(
     timeout_s: float,
 ) -> Any:
     """The POST itself; a timeout is litellm's ``Timeout``, anything else the provider's error."""
-    with _transport_errors(litellm, provider, config, model, timeout_s):
+    with _transport_errors(litellm, provider, config, model, timeout_s, url):
         async with (await _session(litellm)).post(
             url, headers=headers, data=body, timeout=_timeout(timeout_s), proxy=_proxy(url)
         ) as answer:
@@ -523,9 +523,14 @@ def _refusal(provider: str, config: Any, status: int, text: str, headers: Any) -
 
 
 @contextlib.contextmanager
-def _transport_errors(litellm: ModuleType, provider: str, config: Any, model: str, timeout_s: float) -> Generator[None]:
-    """A timeout as litellm's ``Timeout``, any other transport failure as the provider's error."""
+def _transport_errors(
+    litellm: ModuleType, provider: str, config: Any, model: str, timeout_s: float, url: str
+) -> Generator[None]:
+    """A timeout as litellm's ``Timeout``, any other transport failure as the provider's error,
+    caused by an ``httpx`` error that carries the request (the URL tried, which an unreachable
+    endpoint's message names)."""
     import aiohttp
+    import httpx
 
     try:
         yield
@@ -534,7 +539,9 @@ def _transport_errors(litellm: ModuleType, provider: str, config: Any, model: st
             message=f"no answer within {timeout_s:g} s", model=model, llm_provider=provider
         ) from error
     except aiohttp.ClientError as error:
-        raise config.get_error_class(error_message=str(error), status_code=500, headers={}) from error
+        failed = httpx.TransportError(str(error), request=_request(url))
+        failed.__cause__ = error
+        raise config.get_error_class(error_message=str(error), status_code=500, headers={}) from failed
 
 
 async def _post_streamed(
@@ -552,7 +559,7 @@ async def _post_streamed(
     have given unstreamed (its events assembled into that JSON body); errors as :func:`_post`'s."""
     import httpx
 
-    with _transport_errors(litellm, provider, config, model, timeout_s):
+    with _transport_errors(litellm, provider, config, model, timeout_s, url):
         async with (
             asyncio.timeout(timeout_s),
             (await _session(litellm)).post(
