@@ -7,6 +7,7 @@ server per path, so each path meets a fresh prompt cache)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import urllib.parse
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from typing import cast
 import pytest
 
 from dispatch.hub.llm.litellm_call import acompletion, load_litellm
-from dispatch.hub.llm.litellm_direct import EncodedMessages, direct_route, forget_environment
+from dispatch.hub.llm.litellm_direct import EncodedMessages, direct_route, forget_environment, plain_answer
 from dispatch.hub.llm.model_worker import CallFailed, failed_call
 from dispatch.hub.llm.scripted import Fail, Reply, ToolCall
 from dispatch.hub.llm.types import Completion, JsonDict
@@ -344,3 +345,93 @@ async def test_a_direct_call_goes_through_the_proxy_the_environment_names_unless
         assert len(proxy.seen) == 1  # the second went straight to the model
     monkeypatch.delenv("HTTP_PROXY")
     forget_environment()
+
+
+class _Answering:
+    """An OpenAI-compatible endpoint that answers every chat completion with one JSON body, as given."""
+
+    def __init__(self) -> None:
+        self.body: JsonDict = {}
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> _Answering:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    @property
+    def base(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}/v1"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
+        await reader.readexactly(length)
+        body = json.dumps(self.body).encode()
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            + f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+
+def _chat(message: JsonDict, usage: JsonDict | None) -> JsonDict:
+    answer: JsonDict = {
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": "stop"}],
+    }  # fmt: skip
+    return answer | ({"usage": usage} if usage is not None else {})
+
+
+def _function(call_id: str, name: str, arguments: object) -> JsonDict:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+USAGE: JsonDict = {"prompt_tokens": 120, "completion_tokens": 9, "total_tokens": 129}
+PLAIN_ANSWERS: list[JsonDict] = [
+    _chat({"content": "done"}, USAGE | {"prompt_tokens_details": {"cached_tokens": 100, "audio_tokens": 0}}),
+    _chat({"content": "<think>which file first?</think>Reading a.py."}, USAGE),
+    _chat({"content": "Reading a.py.", "reasoning_content": "which file first?"}, USAGE),
+    _chat({"content": None, "tool_calls": [
+        _function("c1", "read_file", '{"path": "a.py"}'), _function("c2", "list_dir", ""),
+    ]}, USAGE),
+    _chat({"content": "", "refusal": None, "annotations": []},
+          USAGE | {"completion_tokens_details": {"reasoning_tokens": 0}}),
+    _chat({"content": "no usage reported"}, None),
+]  # fmt: skip
+ODD_ANSWERS: list[JsonDict] = [
+    _chat({"content": "cached, the DeepSeek way"}, USAGE | {"prompt_cache_hit_tokens": 100}),
+    _chat({"content": None, "tool_calls": [_function("c1", "multi_tool_use.parallel", json.dumps({"tool_uses": [
+        {"recipient_name": "functions.read_file", "parameters": {"path": "a.py"}},
+        {"recipient_name": "functions.read_file", "parameters": {"path": "b.py"}},
+    ]}))]}, USAGE),
+]  # fmt: skip
+
+
+@pytest.mark.anyio
+async def test_an_openai_answer_read_from_its_json_is_what_litellm_reads_from_it() -> None:
+    """The direct path reads a plain OpenAI answer's text, tool calls and usage itself; for every
+    shape it takes that way, and for odd ones it leaves to litellm, the call's answer is the one
+    ``litellm.acompletion`` gives for the same body."""
+    face = Face("openai/gpt-4o-mini", "")
+    async with _Answering() as endpoint:
+        for answer in [*PLAIN_ANSWERS, *ODD_ANSWERS]:
+            assert (plain_answer(json.dumps(answer).encode()) is not None) == (answer in PLAIN_ANSWERS), answer
+            endpoint.body = answer
+            direct = await _call(face, direct=True, base=endpoint.base)
+            through = await _call(face, direct=False, base=endpoint.base)
+            assert (direct.text, direct.tool_calls, direct.usage) == (through.text, through.tool_calls, through.usage)
+    reasoned = plain_answer(json.dumps(PLAIN_ANSWERS[1]).encode())
+    assert reasoned is not None and reasoned.text == "Reading a.py."  # litellm's split of the <think> part
+    called = plain_answer(json.dumps(PLAIN_ANSWERS[3]).encode())
+    assert called is not None and [(c.name, c.arguments) for c in called.tool_calls] == [
+        ("read_file", '{"path": "a.py"}'),
+        ("list_dir", "{}"),
+    ]

@@ -83,7 +83,7 @@ async def test_usage_totals_per_agent_subtree_key_model_and_day(tmp_path: Path) 
             row("grandchild", "k2", "m-big", 0.0, outcome="quota"),
             row("other", "k2", "m-big", 1.0, at=T0 + DAY),
         ]:
-            assert await store.record_usage(entry) > 0
+            await store.record_usage(entry)
 
         by_agent = await store.usage_by("agent")
         assert {a: (u.cost_usd, u.calls) for a, u in by_agent.items()} == {

@@ -49,8 +49,8 @@ def usage_columns(usage: Usage) -> dict[str, Any]:
 class Ledger(Protocol):
     """Where model calls are recorded and spending is read."""
 
-    async def record_usage(self, row: UsageRow) -> int:
-        """Append one call; returns its id once committed."""
+    async def record_usage(self, row: UsageRow) -> None:
+        """Append one call (committed by the time what the call returned is announced)."""
         ...
 
     async def spend(self, key: str, since: float = 0.0) -> float:

@@ -23,7 +23,7 @@ from typing import Any, cast
 
 from dispatch.hub.errors import ContextTooLong, ModelCallError, UserError
 from dispatch.hub.llm.images import has_images, without_images
-from dispatch.hub.llm.litellm_direct import EncodedMessages, PartSink, direct_route
+from dispatch.hub.llm.litellm_direct import EncodedMessages, PartSink, PlainAnswer, direct_route
 from dispatch.hub.llm.litellm_direct import completion as direct_completion
 from dispatch.hub.llm.prices import Prices
 from dispatch.hub.llm.prompt_cache import needs_breakpoints, with_breakpoints
@@ -68,20 +68,24 @@ def litellm_prices(model: str) -> Prices | None:
 def _count(source: Any, *names: str) -> int:
     """The first of ``names`` that ``source`` (an object or a dict) has as a number, else 0."""
     for name in names:
-        value = cast(dict[str, Any], source).get(name) if isinstance(source, dict) else getattr(source, name, None)
+        value = _field(source, name)
         if isinstance(value, int | float) and value:
             return int(value)
     return 0
 
 
-def _usage_of(response: Any, model: str) -> Usage:
+def _field(source: Any, name: str) -> Any:
+    """``source``'s ``name``, ``source`` an object or a dict (None when it has none)."""
+    return cast(dict[str, Any], source).get(name) if isinstance(source, dict) else getattr(source, name, None)
+
+
+def _usage_of(usage: Any, model: str) -> Usage:
     """The call's tokens (as :class:`~dispatch.hub.llm.types.Usage` defines them) and its cost at
-    litellm's prices for ``model``. litellm reports every provider the OpenAI way: ``prompt_tokens``
-    includes the cached tokens, ``prompt_tokens_details.cached_tokens`` are the cache reads and
-    Anthropic's cache writes are ``cache_creation_tokens`` there (and ``cache_creation_input_tokens``
-    on the usage itself)."""
-    usage = getattr(response, "usage", None)
-    details = getattr(usage, "prompt_tokens_details", None)
+    litellm's prices for ``model``, from the answer's usage (litellm's object, or OpenAI's JSON).
+    litellm reports every provider the OpenAI way: ``prompt_tokens`` includes the cached tokens,
+    ``prompt_tokens_details.cached_tokens`` are the cache reads and Anthropic's cache writes are
+    ``cache_creation_tokens`` there (and ``cache_creation_input_tokens`` on the usage itself)."""
+    details = _field(usage, "prompt_tokens_details")
     counted = Usage(
         prompt_tokens=_count(usage, "prompt_tokens"),
         completion_tokens=_count(usage, "completion_tokens"),
@@ -279,7 +283,8 @@ async def acompletion(
     need them (:mod:`dispatch.hub.llm.prompt_cache`): straight through litellm's provider
     transformation for the calls :func:`~dispatch.hub.llm.litellm_direct.direct_route` sends
     there (unless ``direct`` is False), else ``litellm.acompletion``. Either way the answer is a
-    litellm ``ModelResponse``, read the same, and a failure is litellm's exception; the answer's
+    litellm ``ModelResponse``, read the same (or, for a plain OpenAI answer on the direct path, the
+    same fields read from its JSON), and a failure is litellm's exception; the answer's
     cost is litellm's price for the model (:func:`litellm_prices`), never litellm's per-call cost
     bookkeeping. With ``on_part`` the call streams (``on_part(text, tool)`` for each part of the
     answer as it arrives) and the answer is the same, assembled from the stream; a model or
@@ -323,16 +328,16 @@ async def acompletion(
             raise
         _unstreamed.add(model)  # refused for asking to stream: one answer, from now on
         response = await respond(None)
-    choice: Any = response.choices[0].message
-    raw_calls: list[Any] = list(choice.tool_calls or [])
-    calls = [
-        ToolCallRequest(id=str(c.id), name=str(c.function.name), arguments=str(c.function.arguments or "{}"))
-        for c in raw_calls
-    ]
+    if isinstance(response, PlainAnswer):  # read by the direct path itself
+        text, calls, usage = response.text, response.tool_calls, response.usage
+    else:
+        choice: Any = response.choices[0].message
+        raw_calls: list[Any] = list(choice.tool_calls or [])
+        text, usage = choice.content, getattr(response, "usage", None)
+        calls = [
+            ToolCallRequest(id=str(c.id), name=str(c.function.name), arguments=str(c.function.arguments or "{}"))
+            for c in raw_calls
+        ]
     return Completion(
-        text=choice.content,
-        tool_calls=calls,
-        usage=_usage_of(response, model),
-        model=model,
-        latency_s=time.perf_counter() - started,
+        text=text, tool_calls=calls, usage=_usage_of(usage, model), model=model, latency_s=time.perf_counter() - started
     )

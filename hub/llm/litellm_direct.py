@@ -9,9 +9,10 @@ config objects carry the whole chat transformation, the worker skips that and ca
 layer itself: ``get_optional_params`` (the OpenAI-style parameters into the provider's),
 the config's ``validate_environment`` (headers), ``transform_request`` (the body),
 one POST through one shared aiohttp session per worker, and ``transform_response`` (a
-``ModelResponse``, read like any other); a refused request becomes the config's error class, then
-litellm's ``exception_type``, so a failure is the same litellm exception either way and
-:mod:`dispatch.hub.llm.failures` classifies it as before.
+``ModelResponse``, read like any other; an OpenAI answer of the plain shape, text and function
+calls, has its few fields read from its JSON instead, :func:`plain_answer`); a refused request
+becomes the config's error class, then litellm's ``exception_type``, so a failure is the same
+litellm exception either way and :mod:`dispatch.hub.llm.failures` classifies it as before.
 
 Which calls go direct is one rule, :func:`direct_route`: a model named ``openai/...`` or
 ``anthropic/...`` with an API key (given, or litellm's from the environment) and no extra
@@ -46,7 +47,7 @@ from types import ModuleType
 from typing import Any, cast
 from weakref import WeakKeyDictionary
 
-from dispatch.hub.llm.types import JsonDict
+from dispatch.hub.llm.types import JsonDict, ToolCallRequest
 
 DIRECT_PROVIDERS = ("openai", "anthropic")
 """The providers whose calls go direct (litellm's prefix of the model name)."""
@@ -293,6 +294,73 @@ def _url(litellm: ModuleType, provider: str, config: Any, model: str, api_key: s
     return str(config.get_complete_url(base, api_key, model, {}, {}))
 
 
+@dataclass(frozen=True)
+class PlainAnswer:
+    """An OpenAI chat completion read straight from its JSON: its first choice's text and tool
+    calls, and its usage as the endpoint reported it."""
+
+    text: str | None
+    tool_calls: list[ToolCallRequest]
+    usage: JsonDict
+
+
+_PLAIN_USAGE = frozenset({"prompt_tokens", "completion_tokens", "total_tokens", "completion_tokens_details"})
+_PLAIN_PROMPT_DETAILS = frozenset({"cached_tokens", "audio_tokens"})
+
+
+def plain_answer(content: bytes) -> PlainAnswer | None:
+    """``content`` read as :class:`PlainAnswer` when it is a chat completion of the plain shape
+    that litellm's ``transform_response`` reads into the same text, tool calls and usage (text or
+    none, function calls with an id, a name and string arguments, OpenAI's usage fields); None
+    for anything else, which litellm reads as ever. litellm's reading builds its whole response
+    object (a fifth of the worker's CPU a call, ``bench.fleet``) to be read for these few fields.
+    The text goes through litellm's own split of a reasoning model's ``<think>`` part."""
+    try:
+        data: object = json.loads(content)
+    except ValueError:
+        return None
+    answer = _object(data)
+    choices = answer.get("choices") if answer is not None else None
+    first = _object(cast(list[object], choices)[0]) if isinstance(choices, list) and choices else None
+    message = _object(first.get("message")) if first is not None else None
+    usage = _object((answer or {}).get("usage") or {})
+    if message is None or usage is None or not _plain_usage(usage):
+        return None
+    text = message.get("content")
+    if text is not None and not isinstance(text, str):
+        return None
+    calls: list[ToolCallRequest] = []
+    for listed in cast(list[object], message.get("tool_calls") or []):
+        call = _object(listed)
+        function = _object(call.get("function")) if call is not None else None
+        if call is None or function is None or call.get("type", "function") != "function":
+            return None
+        call_id, name, arguments = call.get("id"), function.get("name"), function.get("arguments")
+        if not (isinstance(call_id, str) and isinstance(name, str) and isinstance(arguments, str)):
+            return None
+        if name == "multi_tool_use.parallel":  # litellm unfolds these into the calls they hold
+            return None
+        calls.append(ToolCallRequest(id=call_id, name=name, arguments=arguments or "{}"))
+    from litellm.litellm_core_utils.prompt_templates.reasoning_utils import extract_reasoning_content
+
+    _, text = extract_reasoning_content(message)
+    return PlainAnswer(text, calls, usage)
+
+
+def _object(value: object) -> JsonDict | None:
+    """``value`` as a JSON object, or None when it is not one."""
+    return cast(JsonDict, value) if isinstance(value, dict) else None
+
+
+def _plain_usage(usage: JsonDict) -> bool:
+    details = _object(usage.get("prompt_tokens_details") or {})
+    return (
+        set(usage) - {"prompt_tokens_details"} <= _PLAIN_USAGE
+        and details is not None
+        and set(details) <= _PLAIN_PROMPT_DETAILS
+    )
+
+
 class _NotOneEach(Exception):
     """The transformation did not give one message for each: the call goes whole."""
 
@@ -366,13 +434,18 @@ async def _completion(
             if fragments is not None:
                 around = head.around = head.around or _around(data)
             body = _body(data, fragments, around)
-            response = await _post(litellm, provider, config, name, url, headers, body, timeout_s)
+            raw = await _post(litellm, provider, config, name, url, headers, body, timeout_s)
+            if provider == "openai" and (plain := plain_answer(raw.content)) is not None:
+                return plain
+            response = raw.response()
         else:
             data["stream"] = True
             if provider == "openai":
                 data["stream_options"] = {"include_usage": True}
             body = _body(data, fragments)
             response = await _post_streamed(litellm, provider, config, name, url, headers, body, timeout_s, on_part)
+            if provider == "openai" and (plain := plain_answer(response.content)) is not None:
+                return plain
             data = {key: value for key, value in data.items() if key not in ("stream", "stream_options")}
         return config.transform_response(
             model=name, raw_response=response, model_response=litellm.ModelResponse(), logging_obj=_NoLogging(),
@@ -477,15 +550,30 @@ async def _post(
     body: bytes,
     timeout_s: float,
 ) -> Any:
-    """The POST itself; a timeout is litellm's ``Timeout``, anything else the provider's error."""
+    """The POST itself, its answer as it came (an ``httpx.Response`` is made only when litellm is to
+    read it); a timeout is litellm's ``Timeout``, anything else the provider's error."""
     with _transport_errors(litellm, provider, config, model, timeout_s, url):
         async with (await _session(litellm)).post(
             url, headers=headers, data=body, timeout=_timeout(timeout_s), proxy=_proxy(url)
         ) as answer:
-            response = _response(answer.status, answer.raw_headers, await answer.read(), url)
-    if response.status_code >= 400:
+            raw = _Raw(answer.status, answer.raw_headers, await answer.read(), url)
+    if raw.status >= 400:
+        response = raw.response()
         raise _refusal(provider, config, response.status_code, response.text, response.headers)
-    return response
+    return raw
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """An answer as aiohttp read it."""
+
+    status: int
+    headers: Any
+    content: bytes
+    url: str
+
+    def response(self) -> Any:
+        return _response(self.status, self.headers, self.content, self.url)
 
 
 def _timeout(timeout_s: float) -> Any:

@@ -79,7 +79,7 @@ from dispatch.hub.service.lifecycle import (
 from dispatch.hub.service.resume import Restorer, mark_interrupted, paused
 from dispatch.hub.service.tracing import traced
 from dispatch.hub.store.db import DB_NAME, Store
-from dispatch.hub.store.journal import JournaledBus, Recorder
+from dispatch.hub.store.journal import JournaledBus, JournaledLedger, Recorder
 from dispatch.hub.store.records import AgentRow, Records
 from dispatch.hub.views import (
     AgentChanges,
@@ -230,8 +230,9 @@ class Hub(Delegation):
             await stack.enter_async_context(traced(bus))  # off unless OTEL_EXPORTER_OTLP_ENDPOINT is set
             interrupted = await mark_interrupted(records, bus)
             lsp = await stack.enter_async_context(LspManager(catalog.config.lsp))
+            ledger = JournaledLedger(store, bus.journal)
             client = (
-                Router(catalog.config.models, store) if model is None else RecordedCalls(model, store, IN_PROCESS_KEY)
+                Router(catalog.config.models, ledger) if model is None else RecordedCalls(model, ledger, IN_PROCESS_KEY)
             )
             tracker = ChangeTracker(home / CHANGES_DIR, JournaledChanges(records, bus.journal.flush))
             worktrees = Worktrees(home / WORKTREES_DIR, home.parent / f"{home.name}-worktrees")

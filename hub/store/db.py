@@ -43,7 +43,6 @@ from sqlite_utils import Database
 from dispatch.hub.errors import StoreFull
 from dispatch.hub.llm.ledger import UsageRow
 from dispatch.hub.llm.types import Usage
-from dispatch.hub.store.group_commit import GroupCommit
 from dispatch.hub.store.schema import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -115,6 +114,19 @@ def no_space(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in _NO_SPACE
 
 
+_USAGE_COLUMNS = [f.name for f in fields(UsageRow)]
+_INSERT_USAGE = f"insert into usage ({', '.join(_USAGE_COLUMNS)}) values ({', '.join('?' for _ in _USAGE_COLUMNS)})"
+
+
+def insert_usage(row: UsageRow) -> Callable[[Database], None]:
+    """The write of one ledger row, for a transaction (the store's own, or a journal batch's)."""
+
+    def write(db: Database) -> None:
+        db.conn.execute(_INSERT_USAGE, astuple(row))
+
+    return write
+
+
 class Store:
     """The database of one hub. Open with :meth:`open` (or :meth:`memory` in tests); close at exit."""
 
@@ -122,7 +134,6 @@ class Store:
         self.db = db
         self.path = path
         self._lock = anyio.Lock(fast_acquire=True)  # a free lock is taken without a turn of the loop
-        self._usage = GroupCommit[UsageRow, int](self._insert_usage)
         self.full: StoreFull | None = None
         """While the disk is full: the error of the last write that failed (None once one succeeds)."""
         self._space = anyio.Event()
@@ -247,28 +258,18 @@ class Store:
 
     # ---- the usage ledger ----------------------------------------------------------------------
 
-    async def record_usage(self, row: UsageRow) -> int:
-        """Append one call to the ledger; returns its id once committed (with the rows other
-        callers added meanwhile, in one transaction: :mod:`dispatch.hub.store.group_commit`).
-        While the disk is full it waits, trying again now and then: the call was made, so its row
-        must be kept."""
+    async def record_usage(self, row: UsageRow) -> None:
+        """Append one call to the ledger in a transaction of its own; returns once committed. While
+        the disk is full it waits, trying again now and then: the call was made, so its row must be
+        kept. (A hub writes its rows with the journal's batches instead: :class:`JournaledLedger`.)"""
         delay, longest = FULL_RETRY_S
         while True:
             try:
-                return await self._usage.add(row)
+                return await self.transaction(insert_usage(row), durable=False)  # the ledger is the hub's own record
             except StoreFull:
                 with anyio.move_on_after(delay):
                     await self.writable()
                 delay = min(delay * 2, longest)
-
-    async def _insert_usage(self, rows: Sequence[UsageRow]) -> list[int]:
-        columns = [f.name for f in fields(UsageRow)]
-        sql = f"insert into usage ({', '.join(columns)}) values ({', '.join('?' for _ in columns)})"
-
-        def write(db: Database) -> list[int]:
-            return [int(db.execute(sql, astuple(row)).lastrowid or 0) for row in rows]
-
-        return await self.transaction(write, durable=False)  # the ledger is the hub's own record
 
     async def spend(self, key: str, since: float = 0.0) -> float:
         """What ``key`` has cost since ``since`` (POSIX seconds)."""

@@ -66,7 +66,8 @@ from dispatch.hub.events import (
     ToolHostStarted,
     ToolReturned,
 )
-from dispatch.hub.store.db import FULL_RETRY_S
+from dispatch.hub.llm.ledger import UsageRow
+from dispatch.hub.store.db import FULL_RETRY_S, Store, insert_usage
 from dispatch.hub.store.records import (
     Op,
     Records,
@@ -250,6 +251,15 @@ class Journal:
             await self._records.sync_log()
             self._synced = max(self._synced, synced)
 
+    async def committed(self) -> None:
+        """Return once everything queued before the call is committed, by the writer task (not
+        necessarily on the disk: see :meth:`flush`). While the disk is full, wait for space."""
+        target = self._queued
+        while self._committed < target:
+            if self._stopped.is_set():
+                raise self._full or RunError("the hub's store is closed; the write was not saved")
+            await self._progress.wait()
+
     async def run(self) -> None:
         """The writer task: commit and deliver until :meth:`close`, then drain what is left (while
         the disk is full: trying again after a growing delay; at close, once more)."""
@@ -348,3 +358,21 @@ class JournaledBus(EventBus):
             stream.close()
         self._subscribers.clear()
         self._watchers.clear()
+
+
+class JournaledLedger:
+    """The usage ledger of a hub: a model call's row is written with the journal's next batch (in
+    the transaction of the events around it: the call's step, its tool calls) rather than in one of
+    its own, and is kept, in order, while the disk is full, as events are. What a key has spent is
+    read once the rows queued before the read are committed."""
+
+    def __init__(self, store: Store, journal: Journal) -> None:
+        self._store = store
+        self._journal = journal
+
+    async def record_usage(self, row: UsageRow) -> None:
+        self._journal.add([insert_usage(row)])
+
+    async def spend(self, key: str, since: float = 0.0) -> float:
+        await self._journal.committed()
+        return await self._store.spend(key, since)
