@@ -131,3 +131,31 @@ async def test_calls_run_on_the_loop_thread_unless_offloaded_and_never_overlap(t
             assert order == []  # the write waits for the read in the worker thread
             release.set()
         assert order == ["read", "write"]
+
+
+@pytest.mark.anyio
+async def test_a_hubs_usage_row_is_stored_with_the_events_after_it_and_counted_by_the_next_budget_read(
+    tmp_path: Path,
+) -> None:
+    """A hub writes each call's ledger row with the journal's next batch: by the time a client
+    hears of the event published after the call, the row is in the database; and what a key has
+    spent, read right after the call, counts it."""
+    from dispatch.hub.events import AgentProgress
+    from dispatch.hub.store.journal import JournaledBus, JournaledLedger, Recorder
+    from dispatch.hub.store.records import Records
+
+    async with Store.open(tmp_path / DB_NAME) as store, anyio.create_task_group() as writer:
+        bus = JournaledBus(Records(store), Recorder(tmp_path), 0)
+        writer.start_soon(bus.journal.run)
+        ledger = JournaledLedger(store, bus.journal)
+        async with bus.subscribe() as heard:
+            await ledger.record_usage(UsageRow(T0, "top", "k1", "openai", "m", "m", 10, 2, 0.25))
+            assert await ledger.spend("k1") == pytest.approx(0.25)  # read at once: the row is counted
+
+            await ledger.record_usage(UsageRow(T0 + 1, "top", "k1", "openai", "m", "m", 10, 2, 0.5))
+            bus.publish("top", AgentProgress(text="after the call"))
+            event = await heard.receive()
+            with sqlite3.connect(tmp_path / DB_NAME) as outside:  # what another reader of the file sees
+                assert outside.execute("select count(*), sum(cost_usd) from usage").fetchone() == (2, 0.75)
+            assert event.type == "agent.progress"
+        await bus.journal.close()
