@@ -25,8 +25,9 @@ from functools import cached_property
 from pathlib import Path
 from types import CodeType
 from typing import Any, ParamSpec, TypeVar
+from weakref import WeakKeyDictionary
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
 from mcp.server.mcpserver.tools import Tool
 from mcp.shared.exceptions import MCPError
@@ -50,6 +51,9 @@ _P = ParamSpec("_P")
 _PrototypeKey = tuple[CodeType, str | None, str | None, str | None, bool | None]
 
 _log = logging.getLogger(__name__)
+_idle_contexts: WeakKeyDictionary[MCPServer, Context[Any, Any]] = WeakKeyDictionary()
+"""Per server built for calls without a session, the request context its calls are given: made
+once (the SDK makes one per call otherwise), never read by a tool that takes none."""
 
 _PROTOTYPES: dict[_PrototypeKey, Tool] = {}
 """A memo, not state: the tool the SDK derived from a function's code and options, as a template."""
@@ -144,8 +148,11 @@ class ServerPlan:
         """Call the tool ``name`` (one :meth:`calls_without_session` allows) on ``server`` (this
         plan, built) as ``tools/call`` would: a failure is an error result with its text, as the
         SDK's handler answers one; an unexpected one is logged with its traceback there too."""
+        context = _idle_contexts.get(server)
+        if context is None:
+            context = _idle_contexts[server] = Context(mcp_server=server)
         try:
-            result = await server.call_tool(name, arguments)
+            result = await server.call_tool(name, arguments, context)
         except MCPError:
             raise
         except Exception as error:

@@ -257,6 +257,13 @@ def test_each_kind_goes_on_the_wire_as_documented_and_reads_back_from_the_store(
         event = Event(seq=7, at=at, agent_id=agent_id, data=data)
         assert event.wire == event.model_dump_json()  # what clients get, its data encoded once for the store too
         assert event.data_json == event.data.model_dump_json()
+    published = EventBus(6).publish("a-1", data)  # made by the bus without validating again: the same event
+    validated = Event(seq=published.seq, at=published.at, agent_id="a-1", data=data)
+    assert (published.wire, published.model_dump(), published.type) == (
+        validated.model_dump_json(),
+        validated.model_dump(),
+        wire["type"],
+    )
     back = stored_event(7, AT, wire["type"], "a-1", wire["data"])
     assert type(back.data) is type(data)
     assert back.model_dump() == wire

@@ -33,7 +33,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import astuple, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -122,7 +122,7 @@ def insert_usage(row: UsageRow) -> Callable[[Database], None]:
     """The write of one ledger row, for a transaction (the store's own, or a journal batch's)."""
 
     def write(db: Database) -> None:
-        db.conn.execute(_INSERT_USAGE, astuple(row))
+        db.conn.execute(_INSERT_USAGE, [getattr(row, name) for name in _USAGE_COLUMNS])  # astuple deep-copies
 
     return write
 
