@@ -32,7 +32,7 @@ def _parent(pid: int) -> int | None:
     """The parent process id of ``pid`` (from /proc); None once it has ended."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before the open, or between it and the read
         return None
     return int(fields[1])
 

@@ -5,8 +5,11 @@ as a clear, transient error, a new one takes its place, and agents whose calls i
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import anyio
@@ -121,3 +124,43 @@ async def test_the_live_view_says_the_worker_is_loading_until_it_is_ready(script
     assert LoadingNotice().__rich__().plain == ""
     answer = await LiteLLMClient().complete(MODEL, ask("[ready] go"), [])
     assert answer.text == "answered once loaded"
+
+
+_CALLS_ON_THE_COMMANDS_LOOP = """
+import json, os, sys, threading
+import anyio
+from dispatch.hub.llm.client import LiteLLMClient, model_calls_on_this_loop
+from dispatch.hub.llm.model_process import model_process
+
+async def main():
+    async with model_calls_on_this_loop():
+        answer = await LiteLLMClient().complete(sys.argv[1], [{"role": "user", "content": "[here] go"}], [])
+        pids, threads = model_process().pids, [t.name for t in threading.enumerate()]
+    gone = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            gone.append(pid)
+    print(json.dumps({"text": answer.text, "threads": threads, "workers": pids, "gone": gone}))
+
+anyio.run(main)
+"""
+
+
+def test_a_command_makes_its_model_calls_on_its_own_loop_and_ends_its_workers_cleanly(
+    scripted_llm: ScriptedLLM,
+) -> None:
+    """What ``dispatch serve`` does: calls made on the command's own event loop (no thread of loop
+    for them) through workers of its own, which are gone when the context ends, with nothing left
+    for the loop's close to complain about."""
+    scripted_llm.script("[here]", [Reply(text="answered on the command's loop")])
+    ran = subprocess.run(
+        [sys.executable, "-c", _CALLS_ON_THE_COMMANDS_LOOP, MODEL],
+        capture_output=True, text=True, timeout=120, env=os.environ | {"DISPATCH_MODEL_HOST": "off"},
+    )  # fmt: skip
+    assert ran.returncode == 0 and ran.stderr == "", ran.stderr
+    seen = json.loads(ran.stdout)
+    assert seen["text"] == "answered on the command's loop"
+    assert "dispatch-model-calls" not in seen["threads"], seen["threads"]
+    assert seen["workers"] and seen["gone"] == seen["workers"]

@@ -155,7 +155,7 @@ async def test_the_cost_is_litellms_for_anthropic_and_openai_cached_tokens() -> 
                 response: Any = await litellm.acompletion(
                     model=model, messages=messages, tools=schemas, api_base=base or server.base_url, api_key="sk"
                 )
-                usage = _usage_of(response, model)
+                usage = _usage_of(response.usage, model)
                 assert usage.cost_usd == pytest.approx(litellm.completion_cost(completion_response=response))
             assert usage.cache_read_tokens > 0
             assert usage.prompt_tokens == response.usage.prompt_tokens  # cached tokens included, as litellm counts

@@ -32,6 +32,7 @@ from dispatch.hub.api.app import create_app
 from dispatch.hub.api.auth import LOOPBACK_HOSTS, load_or_create_token
 from dispatch.hub.errors import UserError, unwrap
 from dispatch.hub.heap import settle_heap
+from dispatch.hub.llm.client import model_calls_on_this_loop
 from dispatch.hub.llm.types import ModelClient
 from dispatch.hub.mcp.tools import build_server as mcp_endpoint
 from dispatch.hub.service.hub import Hub
@@ -130,8 +131,9 @@ async def _serve(serving: Serving) -> int:
             "choose another port with --port (--port 0: any free one)"
         )
         return EXIT_USAGE
-    with sock:
-        return await _serve_on(sock, serving)
+    async with model_calls_on_this_loop():  # this loop lasts as long as the command
+        with sock:
+            return await _serve_on(sock, serving)
 
 
 async def _serve_on(sock: socket.socket, serving: Serving) -> int:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 
-from dispatch.hub.llm.model_loop import model_loop
+import anyio
+
+from dispatch.hub.llm.model_loop import adopt_running_loop, model_loop, release_loop
 from dispatch.hub.llm.model_process import CallRequest, RemoteCallError, model_process
 from dispatch.hub.llm.types import Completion, Delta, DeltaSink, JsonDict
 
@@ -66,6 +68,23 @@ async def start_model_worker(workers: int | None = None) -> None:
     """Start the model worker processes ahead of the first call, ``workers`` of them (None: as many
     as the pool has, by default one per core): litellm loads while the command starts."""
     await model_loop().run(lambda: model_process().start(workers))
+
+
+@contextlib.asynccontextmanager
+async def model_calls_on_this_loop() -> AsyncGenerator[None]:
+    """For the context, the process's model calls are made on the running loop (a command's, which
+    lasts as long as the command) by workers started for it, ended and waited for at its exit.
+    Nothing changes when calls already have a loop (a command that started its workers first)."""
+    if not adopt_running_loop():
+        yield
+        return
+    try:
+        yield
+    finally:
+        with anyio.CancelScope(shield=True):
+            await model_process().close()
+        model_process.cache_clear()
+        release_loop()
 
 
 def begin_model_worker(workers: int | None = None) -> None:

@@ -71,6 +71,12 @@ def _stopped(code: int | None) -> CallFailed:
     return CallFailed(kind=FailureKind.transient.value, detail=detail, headers={}, user_error=False, message=detail)
 
 
+ANSWERS_PER_TURN = 16
+"""How many of a worker's lines are read, at most, before the loop turns: answers arrive in bursts
+when hundreds of agents call at once, and the loop may be the hub's own (every other task of the
+hub waits out a turn)."""
+CLOSE_TIMEOUT_S = 5.0
+"""How long :meth:`ModelProcess.close` waits for the workers to be gone."""
 AFFINITY_SLACK = 8
 """How many more calls in flight than the least busy worker the one holding a thread's messages
 may have and still get the thread's next call."""
@@ -117,7 +123,11 @@ class _Running:
     async def read(self) -> None:
         stdout = self.process.stdout
         assert stdout is not None
+        read = 0
         while line := await stdout.readline():
+            read += 1
+            if read % ANSWERS_PER_TURN == 0:  # a line already buffered is read without a turn of the loop
+                await asyncio.sleep(0)
             if line == READY_LINE:
                 self.ready = True
                 self.loaded.set()
@@ -181,6 +191,16 @@ class ModelProcess:
         for running in self._slots:
             if running is not None:
                 _kill(running.process)
+
+    async def close(self) -> None:
+        """End every worker now and wait until each is gone and its pipes are closed: what a command
+        whose own loop the calls ran on does before that loop ends."""
+        self._stop()
+        for running in self._slots:
+            if running is not None and running.process.stdin is not None:
+                running.process.stdin.close()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=CLOSE_TIMEOUT_S)
 
     def _background(self, work: Coroutine[Any, Any, object]) -> None:
         task = asyncio.get_running_loop().create_task(work)
