@@ -9,12 +9,11 @@ on, so this loop is too: one per process (:func:`model_loop`).
 
 A command whose event loop lasts as long as the process (``dispatch serve``, ``dispatch demo``)
 makes its calls on that loop (:func:`~dispatch.hub.llm.client.model_calls_on_this_loop`, before its
-first call): a call is then
-an await, where handing it to a thread's loop and its answer back costs two wake-ups of a loop in
-another thread and the interpreter lock changing hands each time (about a tenth of an agent step's
-CPU, ``bench.fleet``). Every other caller (``dispatch run``, which starts its workers before its
-loop exists so that litellm loads meanwhile; tests, each on a loop of its own) gets the thread's
-loop, started on first use.
+first call): a call is then an await, where handing it to a thread's loop and its answer back costs
+two wake-ups of a loop in another thread and the interpreter lock changing hands each time (some
+6% of an agent step's CPU, a tenth of the hub's share: bench/README.md). Every other caller
+(``dispatch run``, which starts its workers before its loop exists so that litellm loads
+meanwhile; tests, each on a loop of its own) gets the thread's loop, started on first use.
 """
 
 from __future__ import annotations
