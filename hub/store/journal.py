@@ -238,7 +238,7 @@ class Journal:
         self._durable_wanted = max(self._durable_wanted, target)
         while self._committed < target:
             if self._stopped.is_set():
-                raise self._full or RunError("the hub's store is closed; the write was not saved")
+                raise self._unsaved()
             if self._turn.locked():
                 await self._progress.wait()
             elif not await self._commit_queued():
@@ -251,13 +251,17 @@ class Journal:
             await self._records.sync_log()
             self._synced = max(self._synced, synced)
 
+    def _unsaved(self) -> Exception:
+        """Why a write queued now will not be saved: the disk is full, or the journal closed."""
+        return self._full or RunError("the hub's store is closed; the write was not saved")
+
     async def committed(self) -> None:
         """Return once everything queued before the call is committed, by the writer task (not
         necessarily on the disk: see :meth:`flush`). While the disk is full, wait for space."""
         target = self._queued
         while self._committed < target:
             if self._stopped.is_set():
-                raise self._full or RunError("the hub's store is closed; the write was not saved")
+                raise self._unsaved()
             await self._progress.wait()
 
     async def run(self) -> None:
