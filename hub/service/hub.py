@@ -19,6 +19,7 @@ announced (:mod:`dispatch.hub.store.journal`); a call that returns has had its w
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from pathlib import Path
@@ -102,9 +103,24 @@ IN_PROCESS_KEY = "in-process"
 TRANSCRIPTS_DIR = "transcripts"
 """The data directory's folder of the transcripts hooks read (``transcript_path``), one file per agent with hooks."""
 
-VIEWS_PER_TURN = 250
-"""How many agents' views :meth:`Hub.agents` builds before it lets the event loop turn (fewer made
-the list itself slow under load, a turn per slice; bench/README.md has the figures)."""
+LIST_SLICE_S = 0.010
+"""How long :meth:`Hub.agents` builds views before it lets the event loop turn. A list of hundreds
+of agents, their views kept, takes a few milliseconds and is built in one go: each turn it waited
+out was tens of milliseconds while hundreds of agents worked (bench/README.md has the figures). A
+longer one (thousands of views made afresh) still lets a message or an event on its way through."""
+LIST_SLICE = 64
+"""How many views are built between two looks at the clock."""
+
+
+async def _slices(ids: list[str]) -> AsyncIterator[list[str]]:
+    """``ids`` a slice at a time; the loop turns before a slice once :data:`LIST_SLICE_S` has
+    passed since it last turned."""
+    began = time.perf_counter()
+    for start in range(0, len(ids), LIST_SLICE):
+        if start and time.perf_counter() - began >= LIST_SLICE_S:
+            await anyio.lowlevel.checkpoint()
+            began = time.perf_counter()
+        yield ids[start : start + LIST_SLICE]
 
 
 def gated_tree(
@@ -371,15 +387,12 @@ class Hub(Delegation):
         return [*self._rows, *(i for i in live if i not in self._rows)]
 
     async def agents(self) -> list[AgentView]:
-        """Every agent: of earlier runs (as stored) and of this one (live), oldest first. Built
-        :data:`VIEWS_PER_TURN` at a time, the loop turning in between: with hundreds of agents the
-        whole list takes milliseconds, which a message or an event on its way would wait out."""
+        """Every agent: of earlier runs (as stored) and of this one (live), oldest first, the loop
+        turning every :data:`LIST_SLICE_S` of building."""
         live, ids = self.tree.agents, self._ids()
         views: list[AgentView] = []
-        for start in range(0, len(ids), VIEWS_PER_TURN):
-            if start:
-                await anyio.lowlevel.checkpoint()
-            for agent_id in ids[start : start + VIEWS_PER_TURN]:
+        async for ids_slice in _slices(ids):
+            for agent_id in ids_slice:
                 agent = live.get(agent_id)
                 views.append(self._view(agent) if agent is not None else stored_view(self._rows[agent_id]))
         return views
@@ -387,14 +400,12 @@ class Hub(Delegation):
     async def agents_json(self) -> bytes:
         """:meth:`agents` as a JSON array, the same bytes its views would encode to. Each view's JSON
         is kept and built again only once something it shows changed, so a list of hundreds of
-        agents costs a comparison per agent; :data:`VIEWS_PER_TURN` at a time still."""
+        agents costs a comparison per agent, and the loop turns every :data:`LIST_SLICE_S` still."""
         live, ids = self.tree.agents, self._ids()
         placements, questions, recorder = self.tree.placements, self._recorder.questions, self._recorder
         parts: list[bytes] = []
-        for start in range(0, len(ids), VIEWS_PER_TURN):
-            if start:
-                await anyio.lowlevel.checkpoint()
-            for agent_id in ids[start : start + VIEWS_PER_TURN]:
+        async for ids_slice in _slices(ids):
+            for agent_id in ids_slice:
                 agent = live.get(agent_id)
                 if agent is None:
                     row = self._rows[agent_id]
