@@ -7,14 +7,18 @@ server per path, so each path meets a fresh prompt cache)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+import ssl
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import cast
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
+import trustme
 
 from dispatch.hub.llm.litellm_call import acompletion, load_litellm
 from dispatch.hub.llm.litellm_direct import EncodedMessages, direct_route, forget_environment, plain_answer
@@ -344,6 +348,89 @@ async def test_a_direct_call_goes_through_the_proxy_the_environment_names_unless
         assert answer.text == "straight"
         assert len(proxy.seen) == 1  # the second went straight to the model
     monkeypatch.delenv("HTTP_PROXY")
+    forget_environment()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Bytes from ``reader`` to ``writer`` until the reader's end closes, then the writer's."""
+    with contextlib.suppress(ConnectionError):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    writer.close()
+
+
+async def _both_ways(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, port: int) -> None:
+    """A connection's bytes relayed to ``host:port`` and that end's back, until both ends close."""
+    upstream_reader, upstream_writer = await asyncio.open_connection(host, port)
+    await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
+
+
+_Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class _Relay:
+    """A TCP server on a free port whose every connection is served by ``serve`` (``ssl=``: over TLS)."""
+
+    def __init__(self, serve: _Serve, **tls: Any) -> None:
+        self._serve = serve
+        self._tls = tls
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> _Relay:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, **self._tls)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+
+@pytest.mark.anyio
+async def test_an_https_call_tunnels_through_the_proxy_and_trusts_the_authority_the_environment_names(
+    scripted_llms: Servers, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Behind a company's proxy: ``HTTPS_PROXY`` is asked to open a tunnel (``CONNECT``) to the
+    model's host, and the model's certificate is checked against the authority ``SSL_CERT_FILE``
+    names (a company's own, which no public bundle has)."""
+    server = scripted_llms()
+    server.script("[tunnelled]", [Reply(text="through the tunnel")])
+    model_port = urllib.parse.urlsplit(server.base_url).port
+    assert model_port is not None
+    authority = trustme.CA()
+    authority_file = tmp_path / "authority.pem"
+    authority.cert_pem.write_to_path(str(authority_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    tunnels: list[str] = []
+
+    async def tls_front(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _both_ways(reader, writer, "127.0.0.1", model_port)  # TLS ends here; the model speaks HTTP
+
+    async def tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        method, target, _ = head.partition(b"\r\n")[0].decode().split(" ")
+        tunnels.append(f"{method} {target}")
+        host, _, port = target.rpartition(":")
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        await _both_ways(reader, writer, host, int(port))
+
+    async with _Relay(tls_front, ssl=context) as front, _Relay(tunnel) as proxy:
+        base = f"https://127.0.0.1:{front.port}/v1"
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
+        for name in ("NO_PROXY", "no_proxy", "SSL_VERIFY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("SSL_CERT_FILE", str(authority_file))
+        forget_environment()  # as the worker does when the hub's environment changes
+        answer = await acompletion(
+            load_litellm(), "openai/gpt-4o-mini", _transcript("[tunnelled]"), TOOLS, 30.0, "sk-test", base, None
+        )
+        assert answer.text == "through the tunnel"
+        assert tunnels == [f"CONNECT 127.0.0.1:{front.port}"]
+    monkeypatch.delenv("HTTPS_PROXY")
     forget_environment()
 
 
