@@ -12,7 +12,7 @@ import json
 import socket
 import ssl
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -379,7 +379,7 @@ class _Relay:
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> _Relay:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, **self._tls)
+        self._server = await asyncio.start_server(self._served, "127.0.0.1", 0, **self._tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -387,20 +387,33 @@ class _Relay:
         assert self._server is not None
         self._server.close()
 
+    async def _served(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._serve(reader, writer)
+        except asyncio.CancelledError:  # the test's loop closing under a connection still open
+            writer.close()
 
-@pytest.mark.anyio
-async def test_an_https_call_tunnels_through_the_proxy_and_trusts_the_authority_the_environment_names(
-    scripted_llms: Servers, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """Behind a company's proxy: ``HTTPS_PROXY`` is asked to open a tunnel (``CONNECT``) to the
-    model's host, and the model's certificate is checked against the authority ``SSL_CERT_FILE``
-    names (a company's own, which no public bundle has)."""
-    server = scripted_llms()
-    server.script("[tunnelled]", [Reply(text="through the tunnel")])
+
+@dataclass
+class _BehindAProxy:
+    """A model reached over HTTPS through a proxy: its base URL, the authority that signed its
+    certificate (a company's own, which no public bundle has) and the tunnels the proxy opened."""
+
+    base: str
+    authority: Path
+    tunnels: list[str]
+
+
+@contextlib.asynccontextmanager
+async def _behind_a_proxy(
+    server: ScriptedLLM, monkeypatch: pytest.MonkeyPatch, directory: Path
+) -> AsyncGenerator[_BehindAProxy]:
+    """``server`` behind a TLS front whose certificate a new authority signed, and a proxy that
+    opens a tunnel (``CONNECT``) to it, named by ``HTTPS_PROXY``."""
     model_port = urllib.parse.urlsplit(server.base_url).port
     assert model_port is not None
     authority = trustme.CA()
-    authority_file = tmp_path / "authority.pem"
+    authority_file = directory / "authority.pem"
     authority.cert_pem.write_to_path(str(authority_file))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     authority.issue_cert("127.0.0.1").configure_cert(context)
@@ -419,19 +432,63 @@ async def test_an_https_call_tunnels_through_the_proxy_and_trusts_the_authority_
         await _both_ways(reader, writer, host, int(port))
 
     async with _Relay(tls_front, ssl=context) as front, _Relay(tunnel) as proxy:
-        base = f"https://127.0.0.1:{front.port}/v1"
         monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
-        for name in ("NO_PROXY", "no_proxy", "SSL_VERIFY"):
+        for name in ("NO_PROXY", "no_proxy", "SSL_VERIFY", "SSL_CERT_FILE"):
             monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("SSL_CERT_FILE", str(authority_file))
         forget_environment()  # as the worker does when the hub's environment changes
+        try:
+            yield _BehindAProxy(f"https://127.0.0.1:{front.port}/v1", authority_file, tunnels)
+        finally:
+            monkeypatch.delenv("HTTPS_PROXY")
+            forget_environment()
+
+
+@pytest.mark.anyio
+async def test_an_https_call_tunnels_through_the_proxy_and_trusts_the_authority_the_environment_names(
+    scripted_llms: Servers, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Behind a company's proxy: ``HTTPS_PROXY`` is asked to open a tunnel (``CONNECT``) to the
+    model's host, and the model's certificate is checked against the authority ``SSL_CERT_FILE``
+    names."""
+    server = scripted_llms()
+    server.script("[tunnelled]", [Reply(text="through the tunnel")])
+    async with _behind_a_proxy(server, monkeypatch, tmp_path) as proxied:
+        monkeypatch.setenv("SSL_CERT_FILE", str(proxied.authority))
         answer = await acompletion(
-            load_litellm(), "openai/gpt-4o-mini", _transcript("[tunnelled]"), TOOLS, 30.0, "sk-test", base, None
+            load_litellm(), "openai/gpt-4o-mini", _transcript("[tunnelled]"), TOOLS, 30.0, "sk-test", proxied.base, None
         )
         assert answer.text == "through the tunnel"
-        assert tunnels == [f"CONNECT 127.0.0.1:{front.port}"]
-    monkeypatch.delenv("HTTPS_PROXY")
-    forget_environment()
+        assert proxied.tunnels == [f"CONNECT {proxied.base.split('/')[2]}"]
+
+
+@pytest.mark.anyio
+async def test_a_certificate_nobody_trusts_fails_the_call_saying_so_and_what_to_set(
+    scripted_llms: Servers, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without ``SSL_CERT_FILE`` the company's certificate is not trusted: the call fails at once
+    with a sentence saying which endpoint, why and what to set (no class names), and as an
+    endpoint not reached, so the router moves on rather than retrying it."""
+    server = scripted_llms()
+    async with _behind_a_proxy(server, monkeypatch, tmp_path) as proxied:
+        with pytest.raises(Exception) as raised:
+            await acompletion(
+                load_litellm(),
+                "openai/gpt-4o-mini",
+                _transcript("[untrusted]"),
+                TOOLS,
+                30.0,
+                "sk-test",
+                proxied.base,
+                None,
+            )
+    failed = failed_call(raised.value, "openai/gpt-4o-mini", proxied.base)
+    assert failed.kind == "unreachable"
+    assert failed.message == (
+        f"model 'openai/gpt-4o-mini': the certificate of {proxied.base} is not trusted (unable to get local issuer "
+        "certificate); if a proxy of your network or your company signs it, set SSL_CERT_FILE to that authority's "
+        "certificate (a PEM file)"
+    )
+    assert server.requests == []  # nothing was sent
 
 
 class _Answering:

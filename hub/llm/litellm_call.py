@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import time
 from collections.abc import Iterator, Sequence
 from functools import cache
@@ -164,9 +165,22 @@ def is_context_too_long(litellm: ModuleType, error: BaseException) -> bool:
     return isinstance(error, litellm.ContextWindowExceededError) or "context_length_exceeded" in str(error)
 
 
+def untrusted_certificate(error: BaseException) -> str | None:
+    """Why the endpoint's certificate was not trusted (``unable to get local issuer certificate``),
+    when that is what failed the call (no request was sent); None otherwise."""
+    refusals = [seen for seen in _chain(error) if isinstance(seen, ssl.SSLCertVerificationError)]
+    if not refusals:
+        return None
+    refusal = refusals[-1]  # OpenSSL's own (an HTTP client's error may subclass it too)
+    return getattr(refusal, "verify_message", None) or "certificate verify failed"
+
+
 def is_unreachable(litellm: ModuleType, error: BaseException) -> bool:
-    """The endpoint was never reached (a timeout is not this: it reached a slow endpoint)."""
-    return not isinstance(error, litellm.Timeout) and _connection_failed(litellm, error)
+    """The endpoint was never reached, or not trusted: no request was sent (a timeout is not
+    this: it reached a slow endpoint)."""
+    if isinstance(error, litellm.Timeout):
+        return False
+    return _connection_failed(litellm, error) or untrusted_certificate(error) is not None
 
 
 _CLASS_PREFIX = re.compile(r"^(?:[\w.]*?(?:Error|Exception|Exceptions?))\s*(?::|-)\s*")
@@ -197,9 +211,15 @@ def model_error(litellm: ModuleType, model: str, error: Exception, api_base: str
     detail = plain_detail(error)
     if is_unknown_model(litellm, error):
         return UserError(f"unknown model {model!r}: give a litellm model name such as 'openai/gpt-4o-mini'")
+    where = url_tried(error, api_base) or "the endpoint"
+    untrusted = untrusted_certificate(error)
+    if untrusted is not None:
+        return ModelCallError(
+            f"model {model!r}: the certificate of {where} is not trusted ({untrusted}); if a proxy of your "
+            "network or your company signs it, set SSL_CERT_FILE to that authority's certificate (a PEM file)"
+        )
     if is_unreachable(litellm, error):
-        where = url_tried(error, api_base)
-        return ModelCallError(f"model {model!r}: {where or 'the endpoint'} could not be reached ({detail})")
+        return ModelCallError(f"model {model!r}: {where} could not be reached ({detail})")
     if isinstance(error, litellm.AuthenticationError):
         return ModelCallError(f"model {model!r}: the endpoint refused the API key ({detail})")
     if isinstance(error, litellm.NotFoundError):
