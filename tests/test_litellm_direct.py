@@ -157,6 +157,29 @@ async def test_both_paths_name_an_unreachable_endpoint_alike(scripted_llm: Scrip
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_an_endpoint_that_hangs_up_is_named_and_no_http_status_is_made_up(provider: str) -> None:
+    """An endpoint (or a proxy before it) that closes the connection without an answer: no HTTP
+    status came back, and the user reads neither one nor a class name."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    async with _Relay(hang_up) as endpoint:
+        base = f"http://127.0.0.1:{endpoint.port}" + ("/v1" if provider == "openai" else "")
+        face = Face("openai/gpt-4o-mini" if provider == "openai" else "anthropic/claude-sonnet-4-5", base)
+        direct = await _failure(face, direct=True)
+        through = await _failure(face, direct=False)
+
+    assert direct.kind == "transient"  # reached once: worth another try
+    said = f"model {face.model!r}: the connection to {base} failed before an answer came (Server disconnected"
+    assert direct.message.startswith(said)
+    for failed in (direct, through):
+        assert base in failed.message and "HTTP" not in failed.message and "litellm" not in failed.message
+
+
+@pytest.mark.anyio
 async def test_a_model_name_litellm_does_not_know_is_the_users_mistake_either_way() -> None:
     litellm = load_litellm()
     for direct in (True, False):

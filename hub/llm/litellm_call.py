@@ -184,6 +184,8 @@ def is_unreachable(litellm: ModuleType, error: BaseException) -> bool:
 
 
 _CLASS_PREFIX = re.compile(r"^(?:[\w.]*?(?:Error|Exception|Exceptions?))\s*(?::|-)\s*")
+_HANDLE_WITH = re.compile(r"\s*Handle with `litellm\.\w+`\.?\s*$")
+"""The advice to programmers litellm adds to some providers' errors."""
 
 
 def plain_detail(error: BaseException) -> str:
@@ -192,7 +194,17 @@ def plain_detail(error: BaseException) -> str:
     text = str(error).strip().splitlines()[0].strip() if str(error).strip() else ""
     while (match := _CLASS_PREFIX.match(text)) is not None and match.end() < len(text):
         text = text[match.end() :]
-    return text or "no detail given"
+    return _HANDLE_WITH.sub("", text) or "no detail given"
+
+
+def connection_lost(error: BaseException) -> bool:
+    """The request reached the endpoint, but its connection failed before an answer came (no
+    HTTP status, though litellm files it under a server error's)."""
+    import httpx
+
+    return any(
+        isinstance(seen, httpx.TransportError) or type(seen).__module__.startswith("aiohttp.") for seen in _chain(error)
+    )
 
 
 def url_tried(error: BaseException, api_base: str | None) -> str | None:
@@ -230,6 +242,8 @@ def model_error(litellm: ModuleType, model: str, error: Exception, api_base: str
         return ModelCallError(f"model {model!r}: no answer in time ({detail})")
     if is_context_too_long(litellm, error):
         return ContextTooLong(f"model {model!r}: the request is longer than its context window ({detail})")
+    if connection_lost(error):
+        return ModelCallError(f"model {model!r}: the connection to {where} failed before an answer came ({detail})")
     status = getattr(error, "status_code", None)
     return ModelCallError(f"model {model!r}: the call failed{f' (HTTP {status})' if status else ''}: {detail}")
 
