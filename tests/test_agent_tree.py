@@ -201,3 +201,27 @@ async def test_isolated_agent_uses_stdio_tool_servers(scripted_llm: ScriptedLLM,
     assert_done(top)
     assert (tmp_path / "x.txt").read_text() == "x"
     assert "x" in tool_messages(scripted_llm.requests_for("[isolated]")[2].messages)[-1]
+
+
+async def test_a_cancelled_parent_is_finished_only_once_its_children_have_stopped(
+    scripted_llm: ScriptedLLM, tmp_path: Path
+) -> None:
+    """Whoever waits for a stopped agent (its own parent, the API, a command) finds the agents it
+    started stopped too, not still unwinding a step (a closing hub would leave those running)."""
+    scripted_llm.script(
+        "[parent]",
+        [
+            Reply(tool_calls=[call("summon", task="[slow] take your time", scope=["out"])]),
+            Reply(tool_calls=[call("wait")]),
+        ],
+    )
+    scripted_llm.script("[slow]", [Reply(tool_calls=[call("list_dir", path=".")]), Reply(text="late", delay_s=4)])
+
+    async with make_tree(tmp_path) as tree:
+        top = tree.start(top_spec("[parent] start a slow child"))
+        await until(lambda: top.state is AgentState.waiting_children)
+        (child,) = tree.children_of(top.id)
+        await until(lambda: len(scripted_llm.requests_for("[slow]")) == 2)  # in its slow model call
+        tree.cancel(top.id)
+        await top.finished.wait()
+        assert child.state is AgentState.cancelled

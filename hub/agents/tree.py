@@ -516,8 +516,11 @@ class AgentTree:
         with anyio.CancelScope(shield=True):
             await self._discard(agent.id)  # one that did not report: its worktree goes unmerged
         if agent.state is not AgentState.interrupted:  # an interrupted agent's children stop on their own
-            for child in self.live_children(agent.id):
+            stopping = self.live_children(agent.id)
+            for child in stopping:
                 self.cancel(child.id)
+            for child in stopping:  # whoever waits for it finds its children stopped too
+                await child.finished.wait()
             self._report_to_parent(agent)
         agent.finished.set()
 
