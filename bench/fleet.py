@@ -183,7 +183,7 @@ async def _agents(client: httpx.AsyncClient, ended: _Ended, count: int, reads: i
     return ids
 
 
-async def _run(agents: int, reads: int, latency_ms: float) -> FleetRun:
+async def fleet_run(agents: int, reads: int, latency_ms: float) -> FleetRun:
     """Run ``agents`` agents of ``reads`` reads each through a fresh hub and measure them."""
     run = FleetRun()
     model_args = ["--latency-ms", str(latency_ms)]
@@ -235,14 +235,14 @@ def _bare_posts(model_url: str, bodies: list[dict[str, object]]) -> float:
 
 async def main(sizes: list[int], steps: int, latency_ms: float) -> None:
     for agents in sizes:
-        run = await _run(agents, 1, latency_ms)
+        run = await fleet_run(agents, 1, latency_ms)
         report_value(f"fleet {agents}, wall", run.wall_s * 1000, "ms")
         report_value(f"fleet {agents}, CPU", run.cpu_s * 1000, "ms")
         report_value(f"fleet {agents}, CPU of the hub alone", run.hub_cpu_s * 1000, "ms")
         report_value(f"fleet {agents}, hub peak RSS", run.hub_peak_mib, "MiB")
         report_value(f"fleet {agents}, children's peak RSS", run.children_peak_mib, "MiB")
         report_value(f"fleet {agents}, failures", run.failures, "agents")
-    run = await _run(1, steps, latency_ms)
+    run = await fleet_run(1, steps, latency_ms)
     per_step = run.cpu_s / (steps + 1)
     report_value(f"long agent, {steps} steps, wall", run.wall_s * 1000, "ms")
     report_value("long agent, failures", run.failures, "agents")
