@@ -16,7 +16,7 @@ below it (import-linter's ``hub-layers`` contract in pyproject.toml, checked by 
     llm/       model calls: the client seam, the model worker, keys, the router, the ledger protocol
     views.py   the JSON shapes the interfaces return
     events.py  the event bus and its events
-    heap.py  ids.py  errors.py  times.py   leaves
+    heap.py  ids.py  errors.py  loop.py  times.py   leaves (loop.py: the served hub's event loop, the API first)
 
 ``dispatch.servers`` (the tool servers and the sandbox) imports nothing of the hub: the hub mounts
 them, never the other way round.

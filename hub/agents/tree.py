@@ -71,6 +71,7 @@ from dispatch.hub.llm.context import ContextMeter
 from dispatch.hub.llm.ledger import usage_columns
 from dispatch.hub.llm.router import Router
 from dispatch.hub.llm.types import Delta, ModelClient, ToolCallRequest, Usage
+from dispatch.hub.loop import not_serving_api
 from dispatch.hub.mounts.connection import open_mounts
 from dispatch.hub.mounts.hooks import HookCaller, TranscriptFile, UserHooks
 from dispatch.hub.mounts.hosts import HostEngine, Returned
@@ -462,7 +463,8 @@ class AgentTree:
             spec_json="" if restore else spec.model_dump_json(),
         )  # a resumed one is announced with the same fields (the store has its spec)
         self.events.publish(spec.id, AgentResumed.model_validate(spawned.model_dump()) if restore else spawned)
-        self._group.start_soon(self._run, agent, name=f"agent {spec.id}")
+        with not_serving_api():  # started by a request or not, an agent's work queues behind the API's
+            self._group.start_soon(self._run, agent, name=f"agent {spec.id}")
         return agent
 
     def _user_hooks(self, spec: AgentSpec, project: Project) -> UserHooks | None:

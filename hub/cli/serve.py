@@ -3,7 +3,8 @@
 It opens the hub (:meth:`Hub.open` takes the data directory's lock: a second hub there is
 refused, naming the running one's pid and address), loads or makes the token, listens, writes its
 address into the lock file for other commands, prints the URL that carries the token, and serves
-the API (:func:`dispatch.hub.api.app.create_app`) with uvicorn. SIGINT or SIGTERM stops it gracefully
+the API (:func:`dispatch.hub.api.app.create_app`) with uvicorn, on a loop that runs the API's callbacks
+before the agents' (:mod:`dispatch.hub.loop`). SIGINT or SIGTERM stops it gracefully
 (:func:`dispatch.hub.service.lifecycle.serve_until_signalled`): no new work, running steps may finish up to
 the deadline, the rest is ``interrupted``, everything committed, exit 0; a second signal exits at
 once. uvicorn's own signal handling is off, so those handlers see the signals.
@@ -34,6 +35,7 @@ from dispatch.hub.errors import UserError, unwrap
 from dispatch.hub.heap import settle_heap
 from dispatch.hub.llm.client import model_calls_on_this_loop
 from dispatch.hub.llm.types import ModelClient
+from dispatch.hub.loop import ApiFirstLoop, serving_api
 from dispatch.hub.mcp.tools import build_server as mcp_endpoint
 from dispatch.hub.service.hub import Hub
 from dispatch.hub.service.lifecycle import (
@@ -175,7 +177,8 @@ async def _serve_on(sock: socket.socket, serving: Serving) -> int:
             async with mcp.session_manager.run(), anyio.create_task_group() as alongside:
                 if serving.alongside is not None:
                     alongside.start_soon(serving.alongside, hub)
-                await server.serve(sockets=[sock])
+                with serving_api():  # its connections' callbacks run before the agents' (dispatch.hub.loop)
+                    await server.serve(sockets=[sock])
                 alongside.cancel_scope.cancel()
 
         return await serve_until_signalled(hub, serve=serve, stop_serving=stop_serving, deadline_s=serving.deadline_s)
@@ -240,7 +243,7 @@ def serve(
 def serve_with(serving: Serving) -> int:
     """Serve until a signal: the exit code (0 after a graceful stop, 2 for what the user must fix)."""
     try:
-        return anyio.run(_serve, serving)
+        return anyio.run(_serve, serving, backend_options={"loop_factory": ApiFirstLoop})
     except Exception as raised:
         error = unwrap(raised)
         if isinstance(error, UserError):
