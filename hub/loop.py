@@ -66,17 +66,20 @@ class ApiFirstLoop(asyncio.SelectorEventLoop):
         self, callback: Callable[..., object], args: tuple[Any, ...], context: contextvars.Context | None
     ) -> asyncio.Handle:
         handle = cast(asyncio.Handle, super()._call_soon(callback, args, context))  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]
-        self._move_ahead(handle)
+        # the handle's context is this one, or the one given: read the mark there (cheaper than on the handle)
+        if SERVES_API.get() if context is None else context.get(SERVES_API, False):
+            self._move_ahead(handle)
         return handle
 
     def _add_callback(self, handle: asyncio.Handle) -> None:
         super()._add_callback(handle)  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]
-        self._move_ahead(handle)
+        if _serves_api(handle):
+            self._move_ahead(handle)
 
     def _move_ahead(self, handle: asyncio.Handle) -> None:
-        """``handle`` was just queued last: move it ahead of the others if it serves the API, behind
-        the API's queued before it."""
-        if not _serves_api(handle) or threading.get_ident() != self._thread_id:  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]
+        """``handle``, the API's, was just queued last: move it ahead of the others, behind the API's
+        queued before it."""
+        if threading.get_ident() != self._thread_id:  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]
             return
         ready = cast(deque[asyncio.Handle], self._ready)  # pyright: ignore[reportAttributeAccessIssue, reportUnknownMemberType]
         last = len(ready) - 1
