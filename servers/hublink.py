@@ -255,10 +255,6 @@ class HubLink(Protocol):
         """Remove and return every message waiting in the agent's inbox (those the hub lets through)."""
         ...
 
-    async def wait_for_message(self) -> None:
-        """Return as soon as the agent's inbox holds a message (at once if it already does)."""
-        ...
-
     async def report_progress(self, text: str) -> None:
         """Record a progress note for the user and the agent's parent."""
         ...

@@ -148,9 +148,6 @@ class TreeLink:
             self._tree.events.publish(self._agent.id, delivered)
         return taken
 
-    async def wait_for_message(self) -> None:
-        await self._agent.inbox.not_empty()
-
     async def report_progress(self, text: str) -> None:
         self._agent.progress.append(text)
         self._tree.events.publish(self._agent.id, AgentProgress(text=text))

@@ -3,12 +3,11 @@
 When: an in-process server is mounted as its plan (:class:`~dispatch.servers._base.ServerPlan`:
 its tools, bound to this agent, listed without building anything); the server is built on the
 agent's first call to one of them (most agents never call most of their servers, and a spawn must
-stay cheap: about a millisecond for all of them); an ``fs`` tool is called on it without a session
-(:meth:`~dispatch.servers._base.ServerPlan.call`, see :data:`SESSIONLESS_KINDS`), the others open
+stay cheap: about a millisecond for all of them); an ``fs`` tool, and the ``inbox``'s
+``check_messages``, are called on it without a session
+(:meth:`~dispatch.servers._base.ServerPlan.call`, see :data:`SESSIONLESS_TOOLS`), the others open
 its MCP session on their first call. A stdio server is started at once, all of them concurrently,
-since its tools are known only from the server. One session is opened ahead of its first call: the
-``inbox``'s, as soon as a message waits for the agent (it reads the message through
-``check_messages``, which then waits for nothing; an agent nobody writes to never opens it).
+since its tools are known only from the server.
 
 Outside MCP servers (the config's ``mcp_servers``, granted by name) come from the hub's pool
 (:mod:`dispatch.hub.mounts.outside`): their results reach the model marked untrusted, and one
@@ -19,7 +18,6 @@ them narrowed, e.g. ``github: [get_issue]``, to resolve it).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from typing import cast
@@ -41,12 +39,22 @@ from dispatch.hub.policy.servers import UNTRUSTED_KINDS
 from dispatch.servers._base import MCPServer, ServerPlan
 from dispatch.servers.hublink import HubLink
 
-SESSIONLESS_KINDS = frozenset({"fs"})
-"""The in-process servers whose context-free tools are called without a session: ``fs``, whose tools
-only touch files. The servers whose tools wait on other agents (``summon``, ``inbox``) keep their
-session: run in the agent's own task, a child's budget stop cancelling its parent mid-``wait`` left
-the child's task cancelled past its own cancel scope (an anyio cancellation the scope did not
-absorb), the child never marked cancelled."""
+SESSIONLESS_TOOLS: dict[str, frozenset[str] | None] = {"fs": None, "inbox": frozenset({"check_messages"})}
+"""The in-process servers whose context-free tools are called without a session (None: all of them):
+``fs``, whose tools only touch files; the ``inbox``'s ``check_messages``, which takes what waits and
+waits for nothing (an agent's first call of it, often a message's way in, would otherwise wait for
+the session to open: a few turns of a loop that hundreds of agents keep busy). The tools that wait
+on other agents (``summon``'s, the ``inbox``'s ``ask_user``) keep their session: run in the agent's
+own task, a child's budget stop cancelling its parent mid-``wait`` left the child's task cancelled
+past its own cancel scope (an anyio cancellation the scope did not absorb), the child never marked
+cancelled."""
+
+
+def _sessionless(kind: str, name: str) -> bool:
+    if kind not in SESSIONLESS_TOOLS:
+        return False
+    names = SESSIONLESS_TOOLS[kind]
+    return names is None or name in names
 
 
 class Connection:
@@ -87,7 +95,7 @@ class Connection:
 
     async def _call(self, name: str, arguments: JsonDict, output: ToolOutput | None) -> CallToolResult:
         target = self._target
-        if isinstance(target, ServerPlan) and self.kind in SESSIONLESS_KINDS and target.calls_without_session(name):
+        if isinstance(target, ServerPlan) and _sessionless(self.kind, name) and target.calls_without_session(name):
             if self._server is None:
                 self._server = target.build()
             return await target.call(self._server, name, arguments)
@@ -105,13 +113,6 @@ class Connection:
 
     def close(self) -> None:
         self._closed.set()
-
-    async def open_ahead(self) -> None:
-        """Open the session ahead of a call, and have it learn the tools (it checks each result
-        against their list, which the first call would otherwise ask for); a failure is left for
-        that call to report."""
-        with contextlib.suppress(Exception):
-            await (await self.open()).list_tools()
 
     async def _hold(self, *, task_status: TaskStatus[Client]) -> None:
         started = False
@@ -138,13 +139,6 @@ async def _hold_host(session: HostSession, scope: anyio.CancelScope, *, task_sta
     """Run the agent's tool host until ``scope`` is cancelled (when its mounts close)."""
     with scope:
         await session.run(task_status=task_status)
-
-
-async def _open_on_mail(link: HubLink, inbox: Connection, watching: anyio.CancelScope) -> None:
-    """Open the inbox's session once a message waits (at once if one already does)."""
-    with watching:
-        await link.wait_for_message()
-        await inbox.open_ahead()
 
 
 async def _listed(kind: str, target: ServerTarget | HostedServer, connection: Connection) -> list[Tool]:
@@ -182,9 +176,6 @@ async def open_mounts(
             await group.start(_hold_host, session, hosting)
             targets |= {k: HostedServer(k, cast(ServerPlan, targets[k]), session) for k in hosted}
         connections = {kind: Connection(kind, target, group) for kind, target in targets.items()}
-        watching = anyio.CancelScope()
-        if isinstance(targets.get("inbox"), ServerPlan):
-            group.start_soon(_open_on_mail, link, connections["inbox"], watching)
         try:
             tools: dict[str, list[Tool]] = {}
 
@@ -210,7 +201,6 @@ async def open_mounts(
                 except BaseException as error:  # re-raised below, once the sessions are closed
                     body_error = error
         finally:
-            watching.cancel()
             for connection in connections.values():
                 connection.close()
             hosting.cancel()
