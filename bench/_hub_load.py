@@ -164,8 +164,9 @@ class _Run:
         self.sent: dict[str, Sent] = {}
         self.failures: list[str] = []
         self.boundary: dict[str, float] = {}
-        """Per agent: the time of its latest tool call or result: its latest tool boundary (the
-        leaves' tool, ``check_messages``, takes its messages inside the call)."""
+        """Per agent: the time of its latest tool call or result or step: its latest boundary (the
+        leaves' tool, ``check_messages``, takes its messages inside the call; a step's end takes
+        what came during its model call)."""
 
     def alive(self) -> int:
         return sum(1 for state in self.states.values() if state in ALIVE)
@@ -186,7 +187,9 @@ class _Run:
                 self.leaves.append(agent)
             if len(self.states) >= self.expected:
                 self.all_spawned.set()
-        elif kind in ("tool.call", "tool.result"):  # a boundary: after a tool, or in `check_messages`
+        elif kind in ("tool.call", "tool.result", "agent.step"):
+            # a boundary: in `check_messages`, after a tool, or after the model's answer (an answer
+            # without tool calls reads what waits, and goes on with it rather than reporting)
             self.boundary[agent] = event["at"]
         elif kind == "message.delivered" and (sent := self.sent.pop(str(data.get("message_id")), None)):
             boundary = self.boundary.get(agent, 0.0)

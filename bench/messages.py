@@ -8,10 +8,10 @@ leaves, one every 20 ms. Prints:
 - messages, API acknowledgement: ``POST /api/agents/{id}/messages`` until its 202 (the message is
   in the agent's inbox);
 - messages, delivery overhead: from the API call until a WebSocket client receives the message's
-  ``message.delivered`` event, minus the wait for the agent's tool boundary (the agent's last
-  ``tool.call`` or ``tool.result`` event before the delivery, when it came after the call: the
-  leaves' tool, ``check_messages``, takes the message inside the call), so from the later of the
-  two;
+  ``message.delivered`` event, minus the wait for the agent's boundary (the agent's last
+  ``tool.call``, ``tool.result`` or ``agent.step`` event before the delivery, when it came after the
+  call: the leaves' tool, ``check_messages``, takes the message inside the call, and a step takes
+  what came during its model call once the model answered), so from the later of the two;
 - messages, delivered in the hub: the same, ending when the hub delivered it (the event's
   timestamp) rather than when the client heard of it;
 - messages, ack + delivery after it: stricter, the whole acknowledgement plus the time from the
