@@ -58,6 +58,27 @@ def test_the_apis_callbacks_run_before_the_queued_ones_and_in_their_own_order() 
     assert ran == ["api 0", "api 1", "agent 0", "agent 1", "agent 2", "agent 3"]
 
 
+def test_a_callback_of_the_api_that_queues_itself_until_other_work_ran_lets_that_work_run() -> None:
+    # as anyio delivers a cancellation: again and again until the tasks it cancels have run
+    ran: list[str] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        def waiting(rounds: int) -> None:
+            if "agent" in ran or rounds == 10_000:
+                ran.append(f"waited {rounds} times")
+                return
+            loop.call_soon(waiting, rounds + 1, context=_api_context())
+
+        loop.call_soon(waiting, 0, context=_api_context())
+        loop.call_soon(ran.append, "agent")
+        await asyncio.sleep(0.01)
+
+    _run_on_the_hubs_loop(main)
+    assert ran[0] == "agent" and ran[1] in ("waited 1 times", "waited 2 times"), ran
+
+
 def test_a_callback_of_the_api_from_another_thread_joins_the_end_of_the_queue() -> None:
     ran: list[str] = []
 
@@ -135,11 +156,13 @@ def _steps_a_request_waited(requests: int) -> list[int]:
 
 def test_a_request_is_served_within_the_turn_in_progress_however_busy_the_agents_keep_the_loop() -> None:
     # In asyncio's own order a request's bytes are read after every step queued in the turn before
-    # (BUSY_AGENTS of them) and its task runs after every step queued in that turn: at least twice
-    # BUSY_AGENTS steps. Served first, it waits out at most what is left of the turn in progress.
+    # (BUSY_AGENTS of them) and its task runs after every step queued in the turn that read them,
+    # and so on: about three turns of steps (548-599 in twenty requests). Served first, its bytes are read
+    # first in the turn after the one in progress and its task runs first in the next: what is left
+    # of the turn in progress, and one more (305-399 in twenty).
     waited = _steps_a_request_waited(20)
     assert len(waited) == 20
-    assert max(waited) < 1.5 * BUSY_AGENTS, waited
+    assert max(waited) < 2.4 * BUSY_AGENTS, waited
 
 
 class _NotingModel(ScriptedModel):
