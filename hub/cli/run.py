@@ -32,7 +32,7 @@ from dispatch.hub.service.lifecycle import HubRunning, serve_until_signalled
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 LAST_EVENT_WAIT_S = 2.0
-"""With ``--jsonl``, how long the finished run waits for its top agent's last event to be printed."""
+"""How long the finished run waits for its top agent's last event to be shown (or, with ``--jsonl``, printed)."""
 
 Output = Literal["text", "json", "jsonl"]
 """What stdout gets: the report (with the live view on stderr), one JSON summary, or JSON lines."""
@@ -111,9 +111,10 @@ async def _run(spec: AgentSpec, root: Path, output: Output, yes: bool) -> Outcom
                     group.start_soon(show)
                     group.start_soon(desk.follow, asked)
                     await top.finished.wait()
-                    if mode == "jsonl":  # the top agent's final state line comes before the result line
-                        with anyio.move_on_after(LAST_EVENT_WAIT_S):
-                            await shown_last.wait()
+                    # the top agent's final state is the live view's last line (with --jsonl, it
+                    # comes before the result line): its event may still be on its way
+                    with anyio.move_on_after(LAST_EVENT_WAIT_S):
+                        await shown_last.wait()
                     group.cancel_scope.cancel()
 
             # Ctrl-C stops a run at once: its steps so far are kept, the rest resumes from them.
